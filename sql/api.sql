@@ -1,0 +1,158 @@
+-- bi_access: the SQL surface. Runs after every generated object.
+--
+-- Each management function is SECURITY DEFINER with a pinned search_path,
+-- is not executable by PUBLIC, and is granted to bi_access_admin. Each calls
+-- its worker in schema bi_access_internal (Rust), which nobody else may call.
+
+CREATE VIEW bi_access.credentials AS
+SELECT c.id,
+       c.org_id,
+       c.org_name,
+       c.label,
+       c.role_name,
+       CASE WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
+            THEN 'active'::bi_access.credential_status
+            ELSE c.status
+       END AS status,
+       c.created_at,
+       c.updated_at,
+       c.rotated_at,
+       c.valid_until,
+       c.connection_limit,
+       c.last_error
+FROM bi_access.credential c;
+COMMENT ON VIEW bi_access.credentials IS
+    'Every credential bi_access manages, with its status; never shows a secret';
+
+CREATE VIEW bi_access.events AS
+SELECT e.id, e.at, e.action, e.role_name, e.org_id, e.actor, e.detail
+FROM bi_access.event e;
+COMMENT ON VIEW bi_access.events IS
+    'Append-only log of every management call, reveals of a password included';
+
+CREATE FUNCTION bi_access.generate(
+    org_id text,
+    label text DEFAULT 'default',
+    org_name text DEFAULT NULL,
+    valid_until timestamptz DEFAULT NULL,
+    connection_limit integer DEFAULT NULL
+) RETURNS bi_access.connection
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit) $$;
+COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer) IS
+    'Creates a read-only login for an org: role, password, record; returns the connection details once';
+
+CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
+COMMENT ON FUNCTION bi_access.connection_details(name) IS
+    'View Details: the connection details again, password included (audited)';
+
+CREATE FUNCTION bi_access.regenerate(role name) RETURNS bi_access.connection
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.regenerate(role::text) $$;
+COMMENT ON FUNCTION bi_access.regenerate(name) IS
+    'New password; the old one and open sessions end at commit';
+
+CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.revoke(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.revoke(name) IS
+    'Disables the login and ends its sessions at commit; status deactivated';
+
+CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.activate(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
+
+CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.delete(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.delete(name) IS
+    'Ends sessions and drops the role; the record stays, status deleted';
+
+CREATE FUNCTION bi_access.purge(role name) RETURNS void
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.purge(role::text) $$;
+COMMENT ON FUNCTION bi_access.purge(name) IS
+    'Removes a deleted credential from the list; the event log keeps its history';
+
+CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.expose_table(tbl::oid, org_column::text) $$;
+COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
+    'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
+
+CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.hide_table(tbl::oid) $$;
+COMMENT ON FUNCTION bi_access.hide_table(regclass) IS
+    'Withdraws a table from BI roles, restores it as it was, and keeps it out of later syncs';
+
+CREATE FUNCTION bi_access.unsynced_tables()
+RETURNS TABLE (tbl regclass, org_column name, reason text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT u.tbl::regclass, u.org_column::name, u.reason FROM bi_access_internal.unsynced_tables() u $$;
+COMMENT ON FUNCTION bi_access.unsynced_tables() IS 'What a sync would change, and why';
+
+CREATE FUNCTION bi_access.sync_tables() RETURNS TABLE (tbl regclass, action text)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT s.tbl::regclass, s.action FROM bi_access_internal.sync_tables() s $$;
+COMMENT ON FUNCTION bi_access.sync_tables() IS
+    'Brings every exposed table to its exposed state, all or nothing, in the caller''s transaction';
+
+-- DROP EXTENSION bi_access first refuses while live credentials exist, else
+-- restores every exposed table and drops the reader group. An event trigger
+-- at ddl_command_start sees only the statement, so it matches its text.
+CREATE FUNCTION bi_access.on_drop_extension() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_query() ~* '\mDROP\s+EXTENSION\s+(IF\s+EXISTS\s+)?[^;]*\mbi_access\M' THEN
+        PERFORM bi_access_internal.before_drop();
+    END IF;
+END
+$$;
+CREATE EVENT TRIGGER bi_access_drop_extension ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION bi_access.on_drop_extension();
+
+-- Privileges. Nothing of bi_access is PUBLIC's; the admin role gets the
+-- management surface; the reader group only the org lookup its policies call.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA bi_access FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA bi_access_internal FROM PUBLIC;
+REVOKE ALL ON SCHEMA bi_access, bi_access_internal FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA bi_access TO bi_access_admin;
+GRANT SELECT ON bi_access.credentials, bi_access.events TO bi_access_admin;
+GRANT EXECUTE ON FUNCTION
+    bi_access.generate(text, text, text, timestamptz, integer),
+    bi_access.connection_details(name),
+    bi_access.regenerate(name),
+    bi_access.revoke(name),
+    bi_access.activate(name),
+    bi_access.delete(name),
+    bi_access.purge(name),
+    bi_access.expose_table(regclass, name),
+    bi_access.hide_table(regclass),
+    bi_access.unsynced_tables(),
+    bi_access.sync_tables(),
+    bi_access_internal.replayed(text)
+TO bi_access_admin;
+
+DO $grants$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION bi_access.current_org(), bi_access.current_org_bigint(), '
+                   'bi_access.current_org_uuid() TO %I',
+                   (SELECT reader_role FROM bi_access.config));
+END
+$grants$;

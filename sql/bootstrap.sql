@@ -1,0 +1,123 @@
+-- bi_access bootstrap: roles, types and tables. Runs before every generated
+-- object of the extension script, in schema bi_access.
+
+-- The admin role is cluster-wide and may already exist from another database
+-- of the cluster that has the extension; it is never dropped by the extension.
+DO $bootstrap$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_admin') THEN
+        CREATE ROLE bi_access_admin NOLOGIN;
+    END IF;
+END
+$bootstrap$;
+
+CREATE TYPE bi_access.credential_status AS ENUM (
+    'pending', 'active', 'syncing', 'failed', 'deleting', 'deactivated', 'deleted'
+);
+COMMENT ON TYPE bi_access.credential_status IS
+    'Lifecycle of a credential; pending means committed but not yet replayed by the configured replica';
+
+CREATE TYPE bi_access.connection AS (
+    database_type text,
+    host text,
+    port integer,
+    database text,
+    username text,
+    password text,
+    schema text,
+    sslmode text,
+    url text,
+    jdbc_url text,
+    display_name text
+);
+COMMENT ON TYPE bi_access.connection IS
+    'What a BI tool needs to connect; returned once by generate, regenerate and connection_details';
+
+-- One row: this database's reader group. Role names are cluster-wide, so the
+-- group gets a random suffix: two databases with the extension never share it,
+-- and its name says nothing about the database or its tenants.
+CREATE TABLE bi_access.config (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    reader_role name NOT NULL UNIQUE
+);
+
+DO $bootstrap$
+DECLARE
+    reader name := 'bi_access_reader_' || substr(md5(random()::text || clock_timestamp()::text), 1, 12);
+BEGIN
+    EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', reader);
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), reader);
+    INSERT INTO bi_access.config (reader_role) VALUES (reader);
+END
+$bootstrap$;
+
+CREATE TABLE bi_access.credential (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id text NOT NULL,
+    org_name text,
+    label text NOT NULL,
+    role_name name NOT NULL UNIQUE,
+    status bi_access.credential_status NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    rotated_at timestamptz,
+    valid_until timestamptz,
+    connection_limit integer,
+    last_error text,
+    -- nonce || XChaCha20-Poly1305 ciphertext of the password, bound to role_name;
+    -- the key lives in a 0600 file of the data directory, never in a table.
+    secret bytea,
+    -- WAL insert position once the credential was written: the configured
+    -- replica can let the role in once its replay position has passed it.
+    created_lsn pg_lsn,
+    CONSTRAINT credential_org_id_check CHECK (org_id <> '' AND length(org_id) <= 256),
+    CONSTRAINT credential_label_check CHECK (label <> '' AND length(label) <= 63)
+);
+-- At most one live credential per (org, label); concurrent generate calls
+-- serialize on this index.
+CREATE UNIQUE INDEX credential_live_org_label
+    ON bi_access.credential (org_id, label)
+    WHERE status NOT IN ('failed', 'deleted');
+
+CREATE TABLE bi_access.event (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    action text NOT NULL,
+    role_name name,
+    org_id text,
+    actor text NOT NULL,
+    detail jsonb NOT NULL DEFAULT '{}'
+);
+
+-- The log is append-only: no role, the table owner included, may rewrite it.
+CREATE FUNCTION bi_access.event_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'bi_access.event is append-only'
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Events are kept for audit; bi_access.purge() removes a credential, not its history.';
+END
+$$;
+CREATE TRIGGER event_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON bi_access.event
+    FOR EACH STATEMENT EXECUTE FUNCTION bi_access.event_append_only();
+
+CREATE TABLE bi_access.exposed_table (
+    tbl regclass PRIMARY KEY,
+    org_column name NOT NULL,
+    -- hidden: withdrawn by hide_table; no later sync exposes it again.
+    hidden boolean NOT NULL DEFAULT false,
+    -- bi_access turned RLS on (and added the pass-through policy), so hiding
+    -- the table turns it off again.
+    rls_enabled_by_bi_access boolean NOT NULL DEFAULT false,
+    exposed_at timestamptz NOT NULL DEFAULT now(),
+    synced_at timestamptz
+);
+
+-- pg_dump keeps the records, the log and the exposure list.
+SELECT pg_catalog.pg_extension_config_dump('bi_access.credential', '');
+SELECT pg_catalog.pg_extension_config_dump('bi_access.credential_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('bi_access.event', '');
+SELECT pg_catalog.pg_extension_config_dump('bi_access.event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('bi_access.exposed_table', '');
+
+REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;

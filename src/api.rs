@@ -1,0 +1,142 @@
+//! The Rust side of the SQL surface. `sql/api.sql` declares the public
+//! functions of schema `bi_access` with their exact SQL types (name,
+//! regclass), SECURITY DEFINER and a pinned search_path; each calls one of
+//! these, which PUBLIC cannot execute. Here errors become PostgreSQL errors
+//! with their SQLSTATE (`or_raise`).
+
+use pgrx::prelude::*;
+
+use crate::error::or_raise;
+use crate::org;
+
+/// Used by every bi_access policy: the org key of the role running the
+/// query. Executable by the reader group only.
+#[pg_extern(stable, parallel_safe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn current_org() -> Option<String> {
+    or_raise(org::current_org())
+}
+
+/// The org key as a bigint, for integer org columns; NULL if it is not one.
+#[pg_extern(stable, parallel_safe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn current_org_bigint() -> Option<i64> {
+    or_raise(org::current_org())
+        .as_deref()
+        .and_then(org::as_bigint)
+}
+
+/// The org key as a uuid, for uuid org columns; NULL if it is not one.
+#[pg_extern(stable, parallel_safe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn current_org_uuid() -> Option<pgrx::Uuid> {
+    or_raise(org::current_org())
+        .as_deref()
+        .and_then(org::as_uuid)
+        .map(pgrx::Uuid::from_bytes)
+}
+
+#[pg_schema]
+mod bi_access_internal {
+    use pgrx::prelude::*;
+
+    use crate::credentials::{self, Request};
+    use crate::error::or_raise;
+    use crate::exposure;
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn generate(
+        org_id: Option<&str>,
+        label: Option<&str>,
+        org_name: Option<&str>,
+        valid_until: Option<TimestampWithTimeZone>,
+        connection_limit: Option<i32>,
+    ) -> pgrx::composite_type!('static, "bi_access.connection") {
+        or_raise(credentials::generate(Request {
+            org_id,
+            label,
+            org_name,
+            valid_until,
+            connection_limit,
+        }))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn connection_details(role: &str) -> pgrx::composite_type!('static, "bi_access.connection") {
+        or_raise(credentials::connection_details(role))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn regenerate(role: &str) -> pgrx::composite_type!('static, "bi_access.connection") {
+        or_raise(credentials::regenerate(role))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn revoke(role: &str) {
+        or_raise(credentials::revoke(role))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn activate(role: &str) {
+        or_raise(credentials::activate(role))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn delete(role: &str) {
+        or_raise(credentials::delete(role))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn purge(role: &str) {
+        or_raise(credentials::purge(role))
+    }
+
+    /// Whether the configured standby has replayed a credential's creation;
+    /// the credentials view turns `pending` into `active` with it.
+    #[pg_extern(stable, parallel_safe, security_definer)]
+    #[search_path(pg_catalog, pg_temp)]
+    fn replayed(lsn: Option<&str>) -> bool {
+        or_raise(credentials::replayed(lsn))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) {
+        or_raise(exposure::expose_table(tbl, org_column))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn hide_table(tbl: pg_sys::Oid) {
+        or_raise(exposure::hide_table(tbl))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn sync_one(tbl: pg_sys::Oid) -> String {
+        or_raise(exposure::sync_one(tbl)).to_string()
+    }
+
+    /// Called by the event trigger before DROP EXTENSION bi_access.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn before_drop() {
+        or_raise(crate::uninstall::before_drop())
+    }
+
+    #[pg_extern(stable, parallel_unsafe)]
+    fn unsynced_tables() -> TableIterator<
+        'static,
+        (
+            name!(tbl, pg_sys::Oid),
+            name!(org_column, String),
+            name!(reason, String),
+        ),
+    > {
+        let rows = or_raise(exposure::unsynced_tables())
+            .into_iter()
+            .map(|pending| (pending.tbl, pending.org_column, pending.reason));
+        TableIterator::new(rows.collect::<Vec<_>>())
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn sync_tables() -> TableIterator<'static, (name!(tbl, pg_sys::Oid), name!(action, String))> {
+        TableIterator::new(or_raise(exposure::sync_tables()))
+    }
+}

@@ -1,0 +1,139 @@
+//! The one error type of bi_access, and its SQLSTATE. Each variant is a
+//! condition a caller can act on; `report()` turns it into the PostgreSQL
+//! error at the SQL boundary.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+use crate::secrets::SecretError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BiError {
+    #[error("{0}")]
+    InvalidParameter(String),
+
+    #[error("a live bi_access credential for org {org_id:?} and label {label:?} already exists")]
+    Duplicate {
+        org_id: String,
+        label: String,
+        role: Option<String>,
+    },
+
+    #[error("no bi_access credential has the role {0:?}")]
+    NoSuchCredential(String),
+
+    #[error("bi_access credential {role:?} is {status}; {action} needs it {needs}")]
+    WrongStatus {
+        role: String,
+        status: String,
+        action: &'static str,
+        needs: &'static str,
+    },
+
+    #[error("{0} is not a table bi_access can expose")]
+    WrongObjectType(String),
+
+    #[error("column {column:?} does not exist in table {table}")]
+    NoSuchColumn { table: String, column: String },
+
+    #[error("could not lock table {0} within lock_timeout")]
+    LockNotAvailable(String),
+
+    #[error("bi_access cannot be dropped while live credentials exist")]
+    LiveCredentials(i64),
+
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    #[error("SPI: {0}")]
+    Spi(#[from] pgrx::spi::SpiError),
+}
+
+pub type Result<T> = std::result::Result<T, BiError>;
+
+/// For failures that only a bug can cause (a composite type that does not
+/// match its definition, say).
+pub fn internal(error: impl std::fmt::Display) -> BiError {
+    BiError::Internal(error.to_string())
+}
+
+impl BiError {
+    fn code(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            BiError::InvalidParameter(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            BiError::Duplicate { .. } => ERRCODE_UNIQUE_VIOLATION,
+            BiError::NoSuchCredential(_) => ERRCODE_UNDEFINED_OBJECT,
+            BiError::WrongStatus { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            BiError::WrongObjectType(_) => ERRCODE_WRONG_OBJECT_TYPE,
+            BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
+            BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
+            BiError::LiveCredentials(_) => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            BiError::Secret(SecretError::CannotOpen) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            BiError::Secret(_) => ERRCODE_IO_ERROR,
+            BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            BiError::Duplicate { role: Some(role), .. } => Some(format!(
+                "To replace its password, call bi_access.regenerate('{role}')."
+            )),
+            BiError::Duplicate { role: None, .. } => {
+                Some("To replace its password, call bi_access.regenerate(role).".into())
+            }
+            BiError::NoSuchCredential(_) => {
+                Some("bi_access.credentials lists the roles bi_access manages.".into())
+            }
+            BiError::LockNotAvailable(_) => Some(
+                "Retry later, raise lock_timeout, or use CALL bi_access.sync(), which retries table by table."
+                    .into(),
+            ),
+            BiError::LiveCredentials(_) => Some(
+                "Delete them first: SELECT bi_access.delete(role_name) FROM bi_access.credentials WHERE status <> 'deleted';"
+                    .into(),
+            ),
+            BiError::Secret(SecretError::CannotOpen) => Some(
+                "The key file of this server does not open it; bi_access.regenerate() issues a new password."
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            BiError::LiveCredentials(count) => {
+                Some(format!("{count} credential(s) are not deleted."))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn report(self) -> ErrorReport {
+        let mut report = ErrorReport::new(self.code(), self.to_string(), "bi_access");
+        if let Some(hint) = self.hint() {
+            report = report.set_hint(hint);
+        }
+        if let Some(detail) = self.detail() {
+            report = report.set_detail(detail);
+        }
+        report
+    }
+}
+
+/// At the SQL boundary: the value, or the error raised with its SQLSTATE,
+/// hint and detail.
+pub fn or_raise<T>(result: Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => {
+            error.report().report(PgLogLevel::ERROR);
+            unreachable!("an ERROR does not return")
+        }
+    }
+}

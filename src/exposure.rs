@@ -1,0 +1,400 @@
+//! Which tables BI roles may read, and syncing: bringing each exposed table to
+//! its exposed state (a SELECT grant to the reader group, RLS on, the policies
+//! of `policies`). Grants go to the reader group only, never to credential
+//! roles, so a table's ACL stays one entry long whatever the number of
+//! credentials.
+
+use std::time::{Duration, Instant};
+
+use pgrx::prelude::*;
+use pgrx::spi::{quote_identifier, quote_qualified_identifier};
+use serde_json::json;
+
+use crate::audit::{self, NO_SUBJECT};
+use crate::db;
+use crate::error::{BiError, Result};
+use crate::policies::{self, Target};
+use crate::roles;
+use crate::settings;
+
+/// What unsynced_tables reports for one table.
+pub struct Pending {
+    pub tbl: pg_sys::Oid,
+    pub org_column: String,
+    pub reason: String,
+}
+
+struct Relation {
+    schema: String,
+    name: String,
+    kind: String,
+    rls: bool,
+    column_type: Option<String>,
+}
+
+pub fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) -> Result<()> {
+    let column = org_column
+        .map(str::to_string)
+        .unwrap_or_else(settings::org_column);
+    target(tbl, &column)?;
+    db::exec(
+        "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2) \
+         ON CONFLICT (tbl) DO UPDATE SET org_column = EXCLUDED.org_column, hidden = false",
+        &[tbl.into(), column.as_str().into()],
+    )?;
+    let action = sync_one(tbl)?;
+    audit::record(
+        "expose_table",
+        &NO_SUBJECT,
+        json!({ "table": table_name(tbl)?, "org_column": column, "action": action }),
+    )
+}
+
+/// Withdraws grants and policies, turns RLS off again if bi_access turned it
+/// on, and remembers the exclusion so no later sync exposes the table again.
+pub fn hide_table(tbl: pg_sys::Oid) -> Result<()> {
+    let exposed = exposed_row(tbl)?;
+    let column = exposed
+        .as_ref()
+        .map(|(column, _)| column.clone())
+        .unwrap_or_else(settings::org_column);
+    if let Some((_, rls_by_us)) = exposed {
+        restore(tbl, &column, rls_by_us)?;
+    }
+    db::exec(
+        "INSERT INTO bi_access.exposed_table (tbl, org_column, hidden) VALUES ($1::regclass, $2, true) \
+         ON CONFLICT (tbl) DO UPDATE SET hidden = true, rls_enabled_by_bi_access = false, synced_at = NULL",
+        &[tbl.into(), column.as_str().into()],
+    )?;
+    audit::record(
+        "hide_table",
+        &NO_SUBJECT,
+        json!({ "table": table_name(tbl)? }),
+    )
+}
+
+/// Puts every exposed table back as it was (before DROP EXTENSION).
+pub fn hide_all() -> Result<()> {
+    for (tbl, column) in exposed_tables()? {
+        let rls_by_us = exposed_row(tbl)?.is_some_and(|(_, rls_by_us)| rls_by_us);
+        restore(tbl, &column, rls_by_us)?;
+    }
+    Ok(())
+}
+
+fn restore(tbl: pg_sys::Oid, column: &str, rls_by_us: bool) -> Result<()> {
+    let relation = relation(tbl, column)?;
+    let target = Target {
+        oid: tbl,
+        name: quote_qualified_identifier(&relation.schema, &relation.name),
+        column: column.to_string(),
+        column_type: relation.column_type.unwrap_or_default(),
+    };
+    lock_exclusively(&target)?;
+    policies::drop(&target, &[policies::READ, policies::GUARD])?;
+    if rls_by_us {
+        policies::drop(&target, &[policies::PASSTHROUGH])?;
+        Spi::run(&format!(
+            "ALTER TABLE {} DISABLE ROW LEVEL SECURITY",
+            target.name
+        ))?;
+    }
+    Spi::run(&format!(
+        "REVOKE SELECT ON {} FROM {}",
+        target.name,
+        quote_identifier(roles::reader_group()?)
+    ))?;
+    Ok(())
+}
+
+/// What a sync would change: exposed tables missing their grant, RLS or
+/// policies, and new tables (in an exposed schema, with the org column,
+/// neither exposed nor hidden).
+pub fn unsynced_tables() -> Result<Vec<Pending>> {
+    let reader = roles::reader_group()?;
+    let mut pending = Vec::new();
+    for (tbl, column) in exposed_tables()? {
+        let reasons = match target(tbl, &column) {
+            Ok(target) => missing(&target, &reader)?,
+            Err(error) => vec![error.to_string()],
+        };
+        pending.extend(reasons.into_iter().map(|reason| Pending {
+            tbl,
+            org_column: column.clone(),
+            reason,
+        }));
+    }
+    for (tbl, column) in new_tables()? {
+        pending.push(Pending {
+            tbl,
+            org_column: column,
+            reason: "new table with the org column, not exposed".into(),
+        });
+    }
+    Ok(pending)
+}
+
+/// Brings every exposed table (and, with bi_access.auto_expose, every new
+/// table) to its exposed state in the caller's transaction. Idempotent.
+pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
+    let mut done = Vec::new();
+    if settings::auto_expose() {
+        for (tbl, column) in new_tables()? {
+            db::exec(
+                "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",
+                &[tbl.into(), column.as_str().into()],
+            )?;
+            sync_one(tbl)?;
+            done.push((tbl, "exposed".to_string()));
+        }
+    }
+    for (tbl, _) in exposed_tables()? {
+        if done.iter().any(|(exposed, _)| *exposed == tbl) {
+            continue;
+        }
+        done.push((tbl, sync_one(tbl)?.to_string()));
+    }
+    let changed = done
+        .iter()
+        .filter(|(_, action)| action != "unchanged")
+        .count();
+    audit::record(
+        "sync_tables",
+        &NO_SUBJECT,
+        json!({ "tables": done.len(), "changed": changed }),
+    )?;
+    Ok(done)
+}
+
+/// Syncs one exposed table; "synced" if anything changed, else "unchanged".
+/// The exclusive lock is taken only when RLS or a policy must change, and
+/// never for longer than lock_timeout.
+pub fn sync_one(tbl: pg_sys::Oid) -> Result<&'static str> {
+    let Some((column, _)) = exposed_row(tbl)? else {
+        return Ok("not exposed");
+    };
+    let target = target(tbl, &column)?;
+    let reader = roles::reader_group()?;
+    let mut changed = grant_read(&target, &reader)?;
+    let rls_on = relation(tbl, &column)?.rls;
+    let policies_ok = policies::reader_policies_ok(&target, &reader)?;
+    if !rls_on || !policies_ok {
+        lock_exclusively(&target)?;
+        if !rls_on {
+            enable_rls(&target)?;
+        }
+        if !policies_ok {
+            policies::create_reader_policies(&target, &reader)?;
+        }
+        changed = true;
+    }
+    if changed {
+        db::exec(
+            "UPDATE bi_access.exposed_table SET synced_at = now() WHERE tbl = $1::regclass",
+            &[tbl.into()],
+        )?;
+    }
+    Ok(if changed { "synced" } else { "unchanged" })
+}
+
+fn enable_rls(target: &Target) -> Result<()> {
+    Spi::run(&format!(
+        "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
+        target.name
+    ))?;
+    if !policies::exists(target, policies::PASSTHROUGH)? {
+        policies::create_passthrough(target)?;
+    }
+    db::exec(
+        "UPDATE bi_access.exposed_table SET rls_enabled_by_bi_access = true WHERE tbl = $1::regclass",
+        &[target.oid.into()],
+    )
+}
+
+/// USAGE on the table's schema and SELECT on the table, for the reader group.
+fn grant_read(target: &Target, reader: &str) -> Result<bool> {
+    let (has_usage, has_select) = Spi::get_two_with_args::<bool, bool>(
+        "SELECT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE'), \
+                EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
+                        JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+                        WHERE r.rolname = $2 AND a.privilege_type = 'SELECT') \
+         FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[target.oid.into(), reader.into()],
+    )?;
+    let quoted_reader = quote_identifier(reader);
+    if !has_usage.unwrap_or(false) {
+        let schema = db::first::<String>(
+            "SELECT n.nspname::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[target.oid.into()],
+        )?
+        .unwrap_or_default();
+        Spi::run(&format!(
+            "GRANT USAGE ON SCHEMA {} TO {quoted_reader}",
+            quote_identifier(schema)
+        ))?;
+    }
+    if !has_select.unwrap_or(false) {
+        Spi::run(&format!(
+            "GRANT SELECT ON {} TO {quoted_reader}",
+            target.name
+        ))?;
+    }
+    Ok(!has_usage.unwrap_or(false) || !has_select.unwrap_or(false))
+}
+
+fn missing(target: &Target, reader: &str) -> Result<Vec<String>> {
+    let mut reasons = Vec::new();
+    let has_select = db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a \
+                        JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+                        WHERE c.oid = $1 AND r.rolname = $2 AND a.privilege_type = 'SELECT')",
+        &[target.oid.into(), reader.into()],
+    )?
+    .unwrap_or(false);
+    if !has_select {
+        reasons.push("the reader group has no SELECT grant".to_string());
+    }
+    if !relation(target.oid, &target.column)?.rls {
+        reasons.push("row level security is off".to_string());
+    }
+    if !policies::reader_policies_ok(target, reader)? {
+        reasons.push("bi_access policies are missing or stale".to_string());
+    }
+    Ok(reasons)
+}
+
+/// The table as a policy target; refuses what cannot carry RLS.
+fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
+    let relation = relation(tbl, column)?;
+    let name = quote_qualified_identifier(&relation.schema, &relation.name);
+    if !matches!(relation.kind.as_str(), "r" | "p") {
+        return Err(BiError::WrongObjectType(name));
+    }
+    let Some(column_type) = relation.column_type else {
+        return Err(BiError::NoSuchColumn {
+            table: name,
+            column: column.into(),
+        });
+    };
+    Ok(Target {
+        oid: tbl,
+        name,
+        column: column.to_string(),
+        column_type,
+    })
+}
+
+fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
+    Spi::connect(|client| {
+        let table = client.select(
+            "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relrowsecurity, \
+                    pg_catalog.format_type(a.atttypid, NULL) \
+             FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_catalog.pg_attribute a \
+                    ON a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.oid = $1",
+            Some(1),
+            &[tbl.into(), column.into()],
+        )?;
+        if table.is_empty() {
+            return Err(BiError::WrongObjectType(format!("relation {tbl:?}")));
+        }
+        let row = table.first();
+        Ok(Relation {
+            schema: row.get::<String>(1)?.unwrap_or_default(),
+            name: row.get::<String>(2)?.unwrap_or_default(),
+            kind: row.get::<String>(3)?.unwrap_or_default(),
+            rls: row.get::<bool>(4)?.unwrap_or(false),
+            column_type: row.get::<String>(5)?,
+        })
+    })
+}
+
+fn table_name(tbl: pg_sys::Oid) -> Result<String> {
+    Ok(db::first::<String>("SELECT $1::regclass::text", &[tbl.into()])?.unwrap_or_default())
+}
+
+fn exposed_row(tbl: pg_sys::Oid) -> Result<Option<(String, bool)>> {
+    Spi::connect(|client| {
+        let table = client.select(
+            "SELECT org_column::text, rls_enabled_by_bi_access FROM bi_access.exposed_table \
+             WHERE tbl = $1::regclass AND NOT hidden",
+            Some(1),
+            &[tbl.into()],
+        )?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let row = table.first();
+        Ok(Some((
+            row.get::<String>(1)?.unwrap_or_default(),
+            row.get::<bool>(2)?.unwrap_or(false),
+        )))
+    })
+}
+
+fn pairs(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(pg_sys::Oid, String)>> {
+    Spi::connect(|client| {
+        let mut pairs = Vec::new();
+        for row in client.select(sql, None, args)? {
+            if let (Some(tbl), Some(column)) = (row.get::<pg_sys::Oid>(1)?, row.get::<String>(2)?) {
+                pairs.push((tbl, column));
+            }
+        }
+        Ok(pairs)
+    })
+}
+
+/// Exposed, not hidden, and still existing.
+fn exposed_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
+    pairs(
+        "SELECT e.tbl::oid, e.org_column::text FROM bi_access.exposed_table e \
+         JOIN pg_catalog.pg_class c ON c.oid = e.tbl \
+         WHERE NOT e.hidden ORDER BY e.tbl::text",
+        &[],
+    )
+}
+
+fn new_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
+    pairs(
+        "SELECT c.oid, a.attname::text FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_attribute a \
+           ON a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE n.nspname = ANY ($1) AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND NOT EXISTS (SELECT FROM bi_access.exposed_table e WHERE e.tbl = c.oid) \
+         ORDER BY n.nspname, c.relname",
+        &[
+            settings::exposed_schemas().into(),
+            settings::org_column().as_str().into(),
+        ],
+    )
+}
+
+/// AccessExclusiveLock within lock_timeout (55P03 naming the table), polling
+/// a conditional lock so the error can say which table it was.
+fn lock_exclusively(target: &Target) -> Result<()> {
+    let mode = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: reading a GUC variable of this backend.
+    let timeout_ms = unsafe { pg_sys::LockTimeout };
+    if timeout_ms <= 0 {
+        // SAFETY: an ordinary heavyweight lock, released at transaction end.
+        unsafe { pg_sys::LockRelationOid(target.oid, mode) };
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
+    loop {
+        // SAFETY: as above; returns false instead of waiting.
+        if unsafe { pg_sys::ConditionalLockRelationOid(target.oid, mode) } {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BiError::LockNotAvailable(target.name.clone()));
+        }
+        pgrx::check_for_interrupts!();
+        // SAFETY: sleeps this backend only.
+        unsafe { pg_sys::pg_usleep(5_000) };
+    }
+}

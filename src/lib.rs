@@ -1,0 +1,55 @@
+//! bi_access: per-organization read-only PostgreSQL logins for BI tools,
+//! isolated by row-level security.
+//!
+//! Where things are:
+//! - `credentials`: the lifecycle (generate … purge);
+//! - `org`: the org lookup every policy calls;
+//! - `roles`: creating, altering and dropping PostgreSQL roles;
+//! - `secrets`: passwords, SCRAM verifiers, the sealed copy and its key file;
+//! - `sessions`: ending a role's sessions at commit;
+//! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
+//! - `connection`: the details handed to BI tools (URL, JDBC URL);
+//! - `uninstall`: what DROP EXTENSION does first;
+//! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
+//! - `api` and `sql/api.sql`: the SQL surface.
+
+use pgrx::prelude::*;
+
+mod api;
+mod audit;
+mod connection;
+mod credentials;
+mod db;
+mod error;
+mod exposure;
+mod org;
+mod policies;
+mod roles;
+mod secrets;
+mod sessions;
+mod settings;
+mod uninstall;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/api.sql", name = "api", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

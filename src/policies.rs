@@ -1,0 +1,109 @@
+//! The fixed set of row-level security policies bi_access puts on an exposed
+//! table, whatever the number of credentials:
+//!
+//! - `bi_access_read` (PERMISSIVE, SELECT, TO the reader group): the org's rows;
+//! - `bi_access_guard` (RESTRICTIVE, SELECT, TO the reader group): the same
+//!   condition, so permissive policies the application already has (TO
+//!   PUBLIC, say) cannot widen what a credential sees;
+//! - `bi_access_passthrough` (PERMISSIVE, ALL, TO PUBLIC, true), only where
+//!   bi_access itself turned RLS on: every other non-owner role keeps seeing
+//!   and writing exactly what it did before.
+//!
+//! The org lookup is an uncorrelated sub-select, so it runs once per query (an
+//! InitPlan), and is cast to the column's type, so the column's index serves.
+//! Policy text carries no org key: pg_policies is readable by every role.
+
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+
+use crate::db;
+use crate::error::Result;
+use crate::org;
+
+pub const READ: &str = "bi_access_read";
+pub const GUARD: &str = "bi_access_guard";
+pub const PASSTHROUGH: &str = "bi_access_passthrough";
+
+/// An exposed table as the policies see it.
+pub struct Target {
+    pub oid: pg_sys::Oid,
+    /// Schema-qualified and quoted.
+    pub name: String,
+    pub column: String,
+    pub column_type: String,
+}
+
+impl Target {
+    fn org_match(&self) -> String {
+        format!(
+            "{} = {}",
+            quote_identifier(&self.column),
+            org::lookup_expression(&self.column_type)
+        )
+    }
+
+    fn create(&self, policy: &str, kind: &str, reader: &str) -> Result<()> {
+        Spi::run(&format!(
+            "CREATE POLICY {policy} ON {} AS {kind} FOR SELECT TO {} USING ({})",
+            self.name,
+            quote_identifier(reader),
+            self.org_match()
+        ))?;
+        Ok(())
+    }
+}
+
+/// Whether the reader policies exist as they should: for the reader group,
+/// of the right kind, and on the table's current org column.
+pub fn reader_policies_ok(target: &Target, reader: &str) -> Result<bool> {
+    Ok(db::first::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_policy p \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = p.polrelid AND a.attname = $3 \
+         WHERE p.polrelid = $1 AND p.polcmd = 'r' \
+           AND p.polroles = ARRAY[(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2)] \
+           AND ((p.polname = 'bi_access_read' AND p.polpermissive) \
+             OR (p.polname = 'bi_access_guard' AND NOT p.polpermissive)) \
+           AND EXISTS (SELECT FROM pg_catalog.pg_depend d \
+                       WHERE d.classid = 'pg_catalog.pg_policy'::regclass AND d.objid = p.oid \
+                         AND d.refobjid = p.polrelid AND d.refobjsubid = a.attnum)",
+        &[
+            target.oid.into(),
+            reader.into(),
+            target.column.as_str().into(),
+        ],
+    )?
+    .unwrap_or(0)
+        == 2)
+}
+
+pub fn exists(target: &Target, policy: &str) -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_policy WHERE polrelid = $1 AND polname = $2)",
+        &[target.oid.into(), policy.into()],
+    )?
+    .unwrap_or(false))
+}
+
+pub fn create_reader_policies(target: &Target, reader: &str) -> Result<()> {
+    drop(target, &[READ, GUARD])?;
+    target.create(READ, "PERMISSIVE", reader)?;
+    target.create(GUARD, "RESTRICTIVE", reader)
+}
+
+pub fn create_passthrough(target: &Target) -> Result<()> {
+    Spi::run(&format!(
+        "CREATE POLICY {PASSTHROUGH} ON {} AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)",
+        target.name
+    ))?;
+    Ok(())
+}
+
+pub fn drop(target: &Target, policies: &[&str]) -> Result<()> {
+    for policy in policies {
+        Spi::run(&format!(
+            "DROP POLICY IF EXISTS {policy} ON {}",
+            target.name
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The PostgreSQL roles bi_access manages: the per-database reader group and
+//! one LOGIN role per credential. Role names are cluster-wide and readable by
+//! everyone in pg_roles, so they are the prefix plus a random suffix and never
+//! carry an org key.
+
+use std::ffi::CString;
+
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use rand::rngs::OsRng;
+use rand::Rng;
+
+use crate::db;
+use crate::error::{BiError, Result};
+use crate::settings;
+
+const SUFFIX_LEN: usize = 16;
+const SUFFIX_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const MAX_PREFIX_LEN: usize = 40;
+
+/// This database's reader group: it holds every table grant; credential
+/// roles are its members.
+pub fn reader_group() -> Result<String> {
+    db::first::<String>("SELECT reader_role::text FROM bi_access.config", &[])?
+        .ok_or_else(|| BiError::InvalidParameter("bi_access.config has no reader group".into()))
+}
+
+pub fn new_role_name() -> Result<String> {
+    let prefix = settings::role_prefix();
+    let valid = prefix.len() <= MAX_PREFIX_LEN
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid || prefix.starts_with("pg_") {
+        return Err(BiError::InvalidParameter(format!(
+            "bi_access.role_prefix {prefix:?} must be at most {MAX_PREFIX_LEN} characters of [a-z0-9_] and not start with pg_"
+        )));
+    }
+    let suffix: String = (0..SUFFIX_LEN)
+        .map(|_| SUFFIX_ALPHABET[OsRng.gen_range(0..SUFFIX_ALPHABET.len())] as char)
+        .collect();
+    Ok(format!("{prefix}{suffix}"))
+}
+
+pub fn oid(role: &str) -> Result<Option<pg_sys::Oid>> {
+    db::first::<pg_sys::Oid>(
+        "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1",
+        &[role.into()],
+    )
+}
+
+pub struct LoginOptions {
+    /// Already rendered by PostgreSQL as timestamptz text.
+    pub valid_until: Option<String>,
+    pub connection_limit: Option<i32>,
+}
+
+/// A LOGIN role with no attribute beyond logging in, member of the reader
+/// group, with no password yet.
+pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<()> {
+    let mut sql = format!(
+        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {} IN ROLE {}",
+        quote_identifier(role),
+        options.connection_limit.unwrap_or(-1),
+        quote_identifier(reader),
+    );
+    if let Some(valid_until) = &options.valid_until {
+        sql.push_str(&format!(
+            " VALID UNTIL {}",
+            pgrx::spi::quote_literal(valid_until)
+        ));
+    }
+    Spi::run(&sql)?;
+    apply_session_settings(role)
+}
+
+/// Settings every BI session starts with: read-only, bounded in time, and a
+/// search_path that cannot reach a schema it may create objects in.
+fn apply_session_settings(role: &str) -> Result<()> {
+    let quoted = quote_identifier(role);
+    let mut settings = vec![
+        ("default_transaction_read_only", "on".to_string()),
+        ("search_path", "public".to_string()),
+    ];
+    if let Some(timeout) = settings::statement_timeout() {
+        settings.push(("statement_timeout", timeout));
+    }
+    if let Some(timeout) = settings::idle_in_transaction_session_timeout() {
+        settings.push(("idle_in_transaction_session_timeout", timeout));
+    }
+    for (name, value) in settings {
+        Spi::run(&format!(
+            "ALTER ROLE {quoted} SET {name} = {}",
+            pgrx::spi::quote_literal(value)
+        ))?;
+    }
+    Ok(())
+}
+
+/// Gives the role a SCRAM-SHA-256 verifier without any SQL text: the
+/// statement is built as a parse tree and handed to AlterRole(), so neither
+/// the log, pg_stat_statements nor an error context can ever show it.
+pub fn set_password(role: &str, verifier: &str) -> Result<()> {
+    let role = CString::new(role).map_err(|_| BiError::InvalidParameter("role name".into()))?;
+    let verifier =
+        CString::new(verifier).map_err(|_| BiError::InvalidParameter("verifier".into()))?;
+    // SAFETY: every node is palloc'd in the current memory context and has the
+    // shape AlterRole() reads in PostgreSQL 15 (user.c).
+    unsafe {
+        let mut spec = PgBox::<pg_sys::RoleSpec>::alloc_node(pg_sys::NodeTag::T_RoleSpec);
+        spec.roletype = pg_sys::RoleSpecType::ROLESPEC_CSTRING;
+        spec.rolename = pg_sys::pstrdup(role.as_ptr());
+        spec.location = -1;
+
+        let value = pg_sys::makeString(pg_sys::pstrdup(verifier.as_ptr()));
+        let option = pg_sys::makeDefElem(
+            pg_sys::pstrdup(c"password".as_ptr()),
+            value as *mut pg_sys::Node,
+            -1,
+        );
+
+        let mut stmt = PgBox::<pg_sys::AlterRoleStmt>::alloc_node(pg_sys::NodeTag::T_AlterRoleStmt);
+        stmt.role = spec.into_pg();
+        stmt.options = pg_sys::lappend(std::ptr::null_mut(), option as *mut std::ffi::c_void);
+        stmt.action = 1;
+
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        pg_sys::AlterRole(pstate, stmt.into_pg());
+        pg_sys::CommandCounterIncrement();
+    }
+    Ok(())
+}
+
+pub fn set_login(role: &str, login: bool) -> Result<()> {
+    let attribute = if login { "LOGIN" } else { "NOLOGIN" };
+    Spi::run(&format!(
+        "ALTER ROLE {} {attribute}",
+        quote_identifier(role)
+    ))?;
+    Ok(())
+}
+
+/// Drops the role with every privilege, membership and role setting, even
+/// ones granted by hand. Objects it owns in this database are not destroyed
+/// but handed to the extension's owner; returns how many there were.
+pub fn drop_login(role: &str) -> Result<i64> {
+    let Some(role_oid) = oid(role)? else {
+        return Ok(0);
+    };
+    let owned = owned_objects(role_oid)?;
+    let quoted = quote_identifier(role);
+    if owned > 0 {
+        Spi::run(&format!(
+            "REASSIGN OWNED BY {quoted} TO {}",
+            quote_identifier(extension_owner()?)
+        ))?;
+    }
+    Spi::run(&format!("DROP OWNED BY {quoted}"))?;
+    Spi::run(&format!("DROP ROLE {quoted}"))?;
+    Ok(owned)
+}
+
+fn owned_objects(role_oid: pg_sys::Oid) -> Result<i64> {
+    Ok(db::first::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_shdepend \
+         WHERE refobjid = $1 AND deptype = 'o' \
+           AND dbid IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))",
+        &[role_oid.into()],
+    )?
+    .unwrap_or(0))
+}
+
+fn extension_owner() -> Result<String> {
+    Ok(db::first::<String>(
+        "SELECT r.rolname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_roles r ON r.oid = e.extowner WHERE e.extname = 'bi_access'",
+        &[],
+    )?
+    .unwrap_or_else(|| "postgres".into()))
+}
+
+pub fn exists(role: &str) -> Result<bool> {
+    Ok(oid(role)?.is_some())
+}

@@ -1,0 +1,734 @@
+//! `#[pg_test]`s of the SQL surface. Each runs inside a transaction that the
+//! framework rolls back, as the superuser; `as_role` switches to a credential
+//! (SET ROLE) for what a BI session would do. What needs a COMMIT or a real
+//! login (ending sessions, the replica) is in pg_test/.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::pg_sys::panic::CaughtError;
+    use pgrx::prelude::*;
+    use pgrx::PgSqlErrorCode::{self, *};
+
+    // ---------------------------------------------------------------- helpers
+
+    /// Runs `sql` in a subtransaction; the SQLSTATE it failed with, if any.
+    fn sqlstate(sql: &str) -> Option<PgSqlErrorCode> {
+        // SAFETY: the same dance as a PL/pgSQL EXCEPTION block: a
+        // subtransaction that is rolled back on error, restoring the memory
+        // context and resource owner.
+        unsafe {
+            let context = pg_sys::CurrentMemoryContext;
+            let owner = pg_sys::CurrentResourceOwner;
+            pg_sys::BeginInternalSubTransaction(std::ptr::null());
+            pg_sys::MemoryContextSwitchTo(context);
+            let failed = PgTryBuilder::new(|| {
+                Spi::run(sql).expect("SPI");
+                None
+            })
+            .catch_others(|error| match error {
+                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+                    Some(report.sql_error_code())
+                }
+                CaughtError::RustPanic { ereport, .. } => Some(ereport.sql_error_code()),
+            })
+            .execute();
+            if failed.is_some() {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            } else {
+                pg_sys::ReleaseCurrentSubTransaction();
+            }
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+            failed
+        }
+    }
+
+    fn fails_with(sql: &str, code: PgSqlErrorCode) {
+        assert_eq!(sqlstate(sql), Some(code), "{sql}");
+    }
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|| panic!("{sql}: NULL"))
+    }
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn as_role<T>(role: &str, f: impl FnOnce() -> T) -> T {
+        run(&format!("SET ROLE {}", pgrx::spi::quote_identifier(role)));
+        let result = f();
+        run("RESET ROLE");
+        result
+    }
+
+    const ACME: &str = "00000000-0000-0000-0000-00000000000a";
+    const GLOBEX: &str = "00000000-0000-0000-0000-00000000000b";
+
+    /// A small SaaS: a uuid-keyed and a bigint-keyed table (org keys '10'
+    /// and '20' there), both exposed; an application role that is not the
+    /// owner.
+    fn saas() {
+        run(
+            "CREATE TABLE public.projects (id serial PRIMARY KEY, org_id uuid NOT NULL, name text)",
+        );
+        run("CREATE INDEX ON public.projects (org_id)");
+        run(&format!(
+            "INSERT INTO public.projects (org_id, name) \
+             SELECT '{ACME}'::uuid, 'acme ' || i FROM generate_series(1, 3) i \
+             UNION ALL SELECT '{GLOBEX}'::uuid, 'globex ' || i FROM generate_series(1, 5) i"
+        ));
+        run("CREATE TABLE public.invoices (id serial PRIMARY KEY, account bigint NOT NULL, amount int)");
+        run("INSERT INTO public.invoices (account, amount) \
+             SELECT 10, i FROM generate_series(1, 4) i \
+             UNION ALL SELECT 20, i FROM generate_series(1, 2) i");
+        run("CREATE ROLE test_app NOLOGIN");
+        run("GRANT SELECT, INSERT, UPDATE, DELETE ON public.projects, public.invoices TO test_app");
+        run("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO test_app");
+        run("SELECT bi_access.expose_table('public.projects')");
+        run("SELECT bi_access.expose_table('public.invoices', 'account')");
+    }
+
+    fn generate(org: &str) -> (String, String) {
+        Spi::get_two::<String, String>(&format!(
+            "SELECT username, password FROM bi_access.generate('{org}', org_name => 'Org {org}')"
+        ))
+        .map(|(user, password)| (user.unwrap(), password.unwrap()))
+        .unwrap()
+    }
+
+    fn status(role: &str) -> String {
+        one(&format!(
+            "SELECT status::text FROM bi_access.credentials WHERE role_name = '{role}'"
+        ))
+    }
+
+    fn events(role: &str) -> i64 {
+        one(&format!(
+            "SELECT count(*) FROM bi_access.events WHERE role_name = '{role}'"
+        ))
+    }
+
+    fn reader() -> String {
+        one("SELECT reader_role::text FROM bi_access.config")
+    }
+
+    // ----------------------------------------------------------- generate
+
+    #[pg_test]
+    fn generate_returns_working_connection_details() {
+        let (url, jdbc, user, password, display, port, db) = Spi::connect(|client| {
+            let row = client
+                .select(
+                    "SELECT url, jdbc_url, username, password, display_name, port, database \
+                     FROM bi_access.generate('acme', org_name => 'Acme Inc')",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .first();
+            (
+                row.get::<String>(1).unwrap().unwrap(),
+                row.get::<String>(2).unwrap().unwrap(),
+                row.get::<String>(3).unwrap().unwrap(),
+                row.get::<String>(4).unwrap().unwrap(),
+                row.get::<String>(5).unwrap().unwrap(),
+                row.get::<i32>(6).unwrap().unwrap(),
+                row.get::<String>(7).unwrap().unwrap(),
+            )
+        });
+        assert!(user.starts_with("bi_") && user.len() == 3 + 16, "{user}");
+        assert_eq!(password.len(), 32);
+        assert_eq!(display, "BI - Acme Inc");
+        assert_eq!(
+            url,
+            format!("postgresql://{user}:{password}@localhost:{port}/{db}?sslmode=require")
+        );
+        assert_eq!(
+            jdbc,
+            format!("jdbc:postgresql://localhost:{port}/{db}?user={user}&password={password}&sslmode=require")
+        );
+        assert_eq!(status(&user), "active");
+        assert_eq!(events(&user), 1);
+    }
+
+    #[pg_test]
+    fn generated_role_is_a_plain_read_only_login() {
+        let (user, password) = generate("acme");
+        let attributes: String = one(&format!(
+            "SELECT concat_ws(',', rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolinherit) \
+             FROM pg_roles WHERE rolname = '{user}'"
+        ));
+        assert_eq!(attributes, "t,f,f,f,f,f,t");
+        let member: bool = one(&format!(
+            "SELECT pg_has_role('{user}', (SELECT reader_role FROM bi_access.config), 'MEMBER')"
+        ));
+        assert!(member);
+        let config: String = one(&format!(
+            "SELECT array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = '{user}'"
+        ));
+        for setting in [
+            "default_transaction_read_only=on",
+            "statement_timeout=5min",
+            "idle_in_transaction_session_timeout=1min",
+            "search_path=public",
+        ] {
+            assert!(config.contains(setting), "{config}");
+        }
+        let verifier: String = one(&format!(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"
+        ));
+        assert!(verifier.starts_with("SCRAM-SHA-256$4096:"));
+        assert!(!verifier.contains(&password));
+    }
+
+    #[pg_test]
+    fn generate_applies_validity_and_connection_limit() {
+        let user: String = one(
+            "SELECT username FROM bi_access.generate('acme', valid_until => now() + interval '1 day', connection_limit => 3)",
+        );
+        let (limit, future) = Spi::get_two::<i32, bool>(&format!(
+            "SELECT rolconnlimit, rolvaliduntil > now() FROM pg_roles WHERE rolname = '{user}'"
+        ))
+        .unwrap();
+        assert_eq!((limit, future), (Some(3), Some(true)));
+    }
+
+    #[pg_test]
+    fn generate_refuses_bad_input_with_22023() {
+        fails_with(
+            "SELECT bi_access.generate('')",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        fails_with(
+            "SELECT bi_access.generate('  ')",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        fails_with(
+            "SELECT bi_access.generate(NULL)",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        fails_with(
+            "SELECT bi_access.generate(repeat('x', 257))",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        fails_with(
+            "SELECT bi_access.generate('acme', '')",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        fails_with(
+            "SELECT bi_access.generate('acme', repeat('l', 64))",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        fails_with(
+            "SELECT bi_access.generate('acme', valid_until => now() - interval '1 minute')",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        fails_with(
+            "SELECT bi_access.generate('acme', connection_limit => 0)",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        let left: i64 = one("SELECT count(*) FROM bi_access.credential");
+        assert_eq!(left, 0, "a refused generate leaves nothing behind");
+    }
+
+    #[pg_test]
+    fn generate_twice_for_one_org_and_label_is_23505() {
+        generate("acme");
+        let roles_before: i64 = one("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'bi\\_%'");
+        fails_with(
+            "SELECT bi_access.generate('acme')",
+            ERRCODE_UNIQUE_VIOLATION,
+        );
+        let roles_after: i64 = one("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'bi\\_%'");
+        assert_eq!(roles_before, roles_after, "no role without a record");
+        // Another label for the same org is another credential.
+        one::<String>("SELECT username FROM bi_access.generate('acme', 'finance')");
+    }
+
+    #[pg_test]
+    fn management_needs_bi_access_admin() {
+        run("CREATE ROLE test_plain NOLOGIN");
+        as_role("test_plain", || {
+            fails_with(
+                "SELECT bi_access.generate('acme')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+            fails_with(
+                "SELECT * FROM bi_access.credentials",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+            fails_with(
+                "SELECT bi_access_internal.generate('acme', 'x', NULL, NULL, NULL)",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        run("CREATE ROLE test_admin NOLOGIN IN ROLE bi_access_admin");
+        let user = as_role("test_admin", || {
+            one::<String>("SELECT username FROM bi_access.generate('acme')")
+        });
+        assert_eq!(status(&user), "active");
+    }
+
+    // ---------------------------------------------------------- isolation
+
+    #[pg_test]
+    fn credential_sees_only_its_org_in_tables_of_any_org_column_type() {
+        saas();
+        let (acme, _) = generate(ACME);
+        let (ten, _) = generate("10");
+        as_role(&acme, || {
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.projects"), 3);
+            assert_eq!(
+                one::<i64>(&format!(
+                    "SELECT count(*) FROM public.projects WHERE org_id <> '{ACME}'"
+                )),
+                0
+            );
+            // Its key is not a bigint: the bigint table is simply empty to it.
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.invoices"), 0);
+        });
+        as_role(&ten, || {
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.invoices"), 4);
+            assert_eq!(
+                one::<i64>("SELECT sum(account)::bigint FROM public.invoices"),
+                40
+            );
+        });
+    }
+
+    #[pg_test]
+    fn credential_cannot_write() {
+        saas();
+        let (acme, _) = generate(ACME);
+        as_role(&acme, || {
+            for sql in [
+                format!("INSERT INTO public.projects (org_id, name) VALUES ('{ACME}'::uuid, 'x')"),
+                "UPDATE public.projects SET name = 'x'".to_string(),
+                "DELETE FROM public.projects".to_string(),
+                "TRUNCATE public.projects".to_string(),
+                "CREATE TABLE public.mine (x int)".to_string(),
+                "LOCK TABLE public.projects".to_string(),
+                "SELECT nextval('public.projects_id_seq')".to_string(),
+            ] {
+                fails_with(&sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
+            }
+        });
+    }
+
+    #[pg_test]
+    fn credential_cannot_reach_bi_access_itself() {
+        let (acme, _) = generate("acme");
+        let (other, _) = generate("other");
+        as_role(&acme, || {
+            for sql in [
+                "SELECT * FROM bi_access.credential",
+                "SELECT * FROM bi_access.credentials",
+                "SELECT * FROM bi_access.events",
+                "SELECT * FROM bi_access.config",
+                "SELECT bi_access.generate('mine')",
+            ] {
+                fails_with(sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
+            }
+            fails_with(
+                &format!("SELECT bi_access.connection_details('{other}')"),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+            // Placeholders of the bi_access prefix cannot be invented.
+            assert!(sqlstate("SET bi_access.org = 'other'").is_some());
+        });
+    }
+
+    #[pg_test]
+    fn set_role_to_the_reader_group_sees_nothing() {
+        saas();
+        let (acme, _) = generate(ACME);
+        let reader = reader();
+        run(&format!("GRANT {reader} TO test_app"));
+        as_role(&acme, || {
+            run(&format!("SET ROLE {reader}"));
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.projects"), 0);
+        });
+    }
+
+    #[pg_test]
+    fn existing_permissive_policies_cannot_widen_a_credential() {
+        saas();
+        run("ALTER TABLE public.projects DISABLE ROW LEVEL SECURITY");
+        run("SELECT bi_access.hide_table('public.projects')");
+        // The application's own RLS: everyone sees every row.
+        run("ALTER TABLE public.projects ENABLE ROW LEVEL SECURITY");
+        run("CREATE POLICY app_all ON public.projects TO PUBLIC USING (true)");
+        run("SELECT bi_access.expose_table('public.projects')");
+        let (acme, _) = generate(ACME);
+        as_role(&acme, || {
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.projects"), 3);
+        });
+        as_role("test_app", || {
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.projects"), 8);
+        });
+    }
+
+    #[pg_test]
+    fn exposing_never_changes_what_the_application_sees_or_writes() {
+        run("CREATE TABLE public.notes (id serial PRIMARY KEY, org_id text, body text)");
+        run("INSERT INTO public.notes (org_id, body) SELECT 'o' || (i % 3), 'n' || i FROM generate_series(1, 30) i");
+        run("CREATE ROLE test_writer NOLOGIN");
+        run("GRANT SELECT, INSERT, UPDATE ON public.notes TO test_writer");
+        run("GRANT USAGE ON SEQUENCE public.notes_id_seq TO test_writer");
+        let snapshot = "SELECT string_agg(id || ':' || org_id || ':' || body, ',' ORDER BY id) FROM public.notes";
+        let before: String = as_role("test_writer", || one(snapshot));
+        run("SELECT bi_access.expose_table('public.notes')");
+        generate("o1");
+        let exposed: String = as_role("test_writer", || {
+            run("INSERT INTO public.notes (org_id, body) VALUES ('o9', 'new')");
+            run("UPDATE public.notes SET body = body WHERE org_id = 'o2'");
+            one(snapshot)
+        });
+        assert_eq!(exposed, format!("{before},31:o9:new"));
+        run("SELECT bi_access.hide_table('public.notes')");
+        let hidden: String = as_role("test_writer", || one(snapshot));
+        assert_eq!(hidden, exposed);
+    }
+
+    #[pg_test]
+    fn org_lookup_is_an_initplan_and_uses_the_index() {
+        saas();
+        run("ANALYZE public.projects");
+        let (acme, _) = generate(ACME);
+        let plan: String = as_role(&acme, || {
+            run("SET LOCAL enable_seqscan = off");
+            Spi::connect(|client| {
+                client
+                    .select("EXPLAIN SELECT * FROM public.projects", None, &[])
+                    .unwrap()
+                    .map(|row| row.get::<String>(1).unwrap().unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        });
+        assert!(plan.contains("InitPlan"), "{plan}");
+        assert!(plan.contains("projects_org_id_idx"), "{plan}");
+        assert!(!plan.contains("00000000"), "no org key in a plan: {plan}");
+    }
+
+    // ------------------------------------------------- exposure and syncing
+
+    #[pg_test]
+    fn policies_and_grants_stay_fixed_whatever_the_number_of_credentials() {
+        saas();
+        for org in 0..20 {
+            generate(&format!("org-{org}"));
+        }
+        let policies: i64 =
+            one("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.projects'::regclass");
+        assert_eq!(policies, 3, "read, guard and pass-through");
+        let bi_grantees: i64 = one("SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a \
+             JOIN pg_roles r ON r.oid = a.grantee \
+             WHERE c.oid = 'public.projects'::regclass AND r.rolname LIKE 'bi\\_%'");
+        assert_eq!(bi_grantees, 1, "only the reader group");
+        let policy_text: String = one(
+            "SELECT string_agg(coalesce(qual, '') || roles::text, ' ') FROM pg_policies WHERE tablename = 'projects'",
+        );
+        assert!(!policy_text.contains("org-"), "{policy_text}");
+    }
+
+    #[pg_test]
+    fn expose_table_refuses_what_it_cannot_expose() {
+        run("CREATE TABLE public.plain (id int)");
+        fails_with(
+            "SELECT bi_access.expose_table('public.plain')",
+            ERRCODE_UNDEFINED_COLUMN,
+        );
+        fails_with(
+            "SELECT bi_access.expose_table('public.nothing_here')",
+            ERRCODE_UNDEFINED_TABLE,
+        );
+        run("CREATE VIEW public.v AS SELECT 1 AS org_id");
+        fails_with(
+            "SELECT bi_access.expose_table('public.v')",
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+    }
+
+    #[pg_test]
+    fn sync_is_idempotent_and_finds_new_tables() {
+        saas();
+        run("CREATE TABLE public.tickets (id int, org_id uuid)");
+        let unsynced: String = one(
+            "SELECT string_agg(tbl::text || ' ' || reason, ';') FROM bi_access.unsynced_tables()",
+        );
+        assert!(unsynced.starts_with("tickets new table"), "{unsynced}");
+        let first: String = one("SELECT string_agg(tbl::text || '=' || action, ',' ORDER BY tbl::text) FROM bi_access.sync_tables()");
+        assert_eq!(
+            first,
+            "invoices=unchanged,projects=unchanged,tickets=exposed"
+        );
+        let second: String = one("SELECT string_agg(tbl::text || '=' || action, ',' ORDER BY tbl::text) FROM bi_access.sync_tables()");
+        assert_eq!(
+            second,
+            "invoices=unchanged,projects=unchanged,tickets=unchanged"
+        );
+        let left: i64 = one("SELECT count(*) FROM bi_access.unsynced_tables()");
+        assert_eq!(left, 0);
+    }
+
+    #[pg_test]
+    fn sync_repairs_a_dropped_policy() {
+        saas();
+        run("DROP POLICY bi_access_guard ON public.projects");
+        let reason: String = one("SELECT reason FROM bi_access.unsynced_tables() WHERE tbl = 'public.projects'::regclass");
+        assert!(reason.contains("policies"), "{reason}");
+        let action: String = one(
+            "SELECT action FROM bi_access.sync_tables() WHERE tbl = 'public.projects'::regclass",
+        );
+        assert_eq!(action, "synced");
+    }
+
+    #[pg_test]
+    fn hide_table_restores_the_table_and_sticks() {
+        run("CREATE TABLE public.docs (id int, org_id text)");
+        run("SELECT bi_access.expose_table('public.docs')");
+        run("SELECT bi_access.hide_table('public.docs')");
+        let (rls, policies, acl): (Option<bool>, Option<i64>, Option<String>) = Spi::get_three(
+            "SELECT relrowsecurity, (SELECT count(*) FROM pg_policy WHERE polrelid = c.oid), \
+                    coalesce(relacl::text, '') FROM pg_class c WHERE oid = 'public.docs'::regclass",
+        )
+        .unwrap();
+        assert_eq!(rls, Some(false));
+        assert_eq!(policies, Some(0));
+        assert!(!acl.unwrap().contains("bi_access_reader"));
+        let synced: i64 =
+            one("SELECT count(*) FROM bi_access.sync_tables() WHERE tbl = 'public.docs'::regclass");
+        assert_eq!(synced, 0, "a hidden table stays hidden");
+    }
+
+    // ---------------------------------------------------------- lifecycle
+
+    #[pg_test]
+    fn connection_details_reveals_the_same_password_and_is_audited() {
+        let (user, password) = generate("acme");
+        let again: String = one(&format!(
+            "SELECT password FROM bi_access.connection_details('{user}')"
+        ));
+        assert_eq!(again, password);
+        let reveals: i64 = one(&format!(
+            "SELECT count(*) FROM bi_access.events WHERE role_name = '{user}' AND action = 'reveal'"
+        ));
+        assert_eq!(reveals, 1);
+        fails_with(
+            "SELECT bi_access.connection_details('nobody')",
+            ERRCODE_UNDEFINED_OBJECT,
+        );
+        fails_with(
+            "SELECT bi_access.connection_details('postgres')",
+            ERRCODE_UNDEFINED_OBJECT,
+        );
+    }
+
+    #[pg_test]
+    fn no_plaintext_is_stored() {
+        let (user, password) = generate("acme");
+        let stored: i64 = one(&format!(
+            "SELECT count(*) FROM bi_access.credential \
+             WHERE position(convert_to('{password}', 'UTF8') in secret) > 0 \
+                OR row(credential.*)::text LIKE '%{password}%'"
+        ));
+        assert_eq!(stored, 0);
+        let events: i64 = one(&format!(
+            "SELECT count(*) FROM bi_access.event WHERE row(event.*)::text LIKE '%{password}%'"
+        ));
+        assert_eq!(events, 0);
+        assert_eq!(status(&user), "active");
+    }
+
+    #[pg_test]
+    fn regenerate_replaces_the_password() {
+        let (user, old) = generate("acme");
+        let new: String = one(&format!(
+            "SELECT password FROM bi_access.regenerate('{user}')"
+        ));
+        assert_ne!(old, new);
+        let revealed: String = one(&format!(
+            "SELECT password FROM bi_access.connection_details('{user}')"
+        ));
+        assert_eq!(revealed, new);
+        let rotated: bool = one(&format!(
+            "SELECT rotated_at IS NOT NULL FROM bi_access.credentials WHERE role_name = '{user}'"
+        ));
+        assert!(rotated);
+        fails_with(
+            "SELECT bi_access.regenerate('nobody')",
+            ERRCODE_UNDEFINED_OBJECT,
+        );
+    }
+
+    #[pg_test]
+    fn revoke_and_activate_follow_the_lifecycle() {
+        let (user, _) = generate("acme");
+        let revoked: String = one(&format!(
+            "SELECT status::text FROM bi_access.revoke('{user}')"
+        ));
+        assert_eq!(revoked, "deactivated");
+        assert!(!one::<bool>(&format!(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = '{user}'"
+        )));
+        fails_with(
+            &format!("SELECT bi_access.revoke('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        fails_with(
+            &format!("SELECT bi_access.connection_details('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        let active: String = one(&format!(
+            "SELECT status::text FROM bi_access.activate('{user}')"
+        ));
+        assert_eq!(active, "active");
+        assert!(one::<bool>(&format!(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = '{user}'"
+        )));
+        fails_with(
+            &format!("SELECT bi_access.activate('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        fails_with(
+            "SELECT bi_access.revoke('nobody')",
+            ERRCODE_UNDEFINED_OBJECT,
+        );
+        fails_with(
+            "SELECT bi_access.activate('nobody')",
+            ERRCODE_UNDEFINED_OBJECT,
+        );
+        assert_eq!(events(&user), 3);
+    }
+
+    #[pg_test]
+    fn delete_drops_the_role_and_keeps_the_record() {
+        saas();
+        let (user, _) = generate(ACME);
+        // Given more by hand than bi_access gave it.
+        run(&format!("GRANT SELECT ON public.invoices TO {user}"));
+        run(&format!("ALTER ROLE {user} SET work_mem = '8MB'"));
+        run("CREATE TABLE public.owned_by_bi (x int)");
+        run(&format!("ALTER TABLE public.owned_by_bi OWNER TO {user}"));
+        let deleted: String = one(&format!(
+            "SELECT status::text FROM bi_access.delete('{user}')"
+        ));
+        assert_eq!(deleted, "deleted");
+        let roles: i64 = one(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{user}'"
+        ));
+        assert_eq!(roles, 0);
+        let owner: String = one(
+            "SELECT r.rolname::text FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner \
+             WHERE c.oid = 'public.owned_by_bi'::regclass",
+        );
+        assert!(
+            !owner.starts_with("bi_"),
+            "reassigned, not dropped: {owner}"
+        );
+        let reassigned: i64 = one(&format!(
+            "SELECT (detail->>'objects_reassigned')::bigint FROM bi_access.events \
+             WHERE role_name = '{user}' AND action = 'delete'"
+        ));
+        assert_eq!(reassigned, 1);
+        // Retrying a delete is harmless; other calls refuse a deleted credential.
+        one::<String>(&format!(
+            "SELECT status::text FROM bi_access.delete('{user}')"
+        ));
+        fails_with(
+            &format!("SELECT bi_access.regenerate('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        fails_with(
+            &format!("SELECT bi_access.revoke('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        fails_with(
+            &format!("SELECT bi_access.activate('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        fails_with(
+            "SELECT bi_access.delete('nobody')",
+            ERRCODE_UNDEFINED_OBJECT,
+        );
+        // The org and label are free again.
+        generate(ACME);
+    }
+
+    #[pg_test]
+    fn purge_removes_only_deleted_records_and_keeps_history() {
+        let (user, _) = generate("acme");
+        fails_with(
+            &format!("SELECT bi_access.purge('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        run(&format!("SELECT bi_access.delete('{user}')"));
+        run(&format!("SELECT bi_access.purge('{user}')"));
+        let left: i64 = one(&format!(
+            "SELECT count(*) FROM bi_access.credentials WHERE role_name = '{user}'"
+        ));
+        assert_eq!(left, 0);
+        let history: String = one(&format!(
+            "SELECT string_agg(action, ',' ORDER BY id) FROM bi_access.events WHERE role_name = '{user}'"
+        ));
+        assert_eq!(history, "generate,delete,purge");
+        fails_with(
+            &format!("SELECT bi_access.purge('{user}')"),
+            ERRCODE_UNDEFINED_OBJECT,
+        );
+    }
+
+    #[pg_test]
+    fn the_event_log_is_append_only() {
+        generate("acme");
+        fails_with(
+            "DELETE FROM bi_access.event",
+            ERRCODE_INSUFFICIENT_PRIVILEGE,
+        );
+        fails_with(
+            "UPDATE bi_access.event SET actor = 'x'",
+            ERRCODE_INSUFFICIENT_PRIVILEGE,
+        );
+        fails_with("TRUNCATE bi_access.event", ERRCODE_INSUFFICIENT_PRIVILEGE);
+    }
+
+    #[pg_test]
+    fn events_name_the_application_actor() {
+        run("SET LOCAL bi_access.actor = 'alice@example.com'");
+        let (user, _) = generate("acme");
+        let actor: String = one(&format!(
+            "SELECT actor FROM bi_access.events WHERE role_name = '{user}'"
+        ));
+        assert_eq!(
+            actor,
+            format!(
+                "{} (alice@example.com)",
+                one::<String>("SELECT session_user::text")
+            )
+        );
+    }
+
+    #[pg_test]
+    fn a_role_bi_access_did_not_create_is_unknown() {
+        run("CREATE ROLE bi_lookalike LOGIN");
+        for call in [
+            "regenerate",
+            "revoke",
+            "activate",
+            "delete",
+            "purge",
+            "connection_details",
+        ] {
+            fails_with(
+                &format!("SELECT bi_access.{call}('bi_lookalike')"),
+                ERRCODE_UNDEFINED_OBJECT,
+            );
+        }
+    }
+}
