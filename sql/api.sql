@@ -110,6 +110,99 @@ AS $$ SELECT s.tbl::regclass, s.action FROM bi_access_internal.sync_tables() s $
 COMMENT ON FUNCTION bi_access.sync_tables() IS
     'Brings every exposed table to its exposed state, all or nothing, in the caller''s transaction';
 
+CREATE FUNCTION bi_access.check()
+RETURNS TABLE (severity text, object text, finding text, fix text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.severity, c.object, c.finding, c.fix FROM bi_access_internal.check() c $$;
+COMMENT ON FUNCTION bi_access.check() IS
+    'Health check of the security posture around BI credentials, each finding with its fix';
+
+-- CALL bi_access.sync(): the same as sync_tables() for a live system. It
+-- commits table by table, so at most one application table is locked at a
+-- time, and polls each lock for at most lock_timeout (a waiting lock request
+-- would queue the application's queries behind it), retrying a busy table a
+-- few times before it skips it. A procedure that COMMITs can be neither
+-- SECURITY DEFINER nor SET search_path, so it runs as its caller and does
+-- each step through a SECURITY DEFINER function.
+CREATE FUNCTION bi_access_internal.step_sync_begin() RETURNS regclass[]
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_begin()::regclass[] $$;
+
+CREATE FUNCTION bi_access_internal.step_sync_table(tbl regclass) RETURNS text
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_one(tbl::oid) $$;
+
+CREATE FUNCTION bi_access_internal.step_sync_end(synced integer, unchanged integer, skipped text[])
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_end(synced, unchanged, skipped) $$;
+
+CREATE PROCEDURE bi_access.sync(lock_timeout text DEFAULT '1s', retries integer DEFAULT 3)
+LANGUAGE plpgsql AS $$
+DECLARE
+    tables pg_catalog.regclass[];
+    t pg_catalog.regclass;
+    action text;
+    attempt integer;
+    synced integer := 0;
+    unchanged integer := 0;
+    skipped text[] := '{}';
+BEGIN
+    tables := bi_access_internal.step_sync_begin();
+    COMMIT;
+    FOREACH t IN ARRAY tables LOOP
+        action := NULL;
+        attempt := 0;
+        LOOP
+            BEGIN
+                PERFORM pg_catalog.set_config('lock_timeout', sync.lock_timeout, true);
+                action := bi_access_internal.step_sync_table(t);
+            EXCEPTION WHEN lock_not_available THEN
+                attempt := attempt + 1;
+            END;
+            EXIT WHEN action IS NOT NULL OR attempt > retries;
+            PERFORM pg_catalog.pg_sleep(0.1 * attempt);
+        END LOOP;
+        IF action IS NULL THEN
+            skipped := skipped || t::text;
+            RAISE NOTICE 'bi_access.sync: skipped %: its lock stayed busy for % tries; it is left as it was', t, attempt;
+        ELSIF action = 'unchanged' THEN
+            unchanged := unchanged + 1;
+        ELSE
+            synced := synced + 1;
+            RAISE NOTICE 'bi_access.sync: synced %', t;
+        END IF;
+        COMMIT;
+    END LOOP;
+    PERFORM bi_access_internal.step_sync_end(synced, unchanged, skipped);
+    COMMIT;
+    RAISE NOTICE 'bi_access.sync: % synced, % unchanged, % skipped', synced, unchanged, pg_catalog.cardinality(skipped);
+END
+$$;
+COMMENT ON PROCEDURE bi_access.sync(text, integer) IS
+    'sync_tables() for a live system: commits table by table under a lock timeout, retries, reports';
+
+-- Event triggers: name new tables to the DBA, forget dropped ones.
+CREATE FUNCTION bi_access.on_ddl_command_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM bi_access_internal.note_new_tables();
+END
+$$;
+CREATE EVENT TRIGGER bi_access_new_tables ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE VIEW', 'ALTER VIEW')
+    EXECUTE FUNCTION bi_access.on_ddl_command_end();
+
+CREATE FUNCTION bi_access.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM bi_access_internal.forget_dropped();
+END
+$$;
+CREATE EVENT TRIGGER bi_access_forget_dropped ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP VIEW', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION bi_access.on_sql_drop();
+
 -- DROP EXTENSION bi_access first refuses while live credentials exist, else
 -- restores every exposed table and drops the reader group. An event trigger
 -- at ddl_command_start sees only the statement, so it matches its text.
@@ -127,12 +220,12 @@ CREATE EVENT TRIGGER bi_access_drop_extension ON ddl_command_start
 
 -- Privileges. Nothing of bi_access is PUBLIC's; the admin role gets the
 -- management surface; the reader group only the org lookup its policies call.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA bi_access FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA bi_access_internal FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access_internal FROM PUBLIC;
 REVOKE ALL ON SCHEMA bi_access, bi_access_internal FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 
-GRANT USAGE ON SCHEMA bi_access TO bi_access_admin;
+GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
 GRANT SELECT ON bi_access.credentials, bi_access.events TO bi_access_admin;
 GRANT EXECUTE ON FUNCTION
     bi_access.generate(text, text, text, timestamptz, integer),
@@ -146,8 +239,13 @@ GRANT EXECUTE ON FUNCTION
     bi_access.hide_table(regclass),
     bi_access.unsynced_tables(),
     bi_access.sync_tables(),
-    bi_access_internal.replayed(text)
+    bi_access.check(),
+    bi_access_internal.replayed(text),
+    bi_access_internal.step_sync_begin(),
+    bi_access_internal.step_sync_table(regclass),
+    bi_access_internal.step_sync_end(integer, integer, text[])
 TO bi_access_admin;
+GRANT EXECUTE ON PROCEDURE bi_access.sync(text, integer) TO bi_access_admin;
 
 DO $grants$
 BEGIN

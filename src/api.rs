@@ -114,6 +114,50 @@ mod bi_access_internal {
         or_raise(exposure::sync_one(tbl)).to_string()
     }
 
+    #[pg_extern(stable, parallel_unsafe)]
+    fn check() -> TableIterator<
+        'static,
+        (
+            name!(severity, String),
+            name!(object, String),
+            name!(finding, String),
+            name!(fix, String),
+        ),
+    > {
+        let rows = or_raise(crate::health::check()).into_iter().map(|finding| {
+            (
+                finding.severity.to_string(),
+                finding.object,
+                finding.finding,
+                finding.fix,
+            )
+        });
+        TableIterator::new(rows.collect::<Vec<_>>())
+    }
+
+    /// The steps of `CALL bi_access.sync()`, which commits between them.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn sync_begin() -> Vec<pg_sys::Oid> {
+        or_raise(exposure::sync_begin())
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) {
+        or_raise(exposure::sync_end(synced, unchanged, skipped))
+    }
+
+    /// Called by the ddl_command_end event trigger.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn note_new_tables() {
+        or_raise(exposure::note_new_tables())
+    }
+
+    /// Called by the sql_drop event trigger.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn forget_dropped() {
+        or_raise(exposure::forget_dropped())
+    }
+
     /// Called by the event trigger before DROP EXTENSION bi_access.
     #[pg_extern(volatile, parallel_unsafe)]
     fn before_drop() {

@@ -33,6 +33,9 @@ pub enum BiError {
     #[error("{0} is not a table bi_access can expose")]
     WrongObjectType(String),
 
+    #[error("view {0} is not security_invoker, so it would bypass row-level security")]
+    DefinerView(String),
+
     #[error("column {column:?} does not exist in table {table}")]
     NoSuchColumn { table: String, column: String },
 
@@ -68,7 +71,7 @@ impl BiError {
             BiError::Duplicate { .. } => ERRCODE_UNIQUE_VIOLATION,
             BiError::NoSuchCredential(_) => ERRCODE_UNDEFINED_OBJECT,
             BiError::WrongStatus { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            BiError::WrongObjectType(_) => ERRCODE_WRONG_OBJECT_TYPE,
+            BiError::WrongObjectType(_) | BiError::DefinerView(_) => ERRCODE_WRONG_OBJECT_TYPE,
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             BiError::LiveCredentials(_) => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
@@ -89,6 +92,9 @@ impl BiError {
             BiError::NoSuchCredential(_) => {
                 Some("bi_access.credentials lists the roles bi_access manages.".into())
             }
+            BiError::DefinerView(view) => Some(format!(
+                "ALTER VIEW {view} SET (security_invoker = true); then expose it."
+            )),
             BiError::LockNotAvailable(_) => Some(
                 "Retry later, raise lock_timeout, or use CALL bi_access.sync(), which retries table by table."
                     .into(),

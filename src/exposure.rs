@@ -29,6 +29,7 @@ struct Relation {
     name: String,
     kind: String,
     rls: bool,
+    security_invoker: bool,
     column_type: Option<String>,
 }
 
@@ -89,10 +90,11 @@ fn restore(tbl: pg_sys::Oid, column: &str, rls_by_us: bool) -> Result<()> {
         name: quote_qualified_identifier(&relation.schema, &relation.name),
         column: column.to_string(),
         column_type: relation.column_type.unwrap_or_default(),
+        is_view: relation.kind == "v",
     };
     lock_exclusively(&target)?;
     policies::drop(&target, &[policies::READ, policies::GUARD])?;
-    if rls_by_us {
+    if rls_by_us && !target.is_view {
         policies::drop(&target, &[policies::PASSTHROUGH])?;
         Spi::run(&format!(
             "ALTER TABLE {} DISABLE ROW LEVEL SECURITY",
@@ -176,6 +178,11 @@ pub fn sync_one(tbl: pg_sys::Oid) -> Result<&'static str> {
     let target = target(tbl, &column)?;
     let reader = roles::reader_group()?;
     let mut changed = grant_read(&target, &reader)?;
+    if target.is_view {
+        // A security_invoker view runs with the BI role's rights, so the
+        // policies of the tables under it apply; it needs only the grant.
+        return finish_sync(tbl, changed);
+    }
     let rls_on = relation(tbl, &column)?.rls;
     let policies_ok = policies::reader_policies_ok(&target, &reader)?;
     if !rls_on || !policies_ok {
@@ -188,13 +195,18 @@ pub fn sync_one(tbl: pg_sys::Oid) -> Result<&'static str> {
         }
         changed = true;
     }
-    if changed {
-        db::exec(
-            "UPDATE bi_access.exposed_table SET synced_at = now() WHERE tbl = $1::regclass",
-            &[tbl.into()],
-        )?;
+    finish_sync(tbl, changed)
+}
+
+fn finish_sync(tbl: pg_sys::Oid, changed: bool) -> Result<&'static str> {
+    if !changed {
+        return Ok("unchanged");
     }
-    Ok(if changed { "synced" } else { "unchanged" })
+    db::exec(
+        "UPDATE bi_access.exposed_table SET synced_at = now() WHERE tbl = $1::regclass",
+        &[tbl.into()],
+    )?;
+    Ok("synced")
 }
 
 fn enable_rls(target: &Target) -> Result<()> {
@@ -255,6 +267,9 @@ fn missing(target: &Target, reader: &str) -> Result<Vec<String>> {
     if !has_select {
         reasons.push("the reader group has no SELECT grant".to_string());
     }
+    if target.is_view {
+        return Ok(reasons);
+    }
     if !relation(target.oid, &target.column)?.rls {
         reasons.push("row level security is off".to_string());
     }
@@ -264,12 +279,16 @@ fn missing(target: &Target, reader: &str) -> Result<Vec<String>> {
     Ok(reasons)
 }
 
-/// The table as a policy target; refuses what cannot carry RLS.
+/// The table (or security_invoker view) as a target; refuses what would
+/// let a BI role past row-level security.
 fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
     let relation = relation(tbl, column)?;
     let name = quote_qualified_identifier(&relation.schema, &relation.name);
-    if !matches!(relation.kind.as_str(), "r" | "p") {
-        return Err(BiError::WrongObjectType(name));
+    match relation.kind.as_str() {
+        "r" | "p" => {}
+        "v" if relation.security_invoker => {}
+        "v" => return Err(BiError::DefinerView(name)),
+        _ => return Err(BiError::WrongObjectType(name)),
     }
     let Some(column_type) = relation.column_type else {
         return Err(BiError::NoSuchColumn {
@@ -282,6 +301,7 @@ fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
         name,
         column: column.to_string(),
         column_type,
+        is_view: relation.kind == "v",
     })
 }
 
@@ -289,6 +309,9 @@ fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
     Spi::connect(|client| {
         let table = client.select(
             "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relrowsecurity, \
+                    coalesce((SELECT o.option_value::bool \
+                              FROM pg_catalog.pg_options_to_table(c.reloptions) o \
+                              WHERE o.option_name = 'security_invoker'), false), \
                     pg_catalog.format_type(a.atttypid, NULL) \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -307,7 +330,8 @@ fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
             name: row.get::<String>(2)?.unwrap_or_default(),
             kind: row.get::<String>(3)?.unwrap_or_default(),
             rls: row.get::<bool>(4)?.unwrap_or(false),
-            column_type: row.get::<String>(5)?,
+            security_invoker: row.get::<bool>(5)?.unwrap_or(false),
+            column_type: row.get::<String>(6)?,
         })
     })
 }
@@ -363,7 +387,11 @@ fn new_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_catalog.pg_attribute a \
            ON a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
-         WHERE n.nspname = ANY ($1) AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+         WHERE n.nspname = ANY ($1) AND NOT c.relispartition \
+           AND (c.relkind IN ('r', 'p') \
+                OR (c.relkind = 'v' AND EXISTS (SELECT FROM pg_catalog.pg_options_to_table(c.reloptions) o \
+                                               WHERE o.option_name = 'security_invoker' \
+                                                 AND o.option_value::bool))) \
            AND NOT EXISTS (SELECT FROM bi_access.exposed_table e WHERE e.tbl = c.oid) \
          ORDER BY n.nspname, c.relname",
         &[
@@ -397,4 +425,69 @@ fn lock_exclusively(target: &Target) -> Result<()> {
         // SAFETY: sleeps this backend only.
         unsafe { pg_sys::pg_usleep(5_000) };
     }
+}
+
+/// First step of `CALL bi_access.sync()`: exposes new tables (with
+/// bi_access.auto_expose), marks live credentials `syncing`, and returns the
+/// tables to sync, one transaction each.
+pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
+    if settings::auto_expose() {
+        for (tbl, column) in new_tables()? {
+            db::exec(
+                "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",
+                &[tbl.into(), column.as_str().into()],
+            )?;
+        }
+    }
+    db::exec(
+        "UPDATE bi_access.credential SET status = 'syncing', updated_at = now() WHERE status = 'active'",
+        &[],
+    )?;
+    Ok(exposed_tables()?.into_iter().map(|(tbl, _)| tbl).collect())
+}
+
+/// Last step: credentials are active again; one event tells what was done.
+pub fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET status = 'active', updated_at = now() WHERE status = 'syncing'",
+        &[],
+    )?;
+    audit::record(
+        "sync",
+        &NO_SUBJECT,
+        json!({ "synced": synced, "unchanged": unchanged, "skipped": skipped }),
+    )
+}
+
+/// From the ddl_command_end event trigger: a table created or altered in an
+/// exposed schema that carries the org column and is neither exposed nor
+/// hidden is named to the DBA, who sees it in unsynced_tables() too.
+pub fn note_new_tables() -> Result<()> {
+    let noted = db::column::<String>(
+        "SELECT DISTINCT c.objid::regclass::text \
+         FROM pg_catalog.pg_event_trigger_ddl_commands() c \
+         WHERE c.classid = 'pg_catalog.pg_class'::regclass AND c.objsubid = 0 \
+           AND c.objid IN (SELECT unnest($1::oid[]))",
+        &[new_tables()?
+            .into_iter()
+            .map(|(tbl, _)| tbl)
+            .collect::<Vec<_>>()
+            .into()],
+    )?;
+    for table in noted {
+        pgrx::notice!(
+            "bi_access: {table} carries the org column and is not exposed; \
+             SELECT * FROM bi_access.sync_tables() (or CALL bi_access.sync()) exposes it"
+        );
+    }
+    Ok(())
+}
+
+/// From the sql_drop event trigger: forget exposed tables that are gone.
+pub fn forget_dropped() -> Result<()> {
+    db::exec(
+        "DELETE FROM bi_access.exposed_table e \
+         WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = e.tbl)",
+        &[],
+    )
 }

@@ -8,6 +8,7 @@
 //! - `secrets`: passwords, SCRAM verifiers, the sealed copy and its key file;
 //! - `sessions`: ending a role's sessions at commit;
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
+//! - `health`: `check()`, the security posture;
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
 //! - `uninstall`: what DROP EXTENSION does first;
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
@@ -22,6 +23,7 @@ mod credentials;
 mod db;
 mod error;
 mod exposure;
+mod health;
 mod org;
 mod policies;
 mod roles;

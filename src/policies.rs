@@ -31,6 +31,8 @@ pub struct Target {
     pub name: String,
     pub column: String,
     pub column_type: String,
+    /// A security_invoker view: a grant, no policies of its own.
+    pub is_view: bool,
 }
 
 impl Target {
@@ -100,10 +102,9 @@ pub fn create_passthrough(target: &Target) -> Result<()> {
 
 pub fn drop(target: &Target, policies: &[&str]) -> Result<()> {
     for policy in policies {
-        Spi::run(&format!(
-            "DROP POLICY IF EXISTS {policy} ON {}",
-            target.name
-        ))?;
+        if exists(target, policy)? {
+            Spi::run(&format!("DROP POLICY {policy} ON {}", target.name))?;
+        }
     }
     Ok(())
 }

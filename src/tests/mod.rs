@@ -312,8 +312,8 @@ mod tests {
                 "DELETE FROM public.projects".to_string(),
                 "TRUNCATE public.projects".to_string(),
                 "CREATE TABLE public.mine (x int)".to_string(),
-                "LOCK TABLE public.projects".to_string(),
                 "SELECT nextval('public.projects_id_seq')".to_string(),
+                "LOCK TABLE public.projects".to_string(),
             ] {
                 fails_with(&sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
             }
@@ -728,6 +728,110 @@ mod tests {
             fails_with(
                 &format!("SELECT bi_access.{call}('bi_lookalike')"),
                 ERRCODE_UNDEFINED_OBJECT,
+            );
+        }
+    }
+
+    // ------------------------------------------------ views, DDL, posture
+
+    #[pg_test]
+    fn materialized_views_cannot_be_exposed() {
+        run("CREATE MATERIALIZED VIEW public.mv AS SELECT 1 AS org_id");
+        fails_with(
+            "SELECT bi_access.expose_table('public.mv')",
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+    }
+
+    #[pg_test]
+    fn security_invoker_views_are_exposed_and_filtered_by_the_tables_under_them() {
+        saas();
+        run(
+            "CREATE VIEW public.project_names WITH (security_invoker = true) AS \
+             SELECT org_id, name FROM public.projects",
+        );
+        run("CREATE VIEW public.leaky AS SELECT org_id, name FROM public.projects");
+        let unsynced: String = one(
+            "SELECT string_agg(tbl::text, ',' ORDER BY tbl::text) FROM bi_access.unsynced_tables()",
+        );
+        assert_eq!(
+            unsynced, "project_names",
+            "a definer view is never a candidate"
+        );
+        run("SELECT bi_access.expose_table('public.project_names')");
+        let (acme, _) = generate(ACME);
+        as_role(&acme, || {
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.project_names"), 3);
+            fails_with(
+                "SELECT count(*) FROM public.leaky",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+    }
+
+    #[pg_test]
+    fn dropping_an_exposed_table_forgets_it() {
+        saas();
+        run("CREATE TABLE public.later (id int, org_id uuid)");
+        run("SELECT bi_access.expose_table('public.later')");
+        run("DROP TABLE public.later");
+        let remembered: i64 = one("SELECT count(*) FROM bi_access.exposed_table");
+        assert_eq!(remembered, 2, "the dropped table is forgotten");
+    }
+
+    /// A clean posture reports nothing; each planted misconfiguration is
+    /// reported with its fix.
+    #[pg_test]
+    fn check_reports_each_planted_misconfiguration() {
+        run("SET LOCAL bi_access.sslmode = 'disable'");
+        run("SET LOCAL password_encryption = 'scram-sha-256'");
+        run("REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+        let others: Vec<String> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT datname::text FROM pg_database \
+                     WHERE datname <> current_database() AND datallowconn AND NOT datistemplate",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|row| row.get::<String>(1).unwrap().unwrap())
+                .collect()
+        });
+        for db in others {
+            run(&format!(
+                "REVOKE CONNECT ON DATABASE {} FROM PUBLIC",
+                pgrx::spi::quote_identifier(db)
+            ));
+        }
+        saas();
+        let (acme, _) = generate(ACME);
+        let findings = "SELECT coalesce(string_agg(severity || '|' || object || '|' || fix, E'\\n' ORDER BY object), '') FROM bi_access.check()";
+        assert_eq!(one::<String>(findings), "", "a clean setup reports nothing");
+
+        run("GRANT CREATE ON SCHEMA public TO PUBLIC");
+        run("CREATE FUNCTION public.definer() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'");
+        run("CREATE VIEW public.leaky AS SELECT * FROM public.projects");
+        run("GRANT SELECT ON public.leaky TO PUBLIC");
+        run("DROP POLICY bi_access_guard ON public.invoices");
+        run(&format!("ALTER ROLE {acme} CREATEDB"));
+        run("SET LOCAL bi_access.sslmode = 'require'");
+        run("SET LOCAL password_encryption = 'md5'");
+        let report: String = one(findings);
+        for expected in [
+            "schema public|REVOKE CREATE ON SCHEMA public FROM PUBLIC;".to_string(),
+            "function public.definer()|REVOKE EXECUTE ON FUNCTION public.definer() FROM PUBLIC;"
+                .into(),
+            "public.leaky|ALTER VIEW public.leaky SET (security_invoker = true);".into(),
+            "public.leaky|REVOKE SELECT ON public.leaky FROM PUBLIC;".into(),
+            "public.invoices|SELECT * FROM bi_access.sync_tables();".into(),
+            format!("role {acme}|ALTER ROLE {acme} NOSUPERUSER"),
+            "setting ssl|".into(),
+            "setting password_encryption|ALTER SYSTEM SET password_encryption".into(),
+        ] {
+            assert!(
+                report.contains(&expected),
+                "missing {expected:?} in\n{report}"
             );
         }
     }

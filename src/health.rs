@@ -1,0 +1,220 @@
+//! `bi_access.check()`: the security posture around the credentials, each
+//! finding with the statement that fixes it. A clean setup reports nothing.
+
+use pgrx::prelude::*;
+
+use crate::db;
+use crate::error::Result;
+use crate::exposure;
+use crate::roles;
+use crate::settings;
+
+pub struct Finding {
+    pub severity: &'static str,
+    pub object: String,
+    pub finding: String,
+    pub fix: String,
+}
+
+type Probe = fn(&Context) -> Result<Vec<Finding>>;
+
+struct Context {
+    reader: String,
+    schemas: Vec<String>,
+}
+
+pub fn check() -> Result<Vec<Finding>> {
+    let context = Context {
+        reader: roles::reader_group()?,
+        schemas: settings::exposed_schemas(),
+    };
+    let probes: [Probe; 9] = [
+        public_connect,
+        public_create,
+        public_security_definer,
+        public_select,
+        unsynced,
+        definer_views,
+        credential_attributes,
+        ssl,
+        password_encryption,
+    ];
+    let mut findings = Vec::new();
+    for probe in probes {
+        findings.extend(probe(&context)?);
+    }
+    Ok(findings)
+}
+
+/// Runs a query whose rows are (object, fix) and words each as a finding.
+fn rows(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+    severity: &'static str,
+    finding: &str,
+) -> Result<Vec<Finding>> {
+    Spi::connect(|client| {
+        let mut findings = Vec::new();
+        for row in client.select(sql, None, args)? {
+            findings.push(Finding {
+                severity,
+                object: row.get::<String>(1)?.unwrap_or_default(),
+                finding: finding.to_string(),
+                fix: row.get::<String>(2)?.unwrap_or_default(),
+            });
+        }
+        Ok(findings)
+    })
+}
+
+/// New LOGIN roles may connect wherever PUBLIC may.
+fn public_connect(_: &Context) -> Result<Vec<Finding>> {
+    rows(
+        "SELECT 'database ' || quote_ident(d.datname), \
+                format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC;', d.datname) \
+         FROM pg_catalog.pg_database d \
+         WHERE d.datallowconn AND NOT d.datistemplate AND d.datname <> current_database() \
+           AND (d.datacl IS NULL OR EXISTS (SELECT FROM pg_catalog.aclexplode(d.datacl) a \
+                                            WHERE a.grantee = 0 AND a.privilege_type = 'CONNECT')) \
+         ORDER BY 1",
+        &[],
+        "warning",
+        "PUBLIC may connect to this other database, so every BI credential may too",
+    )
+}
+
+fn public_create(context: &Context) -> Result<Vec<Finding>> {
+    rows(
+        "SELECT 'schema ' || quote_ident(n.nspname), \
+                format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC;', n.nspname) \
+         FROM pg_catalog.pg_namespace n \
+         WHERE n.nspname = ANY ($1) \
+           AND EXISTS (SELECT FROM pg_catalog.aclexplode(n.nspacl) a \
+                       WHERE a.grantee = 0 AND a.privilege_type = 'CREATE') \
+         ORDER BY 1",
+        &[context.schemas.clone().into()],
+        "error",
+        "PUBLIC may create objects in an exposed schema: a BI role could plant functions or views",
+    )
+}
+
+fn public_security_definer(context: &Context) -> Result<Vec<Finding>> {
+    rows(
+        "SELECT 'function ' || p.oid::regprocedure::text, \
+                format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC;', p.oid::regprocedure) \
+         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = ANY ($1) AND p.prosecdef \
+           AND (p.proacl IS NULL OR EXISTS (SELECT FROM pg_catalog.aclexplode(p.proacl) a \
+                                            WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')) \
+         ORDER BY 1",
+        &[context.schemas.clone().into()],
+        "error",
+        "a SECURITY DEFINER function in an exposed schema is executable by PUBLIC, BI roles included",
+    )
+}
+
+/// PUBLIC's SELECT reaches BI roles too, past the reader group's policies
+/// on tables without RLS.
+fn public_select(context: &Context) -> Result<Vec<Finding>> {
+    rows(
+        "SELECT c.oid::regclass::text, format('REVOKE SELECT ON %s FROM PUBLIC;', c.oid::regclass) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+           AND NOT (c.relrowsecurity AND c.relkind IN ('r', 'p')) \
+           AND EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
+                       WHERE a.grantee = 0 AND a.privilege_type = 'SELECT') \
+         ORDER BY 1",
+        &[context.schemas.clone().into()],
+        "error",
+        "PUBLIC may read every row of this relation, BI roles included",
+    )
+}
+
+fn unsynced(_: &Context) -> Result<Vec<Finding>> {
+    Ok(exposure::unsynced_tables()?
+        .into_iter()
+        .map(|pending| Finding {
+            severity: if pending.reason.starts_with("new table") {
+                "info"
+            } else {
+                "error"
+            },
+            object: db::first::<String>("SELECT $1::regclass::text", &[pending.tbl.into()])
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            finding: pending.reason,
+            fix: "SELECT * FROM bi_access.sync_tables();".into(),
+        })
+        .collect())
+}
+
+/// A view without security_invoker runs as its owner, past RLS.
+fn definer_views(context: &Context) -> Result<Vec<Finding>> {
+    rows(
+        "SELECT c.oid::regclass::text, \
+                format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = ANY ($1) AND c.relkind = 'v' \
+           AND pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
+           AND NOT coalesce((SELECT o.option_value::bool \
+                             FROM pg_catalog.pg_options_to_table(c.reloptions) o \
+                             WHERE o.option_name = 'security_invoker'), false) \
+         ORDER BY 1",
+        &[context.schemas.clone().into(), context.reader.as_str().into()],
+        "error",
+        "BI roles may read this view, which is not security_invoker and so bypasses row-level security",
+    )
+}
+
+fn credential_attributes(context: &Context) -> Result<Vec<Finding>> {
+    rows(
+        "SELECT 'role ' || quote_ident(r.rolname), \
+                format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
+                        then REVOKE from it every role but %I', r.rolname, $1::text) \
+         FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+         WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
+            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                       JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+                       WHERE m.member = r.oid AND g.rolname <> $1) \
+         ORDER BY 1",
+        &[context.reader.as_str().into()],
+        "error",
+        "a credential role has an attribute or a membership bi_access never gives",
+    )
+}
+
+fn ssl(_: &Context) -> Result<Vec<Finding>> {
+    let sslmode = settings::sslmode();
+    let promised = matches!(sslmode.as_str(), "require" | "verify-ca" | "verify-full");
+    let on = db::first::<String>("SELECT pg_catalog.current_setting('ssl')", &[])?;
+    if !promised || on.as_deref() == Some("on") {
+        return Ok(vec![]);
+    }
+    Ok(vec![Finding {
+        severity: "error",
+        object: "setting ssl".into(),
+        finding: format!("bi_access.sslmode is {sslmode} but this server has ssl = off"),
+        fix: "Configure ssl = on with a certificate (on the replica BI tools use too), or set bi_access.sslmode to what the servers offer.".into(),
+    }])
+}
+
+fn password_encryption(_: &Context) -> Result<Vec<Finding>> {
+    let method = db::first::<String>(
+        "SELECT pg_catalog.current_setting('password_encryption')",
+        &[],
+    )?;
+    if method.as_deref() == Some("scram-sha-256") {
+        return Ok(vec![]);
+    }
+    Ok(vec![Finding {
+        severity: "warning",
+        object: "setting password_encryption".into(),
+        finding: format!(
+            "password_encryption is {}; passwords set outside bi_access would not be SCRAM",
+            method.unwrap_or_default()
+        ),
+        fix: "ALTER SYSTEM SET password_encryption = 'scram-sha-256'; SELECT pg_reload_conf();"
+            .into(),
+    }])
+}
