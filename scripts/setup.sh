@@ -8,7 +8,7 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGRX_VERSION=0.18.1
 PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev sudo
-  libpostgresql-jdbc-java default-jdk-headless pkg-config)
+  libpostgresql-jdbc-java default-jdk-headless pkg-config openssl)
 PY_PACKAGES=(psycopg2-binary sqlalchemy pytest)
 
 log() { printf '==> %s\n' "$*"; }

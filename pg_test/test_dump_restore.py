@@ -1,0 +1,49 @@
+"""pg_dump -Fc / pg_restore into a new database of the same cluster keeps
+bi_access's records and event log (pg_extension_config_dump)."""
+
+import subprocess
+from collections import Counter
+
+import pytest
+
+from cluster import as_postgres, pg_tool, run_as_postgres
+
+RESTORED = "saas_restored"
+CREDENTIALS = "SELECT id, org_id, org_name, label, role_name, status::text FROM bi_access.credentials"
+EVENTS = "SELECT e::text FROM bi_access.events e"
+
+
+def snapshot(pair, dbname: str) -> dict:
+    sql = lambda q: pair.primary.sql(q, dbname=dbname)  # noqa: E731
+    return {"credentials": sorted(sql(CREDENTIALS)), "events": Counter(sql(EVENTS))}
+
+
+@pytest.fixture(scope="module")
+def restore(pair, bi, saas_db):
+    """Dumps saas with at least one credential in it and restores the dump;
+    yields the original snapshot and pg_restore's outcome."""
+    bi.generate("303")
+    original = snapshot(pair, saas_db.dbname)
+    dump_file = pair.root / "saas.dump"
+    run_as_postgres([pg_tool("pg_dump"), *pair.primary.tool_args(saas_db.dbname), "-Fc", "-f", str(dump_file)])
+    pair.primary.sql(f"CREATE DATABASE {RESTORED}")
+    proc = subprocess.run(as_postgres([pg_tool("pg_restore"), *pair.primary.tool_args(RESTORED), str(dump_file)]),
+                          capture_output=True, text=True, timeout=120)
+    yield original, proc
+    pair.primary.sql(f"DROP DATABASE {RESTORED} WITH (FORCE)")
+
+
+def test_restore_keeps_credentials(pair, restore):
+    original, _ = restore
+    assert original["credentials"], "nothing to compare: no credential before the dump"
+    assert snapshot(pair, RESTORED)["credentials"] == original["credentials"]
+
+
+def test_restore_keeps_events(pair, restore):
+    original, _ = restore
+    assert snapshot(pair, RESTORED)["events"] >= original["events"]
+
+
+def test_restore_is_clean(restore):
+    _, proc = restore
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,66 @@
+"""Ending sessions happens at commit, and only then; the key file is private."""
+
+import os
+import stat
+
+import psycopg2
+
+from bi import assert_session_ended, login
+from cluster import wait_until
+
+ORG = "202"
+
+
+def alive(conn) -> bool:
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+def test_rolled_back_revoke_leaves_sessions_alone(bi, pair):
+    cred = bi.generate(ORG)
+    session = login(cred.login_args(pair.primary))
+    admin = bi.connect()
+    admin.autocommit = False
+    with admin.cursor() as cur:
+        cur.execute("SELECT status FROM bi_access.revoke(%s)", (cred.role,))
+        assert cur.fetchone()[0] == "deactivated"
+    # Not committed: the session lives on, and keeps doing so after rollback.
+    assert alive(session)
+    admin.rollback()
+    admin.close()
+    assert alive(session), "a rolled-back revoke ended the session"
+    assert bi.status(cred.role) == "active"
+    session.close()
+
+
+def test_revoke_ends_sessions_only_at_commit(bi, pair):
+    cred = bi.generate(ORG)
+    session = login(cred.login_args(pair.primary))
+    admin = bi.connect()
+    admin.autocommit = False
+    with admin.cursor() as cur:
+        cur.execute("SELECT bi_access.revoke(%s)", (cred.role,))
+    assert alive(session), "the session ended before the revoke committed"
+    admin.commit()
+    admin.close()
+    assert_session_ended(session)
+
+
+def test_delete_ends_sessions(bi, pair):
+    cred = bi.generate(ORG)
+    session = login(cred.login_args(pair.primary))
+    bi.one("delete", cred.role)
+    assert_session_ended(session)
+
+
+def test_key_file_is_private_and_holds_32_bytes(bi, pair):
+    bi.generate(ORG)  # the key is created on first use
+    key = pair.primary.datadir / "bi_access.key"
+    wait_until(key.exists, 5, "the key file")
+    mode = stat.S_IMODE(os.stat(key).st_mode)
+    assert mode == 0o600, oct(mode)
+    assert os.stat(key).st_size == 32
