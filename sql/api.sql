@@ -10,7 +10,8 @@ SELECT c.id,
        c.org_name,
        c.label,
        c.role_name,
-       CASE WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
+       CASE WHEN r.role_missing THEN 'failed'::bi_access.credential_status
+            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
             THEN 'active'::bi_access.credential_status
             ELSE c.status
        END AS status,
@@ -19,8 +20,16 @@ SELECT c.id,
        c.rotated_at,
        c.valid_until,
        c.connection_limit,
-       c.last_error
-FROM bi_access.credential c;
+       coalesce(c.last_error,
+                CASE WHEN r.role_missing
+                     THEN 'its role does not exist: dropped outside bi_access, or the database was '
+                          'restored without its roles; generate again for this org and label'
+                END) AS last_error
+FROM bi_access.credential c
+CROSS JOIN LATERAL (
+    SELECT c.status NOT IN ('failed', 'deleted')
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
+) r;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
 

@@ -287,7 +287,10 @@ fn resolve_valid_until(valid_until: Option<TimestampWithTimeZone>) -> Result<Opt
 fn replace_failed(org_id: &str, label: &str) -> Result<()> {
     let failed = db::column::<String>(
         "SELECT role_name::text FROM bi_access.credential \
-         WHERE org_id = $1 AND label = $2 AND status = 'failed'",
+         WHERE org_id = $1 AND label = $2 \
+           AND (status = 'failed' \
+                OR (status <> 'deleted' \
+                    AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name)))",
         &[org_id.into(), label.into()],
     )?;
     for role in failed {
@@ -368,6 +371,11 @@ fn lock(role: &str) -> Result<Record> {
     if record.status == "pending" && replayed(lsn.as_deref())? {
         set_status(&record, "active")?;
         record.status = "active".into();
+    }
+    if record.status != "deleted" && !roles::exists(role)? {
+        // Dropped outside bi_access, or restored without its roles: the
+        // credentials view shows it failed, and generate replaces it.
+        record.status = "failed".into();
     }
     Ok(record)
 }

@@ -835,4 +835,29 @@ mod tests {
             );
         }
     }
+
+    #[pg_test]
+    fn a_credential_whose_role_vanished_is_failed_and_generate_replaces_it() {
+        let (user, _) = generate("acme");
+        run(&format!("DROP ROLE {user}"));
+        assert_eq!(status(&user), "failed");
+        let error: String = one(&format!(
+            "SELECT last_error FROM bi_access.credentials WHERE role_name = '{user}'"
+        ));
+        assert!(error.contains("does not exist"), "{error}");
+        fails_with(
+            &format!("SELECT bi_access.revoke('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        let (replacement, _) = generate("acme");
+        assert_ne!(replacement, user);
+        let left: i64 = one(&format!(
+            "SELECT count(*) FROM bi_access.credentials WHERE role_name = '{user}'"
+        ));
+        assert_eq!(left, 0, "the failed record was replaced");
+        let replaced: i64 = one(&format!(
+            "SELECT count(*) FROM bi_access.events WHERE role_name = '{user}' AND action = 'replace_failed'"
+        ));
+        assert_eq!(replaced, 1);
+    }
 }
