@@ -140,15 +140,9 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
     let mut done = Vec::new();
-    if settings::auto_expose() {
-        for (tbl, column) in new_tables()? {
-            db::exec(
-                "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",
-                &[tbl.into(), column.as_str().into()],
-            )?;
-            sync_one(tbl)?;
-            done.push((tbl, "exposed".to_string()));
-        }
+    for tbl in expose_new_tables()? {
+        sync_one(tbl)?;
+        done.push((tbl, "exposed".to_string()));
     }
     for (tbl, _) in exposed_tables()? {
         if done.iter().any(|(exposed, _)| *exposed == tbl) {
@@ -166,6 +160,23 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
         json!({ "tables": done.len(), "changed": changed }),
     )?;
     Ok(done)
+}
+
+/// With bi_access.auto_expose, records every new table as exposed (not yet
+/// synced); returns them.
+fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
+    if !settings::auto_expose() {
+        return Ok(Vec::new());
+    }
+    let mut exposed = Vec::new();
+    for (tbl, column) in new_tables()? {
+        db::exec(
+            "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",
+            &[tbl.into(), column.as_str().into()],
+        )?;
+        exposed.push(tbl);
+    }
+    Ok(exposed)
 }
 
 /// Syncs one exposed table; "synced" if anything changed, else "unchanged".
@@ -431,14 +442,7 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 /// bi_access.auto_expose), marks live credentials `syncing`, and returns the
 /// tables to sync, one transaction each.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
-    if settings::auto_expose() {
-        for (tbl, column) in new_tables()? {
-            db::exec(
-                "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",
-                &[tbl.into(), column.as_str().into()],
-            )?;
-        }
-    }
+    expose_new_tables()?;
     db::exec(
         "UPDATE bi_access.credential SET status = 'syncing', updated_at = now() WHERE status = 'active'",
         &[],
