@@ -163,7 +163,7 @@ pub fn drop_login(role: &str) -> Result<i64> {
 fn owned_objects(role_oid: pg_sys::Oid) -> Result<i64> {
     Ok(db::first::<i64>(
         "SELECT count(*) FROM pg_catalog.pg_shdepend \
-         WHERE refobjid = $1 AND deptype = 'o' \
+         WHERE refclassid = 'pg_catalog.pg_authid'::regclass AND refobjid = $1 AND deptype = 'o' \
            AND dbid IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))",
         &[role_oid.into()],
     )?
