@@ -860,4 +860,38 @@ mod tests {
         ));
         assert_eq!(replaced, 1);
     }
+
+    #[pg_test]
+    fn a_deactivated_credential_can_be_rotated_and_deleted_but_not_revealed() {
+        let (user, old) = generate("acme");
+        run(&format!("SELECT bi_access.revoke('{user}')"));
+        let new: String = one(&format!(
+            "SELECT password FROM bi_access.regenerate('{user}')"
+        ));
+        assert_ne!(new, old);
+        assert_eq!(
+            status(&user),
+            "deactivated",
+            "rotation does not re-activate"
+        );
+        assert!(!one::<bool>(&format!(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = '{user}'"
+        )));
+        let deleted: String = one(&format!(
+            "SELECT status::text FROM bi_access.delete('{user}')"
+        ));
+        assert_eq!(deleted, "deleted");
+        fails_with(
+            &format!("SELECT bi_access.connection_details('{user}')"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+    }
+
+    #[pg_test]
+    fn hide_table_of_a_missing_table_is_42p01() {
+        fails_with(
+            "SELECT bi_access.hide_table('public.nothing_here')",
+            ERRCODE_UNDEFINED_TABLE,
+        );
+    }
 }
