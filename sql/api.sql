@@ -153,6 +153,7 @@ DECLARE
     t pg_catalog.regclass;
     action text;
     attempt integer;
+    why text;
     synced integer := 0;
     unchanged integer := 0;
     skipped text[] := '{}';
@@ -162,19 +163,26 @@ BEGIN
     FOREACH t IN ARRAY tables LOOP
         action := NULL;
         attempt := 0;
+        why := NULL;
         LOOP
             BEGIN
                 PERFORM pg_catalog.set_config('lock_timeout', sync.lock_timeout, true);
                 action := bi_access_internal.step_sync_table(t);
-            EXCEPTION WHEN lock_not_available THEN
-                attempt := attempt + 1;
+            EXCEPTION
+                WHEN lock_not_available THEN
+                    attempt := attempt + 1;
+                    why := pg_catalog.format('its lock stayed busy for %s tries', attempt);
+                WHEN object_not_in_prerequisite_state THEN
+                    -- A table bi_access cannot sync as it stands: say why, go on.
+                    why := SQLERRM;
+                    EXIT;
             END;
             EXIT WHEN action IS NOT NULL OR attempt > retries;
             PERFORM pg_catalog.pg_sleep(0.1 * attempt);
         END LOOP;
         IF action IS NULL THEN
             skipped := skipped || t::text;
-            RAISE NOTICE 'bi_access.sync: skipped %: its lock stayed busy for % tries; it is left as it was', t, attempt;
+            RAISE NOTICE 'bi_access.sync: skipped %: %; it is left as it was', t, why;
         ELSIF action = 'unchanged' THEN
             unchanged := unchanged + 1;
         ELSE

@@ -3,10 +3,16 @@
 
 -- The admin role is cluster-wide and may already exist from another database
 -- of the cluster that has the extension; it is never dropped by the extension.
+-- So is bi_access_credential, the group every credential of every database
+-- joins: it holds no privilege, but marks a BI login wherever it connects
+-- (the restrictive guard policies and the session guard key on it).
 DO $bootstrap$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_admin') THEN
         CREATE ROLE bi_access_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_credential') THEN
+        CREATE ROLE bi_access_credential NOLOGIN NOINHERIT;
     END IF;
 END
 $bootstrap$;

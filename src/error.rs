@@ -36,6 +36,9 @@ pub enum BiError {
     #[error("view {0} is not security_invoker, so it would bypass row-level security")]
     DefinerView(String),
 
+    #[error("table {0} has row level security off and policies of its own")]
+    DormantPolicies(String),
+
     #[error("column {column:?} does not exist in table {table}")]
     NoSuchColumn { table: String, column: String },
 
@@ -70,7 +73,9 @@ impl BiError {
             BiError::InvalidParameter(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             BiError::Duplicate { .. } => ERRCODE_UNIQUE_VIOLATION,
             BiError::NoSuchCredential(_) => ERRCODE_UNDEFINED_OBJECT,
-            BiError::WrongStatus { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            BiError::WrongStatus { .. } | BiError::DormantPolicies(_) => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             BiError::WrongObjectType(_) | BiError::DefinerView(_) => ERRCODE_WRONG_OBJECT_TYPE,
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
@@ -94,6 +99,11 @@ impl BiError {
             }
             BiError::DefinerView(view) => Some(format!(
                 "ALTER VIEW {view} SET (security_invoker = true); then expose it."
+            )),
+            BiError::DormantPolicies(table) => Some(format!(
+                "Enabling row level security would put those policies in force for the application. \
+                 Enable it yourself (ALTER TABLE {table} ENABLE ROW LEVEL SECURITY) once they are meant \
+                 to apply, or drop them; then expose the table."
             )),
             BiError::LockNotAvailable(_) => Some(
                 "Retry later, raise lock_timeout, or use CALL bi_access.sync(), which retries table by table."

@@ -31,6 +31,9 @@ struct Relation {
     rls: bool,
     security_invoker: bool,
     column_type: Option<String>,
+    eq_schema: String,
+    /// Policies on the table that are not bi_access's own.
+    foreign_policies: i64,
 }
 
 pub fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) -> Result<()> {
@@ -90,6 +93,7 @@ fn restore(tbl: pg_sys::Oid, column: &str, rls_by_us: bool) -> Result<()> {
         name: quote_qualified_identifier(&relation.schema, &relation.name),
         column: column.to_string(),
         column_type: relation.column_type.unwrap_or_default(),
+        eq_schema: relation.eq_schema,
         is_view: relation.kind == "v",
     };
     lock_exclusively(&target)?;
@@ -127,10 +131,14 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
         }));
     }
     for (tbl, column) in new_tables()? {
+        let reason = match target(tbl, &column) {
+            Ok(_) => "new table with the org column, not exposed".to_string(),
+            Err(error) => format!("new table with the org column, not exposable: {error}"),
+        };
         pending.push(Pending {
             tbl,
             org_column: column,
-            reason: "new table with the org column, not exposed".into(),
+            reason,
         });
     }
     Ok(pending)
@@ -162,14 +170,17 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
     Ok(done)
 }
 
-/// With bi_access.auto_expose, records every new table as exposed (not yet
-/// synced); returns them.
+/// With bi_access.auto_expose, records every new table that can be exposed
+/// as exposed (not yet synced); returns them.
 fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
     if !settings::auto_expose() {
         return Ok(Vec::new());
     }
     let mut exposed = Vec::new();
     for (tbl, column) in new_tables()? {
+        if target(tbl, &column).is_err() {
+            continue; // unsynced_tables() says why
+        }
         db::exec(
             "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",
             &[tbl.into(), column.as_str().into()],
@@ -301,6 +312,11 @@ fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
         "v" => return Err(BiError::DefinerView(name)),
         _ => return Err(BiError::WrongObjectType(name)),
     }
+    if !relation.rls && relation.foreign_policies > 0 {
+        // Turning RLS on would put the application's dormant policies in
+        // force and change what its roles see.
+        return Err(BiError::DormantPolicies(name));
+    }
     let Some(column_type) = relation.column_type else {
         return Err(BiError::NoSuchColumn {
             table: name,
@@ -312,6 +328,7 @@ fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
         name,
         column: column.to_string(),
         column_type,
+        eq_schema: relation.eq_schema,
         is_view: relation.kind == "v",
     })
 }
@@ -323,7 +340,13 @@ fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
                     coalesce((SELECT o.option_value::bool \
                               FROM pg_catalog.pg_options_to_table(c.reloptions) o \
                               WHERE o.option_name = 'security_invoker'), false), \
-                    pg_catalog.format_type(a.atttypid, NULL) \
+                    pg_catalog.format_type(a.atttypid, NULL), \
+                    coalesce((SELECT quote_ident(o.oprnamespace::regnamespace::text) \
+                              FROM pg_catalog.pg_operator o \
+                              WHERE o.oprname = '=' AND o.oprleft = a.atttypid \
+                                AND o.oprright = a.atttypid LIMIT 1), 'pg_catalog'), \
+                    (SELECT count(*) FROM pg_catalog.pg_policy p \
+                     WHERE p.polrelid = c.oid AND p.polname NOT LIKE 'bi\\_access\\_%') \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_catalog.pg_attribute a \
@@ -343,6 +366,8 @@ fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
             rls: row.get::<bool>(4)?.unwrap_or(false),
             security_invoker: row.get::<bool>(5)?.unwrap_or(false),
             column_type: row.get::<String>(6)?,
+            eq_schema: row.get::<String>(7)?.unwrap_or_else(|| "pg_catalog".into()),
+            foreign_policies: row.get::<i64>(8)?.unwrap_or(0),
         })
     })
 }
@@ -443,6 +468,12 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 /// tables to sync, one transaction each.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     expose_new_tables()?;
+    // A credential the standby has replayed is active, so it shows syncing.
+    db::exec(
+        "UPDATE bi_access.credential SET status = 'active', updated_at = now() \
+         WHERE status = 'pending' AND bi_access_internal.replayed(created_lsn::text)",
+        &[],
+    )?;
     db::exec(
         "UPDATE bi_access.credential SET status = 'syncing', updated_at = now() WHERE status = 'active'",
         &[],

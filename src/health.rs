@@ -113,20 +113,23 @@ fn public_security_definer(context: &Context) -> Result<Vec<Finding>> {
     )
 }
 
-/// PUBLIC's SELECT reaches BI roles too, past the reader group's policies
-/// on tables without RLS.
+/// PUBLIC's SELECT reaches every login of the cluster: all rows of a table
+/// without RLS, or of one where bi_access's pass-through policy lets every
+/// role but its own credentials through.
 fn public_select(context: &Context) -> Result<Vec<Finding>> {
     rows(
         "SELECT c.oid::regclass::text, format('REVOKE SELECT ON %s FROM PUBLIC;', c.oid::regclass) \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-           AND NOT (c.relrowsecurity AND c.relkind IN ('r', 'p')) \
+           AND (NOT (c.relrowsecurity AND c.relkind IN ('r', 'p')) \
+                OR EXISTS (SELECT FROM pg_catalog.pg_policy p \
+                           WHERE p.polrelid = c.oid AND p.polname = 'bi_access_passthrough')) \
            AND EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
                        WHERE a.grantee = 0 AND a.privilege_type = 'SELECT') \
          ORDER BY 1",
         &[context.schemas.clone().into()],
         "error",
-        "PUBLIC may read every row of this relation, BI roles included",
+        "PUBLIC may read every row of this relation: every login of the cluster may",
     )
 }
 
@@ -176,7 +179,7 @@ fn credential_attributes(context: &Context) -> Result<Vec<Finding>> {
          WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
             OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
                        JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
-                       WHERE m.member = r.oid AND g.rolname <> $1) \
+                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential')) \
          ORDER BY 1",
         &[context.reader.as_str().into()],
         "error",

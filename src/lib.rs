@@ -10,6 +10,7 @@
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
 //! - `health`: `check()`, the security posture;
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
+//! - `guard`: what keeps a credential's own session read-only;
 //! - `uninstall`: what DROP EXTENSION does first;
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
 //! - `api` and `sql/api.sql`: the SQL surface.
@@ -23,6 +24,7 @@ mod credentials;
 mod db;
 mod error;
 mod exposure;
+mod guard;
 mod health;
 mod org;
 mod policies;
@@ -40,6 +42,7 @@ extension_sql_file!("../sql/api.sql", name = "api", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
+    guard::install();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -2,9 +2,10 @@
 //! table, whatever the number of credentials:
 //!
 //! - `bi_access_read` (PERMISSIVE, SELECT, TO the reader group): the org's rows;
-//! - `bi_access_guard` (RESTRICTIVE, SELECT, TO the reader group): the same
-//!   condition, so permissive policies the application already has (TO
-//!   PUBLIC, say) cannot widen what a credential sees;
+//! - `bi_access_guard` (RESTRICTIVE, SELECT, TO the reader group and every
+//!   credential of the cluster): the same condition, so permissive policies
+//!   the application already has (TO PUBLIC, say) cannot widen what a
+//!   credential sees;
 //! - `bi_access_passthrough` (PERMISSIVE, ALL, TO PUBLIC, true), only where
 //!   bi_access itself turned RLS on: every other non-owner role keeps seeing
 //!   and writing exactly what it did before.
@@ -18,6 +19,7 @@ use pgrx::spi::quote_identifier;
 
 use crate::db;
 use crate::error::Result;
+use crate::guard::CREDENTIAL_GROUP;
 use crate::org;
 
 pub const READ: &str = "bi_access_read";
@@ -31,40 +33,50 @@ pub struct Target {
     pub name: String,
     pub column: String,
     pub column_type: String,
+    /// Quoted schema of the `=` operator of the column's type.
+    pub eq_schema: String,
     /// A security_invoker view: a grant, no policies of its own.
     pub is_view: bool,
 }
 
 impl Target {
+    /// The operator is schema-qualified: policies are created under a
+    /// pinned search_path, where an extension type's `=` (citext's, say)
+    /// would not be found and the comparison would fall back to text.
     fn org_match(&self) -> String {
         format!(
-            "{} = {}",
+            "{} OPERATOR({}.=) {}",
             quote_identifier(&self.column),
+            self.eq_schema,
             org::lookup_expression(&self.column_type)
         )
     }
 
-    fn create(&self, policy: &str, kind: &str, reader: &str) -> Result<()> {
+    fn create(&self, policy: &str, kind: &str, roles: &[&str]) -> Result<()> {
+        let roles: Vec<String> = roles.iter().map(quote_identifier).collect();
         Spi::run(&format!(
             "CREATE POLICY {policy} ON {} AS {kind} FOR SELECT TO {} USING ({})",
             self.name,
-            quote_identifier(reader),
+            roles.join(", "),
             self.org_match()
         ))?;
         Ok(())
     }
 }
 
-/// Whether the reader policies exist as they should: for the reader group,
-/// of the right kind, and on the table's current org column.
+/// Whether the reader policies exist as they should: of the right kind, for
+/// the right roles, and on the table's current org column.
 pub fn reader_policies_ok(target: &Target, reader: &str) -> Result<bool> {
     Ok(db::first::<i64>(
-        "SELECT count(*) FROM pg_catalog.pg_policy p \
+        "WITH r AS (SELECT (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2) AS reader, \
+                           (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $4) AS credential) \
+         SELECT count(*) FROM pg_catalog.pg_policy p CROSS JOIN r \
          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.polrelid AND a.attname = $3 \
          WHERE p.polrelid = $1 AND p.polcmd = 'r' \
-           AND p.polroles = ARRAY[(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2)] \
-           AND ((p.polname = 'bi_access_read' AND p.polpermissive) \
-             OR (p.polname = 'bi_access_guard' AND NOT p.polpermissive)) \
+           AND ((p.polname = 'bi_access_read' AND p.polpermissive AND p.polroles = ARRAY[r.reader]) \
+             OR (p.polname = 'bi_access_guard' AND NOT p.polpermissive \
+                 AND p.polroles @> ARRAY[r.reader, r.credential] \
+                 AND pg_catalog.cardinality(p.polroles) = 2)) \
            AND EXISTS (SELECT FROM pg_catalog.pg_depend d \
                        WHERE d.classid = 'pg_catalog.pg_policy'::regclass AND d.objid = p.oid \
                          AND d.refobjid = p.polrelid AND d.refobjsubid = a.attnum)",
@@ -72,6 +84,7 @@ pub fn reader_policies_ok(target: &Target, reader: &str) -> Result<bool> {
             target.oid.into(),
             reader.into(),
             target.column.as_str().into(),
+            CREDENTIAL_GROUP.to_str().unwrap_or_default().into(),
         ],
     )?
     .unwrap_or(0)
@@ -86,10 +99,14 @@ pub fn exists(target: &Target, policy: &str) -> Result<bool> {
     .unwrap_or(false))
 }
 
+/// The guard also binds every credential of the cluster: a login of another
+/// database that reaches this one (PUBLIC's CONNECT and SELECT) finds no org
+/// of its own here, so it sees nothing.
 pub fn create_reader_policies(target: &Target, reader: &str) -> Result<()> {
     drop(target, &[READ, GUARD])?;
-    target.create(READ, "PERMISSIVE", reader)?;
-    target.create(GUARD, "RESTRICTIVE", reader)
+    let group = CREDENTIAL_GROUP.to_string_lossy();
+    target.create(READ, "PERMISSIVE", &[reader])?;
+    target.create(GUARD, "RESTRICTIVE", &[reader, &group])
 }
 
 pub fn create_passthrough(target: &Target) -> Result<()> {

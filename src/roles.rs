@@ -12,6 +12,7 @@ use rand::Rng;
 
 use crate::db;
 use crate::error::{BiError, Result};
+use crate::guard::CREDENTIAL_GROUP;
 use crate::settings;
 
 const SUFFIX_LEN: usize = 16;
@@ -59,10 +60,11 @@ pub struct LoginOptions {
 /// group, with no password yet.
 pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<()> {
     let mut sql = format!(
-        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {} IN ROLE {}",
+        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {} IN ROLE {}, {}",
         quote_identifier(role),
         options.connection_limit.unwrap_or(-1),
         quote_identifier(reader),
+        quote_identifier(CREDENTIAL_GROUP.to_string_lossy()),
     );
     if let Some(valid_until) = &options.valid_until {
         sql.push_str(&format!(
@@ -74,13 +76,15 @@ pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<
     apply_session_settings(role)
 }
 
-/// Settings every BI session starts with: read-only, bounded in time, and a
-/// search_path that cannot reach a schema it may create objects in.
+/// Settings every BI session starts with: read-only, bounded in time, a
+/// search_path, and this library loaded so the session guard holds from the
+/// first statement (a role cannot reset a superuser-only setting on itself).
 fn apply_session_settings(role: &str) -> Result<()> {
     let quoted = quote_identifier(role);
     let mut settings = vec![
         ("default_transaction_read_only", "on".to_string()),
         ("search_path", "public".to_string()),
+        ("session_preload_libraries", "bi_access".to_string()),
     ];
     if let Some(timeout) = settings::statement_timeout() {
         settings.push(("statement_timeout", timeout));

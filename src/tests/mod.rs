@@ -894,4 +894,101 @@ mod tests {
             ERRCODE_UNDEFINED_TABLE,
         );
     }
+
+    // ------------------------------------------------------- session guard
+
+    #[pg_test]
+    fn a_credential_session_cannot_write_even_outside_read_only() {
+        saas();
+        let (acme, _) = generate(ACME);
+        as_role(&acme, || {
+            run("SET default_transaction_read_only = off");
+            run("SET transaction_read_only = off");
+            for sql in [
+                "CREATE TEMP TABLE scratch (x int)",
+                "CREATE TEMP VIEW scratch AS SELECT 1",
+                "CREATE FUNCTION pg_temp.leak() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                "SELECT lo_create(0)",
+                "SELECT lo_from_bytea(0, 'x')",
+                "ALTER ROLE CURRENT_USER SET statement_timeout = 0",
+                "ALTER ROLE CURRENT_USER PASSWORD 'mine'",
+                "LISTEN app_events",
+                "DO 'BEGIN NULL; END'",
+                "ANALYZE public.projects",
+            ] {
+                fails_with(sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
+            }
+            // What BI tools do still works.
+            run("SET statement_timeout = '10s'");
+            run("PREPARE q AS SELECT count(*) FROM public.projects");
+            assert_eq!(one::<i64>("EXECUTE q"), 3);
+            run("DEALLOCATE q");
+            run("SHOW search_path");
+        });
+        let config: String = one(&format!(
+            "SELECT array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = '{acme}'"
+        ));
+        assert!(
+            config.contains("session_preload_libraries=bi_access"),
+            "{config}"
+        );
+    }
+
+    #[pg_test]
+    fn the_session_guard_leaves_other_roles_alone() {
+        saas();
+        as_role("test_app", || {
+            run("CREATE TEMP TABLE app_scratch (x int)");
+            run("DROP TABLE app_scratch");
+        });
+    }
+
+    // -------------------------------------------------------- column types
+
+    #[pg_test]
+    fn citext_org_columns_compare_as_citext_and_use_their_index() {
+        run("CREATE EXTENSION IF NOT EXISTS citext");
+        run("CREATE TABLE public.accounts (id serial PRIMARY KEY, org_id public.citext, n int)");
+        run("INSERT INTO public.accounts (org_id, n) \
+             SELECT CASE WHEN i % 4 = 0 THEN 'Acme' ELSE 'org' || i END, i FROM generate_series(1, 2000) i");
+        run("CREATE INDEX accounts_org ON public.accounts (org_id)");
+        run("ANALYZE public.accounts");
+        run("SELECT bi_access.expose_table('public.accounts')");
+        let (user, _) = generate("ACME");
+        as_role(&user, || {
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.accounts"), 500);
+            run("SET LOCAL enable_seqscan = off");
+            let plan: String = Spi::connect(|client| {
+                client
+                    .select("EXPLAIN SELECT * FROM public.accounts", None, &[])
+                    .unwrap()
+                    .map(|row| row.get::<String>(1).unwrap().unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            assert!(plan.contains("accounts_org"), "{plan}");
+        });
+    }
+
+    #[pg_test]
+    fn dormant_application_policies_are_never_switched_on() {
+        run("CREATE TABLE public.orders (id int, org_id text)");
+        run("INSERT INTO public.orders SELECT i, 'o' || (i % 3) FROM generate_series(1, 9) i");
+        run("CREATE POLICY only_o1 ON public.orders AS RESTRICTIVE USING (org_id = 'o1')");
+        fails_with(
+            "SELECT bi_access.expose_table('public.orders')",
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        let reason: String = one(
+            "SELECT reason FROM bi_access.unsynced_tables() WHERE tbl = 'public.orders'::regclass",
+        );
+        assert!(reason.contains("not exposable"), "{reason}");
+        let exposed: i64 = one(
+            "SELECT count(*) FROM bi_access.sync_tables() WHERE tbl = 'public.orders'::regclass",
+        );
+        assert_eq!(exposed, 0);
+        let rls: bool =
+            one("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.orders'::regclass");
+        assert!(!rls, "RLS stays off");
+    }
 }

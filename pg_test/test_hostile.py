@@ -1,0 +1,879 @@
+"""A hostile BI user: logged in as a real credential (psycopg2 over TCP, on the
+primary and on the replica), it tries everything a PostgreSQL client can do to
+see another org's rows, to reach bi_access's own objects, or to write. Each
+attempt must fail (the SQLSTATE it fails with is in the test id, and in the
+assertion message) or return only the credential's own rows.
+
+The `hostile` database is built for this: org keys and names that no output
+can carry by accident, an application RLS policy keyed on settings a session
+can SET (`app.org`, `myapp.tenant`), a partitioned table, extended
+statistics, a hidden table and a schema that is not exposed."""
+
+from __future__ import annotations
+
+import io
+
+import psycopg2
+import pytest
+
+from bi import ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, BiAccess, login
+from cluster import SUPERUSER
+from probe import (OK, PERMISSION_DENIED, READ_ONLY_TRANSACTION, Session, create_database, leaks, reader_group,
+                   session)
+
+DB = "hostile"
+ORG_A, ORG_B, ORG_C = "7301001", "7302002", "7303003"
+NAMES = {ORG_A: "Quokka Analytics", ORG_B: "Wombat Freight", ORG_C: "Numbat Health"}
+
+SCHEMA = f"""
+CREATE TABLE orgs (id bigint PRIMARY KEY, name text NOT NULL);
+INSERT INTO orgs VALUES ({ORG_A}, '{NAMES[ORG_A]}'), ({ORG_B}, '{NAMES[ORG_B]}'), ({ORG_C}, '{NAMES[ORG_C]}');
+
+-- The application's own row-level security, keyed on settings any session can
+-- SET: exactly what a hostile BI user would try first.
+CREATE TABLE docs (id bigserial PRIMARY KEY, org_id bigint NOT NULL, body text NOT NULL);
+INSERT INTO docs (org_id, body)
+  SELECT o, 'doc of ' || o || ' #' || g FROM (VALUES ({ORG_A}, 3), ({ORG_B}, 5), ({ORG_C}, 2)) v(o, n),
+         generate_series(1, n) g;
+ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY app_tenant ON docs FOR ALL TO PUBLIC
+  USING (org_id = nullif(current_setting('app.org', true), '')::bigint
+         OR current_setting('myapp.tenant', true) = 'all');
+
+CREATE TABLE tickets (id bigserial PRIMARY KEY, tenant text NOT NULL, subject text NOT NULL);
+INSERT INTO tickets (tenant, subject)
+  SELECT o, 'ticket of ' || o || ' #' || g FROM (VALUES ('{ORG_A}', 2), ('{ORG_B}', 1), ('{ORG_C}', 4)) v(o, n),
+         generate_series(1, n) g;
+
+CREATE TABLE metrics (id bigserial PRIMARY KEY, org_id integer NOT NULL, value integer NOT NULL);
+INSERT INTO metrics (org_id, value)
+  SELECT o, g % 3 FROM (VALUES ({ORG_A}, 40), ({ORG_B}, 300), ({ORG_C}, 60)) v(o, n), generate_series(1, n) g;
+CREATE INDEX ON metrics (org_id);
+CREATE STATISTICS metrics_stats (mcv) ON org_id, value FROM metrics;
+
+CREATE TABLE events (id bigint NOT NULL, org_id bigint NOT NULL, kind text NOT NULL) PARTITION BY HASH (org_id);
+CREATE TABLE events_p0 PARTITION OF events FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE events_p1 PARTITION OF events FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+INSERT INTO events
+  SELECT row_number() OVER (), o, 'event of ' || o FROM (VALUES ({ORG_A}, 4), ({ORG_B}, 6), ({ORG_C}, 1)) v(o, n),
+         generate_series(1, n) g;
+
+-- Carries the org column but is hidden: no sync may expose it.
+CREATE TABLE app_secrets (id serial PRIMARY KEY, org_id bigint NOT NULL, token text NOT NULL);
+INSERT INTO app_secrets (org_id, token) VALUES ({ORG_A}, 'token of {ORG_A}'), ({ORG_B}, 'token of {ORG_B}');
+
+-- A schema that is not exposed.
+CREATE SCHEMA internal;
+CREATE TABLE internal.payroll (org_id bigint NOT NULL, salary integer NOT NULL);
+INSERT INTO internal.payroll VALUES ({ORG_A}, 1), ({ORG_B}, 2);
+"""
+
+EXPOSE = """
+SELECT bi_access.hide_table('app_secrets');
+SELECT bi_access.expose_table('orgs', 'id');
+SELECT bi_access.expose_table('tickets', 'tenant');
+-- docs, metrics and events: found by the sync (bi_access.auto_expose).
+SELECT * FROM bi_access.sync_tables();
+ANALYZE;
+"""
+
+# Exposed table -> its org column.
+TABLES = {"orgs": "id", "docs": "org_id", "tickets": "tenant", "metrics": "org_id", "events": "org_id"}
+
+# Every bi_access.* setting, with a value an attacker would like.
+BI_SETTINGS = {
+    "bi_access.host": "evil.example.com",
+    "bi_access.port": "1",
+    "bi_access.sslmode": "disable",
+    "bi_access.replica_application_name": "evil",
+    "bi_access.role_prefix": "evil_",
+    "bi_access.org_column": "id",
+    "bi_access.exposed_schemas": "public,internal",
+    "bi_access.auto_expose": "off",
+    "bi_access.display_name_format": "{org_id}",
+    "bi_access.statement_timeout": "0",
+    "bi_access.idle_in_transaction_session_timeout": "0",
+    "bi_access.default_valid_for": "1 year",
+    "bi_access.actor": "evil",
+}
+# The one setting any role may set (the application names its user with it).
+USERSET_BI_SETTINGS = {"bi_access.actor"}
+
+PLACEHOLDERS = {"app.org": ORG_B, "myapp.tenant": "all"}
+
+
+def code(sqlstate: str):
+    """Test ids that carry the SQLSTATE each attempt must fail with."""
+    return lambda what: f"{what} -> {sqlstate}"
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+@pytest.fixture(scope="module")
+def hostile(pair, bi):
+    """The hostile database, its tables exposed and analyzed, replayed."""
+    create_database(pair, DB, SCHEMA, EXPOSE)
+    pair.primary.sql(f"GRANT SELECT ON docs TO {PLAIN_ROLE}", dbname=DB)
+    pair.wait_replayed()
+    return DB
+
+
+@pytest.fixture(scope="module")
+def dba_extensions(pair, hostile) -> set[str]:
+    """dblink and postgres_fdw installed by the DBA, as some applications do
+    (requested only by the tests after the CREATE EXTENSION attempts): the
+    credential must still get nowhere with them."""
+    installed = set()
+    for ext in ("dblink", "postgres_fdw"):
+        if pair.primary.sql("SELECT 1 FROM pg_available_extensions WHERE name = %s", (ext,)):
+            pair.primary.sql(f"CREATE EXTENSION IF NOT EXISTS {ext}", dbname=hostile)
+            installed.add(ext)
+    pair.wait_replayed()
+    return installed
+
+
+@pytest.fixture(scope="module")
+def hbi(request, pair, hostile, secrets):
+    b = BiAccess(pair, hostile, secrets)
+    request.addfinalizer(b.close)
+    return b
+
+
+@pytest.fixture(scope="module")
+def creds(hbi):
+    """One credential per org, each with its org name."""
+    return {org: hbi.generate(org, org_name=NAMES[org]) for org in (ORG_A, ORG_B, ORG_C)}
+
+
+@pytest.fixture(scope="module")
+def cred(creds):
+    return creds[ORG_A]
+
+
+@pytest.fixture(scope="module")
+def expected(pair, hostile) -> dict:
+    """org -> table -> that org's full rows, read by the superuser."""
+    out = {}
+    for org in (ORG_A, ORG_B, ORG_C, None):
+        out[org] = {}
+        for table, column in TABLES.items():
+            where = "" if org is None else f"WHERE {column}::text = %s"
+            out[org][table] = pair.primary.sql(f"SELECT * FROM {table} {where} ORDER BY 1",
+                                               None if org is None else (org,), dbname=hostile)
+    return out
+
+
+@pytest.fixture(params=["primary", "replica"])
+def server(request, pair):
+    return getattr(pair, request.param)
+
+
+@pytest.fixture
+def sess(cred, server):
+    with session(cred, server) as s:
+        yield s
+
+
+@pytest.fixture
+def loaded(sess):
+    """A session where bi_access's library is loaded (a policy ran)."""
+    sess.rows("SELECT count(*) FROM orgs")
+    return sess
+
+
+def foreign(org: str = ORG_A) -> dict[str, str]:
+    """What a session of `org` must never see: the other orgs' keys and names
+    (every row of every table carries its key)."""
+    return {**{k: f"org key of {k}" for k in NAMES if k != org},
+            **{n: f"org name of {k}" for k, n in NAMES.items() if k != org}}
+
+
+def every_org() -> dict[str, str]:
+    return {**{k: "org key" for k in NAMES}, **{n: "org name" for n in NAMES.values()}}
+
+
+def seen(s: Session) -> dict:
+    return {t: s.rows(f"SELECT * FROM {t} ORDER BY 1") for t in TABLES}
+
+
+def assert_sees_exactly(s: Session, expected_rows: dict, what: str = "") -> None:
+    got = seen(s)
+    for table in TABLES:
+        assert got[table] == expected_rows[table], f"{what}: {table} shows other rows than expected"
+
+
+def expect(outcome, *states: str) -> None:
+    assert outcome.state in states, f"expected {'/'.join(states)}, observed {outcome}"
+
+
+def read_write(s: Session) -> None:
+    """Turns the session's read-only default off, as any role may."""
+    s.rows("SET default_transaction_read_only = off")
+    s.rows("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+
+
+# --------------------------------------------------------------------------
+# baseline
+
+def test_baseline_each_org_sees_exactly_its_rows(creds, server, expected):
+    assert all(expected[None][t] != expected[ORG_A][t] for t in TABLES), "orgs must share every table"
+    for org, c in creds.items():
+        with session(c, server) as s:
+            assert_sees_exactly(s, expected[org], f"org {org} on the {server.name}")
+
+
+# --------------------------------------------------------------------------
+# settings: placeholders, bi_access.*, RESET ALL, row_security
+
+def test_placeholders_are_live_attack_vectors(pair, hostile, expected):
+    """Control: an ordinary role that can read docs does get another org's
+    rows through the application's policy when it sets app.org; so a BI
+    session that sets it and still sees only its rows proves something."""
+    conn = login(pair.primary.tcp_args(hostile, PLAIN_ROLE, PLAIN_PASSWORD))
+    try:
+        s = Session(conn)
+        assert s.rows("SELECT * FROM docs ORDER BY 1") == []
+        s.rows("SET app.org = %s", (ORG_B,))
+        assert s.rows("SELECT * FROM docs ORDER BY 1") == expected[ORG_B]["docs"]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("how", ["SET", "SET LOCAL", "set_config", "set_config local"])
+@pytest.mark.parametrize("name", PLACEHOLDERS)
+def test_placeholder_does_not_widen(sess, expected, name, how):
+    value = PLACEHOLDERS[name]
+    query = "SELECT * FROM {t} ORDER BY 1"
+    if how.startswith("set_config"):
+        setter = f"SELECT set_config('{name}', '{value}', {str(how.endswith('local')).lower()})"
+    else:
+        setter = f"{how} {name} = '{value}'"
+    # One transaction, so SET LOCAL / is_local stay in force for the reads.
+    sess.rows("BEGIN")
+    try:
+        expect(sess.run(setter), OK)
+        assert sess.value(f"SELECT current_setting('{name}')") == value
+        for table in TABLES:
+            assert sess.rows(query.format(t=table)) == expected[ORG_A][table], f"{how} {name}: {table}"
+    finally:
+        sess.rows("COMMIT")
+    expect(sess.run(f"RESET {name}"), OK)
+    assert_sees_exactly(sess, expected[ORG_A], f"after RESET {name}")
+
+
+def test_every_bi_access_setting_is_listed(pair, hostile):
+    """BI_SETTINGS must cover every bi_access.* setting the build defines."""
+    conn = pair.primary.connect(hostile)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOAD 'bi_access'")
+            cur.execute("SELECT name FROM pg_settings WHERE name LIKE 'bi\\_access.%'")
+            defined = {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()
+    assert defined == set(BI_SETTINGS)
+
+
+@pytest.mark.parametrize("how", ["SET", "set_config", "RESET"])
+@pytest.mark.parametrize("name", BI_SETTINGS,
+                         ids=lambda n: f"{n} -> {'ok' if n in USERSET_BI_SETTINGS else '42501'}")
+def test_bi_access_setting_cannot_be_changed(loaded, expected, name, how):
+    """Once bi_access is loaded in the session, its settings are the
+    superuser's (42501: SET, set_config and RESET alike) except
+    bi_access.actor; either way no row changes."""
+    before = loaded.value(f"SELECT current_setting('{name}')")
+    value = BI_SETTINGS[name]
+    stmt = {"SET": f"SET {name} = '{value}'", "RESET": f"RESET {name}",
+            "set_config": f"SELECT set_config('{name}', '{value}', false)"}[how]
+    outcome = loaded.run(stmt)
+    if name in USERSET_BI_SETTINGS:
+        expect(outcome, OK)
+    else:
+        expect(outcome, PERMISSION_DENIED)
+        assert loaded.value(f"SELECT current_setting('{name}')") == before
+    assert_sees_exactly(loaded, expected[ORG_A], f"after {stmt}")
+
+
+@pytest.mark.parametrize("name", sorted(set(BI_SETTINGS) - USERSET_BI_SETTINGS))
+def test_bi_access_setting_set_before_load_does_not_stick(sess, expected, name):
+    """In a fresh session bi_access's library is not loaded yet, so `SET
+    bi_access.x` makes a placeholder. Loading the library (the first policy
+    that runs) must discard it: the rows and the setting stay the server's."""
+    sess.run(f"SET {name} = '{BI_SETTINGS[name]}'")
+    assert_sees_exactly(sess, expected[ORG_A], f"after SET {name} before load")
+    assert sess.value(f"SELECT current_setting('{name}')") != BI_SETTINGS[name]
+
+
+@pytest.mark.parametrize("state", ["fresh session", "library loaded"], ids=code("42602"))
+def test_invented_bi_access_setting_is_refused(cred, server, expected, state):
+    """The bi_access prefix is reserved: a session cannot invent bi_access.x
+    (42602), whether or not a policy has loaded the library yet."""
+    with session(cred, server) as s:
+        if state == "library loaded":
+            s.rows("SELECT count(*) FROM orgs")
+        outcome = s.run("SET bi_access.org = '7302002'")
+        assert_sees_exactly(s, expected[ORG_A], "after SET bi_access.org")
+        expect(outcome, "42602", "22023")
+
+
+def test_reset_all_keeps_the_session_read_only_and_in_its_org(sess, expected):
+    for name, value in PLACEHOLDERS.items():
+        sess.rows(f"SET {name} = '{value}'")
+    sess.rows("SET default_transaction_read_only = off")
+    expect(sess.run("RESET ALL"), OK)
+    assert sess.value("SHOW default_transaction_read_only") == "on"
+    assert sess.value("SHOW search_path") == "public"
+    assert_sees_exactly(sess, expected[ORG_A], "after RESET ALL")
+    expect(sess.run("DISCARD ALL"), OK)
+    assert_sees_exactly(sess, expected[ORG_A], "after DISCARD ALL")
+
+
+def test_row_security_off_refuses_instead_of_bypassing(sess):
+    sess.rows("SET row_security = off")
+    for table in TABLES:
+        expect(sess.run(f"SELECT * FROM {table}"), PERMISSION_DENIED)
+
+
+# --------------------------------------------------------------------------
+# roles
+
+def test_set_role_to_the_reader_group_sees_no_row(sess, hostile, expected, server):
+    reader = reader_group(server, hostile)
+    expect(sess.run(f"SET ROLE {reader}"), OK)
+    assert sess.value("SELECT current_user") == reader
+    for table in TABLES:
+        assert sess.rows(f"SELECT * FROM {table}") == [], f"reader group sees rows of {table}"
+    sess.rows("RESET ROLE")
+    assert_sees_exactly(sess, expected[ORG_A], "after RESET ROLE")
+
+
+@pytest.mark.parametrize("target", ["other credential", "bi_access_admin", ADMIN_ROLE, SUPERUSER], ids=code("42501"))
+def test_set_role_is_refused(sess, creds, expected, target):
+    role = creds[ORG_B].role if target == "other credential" else target
+    expect(sess.run(f'SET ROLE "{role}"'), PERMISSION_DENIED)
+    expect(sess.run(f"SELECT set_config('role', '{role}', false)"), PERMISSION_DENIED)
+    assert sess.value("SELECT current_user") == creds[ORG_A].role
+    assert_sees_exactly(sess, expected[ORG_A], f"after SET ROLE {target}")
+
+
+@pytest.mark.parametrize("target", ["other credential", SUPERUSER], ids=code("42501"))
+def test_set_session_authorization_is_refused(sess, creds, expected, target):
+    role = creds[ORG_B].role if target == "other credential" else target
+    expect(sess.run(f'SET SESSION AUTHORIZATION "{role}"'), PERMISSION_DENIED)
+    assert sess.value("SELECT session_user") == creds[ORG_A].role
+    assert_sees_exactly(sess, expected[ORG_A], "after SET SESSION AUTHORIZATION")
+
+
+# --------------------------------------------------------------------------
+# bi_access's own objects and server files
+
+@pytest.mark.parametrize("relation", ["bi_access.credential", "bi_access.event", "bi_access.config",
+                                      "bi_access.exposed_table", "bi_access.credentials", "bi_access.events"],
+                         ids=code("42501"))
+def test_bi_access_relation_is_unreadable(sess, relation):
+    expect(sess.run(f"SELECT * FROM {relation}"), PERMISSION_DENIED)
+    expect(sess.run(f"SELECT count(*) FROM {relation}"), PERMISSION_DENIED)
+
+
+@pytest.mark.parametrize("call", [
+    "pg_read_file('bi_access.key')",
+    "pg_read_binary_file('bi_access.key')",
+    "pg_read_file('postgresql.conf')",
+    "pg_read_file('postgresql.auto.conf')",
+    "pg_stat_file('bi_access.key')",
+    "pg_ls_dir('.')",
+], ids=code("42501"))
+def test_server_file_is_unreadable(sess, call):
+    expect(sess.run(f"SELECT {call}"), PERMISSION_DENIED)
+
+
+MANAGEMENT_CALLS = {
+    "generate": f"SELECT * FROM bi_access.generate('{ORG_B}', 'stolen')",
+    "connection_details": "SELECT * FROM bi_access.connection_details('{other}')",
+    "regenerate": "SELECT * FROM bi_access.regenerate('{other}')",
+    "revoke": "SELECT * FROM bi_access.revoke('{other}')",
+    "activate": "SELECT * FROM bi_access.activate('{other}')",
+    "delete": "SELECT * FROM bi_access.delete('{other}')",
+    "purge": "SELECT bi_access.purge('{other}')",
+    "expose_table": "SELECT bi_access.expose_table('app_secrets', 'org_id')",
+    "hide_table": "SELECT bi_access.hide_table('docs')",
+    "sync_tables": "SELECT * FROM bi_access.sync_tables()",
+    "unsynced_tables": "SELECT * FROM bi_access.unsynced_tables()",
+    "check": "SELECT * FROM bi_access.check()",
+    "sync": "CALL bi_access.sync()",
+    "sync with arguments": "CALL bi_access.sync('1s', 1)",
+}
+
+
+@pytest.mark.parametrize("fn", MANAGEMENT_CALLS, ids=code("42501"))
+def test_management_call_is_refused(sess, creds, hbi, fn):
+    other = creds[ORG_B].role
+    outcome = sess.run(MANAGEMENT_CALLS[fn].format(other=other))
+    expect(outcome, PERMISSION_DENIED)
+    assert outcome.rows == [] and outcome.notices == []
+    assert hbi.status(other) == "active"
+
+
+def test_no_bi_access_routine_is_executable_by_a_credential(pair, hostile, cred):
+    """Beyond the calls above: the catalog says no routine of bi_access or
+    bi_access_internal is the credential's, but the org lookups its
+    policies need (EXECUTE through the reader group, no USAGE on the schema)."""
+    rows = pair.primary.sql(
+        "SELECT p.oid::regprocedure::text, has_function_privilege(%s, p.oid, 'EXECUTE') "
+        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname IN ('bi_access', 'bi_access_internal') ORDER BY 1", (cred.role,), dbname=hostile)
+    assert len(rows) > 20, rows
+    executable = {fn for fn, ok in rows if ok}
+    assert executable <= {"bi_access.current_org()", "bi_access.current_org_bigint()",
+                          "bi_access.current_org_uuid()"}, executable
+    usage = pair.primary.sql("SELECT n.nspname::text, has_schema_privilege(%s, n.oid, 'USAGE') FROM pg_namespace n "
+                             "WHERE n.nspname IN ('bi_access', 'bi_access_internal')", (cred.role,), dbname=hostile)
+    assert usage == [(n, False) for n, _ in usage] and len(usage) == 2
+
+
+def internal_routines(pair, dbname) -> list[tuple[str, str, str]]:
+    """(signature, a call of it with NULL arguments, kind) of every routine in
+    bi_access_internal."""
+    rows = pair.primary.sql(
+        "SELECT p.oid::regprocedure::text, p.proname::text, p.prokind::text, "
+        "       coalesce((SELECT string_agg(format('NULL::%s', format_type(t, NULL)), ', ' ORDER BY i) "
+        "                 FROM unnest(p.proargtypes) WITH ORDINALITY a(t, i)), '') "
+        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'bi_access_internal' ORDER BY 1", dbname=dbname)
+    return [(sig, f"{'CALL' if kind == 'p' else 'SELECT'} bi_access_internal.{name}({args})", kind)
+            for sig, name, kind, args in rows]
+
+
+def test_internal_routines_are_refused(sess, pair, hostile):
+    routines = internal_routines(pair, hostile)
+    assert len(routines) >= 10
+    observed = {sig: sess.run(call).state for sig, call, _ in routines}
+    assert observed == {sig: PERMISSION_DENIED for sig in observed}, observed
+
+
+def test_current_org_gives_only_the_own_key(sess):
+    for fn in ("current_org", "current_org_bigint", "current_org_uuid"):
+        outcome = sess.run(f"SELECT bi_access.{fn}()::text")
+        if outcome.ok:
+            assert outcome.rows in ([(ORG_A,)], [(None,)]), f"{fn}: {outcome.rows}"
+        else:
+            expect(outcome, PERMISSION_DENIED)
+
+
+# --------------------------------------------------------------------------
+# creating objects
+
+CREATES = {
+    "function in public": "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "function in pg_temp": "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "view": "CREATE VIEW public.v AS SELECT * FROM docs",
+    "temp view": "CREATE TEMP VIEW v AS SELECT * FROM docs",
+    "table": "CREATE TABLE public.t (org_id bigint)",
+    "temp table": "CREATE TEMP TABLE t (org_id bigint)",
+    "temp table as": "CREATE TEMP TABLE t AS SELECT * FROM docs",
+    "materialized view": "CREATE MATERIALIZED VIEW public.mv AS SELECT * FROM docs",
+    "schema": "CREATE SCHEMA mine",
+    # Not installed in this database yet (dba_extensions installs them later).
+    "extension dblink": "CREATE EXTENSION dblink",
+    "extension postgres_fdw": "CREATE EXTENSION postgres_fdw",
+    "extension citext (trusted)": "CREATE EXTENSION citext",
+}
+
+
+# bi_access's session guard refuses every DDL statement of a credential
+# (42501) before PostgreSQL's read-only check (25006) is reached.
+@pytest.mark.parametrize("what", CREATES, ids=code("42501"))
+def test_create_is_refused_in_a_read_only_session(sess, what):
+    expect(sess.run(CREATES[what]), PERMISSION_DENIED)
+
+
+@pytest.mark.parametrize("what", CREATES, ids=code("42501"))
+def test_create_is_refused_after_leaving_read_only(sess, server, what):
+    """Any role may turn its read-only default off: the session guard still
+    refuses, on the primary and on the replica."""
+    read_write(sess)
+    expect(sess.run(CREATES[what]), PERMISSION_DENIED)
+
+
+def test_a_leaky_function_cannot_see_other_orgs(cred, pair, expected):
+    """A function with a side channel (RAISE NOTICE of its argument) in a
+    WHERE clause. A credential can only create one in pg_temp, on the
+    primary, after leaving read-only (see the create tests); if it gets one,
+    row-level security must still run first, whatever the function's cost
+    and the planner's options, so it only ever sees the org's own rows."""
+    with session(cred, pair.primary) as s:
+        read_write(s)
+        created = s.run("CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 "
+                        "AS $$ BEGIN RAISE NOTICE 'leak: %', $1; RETURN true; END $$")
+        if not created.ok:
+            expect(created, PERMISSION_DENIED, READ_ONLY_TRANSACTION)
+            return
+        queries = [f"SELECT * FROM {t} WHERE pg_temp.leak({t}::text)" for t in TABLES] + [
+            "SELECT * FROM docs d JOIN orgs o ON o.id = d.org_id WHERE pg_temp.leak(d::text || o::text)",
+            "SELECT count(*) FROM metrics WHERE org_id > 0 AND pg_temp.leak(org_id::text)",
+            "SELECT (SELECT pg_temp.leak(string_agg(t::text, ',')) FROM tickets t)",
+        ]
+        for planner in ["", "SET enable_seqscan = off", "SET enable_indexscan = off",
+                        "SET enable_bitmapscan = off", "SET cpu_operator_cost = 0"]:
+            if planner:
+                s.rows(planner)
+            for q in queries:
+                out = s.run(q)
+                expect(out, OK)
+                assert out.notices, f"{q}: the function never ran"
+                found = leaks(out.text(), foreign())
+                assert not found, f"{q} ({planner or 'default planner'}): notices carry {found}"
+
+
+# --------------------------------------------------------------------------
+# COPY, large objects, dblink, postgres_fdw
+
+COPIES = {
+    "COPY TO PROGRAM": "COPY docs TO PROGRAM 'cat > /tmp/bi_access_hostile_copy'",
+    "COPY FROM PROGRAM": "COPY docs FROM PROGRAM 'echo 1'",
+    "COPY FROM file": "COPY docs FROM '/etc/passwd'",
+    "COPY TO file": "COPY docs TO '/tmp/bi_access_hostile_copy'",
+    "COPY query TO PROGRAM": "COPY (SELECT * FROM app_secrets) TO PROGRAM 'cat'",
+}
+
+
+@pytest.mark.parametrize("what", COPIES, ids=code("42501"))
+def test_copy_program_or_file_is_refused(sess, server, what):
+    """42501; on the replica a COPY FROM meets recovery (25006) first."""
+    read_write(sess)
+    outcome = sess.run(COPIES[what])
+    if server.name == "replica" and " FROM " in COPIES[what]:
+        expect(outcome, PERMISSION_DENIED, READ_ONLY_TRANSACTION)
+    else:
+        expect(outcome, PERMISSION_DENIED)
+
+
+def test_copy_to_stdout_gives_only_own_rows(sess, expected):
+    for table in TABLES:
+        buf = io.StringIO()
+        with sess.conn.cursor() as cur:
+            cur.copy_expert(f"COPY (SELECT * FROM {table} ORDER BY 1) TO STDOUT", buf)
+        lines = buf.getvalue().splitlines()
+        assert len(lines) == len(expected[ORG_A][table]), table
+        assert not leaks(buf.getvalue(), foreign()), table
+        buf = io.StringIO()
+        with sess.conn.cursor() as cur:
+            cur.copy_expert(f"COPY {table} TO STDOUT", buf)
+        # Under RLS, `COPY table TO` reads ONLY that table: a partitioned
+        # parent gives no row at all (PostgreSQL's doing, and no leak).
+        want = 0 if table == "events" else len(expected[ORG_A][table])
+        assert len(buf.getvalue().splitlines()) == want, f"COPY {table} TO STDOUT"
+        assert not leaks(buf.getvalue(), foreign()), table
+
+
+def test_lo_import_is_refused(sess):
+    expect(sess.run("SELECT lo_import('/etc/passwd')"), PERMISSION_DENIED)
+    expect(sess.run("SELECT lo_import('bi_access.key', 0)"), PERMISSION_DENIED)
+    expect(sess.run("SELECT lo_export(0, '/tmp/bi_access_hostile_lo')"), PERMISSION_DENIED)
+
+
+LO_WRITES = {
+    "lo_create": "SELECT lo_create(0)",
+    "lo_creat": "SELECT lo_creat(-1)",
+    "lo_from_bytea": "SELECT lo_from_bytea(0, 'x')",
+}
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "read-only off"])
+@pytest.mark.parametrize("what", LO_WRITES, ids=code("42501 or 25006"))
+def test_large_object_write_is_refused(sess, server, what, read_only):
+    """DESIGN property 2: lo_* writes fail with 42501 or 25006, also once the
+    session has left its read-only default. PostgreSQL 15 does not check
+    read-only transactions in lo_create()/lo_from_bytea(), so on the primary
+    only bi_access can stop them. On the replica they fail in recovery
+    ("cannot assign OIDs during recovery", XX000: PostgreSQL's code)."""
+    if not read_only:
+        read_write(sess)
+    outcome = sess.run(LO_WRITES[what])
+    if server.name == "replica" and outcome.state == "XX000":
+        assert "during recovery" in outcome.message, str(outcome)
+        return
+    expect(outcome, PERMISSION_DENIED, READ_ONLY_TRANSACTION)
+
+
+def test_dblink_cannot_borrow_a_trusted_login(sess, pair, hostile, dba_extensions):
+    """dblink is installed here by the DBA; a credential still cannot open a
+    connection without a password (the superuser is trusted on the socket)."""
+    if "dblink" not in dba_extensions:
+        pytest.skip("dblink is not installable here")
+    socket = f"host={pair.primary.socket_dir} port={pair.primary.port} dbname={hostile} user={SUPERUSER}"
+    tcp = f"host=127.0.0.1 port={pair.primary.port} dbname={hostile} user={SUPERUSER}"
+    for conninfo in (socket, tcp):
+        outcome = sess.run(f"SELECT * FROM dblink('{conninfo}', 'SELECT count(*) FROM app_secrets') AS t(n bigint)")
+        expect(outcome, "2F003")
+    expect(sess.run(f"SELECT dblink_connect_u('{socket}')"), PERMISSION_DENIED)
+
+
+def test_postgres_fdw_gives_no_server(sess, server, pair, hostile, dba_extensions):
+    if "postgres_fdw" not in dba_extensions:
+        pytest.skip("postgres_fdw is not installable here")
+    read_write(sess)
+    outcome = sess.run(f"CREATE SERVER mine FOREIGN DATA WRAPPER postgres_fdw "
+                       f"OPTIONS (host '{pair.primary.socket_dir}', port '{pair.primary.port}', dbname '{hostile}')")
+    expect(outcome, PERMISSION_DENIED)
+    assert sess.rows("SELECT srvname FROM pg_foreign_server") == []
+
+
+# --------------------------------------------------------------------------
+# prepared statements and cursors across another session's org change
+
+@pytest.mark.parametrize("plan_cache_mode", ["auto", "force_generic_plan", "force_custom_plan"])
+def test_prepared_statements_and_cursors_stay_in_the_org(cred, hbi, pair, server, hostile, expected,
+                                                         plan_cache_mode):
+    own = expected[ORG_A]
+    with session(cred, server) as a:
+        a.rows(f"SET plan_cache_mode = {plan_cache_mode}")
+        a.rows("PREPARE p AS SELECT * FROM docs ORDER BY 1")
+        a.rows("PREPARE q(bigint) AS SELECT * FROM metrics WHERE org_id = $1 ORDER BY 1")
+        for _ in range(6):  # past the five custom plans of `auto`
+            assert a.rows("EXECUTE p") == own["docs"]
+            assert a.rows(f"EXECUTE q({ORG_B})") == []
+        a.rows("BEGIN")
+        a.rows("DECLARE c CURSOR FOR SELECT * FROM tickets ORDER BY 1")
+        first = a.rows("FETCH 1 FROM c")
+        a.rows("DECLARE h CURSOR WITH HOLD FOR SELECT * FROM events ORDER BY 1")
+
+        # Other sessions change orgs around it: a new credential of another
+        # org runs the same statements, then the admin revokes it and
+        # generates yet another. (No waiting for the replica while this
+        # transaction is open: its snapshot would hold replay back.)
+        other = hbi.generate(ORG_B)
+        with session(other, server) as b:
+            b.rows("PREPARE p AS SELECT * FROM docs ORDER BY 1")
+            assert b.rows("EXECUTE p") == expected[ORG_B]["docs"]
+            hbi.one("revoke", other.role)
+            hbi.generate(ORG_C, wait_replica=False)
+
+        assert first + a.rows("FETCH ALL FROM c") == own["tickets"]
+        a.rows("COMMIT")
+        pair.wait_replayed()
+        assert a.rows("FETCH ALL FROM h") == own["events"]
+        assert a.rows("EXECUTE p") == own["docs"]
+        assert a.rows(f"EXECUTE q({ORG_A})") == [r for r in own["metrics"]]
+        assert a.rows(f"EXECUTE q({ORG_B})") == []
+
+        # Changes within the session itself.
+        a.rows(f"SET app.org = '{ORG_B}'")
+        a.rows("SET myapp.tenant = 'all'")
+        assert a.rows("EXECUTE p") == own["docs"]
+        a.rows(f"SET ROLE {reader_group(server, hostile)}")
+        assert a.rows("EXECUTE p") == []
+        a.rows("RESET ROLE")
+        assert a.rows("EXECUTE p") == own["docs"]
+
+
+# --------------------------------------------------------------------------
+# what the planner and the statistics tell
+
+EXPLAINED = {
+    "docs": "SELECT * FROM docs",
+    "metrics filtered": f"SELECT * FROM metrics WHERE org_id = {ORG_A} AND value >= 0",
+    "metrics of another org": f"SELECT * FROM metrics WHERE org_id + 0 <> {ORG_A}",
+    "events grouped": "SELECT org_id, count(*) FROM events GROUP BY org_id",
+    "join": "SELECT o.name, count(*) FROM orgs o JOIN docs d ON d.org_id = o.id GROUP BY o.name",
+    "tickets sorted": "SELECT * FROM tickets ORDER BY subject",
+}
+
+
+@pytest.mark.parametrize("options", ["ANALYZE, VERBOSE, BUFFERS, SETTINGS",
+                                     "ANALYZE, VERBOSE, FORMAT JSON", "VERBOSE, COSTS, FORMAT YAML"])
+@pytest.mark.parametrize("query", EXPLAINED)
+def test_explain_shows_no_other_org(sess, query, options):
+    outcome = sess.run(f"EXPLAIN ({options}) {EXPLAINED[query]}")
+    expect(outcome, OK)
+    text = outcome.text()
+    assert "InitPlan" in text, "not the plan of an org-filtered query"
+    assert not leaks(text, foreign()), leaks(text, foreign())
+
+
+def test_statistics_of_exposed_tables_are_hidden(sess, pair, server, hostile):
+    """ANALYZE (run in the fixture, as the owner) put every org's key in the
+    most common values of metrics.org_id: the superuser sees them, the
+    credential sees no statistics row of an exposed table at all."""
+    su = Session.superuser(server, hostile)
+    try:
+        mcv = su.value("SELECT most_common_vals::text FROM pg_stats "
+                       "WHERE tablename = 'metrics' AND attname = 'org_id'")
+        assert ORG_B in mcv, "control: the statistics do carry other orgs' keys"
+        ext = su.value("SELECT count(*) FROM pg_stats_ext WHERE statistics_name = 'metrics_stats' "
+                       "AND most_common_vals IS NOT NULL")
+        assert ext == 1
+    finally:
+        su.close()
+    tables = list(TABLES) + ["events_p0", "events_p1"]
+    for view in ("pg_stats", "pg_stats_ext", "pg_stats_ext_exprs"):
+        rows = sess.rows(f"SELECT * FROM {view} WHERE tablename = ANY(%s)", (tables,))
+        assert rows == [], f"{view} shows {len(rows)} rows of exposed tables"
+        assert not leaks(sess.run(f"SELECT * FROM {view}").text(), every_org()), view
+    expect(sess.run("SELECT * FROM pg_statistic"), PERMISSION_DENIED)
+    expect(sess.run("SELECT * FROM pg_statistic_ext_data"), PERMISSION_DENIED)
+
+
+CATALOGS = {
+    "pg_policies": "SELECT * FROM pg_policies",
+    "pg_policy": "SELECT polname, polrelid::regclass, pg_get_expr(polqual, polrelid) FROM pg_policy",
+    "pg_roles": "SELECT * FROM pg_roles",
+    "pg_user": "SELECT * FROM pg_user",
+    "pg_db_role_setting": "SELECT * FROM pg_db_role_setting",
+    "pg_auth_members": "SELECT roleid::regrole, member::regrole FROM pg_auth_members",
+    "pg_shdescription": "SELECT * FROM pg_shdescription",
+    "pg_description": "SELECT * FROM pg_description",
+    "pg_class": "SELECT relname, relacl, reloptions FROM pg_class",
+    "pg_proc": "SELECT proname, prosrc, proconfig FROM pg_proc",
+    "pg_settings": "SELECT name, setting, reset_val FROM pg_settings",
+    "pg_stat_activity": "SELECT * FROM pg_stat_activity",
+    "pg_stat_user_functions": "SELECT * FROM pg_stat_user_functions",
+    "pg_largeobject_metadata": "SELECT * FROM pg_largeobject_metadata",
+    "pg_seclabels": "SELECT * FROM pg_seclabels",
+}
+
+
+@pytest.fixture
+def busy_admin(server, hostile):
+    """A superuser session whose last query names another org, left idle: its
+    text is in pg_stat_activity."""
+    conn = server.connect(hostile)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT '{NAMES[ORG_B]}', {ORG_B}, '{NAMES[ORG_C]}', {ORG_C}")
+    yield
+    conn.close()
+
+
+@pytest.mark.parametrize("catalog", CATALOGS)
+def test_catalog_names_no_org(sess, busy_admin, catalog):
+    """Readable by every role, so it must carry no org key and no org name
+    (not even the credential's own: it would tell the others)."""
+    outcome = sess.run(CATALOGS[catalog])
+    expect(outcome, OK)
+    assert outcome.rows or catalog in ("pg_shdescription", "pg_seclabels", "pg_largeobject_metadata",
+                                       "pg_stat_user_functions")
+    found = leaks(outcome.text(), every_org())
+    assert not found, f"{catalog} carries {found}"
+
+
+def test_pg_stat_statements_hides_other_roles_statements(cred, server):
+    """pg_stat_statements (track = all) lives in database postgres, which
+    PUBLIC may connect to: another role's statement text stays hidden."""
+    marker = f"DO $$BEGIN PERFORM '{NAMES[ORG_B]} {ORG_B}'; END$$"
+    server.sql(marker)
+    assert any(NAMES[ORG_B] in q for (q,) in server.sql("SELECT query FROM pg_stat_statements")), "control"
+    args = {**cred.login_args(server), "dbname": "postgres"}
+    try:
+        conn = login(args)
+    except psycopg2.OperationalError as e:
+        assert "permission denied for database" in str(e)
+        return
+    try:
+        # The credential's own statements (its own SET app.org = ... of the
+        # tests above) are its business; every other role's must be hidden.
+        outcome = Session(conn).run("SELECT * FROM pg_stat_statements WHERE userid <> %s::regrole",
+                                    (cred.role,))
+        expect(outcome, OK)
+        assert outcome.rows
+        assert not leaks(outcome.text(), every_org())
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------
+# what was not exposed, and side doors
+
+UNEXPOSED = {
+    "table in another schema": "SELECT * FROM internal.payroll",
+    "schema-qualified hidden table": "SELECT * FROM public.app_secrets",
+    "hidden table via TABLE": "TABLE app_secrets",
+    "partition of an exposed table": "SELECT * FROM events_p0",
+    "other partition": "SELECT * FROM events_p1 UNION ALL SELECT * FROM events_p0",
+    "sequence": "SELECT nextval('docs_id_seq')",
+    "sequence value": "SELECT last_value FROM docs_id_seq",
+    "hidden table in a CTE": "WITH s AS (SELECT * FROM app_secrets) SELECT * FROM s",
+    "hidden table in a subquery": "SELECT (SELECT token FROM app_secrets LIMIT 1)",
+}
+
+
+@pytest.mark.parametrize("what", UNEXPOSED, ids=code("42501"))
+def test_unexposed_relation_is_refused(sess, what):
+    expect(sess.run(UNEXPOSED[what]), PERMISSION_DENIED)
+
+
+ORACLES = {
+    "division by zero": "1 / ({col}::text = %(own)s)::int = 1",
+    "cast error": "CASE WHEN {col}::text = %(own)s THEN true ELSE ({col}::text || ' leaked')::int > 0 END",
+}
+
+
+@pytest.mark.parametrize("planner", ["default", "enable_seqscan = off", "enable_indexscan = off, "
+                                     "enable_bitmapscan = off"])
+@pytest.mark.parametrize("oracle", ORACLES)
+def test_error_oracle_never_sees_other_rows(sess, expected, oracle, planner):
+    """A WHERE clause that raises an error on any other org's row (and names
+    it in the message): row-level security runs first, so it never fires."""
+    if planner != "default":
+        for setting in planner.split(", "):
+            sess.rows(f"SET {setting}")
+    for table, col in TABLES.items():
+        out = sess.run(f"SELECT count(*) FROM {table} WHERE {ORACLES[oracle].format(col=col)}", {"own": ORG_A})
+        expect(out, OK)
+        assert out.rows == [(len(expected[ORG_A][table]),)], table
+
+
+@pytest.mark.parametrize("clause", ["FOR UPDATE", "FOR NO KEY UPDATE", "FOR SHARE", "FOR KEY SHARE"],
+                         ids=code("42501 (replica 25006)"))
+def test_locking_read_is_refused(sess, server, clause):
+    read_write(sess)
+    expect(sess.run(f"SELECT * FROM docs {clause}"),
+           PERMISSION_DENIED if server.name == "primary" else READ_ONLY_TRANSACTION)
+
+
+@pytest.mark.parametrize("cte", ["DELETE FROM docs RETURNING *", "UPDATE docs SET body = 'x' RETURNING *",
+                                 f"INSERT INTO docs (org_id, body) VALUES ({ORG_A}, 'x') RETURNING *"],
+                         ids=["DELETE -> 42501 (replica 25006)", "UPDATE -> 42501 (replica 25006)",
+                              "INSERT -> 42501 (replica 25006)"])
+def test_writable_cte_is_refused(sess, server, cte):
+    read_write(sess)
+    expect(sess.run(f"WITH w AS ({cte}) SELECT count(*) FROM w"),
+           PERMISSION_DENIED if server.name == "primary" else READ_ONLY_TRANSACTION)
+
+
+def test_cannot_signal_another_credentials_session(creds, server):
+    with session(creds[ORG_A], server) as a, session(creds[ORG_B], server) as b:
+        victim = b.pid()
+        expect(a.run("SELECT pg_terminate_backend(%s)", (victim,)), PERMISSION_DENIED)
+        expect(a.run("SELECT pg_cancel_backend(%s)", (victim,)), PERMISSION_DENIED)
+        assert b.value("SELECT 1") == 1
+
+
+OWN_ROLE_CHANGES = {
+    "SET statement_timeout": "ALTER ROLE CURRENT_USER SET statement_timeout = 0",
+    "SET default_transaction_read_only": "ALTER ROLE CURRENT_USER SET default_transaction_read_only = off",
+    "SET idle_in_transaction_session_timeout": "ALTER ROLE CURRENT_USER SET idle_in_transaction_session_timeout = 0",
+    "SET search_path": "ALTER ROLE CURRENT_USER SET search_path = pg_temp, public",
+    "PASSWORD": "ALTER ROLE CURRENT_USER PASSWORD 'chosen-by-the-tenant-0123456789'",
+}
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "read-only off"])
+@pytest.mark.parametrize("change", OWN_ROLE_CHANGES, ids=code("42501 or 25006"))
+def test_credential_cannot_alter_its_own_role(hbi, pair, server, change, read_only):
+    """Any role may ALTER ROLE itself (settings, password) unless something
+    stops it. A credential that did could drop the statement_timeout and
+    read-only default bi_access gave it, or pick its own password (which View
+    Details would then not know). A throwaway credential, deleted after."""
+    throwaway = hbi.generate(ORG_A, wait_replica=server is pair.replica)
+    try:
+        with session(throwaway, server) as s:
+            if not read_only:
+                read_write(s)
+            outcome = s.run(OWN_ROLE_CHANGES[change])
+        settings = pair.primary.sql("SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r "
+                                    "ON r.oid = s.setrole WHERE r.rolname = %s", (throwaway.role,))
+        expect(outcome, PERMISSION_DENIED, READ_ONLY_TRANSACTION)
+        assert "statement_timeout=0" not in str(settings)
+    finally:
+        hbi.one("delete", throwaway.role)
