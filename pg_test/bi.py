@@ -172,14 +172,17 @@ def assert_login_refused(args: dict) -> None:
     assert LOGIN_REFUSED.search(str(info.value)), f"login failed, but not as refused: {info.value}"
 
 
+def session_alive(conn) -> bool:
+    """Whether the backend of `conn` still answers."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
 def assert_session_ended(conn, timeout: float = 10) -> None:
     """The backend of `conn` was terminated. pg_terminate_backend only sends a
     signal, so the session may live a moment after the call that ended it."""
-    def ended() -> bool:
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-            return False
-        except psycopg2.OperationalError:
-            return True
-    wait_until(ended, timeout, "the open session to be ended", 0.2)
+    wait_until(lambda: not session_alive(conn), timeout, "the open session to be ended", 0.2)

@@ -3,24 +3,15 @@
 import os
 import stat
 
-import psycopg2
-
-from bi import assert_session_ended, login
+from bi import assert_session_ended, login, session_alive
 from cluster import wait_until
 
 ORG = "202"
 
 
-def alive(conn) -> bool:
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1")
-        return True
-    except psycopg2.OperationalError:
-        return False
-
-
-def test_rolled_back_revoke_leaves_sessions_alone(bi, pair):
+def revoke_uncommitted(bi, pair):
+    """A credential with an open session, and an admin transaction that has
+    revoked it but not yet committed."""
     cred = bi.generate(ORG)
     session = login(cred.login_args(pair.primary))
     admin = bi.connect()
@@ -28,23 +19,21 @@ def test_rolled_back_revoke_leaves_sessions_alone(bi, pair):
     with admin.cursor() as cur:
         cur.execute("SELECT status FROM bi_access.revoke(%s)", (cred.role,))
         assert cur.fetchone()[0] == "deactivated"
-    # Not committed: the session lives on, and keeps doing so after rollback.
-    assert alive(session)
+    assert session_alive(session), "the session ended before the revoke committed"
+    return cred, session, admin
+
+
+def test_rolled_back_revoke_leaves_sessions_alone(bi, pair):
+    cred, session, admin = revoke_uncommitted(bi, pair)
     admin.rollback()
     admin.close()
-    assert alive(session), "a rolled-back revoke ended the session"
+    assert session_alive(session), "a rolled-back revoke ended the session"
     assert bi.status(cred.role) == "active"
     session.close()
 
 
 def test_revoke_ends_sessions_only_at_commit(bi, pair):
-    cred = bi.generate(ORG)
-    session = login(cred.login_args(pair.primary))
-    admin = bi.connect()
-    admin.autocommit = False
-    with admin.cursor() as cur:
-        cur.execute("SELECT bi_access.revoke(%s)", (cred.role,))
-    assert alive(session), "the session ended before the revoke committed"
+    _, session, admin = revoke_uncommitted(bi, pair)
     admin.commit()
     admin.close()
     assert_session_ended(session)
