@@ -43,6 +43,7 @@ extension_sql_file!("../sql/api.sql", name = "api", finalize);
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
     guard::install();
+    org::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -3,18 +3,63 @@
 //! can change, and typed per org column so the comparison uses the column's
 //! index; a key that is not a valid value of the column's type matches no
 //! row instead of failing the query.
+//!
+//! The answer is cached per backend. A role's org key never changes; what
+//! makes it stop answering (revoke's NOLOGIN, delete's DROP ROLE) changes
+//! pg_authid, and any change there, committed anywhere (replayed, on a
+//! standby) or made earlier in this transaction, clears the cache through a
+//! syscache callback before the next statement reads it.
+
+use std::cell::RefCell;
 
 use pgrx::prelude::*;
 
 use crate::db;
 use crate::error::Result;
 
+thread_local! {
+    /// (outer user, its org key or None).
+    static CACHE: RefCell<Option<(pg_sys::Oid, Option<String>)>> = const { RefCell::new(None) };
+}
+
+pub fn init() {
+    // SAFETY: registers a callback for the life of the backend; called once
+    // from _PG_init.
+    unsafe {
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            Some(forget),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+/// Runs during invalidation processing: no catalog access, no error.
+unsafe extern "C-unwind" fn forget(_: pg_sys::Datum, _: std::ffi::c_int, _: u32) {
+    CACHE.with(|cache| cache.replace(None));
+}
+
 /// The outer user is the login, or the role it SET ROLE to; inside this
 /// SECURITY DEFINER function current_user would be the extension's owner.
 pub fn current_org() -> Result<Option<String>> {
-    // SAFETY: plain reads of backend-local state.
+    // SAFETY: a read of backend-local state.
+    let user = unsafe { pg_sys::GetOuterUserId() };
+    let cached = CACHE.with(|cache| match &*cache.borrow() {
+        Some((cached_user, org)) if *cached_user == user => Some(org.clone()),
+        _ => None,
+    });
+    if let Some(org) = cached {
+        return Ok(org);
+    }
+    let org = look_up(user)?;
+    CACHE.with(|cache| cache.replace(Some((user, org.clone()))));
+    Ok(org)
+}
+
+fn look_up(user: pg_sys::Oid) -> Result<Option<String>> {
+    // SAFETY: a syscache lookup; NULL for a role that does not exist.
     let role = unsafe {
-        let name = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
+        let name = pg_sys::GetUserNameFromId(user, true);
         if name.is_null() {
             return Ok(None);
         }
