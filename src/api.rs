@@ -9,17 +9,21 @@ use pgrx::prelude::*;
 use crate::error::or_raise;
 use crate::org;
 
+// The org lookups run once per BI query, so they are the one exception to
+// "SECURITY DEFINER pins search_path": a pinned search_path costs a GUC save,
+// set and restore on every call and invalidates the cached namespace path.
+// They do not need it: the only SQL they run (org::look_up) names every
+// relation, type and operator with its schema.
+
 /// Used by every bi_access policy: the org key of the role running the
 /// query. Executable by the reader group only.
 #[pg_extern(stable, parallel_safe, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
 fn current_org() -> Option<String> {
     or_raise(org::current_org())
 }
 
 /// The org key as a bigint, for integer org columns; NULL if it is not one.
 #[pg_extern(stable, parallel_safe, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
 fn current_org_bigint() -> Option<i64> {
     or_raise(org::current_org())
         .as_deref()
@@ -28,7 +32,6 @@ fn current_org_bigint() -> Option<i64> {
 
 /// The org key as a uuid, for uuid org columns; NULL if it is not one.
 #[pg_extern(stable, parallel_safe, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
 fn current_org_uuid() -> Option<pgrx::Uuid> {
     or_raise(org::current_org())
         .as_deref()

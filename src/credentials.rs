@@ -106,16 +106,30 @@ pub fn generate(
         connection_limit: request.connection_limit,
     };
     roles::create_login(&role, &roles::reader_group()?, &options)?;
-    let password = set_new_password(&role)?;
-    mark_written(&role)?;
+    let (password, sealed) = new_password(&role)?;
+    // created_lsn: the WAL position the standby must replay before the role
+    // can log in there.
+    db::exec(
+        "UPDATE bi_access.credential \
+         SET secret = $2, created_lsn = pg_catalog.pg_current_wal_insert_lsn() WHERE role_name = $1",
+        &[role.as_str().into(), sealed.into()],
+    )?;
 
-    let record = lock(&role)?;
+    let org = Org {
+        org_id,
+        org_name: request.org_name,
+        label,
+    };
+    let subject = Subject {
+        role_name: Some(&role),
+        org_id: Some(org_id),
+    };
     audit::record(
         "generate",
-        &record.subject(),
-        json!({ "label": record.label, "status": status }),
+        &subject,
+        json!({ "label": label, "status": status }),
     )?;
-    Details::new(&role, password, &record.org())?.into_tuple()
+    Details::new(&role, password, &org)?.into_tuple()
 }
 
 /// "View Details": the same details again, password included.
@@ -142,11 +156,11 @@ pub fn regenerate(role: &str) -> Result<pgrx::composite_type!('static, "bi_acces
     if matches!(record.status.as_str(), "deleted" | "deleting") || !roles::exists(role)? {
         return Err(record.refuse("regenerate", "not deleted"));
     }
-    let password = set_new_password(role)?;
+    let (password, sealed) = new_password(role)?;
     db::exec(
-        "UPDATE bi_access.credential SET rotated_at = now(), updated_at = now(), last_error = NULL \
-         WHERE id = $1",
-        &[record.id.into()],
+        "UPDATE bi_access.credential \
+         SET secret = $2, rotated_at = now(), updated_at = now(), last_error = NULL WHERE id = $1",
+        &[record.id.into(), sealed.into()],
     )?;
     let ended = end_sessions(role)?;
     audit::record(
@@ -321,24 +335,13 @@ fn duplicate(org_id: &str, label: &str) -> Result<BiError> {
     })
 }
 
-fn set_new_password(role: &str) -> Result<String> {
+/// Gives the role a new password; returns it and its sealed copy, which the
+/// caller stores with the rest of its update.
+fn new_password(role: &str) -> Result<(String, Vec<u8>)> {
     let password = secrets::new_password();
     roles::set_password(role, &secrets::scram_verifier(&password))?;
     let sealed = secrets::seal(role, &password)?;
-    db::exec(
-        "UPDATE bi_access.credential SET secret = $2 WHERE role_name = $1",
-        &[role.into(), sealed.into()],
-    )?;
-    Ok(password)
-}
-
-/// The WAL position the standby must replay before the role can log in there.
-fn mark_written(role: &str) -> Result<()> {
-    db::exec(
-        "UPDATE bi_access.credential SET created_lsn = pg_catalog.pg_current_wal_insert_lsn() \
-         WHERE role_name = $1",
-        &[role.into()],
-    )
+    Ok((password, sealed))
 }
 
 fn lock(role: &str) -> Result<Record> {

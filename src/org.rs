@@ -67,9 +67,13 @@ fn look_up(user: pg_sys::Oid) -> Result<Option<String>> {
             .to_string_lossy()
             .into_owned()
     };
+    // Runs under the caller's search_path (see api.rs): every name and
+    // operator is schema-qualified, so no object of the caller's can stand in.
     db::first::<String>(
-        "SELECT org_id FROM bi_access.credential \
-         WHERE role_name = $1 AND status IN ('pending', 'active', 'syncing')",
+        "SELECT c.org_id FROM bi_access.credential c \
+         WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
+           AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) \
+               ANY ('{pending,active,syncing}'::pg_catalog.text[])",
         &[role.as_str().into()],
     )
 }
