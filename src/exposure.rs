@@ -341,8 +341,9 @@ fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
                               FROM pg_catalog.pg_options_to_table(c.reloptions) o \
                               WHERE o.option_name = 'security_invoker'), false), \
                     pg_catalog.format_type(a.atttypid, NULL), \
-                    coalesce((SELECT quote_ident(o.oprnamespace::regnamespace::text) \
+                    coalesce((SELECT quote_ident(ns.nspname) \
                               FROM pg_catalog.pg_operator o \
+                              JOIN pg_catalog.pg_namespace ns ON ns.oid = o.oprnamespace \
                               WHERE o.oprname = '=' AND o.oprleft = a.atttypid \
                                 AND o.oprright = a.atttypid LIMIT 1), 'pg_catalog'), \
                     (SELECT count(*) FROM pg_catalog.pg_policy p \
