@@ -153,8 +153,9 @@ pub fn connection_details(
 /// sessions on this server are ended then.
 pub fn regenerate(role: &str) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
     let record = lock(role)?;
-    if matches!(record.status.as_str(), "deleted" | "deleting") || !roles::exists(role)? {
-        return Err(record.refuse("regenerate", "not deleted"));
+    // lock() reads a record whose role is gone as failed.
+    if matches!(record.status.as_str(), "deleted" | "deleting" | "failed") {
+        return Err(record.refuse("regenerate", "active or deactivated"));
     }
     let (password, sealed) = new_password(role)?;
     db::exec(
