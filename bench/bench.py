@@ -12,6 +12,7 @@ the per-round ratio, with the min-max spread.
 """
 
 import argparse
+import collections
 from contextlib import contextmanager
 import datetime
 import os
@@ -604,7 +605,7 @@ class Bench:
         stats = {"max_any": None, "max_exclusive": None, "samples": 0, "over_one": None,
                  "sampled": sampled}
         if not sampled:
-            conn.notices = []  # a list keeps every notice (psycopg2's default keeps 50)
+            conn.notices = collections.deque()  # psycopg2 trims a list to its last 50
             t0 = time.perf_counter()
             with conn.cursor() as cur:
                 cur.execute(sql)
@@ -641,7 +642,7 @@ class Bench:
         th = threading.Thread(target=sample)
         th.start()
         time.sleep(0.05)
-        conn.notices = []
+        conn.notices = collections.deque()
         t0 = time.perf_counter()
         with conn.cursor() as cur:
             cur.execute(sql)
