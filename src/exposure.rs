@@ -87,15 +87,10 @@ pub fn hide_all() -> Result<()> {
 }
 
 fn restore(tbl: pg_sys::Oid, column: &str, rls_by_us: bool) -> Result<()> {
+    // Whatever the table has become, it is put back: no validation here.
     let relation = relation(tbl, column)?;
-    let target = Target {
-        oid: tbl,
-        name: quote_qualified_identifier(&relation.schema, &relation.name),
-        column: column.to_string(),
-        column_type: relation.column_type.unwrap_or_default(),
-        eq_schema: relation.eq_schema,
-        is_view: relation.kind == "v",
-    };
+    let column_type = relation.column_type.clone().unwrap_or_default();
+    let target = relation.into_target(tbl, column, column_type);
     lock_exclusively(&target)?;
     policies::drop(&target, &[policies::READ, policies::GUARD])?;
     if rls_by_us && !target.is_view {
@@ -205,7 +200,7 @@ pub fn sync_one(tbl: pg_sys::Oid) -> Result<&'static str> {
         // policies of the tables under it apply; it needs only the grant.
         return finish_sync(tbl, changed);
     }
-    let rls_on = relation(tbl, &column)?.rls;
+    let rls_on = target.rls;
     let policies_ok = policies::reader_policies_ok(&target, &reader)?;
     if !rls_on || !policies_ok {
         lock_exclusively(&target)?;
@@ -292,7 +287,7 @@ fn missing(target: &Target, reader: &str) -> Result<Vec<String>> {
     if target.is_view {
         return Ok(reasons);
     }
-    if !relation(target.oid, &target.column)?.rls {
+    if !target.rls {
         reasons.push("row level security is off".to_string());
     }
     if !policies::reader_policies_ok(target, reader)? {
@@ -317,20 +312,27 @@ fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
         // force and change what its roles see.
         return Err(BiError::DormantPolicies(name));
     }
-    let Some(column_type) = relation.column_type else {
+    let Some(column_type) = relation.column_type.clone() else {
         return Err(BiError::NoSuchColumn {
             table: name,
             column: column.into(),
         });
     };
-    Ok(Target {
-        oid: tbl,
-        name,
-        column: column.to_string(),
-        column_type,
-        eq_schema: relation.eq_schema,
-        is_view: relation.kind == "v",
-    })
+    Ok(relation.into_target(tbl, column, column_type))
+}
+
+impl Relation {
+    fn into_target(self, tbl: pg_sys::Oid, column: &str, column_type: String) -> Target {
+        Target {
+            oid: tbl,
+            name: quote_qualified_identifier(&self.schema, &self.name),
+            column: column.to_string(),
+            column_type,
+            eq_schema: self.eq_schema,
+            is_view: self.kind == "v",
+            rls: self.rls,
+        }
+    }
 }
 
 fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {

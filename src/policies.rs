@@ -37,6 +37,8 @@ pub struct Target {
     pub eq_schema: String,
     /// A security_invoker view: a grant, no policies of its own.
     pub is_view: bool,
+    /// Row level security was on when the table was read.
+    pub rls: bool,
 }
 
 impl Target {
