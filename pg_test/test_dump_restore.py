@@ -30,7 +30,11 @@ def restore(pair, bi, saas_db):
     proc = subprocess.run(as_postgres([pg_tool("pg_restore"), *pair.primary.tool_args(RESTORED), str(dump_file)]),
                           capture_output=True, text=True, timeout=120)
     yield original, proc
+    # The copy made a reader group of its own; dropping the database would
+    # leave it behind (check() names such leftovers), so it goes too.
+    reader = pair.primary.value("SELECT reader_role::text FROM bi_access.config", dbname=RESTORED)
     pair.primary.sql(f"DROP DATABASE {RESTORED} WITH (FORCE)")
+    pair.primary.sql(f'DROP ROLE "{reader}"')
 
 
 def test_restore_keeps_credentials(pair, restore):

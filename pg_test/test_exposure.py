@@ -408,7 +408,10 @@ def test_credential_query_uses_the_org_index_and_an_initplan(pair, plan_db, plan
         summary = [(n["Node Type"], n.get("Index Name"), n.get("Index Cond"), n.get("Subplan Name")) for n in nodes]
         assert index_scans, f"no scan of {table}_org_idx: {summary}"
         assert "$0" in index_scans[0].get("Index Cond", ""), summary
-        assert initplans and all(n["Actual Loops"] == 1 for n in initplans), summary
+        # Each InitPlan runs at most once (the pass-through policy's may not
+        # run at all once the org comparison decides a row).
+        assert initplans and all(n["Actual Loops"] <= 1 for n in initplans), summary
+        assert any(n["Actual Loops"] == 1 for n in initplans), summary
         assert plan["Actual Rows"] == ROWS // ORG_COUNT
         assert s.rows(f"SELECT DISTINCT org_id::text FROM {table}") == \
                [(pair.primary.value("SELECT md5('org42')::uuid::text") if table == "big_uuid" else "42",)]
@@ -416,8 +419,9 @@ def test_credential_query_uses_the_org_index_and_an_initplan(pair, plan_db, plan
 
 @pytest.mark.parametrize("scan", ["index", "seqscan"])
 def test_org_lookup_runs_once_per_query(pair, plan_db, plan_creds, scan):
-    """Counted by the server (track_functions = all for the credential): one
-    call of the lookup for a query over 50k rows, one per table in a join."""
+    """Counted by the server (track_functions = all for the credential): two
+    calls of the lookup for a query over 50k rows (one InitPlan for the read
+    policy, one for the guard), two per table in a join."""
     cred = plan_creds["numeric"]
     pair.primary.sql(f"ALTER ROLE {cred.role} IN DATABASE {PLAN_DB} SET track_functions = 'all'")
     try:
@@ -428,9 +432,9 @@ def test_org_lookup_runs_once_per_query(pair, plan_db, plan_creds, scan):
             s.rows("BEGIN")
             assert s.value("SELECT count(*) FROM big_int") == ROWS // ORG_COUNT
             calls = "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname LIKE 'current_org%'"
-            assert s.value(calls) == 1
+            assert s.value(calls) == 2
             s.rows("SELECT count(*) FROM big_int a JOIN big_bigint b USING (id)")
-            assert s.value(calls) == 3
+            assert s.value(calls) == 6
             s.rows("COMMIT")
     finally:
         pair.primary.sql(f"ALTER ROLE {cred.role} IN DATABASE {PLAN_DB} RESET track_functions")

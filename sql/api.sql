@@ -199,18 +199,23 @@ $$;
 COMMENT ON PROCEDURE bi_access.sync(text, integer) IS
     'sync_tables() for a live system: commits table by table under a lock timeout, retries, reports';
 
--- Event triggers: name new tables to the DBA, forget dropped ones.
-CREATE FUNCTION bi_access.on_ddl_command_end() RETURNS event_trigger
+-- Event triggers (their functions live in bi_access_internal, out of
+-- \df bi_access.*). At ddl_command_end: name new tables to the DBA, and
+-- withdraw the BI grant of an exposed table that a DDL statement weakened
+-- (RLS disabled, a bi_access policy dropped or altered, its org column
+-- dropped). At sql_drop: forget dropped tables.
+CREATE FUNCTION bi_access_internal.on_ddl_command_end() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM bi_access_internal.note_new_tables();
+    PERFORM bi_access_internal.after_ddl();
 END
 $$;
-CREATE EVENT TRIGGER bi_access_new_tables ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE VIEW', 'ALTER VIEW')
-    EXECUTE FUNCTION bi_access.on_ddl_command_end();
+CREATE EVENT TRIGGER bi_access_after_ddl ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE VIEW',
+                 'ALTER VIEW', 'DROP POLICY', 'ALTER POLICY')
+    EXECUTE FUNCTION bi_access_internal.on_ddl_command_end();
 
-CREATE FUNCTION bi_access.on_sql_drop() RETURNS event_trigger
+CREATE FUNCTION bi_access_internal.on_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM bi_access_internal.forget_dropped();
@@ -218,22 +223,17 @@ END
 $$;
 CREATE EVENT TRIGGER bi_access_forget_dropped ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP VIEW', 'DROP SCHEMA', 'DROP OWNED')
-    EXECUTE FUNCTION bi_access.on_sql_drop();
+    EXECUTE FUNCTION bi_access_internal.on_sql_drop();
 
--- DROP EXTENSION bi_access first refuses while live credentials exist, else
--- restores every exposed table and drops the reader group. An event trigger
--- at ddl_command_start sees only the statement, so it matches its text.
-CREATE FUNCTION bi_access.on_drop_extension() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF current_query() ~* '\mDROP\s+EXTENSION\s+(IF\s+EXISTS\s+)?[^;]*\mbi_access\M' THEN
-        PERFORM bi_access_internal.before_drop();
-    END IF;
-END
-$$;
-CREATE EVENT TRIGGER bi_access_drop_extension ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION')
-    EXECUTE FUNCTION bi_access.on_drop_extension();
+-- The drop guard (src/uninstall.rs): a C function, because only C functions
+-- receive the statement's parse tree, where every spelling of a name is the
+-- same. ENABLE ALWAYS: it also fires under session_replication_role = replica.
+CREATE FUNCTION bi_access_internal.drop_guard() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'bi_access_drop_guard';
+CREATE EVENT TRIGGER bi_access_drop_guard ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER EXTENSION')
+    EXECUTE FUNCTION bi_access_internal.drop_guard();
+ALTER EVENT TRIGGER bi_access_drop_guard ENABLE ALWAYS;
 
 -- Privileges. Nothing of bi_access is PUBLIC's; the admin role gets the
 -- management surface; the reader group only the org lookup its policies call.

@@ -151,20 +151,14 @@ mod bi_access_internal {
 
     /// Called by the ddl_command_end event trigger.
     #[pg_extern(volatile, parallel_unsafe)]
-    fn note_new_tables() {
-        or_raise(exposure::note_new_tables())
+    fn after_ddl() {
+        or_raise(exposure::after_ddl())
     }
 
     /// Called by the sql_drop event trigger.
     #[pg_extern(volatile, parallel_unsafe)]
     fn forget_dropped() {
         or_raise(exposure::forget_dropped())
-    }
-
-    /// Called by the event trigger before DROP EXTENSION bi_access.
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn before_drop() {
-        or_raise(crate::uninstall::before_drop())
     }
 
     #[pg_extern(stable, parallel_unsafe)]

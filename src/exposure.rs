@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::audit::{self, NO_SUBJECT};
 use crate::db;
 use crate::error::{BiError, Result};
+use crate::names;
 use crate::policies::{self, Target};
 use crate::roles;
 use crate::settings;
@@ -88,10 +89,17 @@ pub fn hide_all() -> Result<()> {
 
 fn restore(tbl: pg_sys::Oid, column: &str, rls_by_us: bool) -> Result<()> {
     // Whatever the table has become, it is put back: no validation here.
+    let _changing = ChangingTables::begin();
     let relation = relation(tbl, column)?;
     let column_type = relation.column_type.clone().unwrap_or_default();
     let target = relation.into_target(tbl, column, column_type);
     lock_exclusively(&target)?;
+    // The grant goes first: never readable without its policies.
+    Spi::run(&format!(
+        "REVOKE SELECT ON {} FROM {}",
+        target.name,
+        quote_identifier(roles::reader_group()?)
+    ))?;
     policies::drop(&target, &[policies::READ, policies::GUARD])?;
     if rls_by_us && !target.is_view {
         policies::drop(&target, &[policies::PASSTHROUGH])?;
@@ -100,11 +108,6 @@ fn restore(tbl: pg_sys::Oid, column: &str, rls_by_us: bool) -> Result<()> {
             target.name
         ))?;
     }
-    Spi::run(&format!(
-        "REVOKE SELECT ON {} FROM {}",
-        target.name,
-        quote_identifier(roles::reader_group()?)
-    ))?;
     Ok(())
 }
 
@@ -188,31 +191,67 @@ fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
 /// Syncs one exposed table; "synced" if anything changed, else "unchanged".
 /// The exclusive lock is taken only when RLS or a policy must change, and
 /// never for longer than lock_timeout.
+///
+/// The grant comes last: a table is readable only once its RLS and policies
+/// are in place, never the other way round.
 pub fn sync_one(tbl: pg_sys::Oid) -> Result<&'static str> {
-    let Some((column, _)) = exposed_row(tbl)? else {
+    let Some((column, rls_by_us)) = exposed_row(tbl)? else {
         return Ok("not exposed");
     };
+    let _changing = ChangingTables::begin();
     let target = target(tbl, &column)?;
     let reader = roles::reader_group()?;
-    let mut changed = grant_read(&target, &reader)?;
-    if target.is_view {
+    let mut changed = false;
+    if !target.is_view {
         // A security_invoker view runs with the BI role's rights, so the
         // policies of the tables under it apply; it needs only the grant.
-        return finish_sync(tbl, changed);
-    }
-    let rls_on = target.rls;
-    let policies_ok = policies::reader_policies_ok(&target, &reader)?;
-    if !rls_on || !policies_ok {
-        lock_exclusively(&target)?;
-        if !rls_on {
-            enable_rls(&target)?;
+        let rls_on = target.rls;
+        let policies_ok = policies::reader_policies_ok(&target, &reader)?;
+        let passthrough_ok = !rls_by_us || policies::passthrough_ok(&target)?;
+        if !rls_on || !policies_ok || !passthrough_ok {
+            lock_exclusively(&target)?;
+            if !rls_on {
+                enable_rls(&target)?;
+            } else if !passthrough_ok {
+                policies::create_passthrough(&target)?;
+            }
+            if !policies_ok {
+                policies::create_reader_policies(&target, &reader)?;
+            }
+            changed = true;
         }
-        if !policies_ok {
-            policies::create_reader_policies(&target, &reader)?;
-        }
-        changed = true;
     }
+    changed |= grant_read(&target, &reader)?;
     finish_sync(tbl, changed)
+}
+
+thread_local! {
+    static CHANGING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While bi_access itself changes a table's RLS, policies or grants, the
+/// ddl_command_end trigger must not take its intermediate steps for a
+/// weakening.
+struct ChangingTables {
+    outer: bool,
+}
+
+impl ChangingTables {
+    fn begin() -> Self {
+        ChangingTables {
+            outer: CHANGING.with(|changing| changing.replace(true)),
+        }
+    }
+
+    fn active() -> bool {
+        CHANGING.with(std::cell::Cell::get)
+    }
+}
+
+impl Drop for ChangingTables {
+    fn drop(&mut self) {
+        CHANGING.with(|changing| changing.set(self.outer));
+    }
 }
 
 fn finish_sync(tbl: pg_sys::Oid, changed: bool) -> Result<&'static str> {
@@ -231,9 +270,7 @@ fn enable_rls(target: &Target) -> Result<()> {
         "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
         target.name
     ))?;
-    if !policies::exists(target, policies::PASSTHROUGH)? {
-        policies::create_passthrough(target)?;
-    }
+    policies::create_passthrough(target)?;
     db::exec(
         "UPDATE bi_access.exposed_table SET rls_enabled_by_bi_access = true WHERE tbl = $1::regclass",
         &[target.oid.into()],
@@ -497,10 +534,78 @@ pub fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) -> Result<()>
     )
 }
 
+/// From the ddl_command_end event trigger: name new tables, and withdraw the
+/// grant of exposed tables the statement weakened.
+pub fn after_ddl() -> Result<()> {
+    if ChangingTables::active() {
+        return Ok(());
+    }
+    note_new_tables()?;
+    withdraw_weakened()
+}
+
+/// An exposed table that the reader group may read but whose RLS is off or
+/// whose reader policies are gone (dropped, altered, or dropped with its org
+/// column) loses its grant at once, in the same transaction: the session
+/// guard refuses it anyway, and this makes the catalogs say so too. A WARNING
+/// tells the DBA, an event records it, check() reports it, and a sync puts
+/// it back.
+fn withdraw_weakened() -> Result<()> {
+    let reader = roles::reader_group()?;
+    let weakened = Spi::connect(|client| {
+        let mut weakened = Vec::new();
+        for row in client.select(
+            "SELECT c.oid::regclass::text, \
+                    CASE WHEN NOT c.relrowsecurity THEN 'row level security was disabled' \
+                         ELSE 'a bi_access policy was dropped or altered' END \
+             FROM bi_access.exposed_table e JOIN pg_catalog.pg_class c ON c.oid = e.tbl \
+             WHERE NOT e.hidden AND c.relkind IN ('r', 'p') \
+               AND EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
+                           JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+                           WHERE r.rolname = $1 AND a.privilege_type = 'SELECT') \
+               AND (NOT c.relrowsecurity \
+                    OR (SELECT count(*) FROM pg_catalog.pg_policy p \
+                        WHERE p.polrelid = c.oid AND p.polcmd = 'r' \
+                          AND ((p.polname = $2 AND p.polpermissive) \
+                               OR (p.polname = $3 AND NOT p.polpermissive))) < 2) \
+             ORDER BY 1",
+            None,
+            &[
+                reader.as_str().into(),
+                names::POLICY_READ.into(),
+                names::POLICY_GUARD.into(),
+            ],
+        )? {
+            weakened.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, BiError>(weakened)
+    })?;
+    let _changing = ChangingTables::begin();
+    for (table, reason) in weakened {
+        Spi::run(&format!(
+            "REVOKE SELECT ON {table} FROM {}",
+            quote_identifier(&reader)
+        ))?;
+        audit::record(
+            "withdraw",
+            &NO_SUBJECT,
+            json!({ "table": table, "reason": reason }),
+        )?;
+        pgrx::warning!(
+            "bi_access: {reason} on {table}; BI roles may no longer read it until \
+             SELECT * FROM bi_access.sync_tables() (or CALL bi_access.sync()) restores it"
+        );
+    }
+    Ok(())
+}
+
 /// From the ddl_command_end event trigger: a table created or altered in an
 /// exposed schema that carries the org column and is neither exposed nor
 /// hidden is named to the DBA, who sees it in unsynced_tables() too.
-pub fn note_new_tables() -> Result<()> {
+fn note_new_tables() -> Result<()> {
     let noted = db::column::<String>(
         "SELECT DISTINCT c.objid::regclass::text \
          FROM pg_catalog.pg_event_trigger_ddl_commands() c \

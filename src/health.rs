@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 use crate::db;
 use crate::error::Result;
 use crate::exposure;
+use crate::names;
 use crate::roles;
 use crate::settings;
 
@@ -28,7 +29,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 9] = [
+    let probes: [Probe; 11] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -36,6 +37,8 @@ pub fn check() -> Result<Vec<Finding>> {
         unsynced,
         definer_views,
         credential_attributes,
+        orphaned_credentials,
+        orphaned_reader_groups,
         ssl,
         password_encryption,
     ];
@@ -184,6 +187,70 @@ fn credential_attributes(context: &Context) -> Result<Vec<Finding>> {
         &[context.reader.as_str().into()],
         "error",
         "a credential role has an attribute or a membership bi_access never gives",
+    )
+}
+
+/// A reader group is alive while the org lookups of its database are granted
+/// to it: pg_shdepend, a shared catalog, records that grant with the
+/// database's OID, and loses it when the extension or the database goes,
+/// by whatever path (single-user mode, event triggers off, DROP DATABASE).
+const READER_GROUPS: &str = "WITH readers AS ( \
+       SELECT r.oid, r.rolname, \
+              EXISTS (SELECT FROM pg_catalog.pg_shdepend s \
+                      WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
+                        AND s.refobjid = r.oid AND s.deptype = 'a' \
+                        AND s.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass) AS alive \
+       FROM pg_catalog.pg_roles r WHERE starts_with(r.rolname, $1))";
+
+/// Credential roles of the cluster that no database manages any more: they
+/// can still log in wherever PUBLIC may connect, and read nothing there.
+fn orphaned_credentials(_: &Context) -> Result<Vec<Finding>> {
+    rows(
+        &format!(
+            "{READER_GROUPS} \
+             SELECT 'role ' || quote_ident(r.rolname), format('DROP ROLE %I;', r.rolname) \
+             FROM pg_catalog.pg_roles r \
+             JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
+             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid AND g.rolname = $2 \
+             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
+                               JOIN readers rd ON rd.oid = rm.roleid \
+                               WHERE rm.member = r.oid AND rd.alive) \
+               AND NOT EXISTS (SELECT FROM bi_access.credential c \
+                               WHERE c.role_name = r.rolname AND c.status <> 'deleted') \
+             ORDER BY 1"
+        ),
+        &[
+            names::READER_GROUP_PREFIX.into(),
+            names::CREDENTIAL_GROUP.into(),
+        ],
+        "error",
+        "a bi_access credential role that no database manages any more (its database was dropped, \
+         or bi_access was removed there past its drop guard); it can still log in",
+    )
+}
+
+/// Reader groups whose database lost bi_access: the statements that finish
+/// the removal there, then the role.
+fn orphaned_reader_groups(_: &Context) -> Result<Vec<Finding>> {
+    rows(
+        &format!(
+            "{READER_GROUPS} \
+             SELECT 'role ' || quote_ident(rd.rolname), \
+                    coalesce((SELECT string_agg(format( \
+                        '-- in database %I, as a superuser: SELECT format(''DROP POLICY %s ON %%s; \
+ALTER TABLE %%s DISABLE ROW LEVEL SECURITY;'', polrelid::regclass, polrelid::regclass) \
+FROM pg_policy WHERE polname = ''%s'' \\gexec DROP OWNED BY %I; ', \
+                        d.datname, $2::text, $2::text, rd.rolname), '' ORDER BY d.datname) \
+                              FROM pg_catalog.pg_database d \
+                              WHERE d.oid IN (SELECT s.dbid FROM pg_catalog.pg_shdepend s \
+                                              WHERE s.refobjid = rd.oid AND s.dbid <> 0)), '') \
+                    || format('DROP ROLE %I;', rd.rolname) \
+             FROM readers rd WHERE NOT rd.alive ORDER BY 1"
+        ),
+        &[names::READER_GROUP_PREFIX.into(), names::POLICY_PASSTHROUGH.into()],
+        "error",
+        "the reader group of a database where bi_access is gone (dropped past its drop guard, \
+         or the database was dropped): tables there keep its grants and bi_access's pass-through policy",
     )
 }
 

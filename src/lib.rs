@@ -10,8 +10,9 @@
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
 //! - `health`: `check()`, the security posture;
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
-//! - `guard`: what keeps a credential's own session read-only;
-//! - `uninstall`: what DROP EXTENSION does first;
+//! - `guard`: the session guard: what a credential's own session may do;
+//! - `uninstall`: the drop guard, and what removing the extension does first;
+//! - `names`: every name bi_access gives, spelled once;
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
 //! - `api` and `sql/api.sql`: the SQL surface.
 
@@ -26,6 +27,7 @@ mod error;
 mod exposure;
 mod guard;
 mod health;
+mod names;
 mod org;
 mod policies;
 mod roles;
@@ -56,6 +58,8 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // As a credential's session_preload_libraries would: the session
+        // guard is in place before any test's first statement.
+        vec!["shared_preload_libraries = 'bi_access'"]
     }
 }

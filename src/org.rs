@@ -42,6 +42,11 @@ unsafe extern "C-unwind" fn forget(_: pg_sys::Datum, _: std::ffi::c_int, _: u32)
 /// The outer user is the login, or the role it SET ROLE to; inside this
 /// SECURITY DEFINER function current_user would be the extension's owner.
 pub fn current_org() -> Result<Option<String>> {
+    if crate::guard::session_is_credential() && !crate::guard::held_from_the_start() {
+        // A credential session without its session guard (its role lost the
+        // session_preload_libraries setting): fail closed.
+        return Ok(None);
+    }
     // SAFETY: a read of backend-local state.
     let user = unsafe { pg_sys::GetOuterUserId() };
     let cached = CACHE.with(|cache| match &*cache.borrow() {

@@ -6,9 +6,12 @@
 //!   credential of the cluster): the same condition, so permissive policies
 //!   the application already has (TO PUBLIC, say) cannot widen what a
 //!   credential sees;
-//! - `bi_access_passthrough` (PERMISSIVE, ALL, TO PUBLIC, true), only where
-//!   bi_access itself turned RLS on: every other non-owner role keeps seeing
-//!   and writing exactly what it did before.
+//! - `bi_access_passthrough` (PERMISSIVE, ALL, TO PUBLIC), only where
+//!   bi_access itself turned RLS on: every role whose login is not a
+//!   credential keeps seeing and writing exactly what it did before. Its
+//!   condition uses built-ins only, so it outlives any cascade that drops
+//!   bi_access's functions (and with them the two reader policies): what is
+//!   left then lets a credential see nothing.
 //!
 //! The org lookup is an uncorrelated sub-select, so it runs once per query (an
 //! InitPlan), and is cast to the column's type, so the column's index serves.
@@ -19,12 +22,22 @@ use pgrx::spi::quote_identifier;
 
 use crate::db;
 use crate::error::Result;
-use crate::guard::CREDENTIAL_GROUP;
+use crate::names::{self, CREDENTIAL_GROUP};
 use crate::org;
 
-pub const READ: &str = "bi_access_read";
-pub const GUARD: &str = "bi_access_guard";
-pub const PASSTHROUGH: &str = "bi_access_passthrough";
+pub const READ: &str = names::POLICY_READ;
+pub const GUARD: &str = names::POLICY_GUARD;
+pub const PASSTHROUGH: &str = names::POLICY_PASSTHROUGH;
+
+/// True unless the session's login is a direct member of the credential
+/// group. Keyed on session_user, so SET ROLE cannot move a credential into
+/// it; an InitPlan, evaluated once per query; built-ins only (a cascade
+/// cannot drop it); not `pg_has_role`, which is true for superusers and would
+/// lock out an administrator who SET ROLEs to an application role.
+const NOT_A_CREDENTIAL: &str = "NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+     WHERE m.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole('bi_access_credential')::pg_catalog.oid \
+       AND m.member OPERATOR(pg_catalog.=) \
+           pg_catalog.to_regrole(pg_catalog.quote_ident(session_user::pg_catalog.text))::pg_catalog.oid)";
 
 /// An exposed table as the policies see it.
 pub struct Target {
@@ -86,7 +99,7 @@ pub fn reader_policies_ok(target: &Target, reader: &str) -> Result<bool> {
             target.oid.into(),
             reader.into(),
             target.column.as_str().into(),
-            CREDENTIAL_GROUP.to_str().unwrap_or_default().into(),
+            CREDENTIAL_GROUP.into(),
         ],
     )?
     .unwrap_or(0)
@@ -106,17 +119,31 @@ pub fn exists(target: &Target, policy: &str) -> Result<bool> {
 /// of its own here, so it sees nothing.
 pub fn create_reader_policies(target: &Target, reader: &str) -> Result<()> {
     drop(target, &[READ, GUARD])?;
-    let group = CREDENTIAL_GROUP.to_string_lossy();
     target.create(READ, "PERMISSIVE", &[reader])?;
-    target.create(GUARD, "RESTRICTIVE", &[reader, &group])
+    target.create(GUARD, "RESTRICTIVE", &[reader, CREDENTIAL_GROUP])
 }
 
+/// Creates the pass-through policy, replacing one of an older form.
 pub fn create_passthrough(target: &Target) -> Result<()> {
+    drop(target, &[PASSTHROUGH])?;
     Spi::run(&format!(
-        "CREATE POLICY {PASSTHROUGH} ON {} AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)",
+        "CREATE POLICY {PASSTHROUGH} ON {} AS PERMISSIVE FOR ALL TO PUBLIC \
+         USING ({NOT_A_CREDENTIAL}) WITH CHECK ({NOT_A_CREDENTIAL})",
         target.name
     ))?;
     Ok(())
+}
+
+/// Whether the pass-through policy exists in its current form (0.1.0's
+/// `USING (true)` admitted credentials once the reader policies were gone).
+pub fn passthrough_ok(target: &Target) -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT pg_catalog.pg_get_expr(polqual, polrelid) LIKE '%pg_auth_members%' \
+                AND pg_catalog.pg_get_expr(polwithcheck, polrelid) LIKE '%pg_auth_members%' \
+         FROM pg_catalog.pg_policy WHERE polrelid = $1 AND polname = $2",
+        &[target.oid.into(), PASSTHROUGH.into()],
+    )?
+    .unwrap_or(false))
 }
 
 pub fn drop(target: &Target, policies: &[&str]) -> Result<()> {

@@ -12,7 +12,7 @@ use rand::Rng;
 
 use crate::db;
 use crate::error::{BiError, Result};
-use crate::guard::CREDENTIAL_GROUP;
+use crate::names::CREDENTIAL_GROUP;
 use crate::settings;
 
 const SUFFIX_LEN: usize = 16;
@@ -64,7 +64,7 @@ pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<
         quote_identifier(role),
         options.connection_limit.unwrap_or(-1),
         quote_identifier(reader),
-        quote_identifier(CREDENTIAL_GROUP.to_string_lossy()),
+        quote_identifier(CREDENTIAL_GROUP),
     );
     if let Some(valid_until) = &options.valid_until {
         sql.push_str(&format!(

@@ -103,7 +103,8 @@ pub fn init() {
         GucFlags::default(),
     );
     // From now on a session cannot invent bi_access.* placeholders.
-    unsafe { pg_sys::MarkGUCPrefixReserved(c"bi_access".as_ptr()) };
+    // SAFETY: called once from _PG_init with a static C string.
+    unsafe { pg_sys::MarkGUCPrefixReserved(crate::names::EXTENSION_C.as_ptr()) };
 }
 
 fn text(

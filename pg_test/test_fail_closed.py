@@ -1,0 +1,395 @@
+"""Property 2, fail closed: whatever happens to bi_access's own objects or to an
+exposed table, a credential sees its own org's rows or nothing, on the primary
+and on the replica. Each test names what it did and what the credential sees
+afterwards (counted against the superuser's count of its org's rows).
+
+Also the paths the session guard closes whatever role the session SET ROLEs
+to: temp objects, LISTEN/NOTIFY, large objects (through libpq's fast path
+too), advisory locks, COPY FROM, a partition read directly."""
+
+from __future__ import annotations
+
+import io
+
+import psycopg2
+import pytest
+
+from bi import BiAccess
+from cluster import SUPERUSER
+from probe import OK, PERMISSION_DENIED, Session, create_database, reader_group, session
+
+DB = "failclosed"
+ORG_A, ORG_B = "4101", "4202"
+
+SCHEMA = f"""
+CREATE TABLE accounts (id serial PRIMARY KEY, org_id bigint NOT NULL, name text NOT NULL);
+INSERT INTO accounts (org_id, name)
+  SELECT o, 'account ' || g FROM (VALUES ({ORG_A}, 3), ({ORG_B}, 5)) v(o, n), generate_series(1, n) g;
+
+-- The application's own RLS: a permissive policy TO PUBLIC that lets every
+-- row through. Only bi_access's restrictive guard keeps a credential in its org.
+CREATE TABLE notes (id serial PRIMARY KEY, org_id bigint NOT NULL, body text NOT NULL);
+INSERT INTO notes (org_id, body)
+  SELECT o, 'note ' || g FROM (VALUES ({ORG_A}, 2), ({ORG_B}, 4)) v(o, n), generate_series(1, n) g;
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY app_everything ON notes FOR ALL TO PUBLIC USING (true) WITH CHECK (true);
+
+CREATE TABLE events (id int NOT NULL, org_id bigint NOT NULL) PARTITION BY LIST (org_id);
+CREATE TABLE events_a PARTITION OF events FOR VALUES IN ({ORG_A});
+CREATE TABLE events_b PARTITION OF events FOR VALUES IN ({ORG_B});
+INSERT INTO events SELECT g, o FROM (VALUES ({ORG_A}, 2), ({ORG_B}, 6)) v(o, n), generate_series(1, n) g;
+GRANT SELECT ON events_b TO PUBLIC;
+
+CREATE SEQUENCE counter;
+GRANT USAGE, SELECT, UPDATE ON SEQUENCE counter TO PUBLIC;
+"""
+EXPOSE = "SELECT * FROM bi_access.sync_tables();"
+TABLES = ("accounts", "notes", "events")
+
+
+@pytest.fixture(scope="module")
+def fdb(pair, saas_db):
+    create_database(pair, DB, SCHEMA, EXPOSE)
+    pair.wait_replayed()
+    return DB
+
+
+@pytest.fixture(scope="module")
+def fbi(request, pair, fdb, secrets):
+    b = BiAccess(pair, fdb, secrets)
+    request.addfinalizer(b.close)
+    return b
+
+
+@pytest.fixture(scope="module")
+def cred(fbi):
+    return fbi.generate(ORG_A)
+
+
+@pytest.fixture(params=["primary", "replica"])
+def server(request, pair):
+    return getattr(pair, request.param)
+
+
+@pytest.fixture
+def sess(cred, server):
+    with session(cred, server) as s:
+        yield s
+
+
+def own_rows(pair, dbname: str, table: str, org: str = ORG_A) -> list:
+    """What the superuser counts of `org`'s rows: the one answer a credential
+    may give besides nothing."""
+    return pair.primary.sql(f"SELECT * FROM {table} WHERE org_id::text = %s ORDER BY 1", (org,), dbname=dbname)
+
+
+def all_rows(pair, dbname: str, table: str) -> list:
+    return pair.primary.sql(f"SELECT * FROM {table} ORDER BY 1", dbname=dbname)
+
+
+def assert_sees_own_rows(pair, cred, dbname: str, tables=TABLES) -> None:
+    for server in (pair.primary, pair.replica):
+        with session(cred, server) as s:
+            for table in tables:
+                rows = s.rows(f"SELECT * FROM {table} ORDER BY 1")
+                assert rows == own_rows(pair, dbname, table), f"{table} on {server.name}"
+                assert len(rows) < len(all_rows(pair, dbname, table))
+
+
+def assert_sees_nothing(pair, cred, dbname: str, table: str) -> None:
+    """The credential reads nothing of `table` (refused, 42501) on both servers,
+    while the table does hold its org's rows and others'."""
+    assert own_rows(pair, dbname, table), "the table holds rows of the credential's org"
+    for server in (pair.primary, pair.replica):
+        with session(cred, server) as s:
+            outcome = s.run(f"SELECT * FROM {table}")
+            assert outcome.state == PERMISSION_DENIED, f"{server.name}: {outcome}"
+
+
+def findings(pair, dbname: str) -> list[tuple]:
+    return pair.primary.sql("SELECT severity, object, finding, fix FROM bi_access.check()", dbname=dbname)
+
+
+# --------------------------------------------------------------------------
+# the drop guard
+
+DROPS = {
+    "plain": "DROP EXTENSION bi_access",
+    "cascade": "DROP EXTENSION bi_access CASCADE",
+    "comment inside": "DROP /* x */ EXTENSION bi_access CASCADE",
+    "unicode name": 'DROP EXTENSION U&"bi_\\0061ccess" CASCADE',
+    "if exists, in a list": "DROP EXTENSION IF EXISTS plpgsql_nothing, bi_access CASCADE",
+    "schema": "DROP SCHEMA bi_access CASCADE",
+    "internal schema": 'DROP SCHEMA "bi_access_internal" CASCADE',
+    "dynamic SQL": "DO $$ BEGIN EXECUTE format('DROP EXTENSION %I CASCADE', 'bi_' || 'access'); END $$",
+    "in a function": "CREATE FUNCTION pg_temp.dropper() RETURNS void LANGUAGE plpgsql AS "
+                     "$$ BEGIN DROP SCHEMA bi_access CASCADE; END $$; SELECT pg_temp.dropper()",
+    "as replica": "SET session_replication_role = replica; DROP SCHEMA bi_access CASCADE",
+    "drop owned": f"DROP OWNED BY {SUPERUSER}",
+    "detach a member": "ALTER EXTENSION bi_access DROP FUNCTION bi_access.check()",
+}
+
+
+@pytest.mark.parametrize("statement", DROPS.values(), ids=list(DROPS))
+def test_every_spelling_of_a_drop_is_refused_with_2bp01(pair, fdb, cred, statement):
+    conn = pair.primary.connect(fdb)
+    try:
+        with pytest.raises(psycopg2.Error) as info:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        assert info.value.pgcode == "2BP01", info.value.pgerror
+    finally:
+        conn.close()
+    assert pair.primary.sql("SELECT 1 FROM pg_extension WHERE extname = 'bi_access'", dbname=fdb)
+    assert_sees_own_rows(pair, cred, fdb)
+
+
+GONE = "failclosed_gone"
+
+
+@pytest.fixture(scope="module")
+def gone(pair, saas_db, secrets):
+    """A database whose DBA disabled the drop guard and dropped bi_access's
+    schema with credentials live: the outcome of every path no event trigger
+    sees (single-user mode, event_triggers = off on 17+)."""
+    create_database(pair, GONE, SCHEMA, EXPOSE)
+    b = BiAccess(pair, GONE, secrets)
+    creds = {"guarded": b.generate(ORG_A), "unguarded": b.generate(ORG_B)}
+    b.close()
+    reader = reader_group(pair.primary, GONE)
+    # A role that lost its session_preload_libraries: the policies alone.
+    pair.primary.sql(f"ALTER ROLE {creds['unguarded'].role} RESET session_preload_libraries")
+    pair.primary.sql("ALTER EVENT TRIGGER bi_access_drop_guard DISABLE; DROP SCHEMA bi_access CASCADE",
+                     dbname=GONE)
+    pair.wait_replayed()
+    return creds, reader
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_past_the_drop_guard_a_guarded_credential_reads_nothing(pair, gone, table):
+    creds, _ = gone
+    assert_sees_nothing(pair, creds["guarded"], GONE, table)
+
+
+def test_past_the_drop_guard_the_policies_alone_admit_nothing(pair, gone):
+    """Without its session guard, a credential still reads no row of a table
+    where bi_access turned RLS on: only the pass-through policy is left, and it
+    never admits a credential."""
+    creds, _ = gone
+    assert own_rows(pair, GONE, "accounts", ORG_B)
+    settings = pair.primary.value("SELECT array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = %s",
+                                  (creds["unguarded"].role,))
+    assert "session_preload_libraries" not in settings
+    for server in (pair.primary, pair.replica):
+        with session(creds["unguarded"], server) as s:
+            assert s.rows("SELECT * FROM accounts") == [], server.name
+
+
+def test_check_elsewhere_names_the_orphans_and_its_fixes_remove_them(pair, gone, saas_db):
+    creds, reader = gone
+    orphans = {obj: fix for _, obj, _, fix in findings(pair, saas_db.dbname) if obj.startswith("role ")}
+    for cred in creds.values():
+        assert orphans[f"role {cred.role}"] == f"DROP ROLE {cred.role};"
+    reader_fix = orphans[f"role {reader}"]
+    assert f"-- in database {GONE}, as a superuser:" in reader_fix
+    # The fix, run as it says: the statements for the database first, then the roles.
+    conn = pair.primary.connect(GONE)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT format('DROP POLICY bi_access_passthrough ON %s; "
+                        "ALTER TABLE %s DISABLE ROW LEVEL SECURITY;', polrelid::regclass, polrelid::regclass) "
+                        "FROM pg_policy WHERE polname = 'bi_access_passthrough'")
+            for (statement,) in cur.fetchall():
+                cur.execute(statement)
+            cur.execute(f"DROP OWNED BY {reader}")
+    finally:
+        conn.close()
+    pair.primary.sql(f"DROP ROLE {reader}; " + " ".join(f"DROP ROLE {c.role};" for c in creds.values()))
+    ours = {f"role {reader}", *(f"role {c.role}" for c in creds.values())}
+    left = {obj for _, obj, _, _ in findings(pair, saas_db.dbname)}
+    assert left & ours == set()
+
+
+# --------------------------------------------------------------------------
+# a table owner's DDL
+
+WEAKENINGS = {
+    "RLS disabled": ("ALTER TABLE accounts DISABLE ROW LEVEL SECURITY", "row level security was disabled"),
+    "guard policy dropped": ("DROP POLICY bi_access_guard ON accounts", "a bi_access policy was dropped or altered"),
+    "read policy dropped": ("DROP POLICY bi_access_read ON accounts", "a bi_access policy was dropped or altered"),
+}
+
+
+@pytest.mark.parametrize("statement, warning", WEAKENINGS.values(), ids=list(WEAKENINGS))
+def test_a_weakened_table_reads_nothing_until_a_sync(pair, fdb, cred, statement, warning):
+    conn = pair.primary.connect(fdb)
+    conn.notices = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+    assert any(warning in notice for notice in conn.notices), conn.notices
+    pair.wait_replayed()
+    assert_sees_nothing(pair, cred, fdb, "accounts")
+    named = [f for f in findings(pair, fdb) if f[1] == "public.accounts"]
+    assert named and all(f[0] == "error" for f in named), named
+    pair.primary.sql("SELECT * FROM bi_access.sync_tables()", dbname=fdb)
+    pair.wait_replayed()
+    assert_sees_own_rows(pair, cred, fdb)
+    assert [f for f in findings(pair, fdb) if f[1] == "public.accounts"] == []
+
+
+def test_the_session_guard_alone_refuses_a_weakened_table(pair, fdb, cred):
+    """With the event trigger that withdraws the grant disabled, the grant
+    stays: the session guard still refuses the table, even though the
+    application's own permissive policy TO PUBLIC is all that is left."""
+    pair.primary.sql("ALTER EVENT TRIGGER bi_access_after_ddl DISABLE; "
+                     "DROP POLICY bi_access_guard ON notes; DROP POLICY bi_access_read ON notes; "
+                     "ALTER EVENT TRIGGER bi_access_after_ddl ENABLE", dbname=fdb)
+    pair.wait_replayed()
+    reader = reader_group(pair.primary, fdb)
+    assert pair.primary.value(f"SELECT has_table_privilege('{reader}', 'notes', 'SELECT')", dbname=fdb)
+    assert_sees_nothing(pair, cred, fdb, "notes")
+    pair.primary.sql("SELECT * FROM bi_access.sync_tables()", dbname=fdb)
+    pair.wait_replayed()
+    assert_sees_own_rows(pair, cred, fdb)
+
+
+def test_a_dropped_org_column_reads_nothing(pair, fdb, cred):
+    pair.primary.sql("CREATE TABLE ledger (id int, org_id bigint NOT NULL); "
+                     f"INSERT INTO ledger VALUES (1, {ORG_A}), (2, {ORG_B}); "
+                     "SELECT bi_access.expose_table('ledger')", dbname=fdb)
+    pair.wait_replayed()
+    assert_sees_own_rows(pair, cred, fdb, ("ledger",))
+    pair.primary.sql("ALTER TABLE ledger DROP COLUMN org_id CASCADE", dbname=fdb)
+    pair.wait_replayed()
+    assert all_rows(pair, fdb, "ledger") == [(1,), (2,)]
+    for server in (pair.primary, pair.replica):
+        with session(cred, server) as s:
+            assert s.run("SELECT * FROM ledger").state == PERMISSION_DENIED, server.name
+    assert any(f[1] == "public.ledger" for f in findings(pair, fdb))
+    pair.primary.sql("SELECT bi_access.hide_table('ledger'); DROP TABLE ledger", dbname=fdb)
+
+
+def test_a_table_recreated_by_a_migration_and_granted_to_public_reads_nothing(pair, fdb, cred):
+    pair.primary.sql("CREATE TABLE invoices (id int, org_id bigint NOT NULL); "
+                     f"INSERT INTO invoices VALUES (1, {ORG_A}), (2, {ORG_B}); "
+                     "SELECT bi_access.expose_table('invoices')", dbname=fdb)
+    pair.primary.sql("DROP TABLE invoices; CREATE TABLE invoices (id int, org_id bigint NOT NULL); "
+                     f"INSERT INTO invoices VALUES (1, {ORG_A}), (2, {ORG_B}), (3, {ORG_B}); "
+                     "GRANT SELECT ON invoices TO PUBLIC", dbname=fdb)
+    pair.wait_replayed()
+    assert_sees_nothing(pair, cred, fdb, "invoices")
+    assert any(f[1] == "public.invoices" for f in findings(pair, fdb))
+    pair.primary.sql("SELECT * FROM bi_access.sync_tables()", dbname=fdb)
+    pair.wait_replayed()
+    assert_sees_own_rows(pair, cred, fdb, ("invoices",))
+    pair.primary.sql("SELECT bi_access.hide_table('invoices'); DROP TABLE invoices", dbname=fdb)
+
+
+def test_a_partition_read_directly_is_refused_even_when_granted(sess, pair, fdb):
+    assert sess.rows("SELECT * FROM events ORDER BY 1") == own_rows(pair, fdb, "events")
+    outcome = sess.run("SELECT * FROM events_b")
+    assert outcome.state == PERMISSION_DENIED, str(outcome)
+
+
+def test_a_definer_view_granted_to_public_reads_nothing(pair, fdb, cred):
+    pair.primary.sql("CREATE VIEW all_accounts AS SELECT * FROM accounts; "
+                     "GRANT SELECT ON all_accounts TO PUBLIC", dbname=fdb)
+    pair.wait_replayed()
+    try:
+        for server in (pair.primary, pair.replica):
+            with session(cred, server) as s:
+                assert s.run("SELECT * FROM all_accounts").state == PERMISSION_DENIED, server.name
+    finally:
+        pair.primary.sql("DROP VIEW all_accounts", dbname=fdb)
+
+
+# --------------------------------------------------------------------------
+# the session guard, keyed on the login
+
+GROUP_WRITES = {
+    "temp table": "CREATE TEMP TABLE scratch (x int)",
+    "temp function": "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "LISTEN": "LISTEN app_events",
+    "large object": "SELECT lo_from_bytea(0, 'persisted')",
+}
+
+
+@pytest.mark.parametrize("group", ["bi_access_credential", "reader group"])
+def test_set_role_to_a_group_changes_nothing_the_guard_refuses(sess, pair, fdb, server, group):
+    role = group if group != "reader group" else reader_group(pair.primary, fdb)
+    sess.rows(f"SET ROLE {role}")
+    sess.rows("SET default_transaction_read_only = off")
+    for what, sql in GROUP_WRITES.items():
+        outcome = sess.run(sql)
+        assert outcome.state == PERMISSION_DENIED, f"{what}: {outcome}"
+    # What the group sees: the reader group has the grant but no org, so no
+    # row; the credential group has no grant at all.
+    outcome = sess.run("SELECT * FROM accounts")
+    if role == "bi_access_credential":
+        assert outcome.state == PERMISSION_DENIED, str(outcome)
+    else:
+        assert outcome.state == OK and outcome.rows == [], str(outcome)
+    assert pair.primary.value("SELECT count(*) FROM pg_largeobject_metadata", dbname=fdb) == 0
+
+
+CALLS = {
+    "pg_notify": "SELECT pg_notify('app_events', 'forged')",
+    "NOTIFY": "NOTIFY app_events, 'forged'",
+    "advisory lock": "SELECT pg_advisory_lock(42)",
+    "try advisory lock": "SELECT pg_try_advisory_lock(42)",
+    "advisory xact lock": "SELECT pg_advisory_xact_lock_shared(42)",
+    "nextval": "SELECT nextval('counter')",
+    "read a sequence": "SELECT last_value FROM counter",
+}
+
+
+@pytest.mark.parametrize("sql", CALLS.values(), ids=list(CALLS))
+def test_a_read_only_session_may_not_signal_lock_or_count(sess, sql):
+    outcome = sess.run(sql)
+    assert outcome.state == PERMISSION_DENIED, str(outcome)
+
+
+def test_notifications_and_advisory_locks_of_the_application_are_untouched(sess, pair, fdb):
+    """The application listens and locks as before; the credential's attempts
+    reach neither."""
+    app = pair.primary.connect(fdb)
+    try:
+        with app.cursor() as cur:
+            cur.execute("LISTEN app_events")
+            cur.execute("SELECT pg_advisory_lock(7)")
+        assert sess.run("SELECT pg_notify('app_events', 'forged')").state == PERMISSION_DENIED
+        assert sess.run("SELECT pg_try_advisory_lock(7)").state == PERMISSION_DENIED
+        with app.cursor() as cur:
+            cur.execute("SELECT 1")
+        app.poll()
+        assert app.notifies == []
+    finally:
+        app.close()
+
+
+def test_large_objects_through_libpq_fast_path_are_refused(sess, server):
+    """psycopg2's lobject calls lo_creat/lo_open through libpq's fast-path
+    interface, which runs no query at all."""
+    sess.conn.autocommit = False
+    with pytest.raises(psycopg2.Error) as info:
+        sess.conn.lobject(0, "wb")
+    # libpq reports a fast-path error by its message only (no SQLSTATE).
+    assert "a bi_access credential may not call lo_" in str(info.value), str(info.value)
+    sess.conn.rollback()
+
+
+def test_copy_from_stdin_is_refused(sess, server):
+    with pytest.raises(psycopg2.Error) as info:
+        with sess.conn.cursor() as cur:
+            cur.copy_expert("COPY accounts FROM STDIN", io.StringIO(f"99\t{ORG_B}\tforged\n"))
+    assert info.value.pgcode == PERMISSION_DENIED, info.value.pgerror
+
+
+def test_copy_of_a_table_that_is_not_exposed_is_refused(sess, server):
+    with pytest.raises(psycopg2.Error) as info:
+        with sess.conn.cursor() as cur:
+            cur.copy_expert("COPY events_b TO STDOUT", io.StringIO())
+    assert info.value.pgcode == PERMISSION_DENIED, info.value.pgerror

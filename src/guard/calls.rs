@@ -1,0 +1,110 @@
+//! Catalog changes and function calls in a credential session.
+//!
+//! PostgreSQL's object-access hook sees every object created or altered,
+//! whatever path got there (a function such as lo_from_bytea, CREATE TABLE AS
+//! under EXPLAIN, a temp object), and every function about to run: in a query,
+//! folded by the planner, or through libpq's fast-path interface (which is
+//! how clients call the large-object functions). Some built-ins need no table
+//! privilege yet write or reach other sessions: large objects, NOTIFY,
+//! advisory locks, sequences. A credential may call none of them.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::{guarded, refuse};
+
+static mut PREVIOUS: pg_sys::object_access_hook_type = None;
+
+pub(super) fn install() {
+    // SAFETY: called once from _PG_init, in the backend's only thread; the
+    // previous hook is kept and called in turn.
+    unsafe {
+        PREVIOUS = pg_sys::object_access_hook;
+        pg_sys::object_access_hook = Some(object_access_hook);
+    }
+}
+
+/// Built-ins (schema pg_catalog) a credential may not call, by name.
+fn forbidden(name: &str) -> bool {
+    const EXACT: [&str; 6] = [
+        "pg_notify",
+        "loread",
+        "lowrite",
+        "nextval",
+        "setval",
+        "pg_logical_emit_message",
+    ];
+    const PREFIXES: [&str; 3] = ["lo_", "pg_advisory_", "pg_try_advisory_"];
+    EXACT.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// The function's name if it is a built-in of pg_catalog.
+fn builtin_name(function: pg_sys::Oid) -> Option<String> {
+    // SAFETY: syscache lookups; both return NULL/InvalidOid for a missing
+    // function instead of raising.
+    unsafe {
+        if pg_sys::get_func_namespace(function) != pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) {
+            return None;
+        }
+        let name = pg_sys::get_func_name(function);
+        (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned())
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn object_access_hook(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: pg_sys::Oid,
+    object_id: pg_sys::Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut std::ffi::c_void,
+) {
+    if let Some(previous) = PREVIOUS {
+        previous(access, class_id, object_id, sub_id, arg);
+    }
+    use pg_sys::ObjectAccessType::*;
+    match access {
+        OAT_POST_CREATE | OAT_POST_ALTER if guarded() => refuse(
+            "a bi_access credential is read-only: creating or altering a database object is not allowed".into(),
+            "BI logins may read their organization's rows and nothing else.",
+        ),
+        OAT_FUNCTION_EXECUTE if guarded() => {
+            if let Some(name) = builtin_name(object_id).filter(|name| forbidden(name)) {
+                refuse(
+                    format!("a bi_access credential may not call {name}()"),
+                    "Large objects, NOTIFY, advisory locks and sequences are not available to BI logins.",
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::forbidden;
+
+    #[test]
+    fn writes_without_a_table_privilege_are_forbidden() {
+        for name in [
+            "pg_notify",
+            "lo_from_bytea",
+            "lo_creat",
+            "lo_open",
+            "lowrite",
+            "loread",
+            "pg_advisory_lock",
+            "pg_advisory_xact_lock_shared",
+            "pg_try_advisory_lock",
+            "nextval",
+            "setval",
+        ] {
+            assert!(forbidden(name), "{name}");
+        }
+        for name in ["count", "now", "pg_sleep", "lower", "log", "set_config"] {
+            assert!(!forbidden(name), "{name}");
+        }
+    }
+}

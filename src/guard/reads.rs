@@ -1,0 +1,327 @@
+//! Which relations a credential may read: the second layer under row-level
+//! security. It asks nothing of bi_access's own tables (they may be gone):
+//! the catalogs of the relation itself say whether it is exposed as it should
+//! be.
+//!
+//! A relation in a query's range table passes if it is
+//! - in `pg_catalog` or `information_schema`, for reading;
+//! - a table (or partitioned table) with row-level security on and both of
+//!   bi_access's reader policies in place, each comparing a column with
+//!   bi_access's org lookup, the guard binding every credential;
+//! - a `security_invoker` view: it reads the tables below it with the
+//!   credential's own rights, and each of those passes this same check.
+//!
+//! Anything else is refused with 42501: a table granted to PUBLIC by a
+//! migration, a table whose policy was dropped or whose RLS was disabled, a
+//! partition read directly (its parent's policies do not apply to it), a view
+//! that runs as its owner, a sequence, a foreign table. Writing is refused
+//! everywhere. A refusal is a whole statement's: never a partial answer.
+
+use std::cell::Cell;
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgList;
+
+use super::{guarded, refuse};
+use crate::names;
+
+static mut PREVIOUS: pg_sys::ExecutorCheckPerms_hook_type = None;
+
+thread_local! {
+    static INFORMATION_SCHEMA: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+}
+
+pub(super) fn install() {
+    // SAFETY: called once from _PG_init, in the backend's only thread; the
+    // previous hook is kept and called first.
+    unsafe {
+        PREVIOUS = pg_sys::ExecutorCheckPerms_hook;
+        pg_sys::ExecutorCheckPerms_hook = Some(check_permissions);
+    }
+}
+
+/// Why a relation is not readable by a credential.
+enum Refusal {
+    Write,
+    NotExposed,
+}
+
+/// The executor's permission hook (PostgreSQL 14 and 15 pass the range table;
+/// 16 moved the permissions into a list of their own).
+#[pg_guard]
+unsafe extern "C-unwind" fn check_permissions(
+    range_table: *mut pg_sys::List,
+    report: bool,
+) -> bool {
+    if let Some(previous) = PREVIOUS {
+        if !previous(range_table, report) {
+            return false;
+        }
+    }
+    if !guarded() {
+        return true;
+    }
+    for entry in PgList::<pg_sys::RangeTblEntry>::from_pg(range_table).iter_ptr() {
+        if (*entry).rtekind != pg_sys::RTEKind::RTE_RELATION || (*entry).requiredPerms == 0 {
+            continue; // not a relation, or one the planner added (an inheritance child)
+        }
+        if let Err(refusal) = readable((*entry).relid, (*entry).requiredPerms) {
+            if !report {
+                return false;
+            }
+            refuse_relation((*entry).relid, refusal);
+        }
+    }
+    true
+}
+
+fn refuse_relation(relid: pg_sys::Oid, refusal: Refusal) -> ! {
+    let name = relation_name(relid);
+    match refusal {
+        Refusal::Write => refuse(
+            format!("a bi_access credential is read-only: it may not write to {name}"),
+            "BI logins may read their organization's rows and nothing else.",
+        ),
+        Refusal::NotExposed => refuse(
+            format!("permission denied for {name}: a bi_access credential reads only exposed tables"),
+            "A table is readable by BI logins only while bi_access exposes it with its row-level security in place; an administrator's bi_access.check() says what is missing.",
+        ),
+    }
+}
+
+fn relation_name(relid: pg_sys::Oid) -> String {
+    // SAFETY: syscache lookups; NULL for a relation that vanished.
+    unsafe {
+        let name = pg_sys::get_rel_name(relid);
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        if name.is_null() || schema.is_null() {
+            return format!("relation {}", relid.to_u32());
+        }
+        format!(
+            "relation {}",
+            pgrx::spi::quote_qualified_identifier(
+                CStr::from_ptr(schema).to_string_lossy(),
+                CStr::from_ptr(name).to_string_lossy()
+            )
+        )
+    }
+}
+
+fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal> {
+    if required & !(pg_sys::ACL_SELECT as pg_sys::AclMode) != 0 {
+        return Err(Refusal::Write);
+    }
+    // SAFETY: syscache lookups of a relation the executor has locked.
+    let (namespace, kind) = unsafe {
+        (
+            pg_sys::get_rel_namespace(relid),
+            pg_sys::get_rel_relkind(relid) as u8,
+        )
+    };
+    if is_catalog_namespace(namespace) {
+        return Ok(());
+    }
+    let exposed = match kind {
+        pg_sys::RELKIND_RELATION | pg_sys::RELKIND_PARTITIONED_TABLE => {
+            // SAFETY: as above; the relcache entry is released before return.
+            unsafe { with_relation(relid, |relation| policies_in_place(relation)) }
+        }
+        // SAFETY: as above.
+        pg_sys::RELKIND_VIEW => unsafe {
+            with_relation(relid, |relation| security_invoker(relation))
+        },
+        _ => false,
+    };
+    if exposed {
+        Ok(())
+    } else {
+        Err(Refusal::NotExposed)
+    }
+}
+
+fn is_catalog_namespace(namespace: pg_sys::Oid) -> bool {
+    if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) {
+        return true;
+    }
+    let information_schema = INFORMATION_SCHEMA.with(|cached| {
+        cached.get().unwrap_or_else(|| {
+            // SAFETY: a syscache lookup; InvalidOid when missing.
+            let oid = unsafe { pg_sys::get_namespace_oid(c"information_schema".as_ptr(), true) };
+            cached.set(Some(oid));
+            oid
+        })
+    });
+    namespace != pg_sys::InvalidOid && namespace == information_schema
+}
+
+/// # Safety
+/// `relid` must be a relation this backend holds a lock on.
+unsafe fn with_relation(relid: pg_sys::Oid, check: impl FnOnce(pg_sys::Relation) -> bool) -> bool {
+    let relation = pg_sys::RelationIdGetRelation(relid);
+    if relation.is_null() {
+        return false;
+    }
+    let answer = check(relation);
+    pg_sys::RelationClose(relation);
+    answer
+}
+
+/// # Safety
+/// `relation` must be an open relcache entry of a view.
+unsafe fn security_invoker(relation: pg_sys::Relation) -> bool {
+    let options = (*relation).rd_options as *const pg_sys::ViewOptions;
+    !options.is_null() && (*options).security_invoker
+}
+
+/// Row-level security on, and both reader policies as bi_access makes them.
+///
+/// # Safety
+/// `relation` must be an open relcache entry of a table.
+unsafe fn policies_in_place(relation: pg_sys::Relation) -> bool {
+    if !(*(*relation).rd_rel).relrowsecurity || (*relation).rd_rsdesc.is_null() {
+        return false;
+    }
+    let credential_group = pg_sys::get_role_oid(names::CREDENTIAL_GROUP_C.as_ptr(), true);
+    let (mut read, mut guard) = (false, false);
+    for policy in
+        PgList::<pg_sys::RowSecurityPolicy>::from_pg((*(*relation).rd_rsdesc).policies).iter_ptr()
+    {
+        let name = CStr::from_ptr((*policy).policy_name).to_string_lossy();
+        let for_select = matches!((*policy).polcmd as u8, b'r' | b'*');
+        if !for_select || !compares_with_org_lookup((*policy).qual as *mut pg_sys::Node) {
+            continue;
+        }
+        if name == names::POLICY_READ && (*policy).permissive {
+            read = true;
+        } else if name == names::POLICY_GUARD
+            && !(*policy).permissive
+            && binds(policy, credential_group)
+        {
+            guard = true;
+        }
+    }
+    read && guard
+}
+
+/// Whether the policy applies to members of `group` (or to PUBLIC).
+///
+/// # Safety
+/// `policy` must come from an open relcache entry.
+unsafe fn binds(policy: *mut pg_sys::RowSecurityPolicy, group: pg_sys::Oid) -> bool {
+    let mut elements: *mut pg_sys::Datum = std::ptr::null_mut();
+    let mut count: std::ffi::c_int = 0;
+    pg_sys::deconstruct_array(
+        (*policy).roles,
+        pg_sys::OIDOID,
+        4,
+        true,
+        b'i' as std::ffi::c_char,
+        &mut elements,
+        std::ptr::null_mut(),
+        &mut count,
+    );
+    (0..count as usize).any(|i| {
+        let role = pg_sys::Oid::from((*elements.add(i)).value() as u32);
+        role == pg_sys::InvalidOid || (group != pg_sys::InvalidOid && role == group)
+    })
+}
+
+/// `column = (SELECT bi_access.current_org…())`, casts aside: the shape of
+/// every reader policy bi_access creates. A policy of the same name that
+/// compares otherwise (or not at all) is not bi_access's.
+///
+/// # Safety
+/// `qual` must be a node tree of an open relcache entry (or NULL).
+unsafe fn compares_with_org_lookup(qual: *mut pg_sys::Node) -> bool {
+    if !is(qual, pg_sys::NodeTag::T_OpExpr) {
+        return false;
+    }
+    let operator = qual as *mut pg_sys::OpExpr;
+    let name = pg_sys::get_opname((*operator).opno);
+    if name.is_null() || CStr::from_ptr(name) != c"=" {
+        return false;
+    }
+    let args = PgList::<pg_sys::Node>::from_pg((*operator).args);
+    if args.len() != 2 {
+        return false;
+    }
+    let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) else {
+        return false;
+    };
+    is(without_casts(left), pg_sys::NodeTag::T_Var) && is_org_lookup_sublink(without_casts(right))
+}
+
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn is_org_lookup_sublink(node: *mut pg_sys::Node) -> bool {
+    if !is(node, pg_sys::NodeTag::T_SubLink) {
+        return false;
+    }
+    let sublink = node as *mut pg_sys::SubLink;
+    let query = (*sublink).subselect;
+    if (*sublink).subLinkType != pg_sys::SubLinkType::EXPR_SUBLINK
+        || !is(query, pg_sys::NodeTag::T_Query)
+    {
+        return false;
+    }
+    let query = query as *mut pg_sys::Query;
+    let targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
+    if !(*query).rtable.is_null() || targets.len() != 1 {
+        return false;
+    }
+    let Some(target) = targets.get_ptr(0) else {
+        return false;
+    };
+    let call = without_casts((*target).expr as *mut pg_sys::Node);
+    is(call, pg_sys::NodeTag::T_FuncExpr)
+        && is_org_lookup((*(call as *mut pg_sys::FuncExpr)).funcid)
+}
+
+fn is_org_lookup(function: pg_sys::Oid) -> bool {
+    // SAFETY: syscache lookups; NULL for a missing function or schema.
+    unsafe {
+        let name = pg_sys::get_func_name(function);
+        let schema = pg_sys::get_namespace_name(pg_sys::get_func_namespace(function));
+        if name.is_null() || schema.is_null() {
+            return false;
+        }
+        CStr::from_ptr(schema).to_bytes() == names::SCHEMAS[0].as_bytes()
+            && names::ORG_LOOKUPS
+                .iter()
+                .any(|lookup| CStr::from_ptr(name).to_bytes() == lookup.as_bytes())
+    }
+}
+
+/// The expression under binary-compatible relabelings, I/O conversions and
+/// cast functions.
+///
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn without_casts(mut node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    loop {
+        if is(node, pg_sys::NodeTag::T_RelabelType) {
+            node = (*(node as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;
+        } else if is(node, pg_sys::NodeTag::T_CoerceViaIO) {
+            node = (*(node as *mut pg_sys::CoerceViaIO)).arg as *mut pg_sys::Node;
+        } else if is(node, pg_sys::NodeTag::T_FuncExpr)
+            && (*(node as *mut pg_sys::FuncExpr)).funcformat
+                != pg_sys::CoercionForm::COERCE_EXPLICIT_CALL
+        {
+            let args = PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::FuncExpr)).args);
+            match args.get_ptr(0) {
+                Some(arg) if args.len() == 1 => node = arg,
+                _ => return node,
+            }
+        } else {
+            return node;
+        }
+    }
+}
+
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn is(node: *mut pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
+    !node.is_null() && (*node).type_ == tag
+}

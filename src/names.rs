@@ -1,0 +1,26 @@
+//! Names bi_access gives to things, each spelled once. SQL written in `sql/`
+//! repeats some of them; a `#[pg_test]` checks the two agree.
+
+use std::ffi::CStr;
+
+/// The extension, its schema, and the library every credential session loads.
+pub const EXTENSION: &str = "bi_access";
+pub const EXTENSION_C: &CStr = c"bi_access";
+/// bi_access's own schemas: the SQL surface, and the workers behind it.
+pub const SCHEMAS: [&str; 2] = ["bi_access", "bi_access_internal"];
+
+/// Every credential of every database of the cluster is a member: it marks a
+/// BI login wherever it connects.
+pub const CREDENTIAL_GROUP: &str = "bi_access_credential";
+pub const CREDENTIAL_GROUP_C: &CStr = c"bi_access_credential";
+/// Prefix of each database's reader group (a random suffix follows).
+pub const READER_GROUP_PREFIX: &str = "bi_access_reader_";
+
+/// The policies bi_access puts on an exposed table.
+pub const POLICY_READ: &str = "bi_access_read";
+pub const POLICY_GUARD: &str = "bi_access_guard";
+pub const POLICY_PASSTHROUGH: &str = "bi_access_passthrough";
+
+/// The functions the reader policies call (schema `bi_access`): the session
+/// guard recognises a genuine policy by them.
+pub const ORG_LOOKUPS: [&str; 3] = ["current_org", "current_org_bigint", "current_org_uuid"];
