@@ -273,3 +273,16 @@ def test_all_credentials_stop_at_max_bi_connections(pair, bi, server):
     wait_until(lambda: first_statement(creds[0], server) == "ok", 10, "a slot to free up")
     for cred in [*creds, fourth]:
         bi.one("delete", cred.role)
+
+
+def test_a_database_setting_above_a_cap_is_lowered_at_login(pair, bi, cred, server):
+    """A careless ALTER DATABASE … SET work_mem applies to every role of the
+    database; in a credential session it is lowered to the cap."""
+    pair.primary.sql(f"ALTER DATABASE {bi.dbname} SET work_mem = '1GB'")
+    pair.wait_replayed()
+    try:
+        with session(cred, server) as s:
+            assert s.value("SHOW work_mem") == "64MB"
+    finally:
+        pair.primary.sql(f"ALTER DATABASE {bi.dbname} RESET work_mem")
+        pair.wait_replayed()
