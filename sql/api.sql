@@ -12,10 +12,13 @@ SELECT c.id,
        c.role_name,
        -- Precedence: deleted, deleting, failed, deactivated, expired,
        -- pending, syncing, active (src/credentials.rs reads it the same way).
+       -- 'expired' goes through text: the upgrade from 0.1.0 adds that enum
+       -- value in the same transaction that creates this view, where a
+       -- literal of the new value could not be parsed yet.
        CASE WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
             WHEN r.role_missing THEN 'failed'::bi_access.credential_status
             WHEN c.status = 'deactivated' THEN c.status
-            WHEN c.valid_until <= now() THEN 'expired'::bi_access.credential_status
+            WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
             WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
             THEN 'active'::bi_access.credential_status
             ELSE c.status
