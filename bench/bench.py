@@ -568,9 +568,18 @@ class Bench:
             with prim.cursor() as cur:
                 cur.execute("SELECT 1 FROM bi_access.delete(%s)", (user,))
                 cur.execute("SELECT bi_access.purge(%s)", (user,))
+            res["user"] = user
             out.append(res)
         prim.close()
         rep.close()
+        # What the replica's server says it sent each session.
+        if self.a.r_log:
+            time.sleep(0.5)
+            with open(self.a.r_log, errors="replace") as f:
+                text = f.read()
+            for res in out:
+                m = re.search(re.escape(res["user"]) + r"@bench (\w{5}) FATAL:\s+(.*)", text)
+                res["log_code"], res["log_msg"] = (m.group(1), m.group(2).strip()) if m else (None, None)
         return out
 
     # ---- item 7: concurrency ------------------------------------------------
@@ -839,9 +848,15 @@ class Bench:
             # 3
             t3 = qtable(f"### 3. Credential with 10 (cluster A) vs {nb} credentials (cluster B)\n",
                         "10 credentials", f"{nb} credentials", q, "credA", "credB")
-            ratio_rows("3.", f"credential, {nb} / 10 credentials", t3, lambda n: TARGET_SCALE)
-            qtable("Control: the owner's hand-filtered queries on B vs A (no credential involved):\n",
-                   "owner on A", "owner on B", q, "ownerA", "ownerB")
+            ctl = qtable("Control: the owner's hand-filtered queries on B vs A (no credential involved; a "
+                         "ratio away from 1 here is a difference between the two servers):\n",
+                         "owner on A", "owner on B", q, "ownerA", "ownerB")
+            for name, (m, ratios, lv, rv) in t3.items():
+                extra = QUERIES[name].get("extra")
+                self.add(f"3. {name}: credential, {nb} / 10 credentials",
+                         "(context)" if extra else f"≤ {TARGET_SCALE:.2f}",
+                         f"{m:.3f} (spread {spread(ratios)}; {rv:.3f} vs {lv:.3f} ms; control, owner B / A: "
+                         f"{ctl[name][0]:.3f})", None if extra else m <= TARGET_SCALE)
             D.append("Server side (median of `EXPLAIN (ANALYZE, TIMING OFF)` planning and execution, and the "
                      "InitPlans' own time from a timed run; cluster A, org 7):\n")
             D.append("| query | who | planning ms | execution ms | InitPlans ms |")
@@ -900,18 +915,23 @@ class Bench:
             codes = {}
             for x in reach:
                 codes[x["code"]] = codes.get(x["code"], 0) + 1
-            # The session must end: FATAL 57P01, or the connection closed (libpq
-            # reports "server closed the connection unexpectedly", without a
-            # SQLSTATE, when the server's FATAL message is lost to the socket's
-            # reset). Any other error, or a session still working after 10 s, fails.
+            # The session must end. psycopg2 reports a session ended by a FATAL
+            # as "server closed the connection unexpectedly", without the
+            # FATAL's SQLSTATE; R's server log (log_line_prefix with %e) says
+            # what the server sent. Any other error, or a session still
+            # working after 10 s, fails.
             ended = [x for x in reach if x["cut_ms"] is not None and
                      (x["code"] == "57P01" or (x["code"] is None and "closed the connection" in (x["error"] or "")))]
-            all_cut = len(ended) == len(reach)
+            logged = [x for x in reach if x.get("log_code") == "57P01"]
+            have_log = bool(self.a.r_log)
+            all_cut = len(ended) == len(reach) and (not have_log or len(logged) == len(reach))
             self.add("6. revocation reach: an open replica session cannot complete a statement once the revoke "
-                     "on the primary is replayed (its session ends)", f"every try ({len(reach)})",
-                     f"{len(ended)} of {len(reach)} ended (SQLSTATE 57P01: {codes.get('57P01', 0)}; connection "
-                     f"closed without a SQLSTATE: {codes.get(None, 0)}; other: "
-                     f"{sum(v for k, v in codes.items() if k not in ('57P01', None))})", all_cut)
+                     "on the primary is replayed (its session ends with FATAL 57P01)", f"every try ({len(reach)})",
+                     f"{len(ended)} of {len(reach)} ended (client side: SQLSTATE 57P01 {codes.get('57P01', 0)}, "
+                     f"connection closed without a SQLSTATE {codes.get(None, 0)}, other "
+                     f"{sum(v for k, v in codes.items() if k not in ('57P01', None))}"
+                     + (f"; R's log: FATAL 57P01 for {len(logged)} of {len(reach)}" if have_log else "") + ")",
+                     all_cut)
             if cut:
                 self.add("6. revocation reach: commit on the primary → failure on the replica", "(time)",
                          f"median {median(cut):.1f} ms, max {max(cut):.1f} ms (n={len(cut)})", None)
@@ -924,12 +944,18 @@ class Bench:
                      "thread runs `SELECT 1` in the R session until it fails, another polls R's "
                      "`pg_last_wal_replay_lsn()` until it reaches `pg_current_wal_lsn()` read on A right after "
                      "the commit (an upper bound for the commit record). Times in ms after the commit.\n")
-            D.append("| try | replayed | session failed | statements completed after the commit | SQLSTATE | error |")
-            D.append("| --- | --- | --- | --- | --- | --- |")
+            D.append("psycopg2 reports a session ended by a FATAL as \"server closed the connection unexpectedly\" "
+                     "without the FATAL's SQLSTATE; the last column is what R's server log says it sent that "
+                     "session.\n")
+            D.append("| try | replayed | session failed | statements completed after the commit | client SQLSTATE | "
+                     "client error | R's log |")
+            D.append("| --- | --- | --- | --- | --- | --- | --- |")
             for i, x in enumerate(reach):
                 f = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
                 err = (x["error"] or "").replace("|", "/")[:160]
-                D.append(f"| {i + 1} | {f(x['replay_ms'])} | {f(x['cut_ms'])} | {x['statements']} | {x['code']} | {err} |")
+                lg = f"{x.get('log_code')} {x.get('log_msg') or ''}".replace("|", "/")[:120]
+                D.append(f"| {i + 1} | {f(x['replay_ms'])} | {f(x['cut_ms'])} | {x['statements']} | {x['code']} | "
+                         f"{err} | {lg} |")
             D.append("")
         def sec_conc():
             # 7
@@ -1090,6 +1116,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--quick", type=int, default=0)
+    ap.add_argument("--r-log", default=None, help="the replica's server log (item 6)")
     ap.add_argument("--results", required=True)
     ap.add_argument("--info", action="append", default=[])
     args = ap.parse_args()

@@ -349,7 +349,9 @@ log "the servers run the release build: $LOADED"
 
 log "replica R of A (pg_basebackup -R, port $PORT_R, application_name bench_replica)"
 as_pg "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT_A" -U postgres -D "$RUN/r" -R -X stream -c fast
-echo "port = $PORT_R" | as_pg tee -a "$RUN/r/postgresql.conf" >/dev/null
+# the replica's log names each ended session's SQLSTATE (item 6)
+printf "port = %s\nlog_line_prefix = '%%m [%%p] %%u@%%d %%e '\n" "$PORT_R" |
+    as_pg tee -a "$RUN/r/postgresql.conf" >/dev/null
 echo "primary_conninfo = 'host=$SOCK port=$PORT_A user=postgres application_name=bench_replica'" |
     as_pg tee -a "$RUN/r/postgresql.auto.conf" >/dev/null
 start_dir "$RUN/r" "$RUN/r.log"
@@ -371,7 +373,7 @@ source "$CL/info.env"
 set +e
 python3 "$HERE/bench.py" \
     --sock "$SOCK" --port-a "$PORT_A" --port-b "$PORT_B" --port-r "$PORT_R" \
-    --credentials "$RUN/credentials.tsv" \
+    --credentials "$RUN/credentials.tsv" --r-log "$RUN/r.log" \
     --seconds "$SECONDS_PER" --rounds "$ROUNDS" --quick "$QUICK" \
     --results "$RESULTS" \
     --info "orders_rows=$ORDERS_ROWS" \
