@@ -9,7 +9,7 @@ import pytest
 from cluster import as_postgres, pg_tool, run_as_postgres
 
 RESTORED = "saas_restored"
-CREDENTIALS = "SELECT id, org_id, org_name, label, role_name, status::text FROM bi_access.credentials"
+CREDENTIALS = "SELECT id, org_id, org_name, label, role_name FROM bi_access.credentials"
 EVENTS = "SELECT e::text FROM bi_access.events e"
 
 
@@ -38,9 +38,18 @@ def restore(pair, bi, saas_db):
 
 
 def test_restore_keeps_credentials(pair, restore):
+    """Every record comes back. Restored into this same cluster, the copy
+    never manages the original's roles: its current records read failed and
+    say which database does (pg_test/test_custody.py)."""
     original, _ = restore
     assert original["credentials"], "nothing to compare: no credential before the dump"
     assert snapshot(pair, RESTORED)["credentials"] == original["credentials"]
+    status = "SELECT role_name::text, status::text, last_error FROM bi_access.credentials"
+    managed = {role for role, st, _ in pair.primary.sql(status, dbname="saas") if st not in ("deleted", "failed")}
+    in_copy = {role: (st, err) for role, st, err in pair.primary.sql(status, dbname=RESTORED) if role in managed}
+    assert in_copy, "nothing to compare: no current credential in the copy"
+    assert in_copy == {role: ("failed", "this database is a copy: database saas manages this role")
+                       for role in in_copy}
 
 
 def test_restore_keeps_events(pair, restore):

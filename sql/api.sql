@@ -16,7 +16,7 @@ SELECT c.id,
        -- value in the same transaction that creates this view, where a
        -- literal of the new value could not be parsed yet.
        CASE WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
-            WHEN r.role_missing THEN 'failed'::bi_access.credential_status
+            WHEN r.role_missing OR r.custody IS NOT NULL THEN 'failed'::bi_access.credential_status
             WHEN c.status = 'deactivated' THEN c.status
             WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
             WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
@@ -31,12 +31,19 @@ SELECT c.id,
        coalesce(c.last_error,
                 CASE WHEN r.role_missing
                      THEN 'its role does not exist: dropped outside bi_access, or the database was '
-                          'restored without its roles; generate again for this org and label'
-                END) AS last_error
+                          'restored without its roles; regenerate recreates it'
+                END,
+                r.custody) AS last_error
 FROM bi_access.credential c
 CROSS JOIN LATERAL (
     SELECT c.status NOT IN ('failed', 'deleted')
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
+) m
+CROSS JOIN LATERAL (
+    -- Which database manages the role (src/custody.rs): NULL when this one.
+    SELECT m.role_missing,
+           CASE WHEN c.status NOT IN ('failed', 'deleted') AND NOT m.role_missing
+                THEN bi_access_internal.custody_problem(c.role_name::text) END AS custody
 ) r;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
@@ -267,6 +274,7 @@ GRANT EXECUTE ON FUNCTION
     bi_access.sync_tables(),
     bi_access.check(),
     bi_access_internal.replayed(text),
+    bi_access_internal.custody_problem(text),
     bi_access_internal.step_sync_begin(),
     bi_access_internal.step_sync_table(regclass),
     bi_access_internal.step_sync_end(integer, integer, text[])

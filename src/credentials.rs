@@ -172,9 +172,16 @@ pub fn regenerate(
     valid_until: Option<TimestampWithTimeZone>,
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
     let record = lock(role)?;
-    // lock() reads a record whose role is gone as failed.
-    if matches!(record.status.as_str(), "deleted" | "deleting" | "failed") {
+    // lock() reads a record whose role is gone as failed: regenerate
+    // recreates the role (a restore without roles, a role dropped by hand).
+    let role_missing = record.status == "failed" && !roles::exists(role)?;
+    if matches!(record.status.as_str(), "deleted" | "deleting")
+        || (record.status == "failed" && !role_missing)
+    {
         return Err(record.refuse("regenerate", "active or deactivated"));
+    }
+    if role_missing {
+        recreate_role(&record)?;
     }
     if record.status == "expired" && valid_until.is_none() {
         return Err(record.refuse("regenerate", "given a new valid_until"));
@@ -418,11 +425,38 @@ fn lock(role: &str) -> Result<Record> {
         // Dropped outside bi_access, or restored without its roles: the
         // credentials view shows it failed, and generate replaces it.
         record.status = "failed".into();
+    } else if record.status != "deleted" {
+        // A copy never manages the original's roles (src/custody.rs).
+        crate::custody::require_here(role)?;
     }
     if expired && record.is_live() {
         record.status = "expired".into();
     }
     Ok(record)
+}
+
+/// The role of a record whose role is gone, as generate made it, with the
+/// record's expiry and connection limit; the record is current again.
+fn recreate_role(record: &Record) -> Result<()> {
+    let (valid_until, connection_limit) = Spi::get_two_with_args::<String, i32>(
+        "SELECT valid_until::text, connection_limit FROM bi_access.credential WHERE id = $1",
+        &[record.id.into()],
+    )?;
+    let options = LoginOptions {
+        valid_until,
+        connection_limit,
+    };
+    roles::create_login(&record.role, &roles::reader_group()?, &options)?;
+    let status = if settings::replica_application_name().is_some() {
+        "pending"
+    } else {
+        "active"
+    };
+    db::exec(
+        "UPDATE bi_access.credential SET status = $2::bi_access.credential_status, \
+             created_lsn = pg_catalog.pg_current_wal_insert_lsn() WHERE id = $1",
+        &[record.id.into(), status.into()],
+    )
 }
 
 fn set_status(record: &Record, status: &str) -> Result<()> {

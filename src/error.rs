@@ -70,6 +70,12 @@ pub enum BiError {
     #[error("bi_access cannot be dropped while live credentials exist")]
     LiveCredentials(i64),
 
+    #[error("database {database} manages the role {role:?}: this database is a copy of it")]
+    ManagedElsewhere { role: String, database: String },
+
+    #[error("the role {0:?} was restored from another cluster and is not adopted yet")]
+    NotAdopted(String),
+
     #[error(transparent)]
     Secret(#[from] SecretError),
 
@@ -108,6 +114,9 @@ impl BiError {
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             BiError::LiveCredentials(_) => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            BiError::ManagedElsewhere { .. } | BiError::NotAdopted(_) => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -144,6 +153,13 @@ impl BiError {
             ),
             BiError::LiveCredentials(_) => Some(
                 "Delete them first: SELECT bi_access.delete(role_name) FROM bi_access.credentials WHERE status <> 'deleted';"
+                    .into(),
+            ),
+            BiError::ManagedElsewhere { database, .. } => Some(format!(
+                "Manage it from database {database}; a copy never manages the original's roles."
+            )),
+            BiError::NotAdopted(_) => Some(
+                "SELECT * FROM bi_access.sync_tables(); adopts every restored credential of this database."
                     .into(),
             ),
             BiError::Secret(error) => error.hint(),

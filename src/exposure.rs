@@ -176,6 +176,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// Brings every exposed table (and, with bi_access.auto_expose, every new
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
+    crate::custody::adopt_all()?;
     let mut done = Vec::new();
     for tbl in expose_new_tables()? {
         sync_one(tbl)?;
@@ -654,6 +655,7 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 /// bi_access.auto_expose), marks live credentials `syncing`, and returns the
 /// tables to sync, one transaction each.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
+    crate::custody::adopt_all()?;
     expose_new_tables()?;
     // A credential the standby has replayed is active, so it shows syncing.
     db::exec(

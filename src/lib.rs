@@ -4,6 +4,7 @@
 //! Where things are:
 //! - `credentials`: the lifecycle (generate … purge);
 //! - `org`: the org lookup every policy calls;
+//! - `custody`: which database manages a credential role (copies, restores);
 //! - `roles`: creating, altering and dropping PostgreSQL roles;
 //! - `secrets`: passwords, SCRAM verifiers, the sealed copy;
 //! - `key`: the key that seals it, where it lives, export/import/rotate;
@@ -26,6 +27,7 @@ mod audit;
 mod compat;
 mod connection;
 mod credentials;
+mod custody;
 mod db;
 mod error;
 mod exposure;
