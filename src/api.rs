@@ -157,7 +157,10 @@ mod bi_access_internal {
             name!(standby, Option<String>),
         ),
     > {
-        TableIterator::new(or_raise(targets::list()))
+        let rows = or_raise(targets::list())
+            .into_iter()
+            .map(|t| (t.name, t.host, t.port, t.sslmode, t.standby));
+        TableIterator::new(rows.collect::<Vec<_>>())
     }
 
     #[pg_extern(volatile, parallel_unsafe)]

@@ -294,28 +294,13 @@ fn server_port() -> Result<i32> {
 
 /// The targets view: `default` first, then every named target, each with
 /// its effective values.
-pub fn list() -> Result<Vec<(String, String, i32, String, Option<String>)>> {
-    let default = default_target()?;
-    let mut rows = vec![(
-        default.name,
-        default.host,
-        default.port,
-        default.sslmode,
-        default.standby,
-    )];
+pub fn list() -> Result<Vec<Target>> {
+    let mut targets = vec![default_target()?];
     let names = db::column::<String>("SELECT name FROM bi_access.target ORDER BY name", &[])?;
     for name in names {
-        if let Some(target) = find(&name)? {
-            rows.push((
-                target.name,
-                target.host,
-                target.port,
-                target.sslmode,
-                target.standby,
-            ));
-        }
+        targets.extend(find(&name)?);
     }
-    Ok(rows)
+    Ok(targets)
 }
 
 #[cfg(test)]
