@@ -32,6 +32,7 @@ pgrx-test: setup
 
 pg-test: install
 	bash pg_test/run.sh
+	bash pg_test/upgrade/run.sh
 
 test: lint pgrx-test pg-test
 	@echo "make test: all suites passed"

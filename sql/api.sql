@@ -15,12 +15,15 @@ SELECT c.id,
        -- Precedence: deleted, deleting, failed, deactivated, expired,
        -- pending, syncing, active (src/credentials.rs reads it the same way).
        -- pending and deleting wait for the standby of the credential's target.
+       -- 'expired' goes through text: the upgrade from 0.1.0 adds that enum
+       -- value in the same transaction that creates this view, where a
+       -- literal of the new value could not be parsed yet.
        CASE WHEN c.status = 'deleted' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
             THEN 'deleting'::bi_access.credential_status
             WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
             WHEN r.role_missing THEN 'failed'::bi_access.credential_status
             WHEN c.status = 'deactivated' THEN c.status
-            WHEN c.valid_until <= now() THEN 'expired'::bi_access.credential_status
+            WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
             WHEN c.status = 'pending' AND bi_access_internal.replayed(c.target, c.created_lsn::text)
             THEN 'active'::bi_access.credential_status
             ELSE c.status
@@ -331,7 +334,7 @@ GRANT EXECUTE ON FUNCTION
     bi_access.connection_details(name)
 TO bi_access_editor;
 
-GRANT USAGE ON SCHEMA bi_access_internal TO bi_access_admin;
+GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
 GRANT EXECUTE ON FUNCTION
     bi_access.regenerate(name, timestamptz),
     bi_access.revoke(name),
