@@ -5,6 +5,36 @@
 -- reaches it through text).
 ALTER TYPE bi_access.credential_status ADD VALUE IF NOT EXISTS 'expired';
 
+-- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
+-- procedure and event trigger is recreated below exactly as a fresh install
+-- creates it. Functions returning bi_access.credentials depend on the view.
+DROP EVENT TRIGGER IF EXISTS bi_access_new_tables;
+DROP EVENT TRIGGER IF EXISTS bi_access_forget_dropped;
+DROP EVENT TRIGGER IF EXISTS bi_access_drop_extension;
+DROP FUNCTION bi_access.on_ddl_command_end();
+DROP FUNCTION bi_access.on_sql_drop();
+DROP FUNCTION bi_access.on_drop_extension();
+DROP PROCEDURE bi_access.sync(text, integer);
+DROP FUNCTION bi_access_internal.step_sync_begin();
+DROP FUNCTION bi_access_internal.step_sync_table(regclass);
+DROP FUNCTION bi_access_internal.step_sync_end(integer, integer, text[]);
+DROP FUNCTION bi_access.generate(text, text, text, timestamptz, integer);
+DROP FUNCTION bi_access.connection_details(name);
+DROP FUNCTION bi_access.regenerate(name);
+DROP FUNCTION bi_access.revoke(name);
+DROP FUNCTION bi_access.activate(name);
+DROP FUNCTION bi_access.delete(name);
+DROP FUNCTION bi_access.purge(name);
+DROP FUNCTION bi_access.expose_table(regclass, name);
+DROP FUNCTION bi_access.hide_table(regclass);
+DROP FUNCTION bi_access.unsynced_tables();
+DROP FUNCTION bi_access.sync_tables();
+DROP FUNCTION bi_access."check"();
+DROP VIEW bi_access.credentials;
+DROP VIEW bi_access.events;
+
+-- After the event triggers of 0.1.0 are gone: they would fire on the DDL
+-- below and call 0.1.0 workers that the new library no longer has.
 -- Management tiers (cluster-wide, as sql/bootstrap.sql creates them): each
 -- a member of the one below; bi_access_admin exists since 0.1.0 and gains
 -- the other two through its membership in bi_access_editor.
@@ -48,31 +78,3 @@ CREATE TABLE bi_access.target (
 CREATE INDEX credential_target ON bi_access.credential (target);
 SELECT pg_catalog.pg_extension_config_dump('bi_access.target', '');
 REVOKE ALL ON bi_access.target FROM PUBLIC;
-
--- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
--- procedure and event trigger is recreated below exactly as a fresh install
--- creates it. Functions returning bi_access.credentials depend on the view.
-DROP EVENT TRIGGER IF EXISTS bi_access_new_tables;
-DROP EVENT TRIGGER IF EXISTS bi_access_forget_dropped;
-DROP EVENT TRIGGER IF EXISTS bi_access_drop_extension;
-DROP FUNCTION bi_access.on_ddl_command_end();
-DROP FUNCTION bi_access.on_sql_drop();
-DROP FUNCTION bi_access.on_drop_extension();
-DROP PROCEDURE bi_access.sync(text, integer);
-DROP FUNCTION bi_access_internal.step_sync_begin();
-DROP FUNCTION bi_access_internal.step_sync_table(regclass);
-DROP FUNCTION bi_access_internal.step_sync_end(integer, integer, text[]);
-DROP FUNCTION bi_access.generate(text, text, text, timestamptz, integer);
-DROP FUNCTION bi_access.connection_details(name);
-DROP FUNCTION bi_access.regenerate(name);
-DROP FUNCTION bi_access.revoke(name);
-DROP FUNCTION bi_access.activate(name);
-DROP FUNCTION bi_access.delete(name);
-DROP FUNCTION bi_access.purge(name);
-DROP FUNCTION bi_access.expose_table(regclass, name);
-DROP FUNCTION bi_access.hide_table(regclass);
-DROP FUNCTION bi_access.unsynced_tables();
-DROP FUNCTION bi_access.sync_tables();
-DROP FUNCTION bi_access."check"();
-DROP VIEW bi_access.credentials;
-DROP VIEW bi_access.events;
