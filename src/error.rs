@@ -45,6 +45,28 @@ pub enum BiError {
     #[error("{0} is not a table bi_access can expose")]
     WrongObjectType(String),
 
+    #[error("relation {0} does not exist")]
+    NoSuchTable(String),
+
+    #[error("{table} is in schema {schema}, which bi_access never exposes")]
+    RefusedSchema { table: String, schema: String },
+
+    #[error(
+        "{role} may not expose or hide {table}: it needs to be a member of the table's owner, \
+             with USAGE on its schema and SELECT on it"
+    )]
+    NotPermitted { role: String, table: String },
+
+    #[error("org column {column:?} of {table} is of type {column_type}, which bi_access does not match org keys against")]
+    RefusedColumnType {
+        table: String,
+        column: String,
+        column_type: String,
+    },
+
+    #[error("{0} is neither exposed nor hidden, nor a new table bi_access would expose")]
+    UnknownTable(String),
+
     #[error("view {0} is not security_invoker, so it would bypass row-level security")]
     DefinerView(String),
 
@@ -93,7 +115,13 @@ impl BiError {
             BiError::WrongStatus { .. } | BiError::DormantPolicies(_) => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
-            BiError::WrongObjectType(_) | BiError::DefinerView(_) => ERRCODE_WRONG_OBJECT_TYPE,
+            BiError::WrongObjectType(_)
+            | BiError::DefinerView(_)
+            | BiError::RefusedSchema { .. } => ERRCODE_WRONG_OBJECT_TYPE,
+            BiError::NoSuchTable(_) => ERRCODE_UNDEFINED_TABLE,
+            BiError::NotPermitted { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            BiError::RefusedColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
+            BiError::UnknownTable(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             BiError::LiveCredentials(_) => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
@@ -130,6 +158,12 @@ impl BiError {
                  Enable it yourself (ALTER TABLE {table} ENABLE ROW LEVEL SECURITY) once they are meant \
                  to apply, or drop them; then expose the table."
             )),
+            BiError::RefusedColumnType { .. } => Some(
+                "An org column is text, varchar, smallint, integer, bigint, uuid or citext.".into(),
+            ),
+            BiError::NotPermitted { .. } => Some(
+                "Ask the table's owner (or a superuser) to expose it, or to grant you its role.".into(),
+            ),
             BiError::LockNotAvailable(_) => Some(
                 "Retry later, raise lock_timeout, or use CALL bi_access.sync(), which retries table by table."
                     .into(),

@@ -1187,4 +1187,391 @@ mod tests {
             assert_eq!(one::<i64>("SELECT count(*) FROM public.projects"), 8);
         });
     }
+
+    // ------------------------- least privilege of management, org key matching
+
+    /// A non-superuser admin (a member of bi_access_admin) that owns nothing.
+    fn plain_admin() {
+        run("CREATE ROLE test_mgmt_admin NOLOGIN IN ROLE bi_access_admin");
+    }
+
+    #[pg_test]
+    fn expose_table_refuses_a_table_the_caller_cannot_read_with_42501() {
+        plain_admin();
+        run("CREATE SCHEMA hr");
+        run("CREATE TABLE hr.salaries (org_id bigint, amount int)");
+        let oid: u32 = one::<pg_sys::Oid>("SELECT 'hr.salaries'::regclass::oid").into();
+        as_role("test_mgmt_admin", || {
+            // By OID: the regclass input function never reads the schema.
+            fails_with(
+                &format!("SELECT bi_access.expose_table({oid})"),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+            fails_with(
+                &format!("SELECT bi_access.hide_table({oid})"),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        // USAGE and SELECT without membership in the owner: still 42501.
+        run("GRANT USAGE ON SCHEMA hr TO test_mgmt_admin");
+        run("GRANT SELECT ON hr.salaries TO test_mgmt_admin");
+        as_role("test_mgmt_admin", || {
+            fails_with(
+                "SELECT bi_access.expose_table('hr.salaries')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        // A member of the owner without USAGE on the schema: 42501.
+        run("CREATE ROLE test_hr_owner NOLOGIN");
+        run("ALTER TABLE hr.salaries OWNER TO test_hr_owner");
+        run("GRANT test_hr_owner TO test_mgmt_admin");
+        run("REVOKE USAGE ON SCHEMA hr FROM test_mgmt_admin");
+        as_role("test_mgmt_admin", || {
+            fails_with(
+                &format!("SELECT bi_access.expose_table({oid})"),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        // A member of the owner, with USAGE and SELECT: allowed.
+        run("GRANT USAGE ON SCHEMA hr TO test_mgmt_admin");
+        as_role("test_mgmt_admin", || {
+            run("SELECT bi_access.expose_table('hr.salaries')");
+        });
+        let exposed: i64 = one("SELECT count(*) FROM bi_access.exposed_table \
+             WHERE tbl = 'hr.salaries'::regclass AND NOT hidden");
+        assert_eq!(exposed, 1);
+    }
+
+    #[pg_test]
+    fn the_caller_is_the_role_the_session_set_role_to() {
+        plain_admin();
+        run("CREATE TABLE public.owned_elsewhere (org_id bigint)");
+        // The superuser who SET ROLEs to a plain admin is checked as that
+        // admin, not as the extension's owner nor as its login.
+        as_role("test_mgmt_admin", || {
+            fails_with(
+                "SELECT bi_access.expose_table('public.owned_elsewhere')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        run("SELECT bi_access.expose_table('public.owned_elsewhere')");
+    }
+
+    #[pg_test]
+    fn bi_access_and_system_relations_are_refused_with_42809() {
+        plain_admin();
+        as_role("test_mgmt_admin", || {
+            for relation in [
+                "bi_access.credential",
+                "bi_access.credentials",
+                "bi_access.exposed_table",
+                "pg_catalog.pg_class",
+                "pg_catalog.pg_authid",
+                "information_schema.tables",
+            ] {
+                fails_with(
+                    &format!("SELECT bi_access.expose_table('{relation}', 'oid')"),
+                    ERRCODE_WRONG_OBJECT_TYPE,
+                );
+                fails_with(
+                    &format!("SELECT bi_access.hide_table('{relation}')"),
+                    ERRCODE_WRONG_OBJECT_TYPE,
+                );
+            }
+        });
+        // Refused to a superuser too: no one exposes bi_access's own records.
+        fails_with(
+            "SELECT bi_access.expose_table('bi_access.credential', 'org_id')",
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+        fails_with(
+            "SELECT bi_access.hide_table('pg_class')",
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+        let toast: String = one(
+            "SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'bi_access.credential'::regclass",
+        );
+        fails_with(
+            &format!("SELECT bi_access.expose_table('{toast}', 'chunk_id')"),
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+    }
+
+    #[pg_test]
+    fn wrong_kinds_of_relation_are_refused_with_42809() {
+        run("CREATE MATERIALIZED VIEW public.mv_org AS SELECT 1::bigint AS org_id");
+        run("CREATE VIEW public.definer_org AS SELECT 1::bigint AS org_id");
+        run("CREATE SEQUENCE public.seq_org");
+        run("CREATE TABLE public.has_index (org_id bigint PRIMARY KEY)");
+        for relation in [
+            "public.mv_org",
+            "public.definer_org",
+            "public.seq_org",
+            "public.has_index_pkey",
+        ] {
+            fails_with(
+                &format!("SELECT bi_access.expose_table('{relation}')"),
+                ERRCODE_WRONG_OBJECT_TYPE,
+            );
+        }
+    }
+
+    #[pg_test]
+    fn the_sqlstates_come_in_designs_order() {
+        plain_admin();
+        run("CREATE TABLE public.flags (id int, flag boolean, org_id bigint)");
+        // 42P01 first: a table given by an OID that names nothing.
+        as_role("test_mgmt_admin", || {
+            fails_with(
+                "SELECT bi_access.expose_table(4294967000)",
+                ERRCODE_UNDEFINED_TABLE,
+            );
+            fails_with(
+                "SELECT bi_access.hide_table(4294967000)",
+                ERRCODE_UNDEFINED_TABLE,
+            );
+            // 42809 before 42501: the admin may not read pg_authid either.
+            fails_with(
+                "SELECT bi_access.expose_table('pg_authid', 'no_such_column')",
+                ERRCODE_WRONG_OBJECT_TYPE,
+            );
+            // 42501 before 42703 and 42804: nothing about the table's columns leaks.
+            fails_with(
+                "SELECT bi_access.expose_table('public.flags', 'no_such_column')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+            fails_with(
+                "SELECT bi_access.expose_table('public.flags', 'flag')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        fails_with(
+            "SELECT bi_access.expose_table('public.flags', 'no_such_column')",
+            ERRCODE_UNDEFINED_COLUMN,
+        );
+        fails_with(
+            "SELECT bi_access.expose_table('public.flags', 'flag')",
+            ERRCODE_DATATYPE_MISMATCH,
+        );
+    }
+
+    #[pg_test]
+    fn org_columns_of_a_refused_type_are_42804() {
+        run("CREATE TYPE public.tier AS ENUM ('1', '2')");
+        run("CREATE DOMAIN public.org_text AS text CHECK (VALUE <> 'x')");
+        run(
+            "CREATE TABLE public.odd (flag boolean, amount numeric, tier public.tier, \
+             code char(4), domained public.org_text, stamp timestamptz, \
+             c_text text COLLATE \"C\", ok_text text, ok_varchar varchar(8), \
+             ok_small smallint, ok_int integer, ok_big bigint, ok_uuid uuid)",
+        );
+        for column in [
+            "flag", "amount", "tier", "code", "domained", "stamp", "c_text",
+        ] {
+            fails_with(
+                &format!("SELECT bi_access.expose_table('public.odd', '{column}')"),
+                ERRCODE_DATATYPE_MISMATCH,
+            );
+        }
+        for column in [
+            "ok_text",
+            "ok_varchar",
+            "ok_small",
+            "ok_int",
+            "ok_big",
+            "ok_uuid",
+        ] {
+            assert_eq!(
+                sqlstate(&format!(
+                    "SELECT bi_access.expose_table('public.odd', '{column}')"
+                )),
+                None,
+                "{column}"
+            );
+        }
+    }
+
+    #[pg_test]
+    fn hide_table_of_a_table_bi_access_does_not_know_is_55000() {
+        run("CREATE TABLE public.unrelated (id int)");
+        fails_with(
+            "SELECT bi_access.hide_table('public.unrelated')",
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        // A new table (exposed schema, org column) may be hidden before any
+        // sync exposes it, and hiding twice changes nothing.
+        run("CREATE TABLE public.newcomer (id int, org_id bigint)");
+        run("SELECT bi_access.hide_table('public.newcomer')");
+        run("SELECT bi_access.hide_table('public.newcomer')");
+        let hidden: i64 = one("SELECT count(*) FROM bi_access.exposed_table \
+             WHERE tbl = 'public.newcomer'::regclass AND hidden");
+        assert_eq!(hidden, 1);
+    }
+
+    #[pg_test]
+    fn an_exposure_of_a_refused_schema_made_earlier_can_still_be_hidden() {
+        // As an older version could have recorded it.
+        run("CREATE TABLE public.later_moved (org_id bigint)");
+        run("SELECT bi_access.expose_table('public.later_moved')");
+        run("ALTER TABLE public.later_moved SET SCHEMA bi_access_internal");
+        run("SELECT bi_access.hide_table('bi_access_internal.later_moved')");
+        let grants: i64 = one(&format!(
+            "SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a \
+             WHERE c.oid = 'bi_access_internal.later_moved'::regclass \
+               AND a.grantee = '{}'::regrole",
+            reader()
+        ));
+        assert_eq!(grants, 0, "its grant is withdrawn");
+    }
+
+    /// One table per accepted org column type, each with rows of two orgs;
+    /// `keys` are the keys that must read exactly `rows` of it, and every
+    /// other key in `misses` must read nothing (and raise nothing).
+    fn key_matching(column_type: &str, values: &[&str], hits: &[(&str, i64)], misses: &[&str]) {
+        let table = format!(
+            "public.keys_{}",
+            column_type.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        run(&format!(
+            "CREATE TABLE {table} (id serial, org_id {column_type})"
+        ));
+        for value in values {
+            run(&format!(
+                "INSERT INTO {table} (org_id) VALUES ({})",
+                pgrx::spi::quote_literal(value)
+            ));
+        }
+        run(&format!("SELECT bi_access.expose_table('{table}')"));
+        for (key, rows) in hits
+            .iter()
+            .map(|(k, n)| (*k, *n))
+            .chain(misses.iter().map(|k| (*k, 0)))
+        {
+            let (user, _) = Spi::get_two::<String, String>(&format!(
+                "SELECT username, password FROM bi_access.generate({}, {})",
+                pgrx::spi::quote_literal(key),
+                // One label per table: a key recurs across the tables.
+                pgrx::spi::quote_literal(&table)
+            ))
+            .map(|(user, password)| (user.unwrap(), password.unwrap()))
+            .unwrap();
+            let seen = as_role(&user, || {
+                assert_eq!(
+                    sqlstate(&format!("SELECT count(*) FROM {table}")),
+                    None,
+                    "{column_type}: key {key:?} raised"
+                );
+                one::<i64>(&format!("SELECT count(*) FROM {table}"))
+            });
+            assert_eq!(seen, rows, "{column_type}: key {key:?}");
+        }
+    }
+
+    #[pg_test]
+    fn integer_keys_match_their_exact_text_form_only() {
+        for column_type in ["bigint", "integer", "smallint"] {
+            key_matching(
+                column_type,
+                &["42", "42", "-7", "0"],
+                &[("42", 2), ("-7", 1), ("0", 1)],
+                &[
+                    " 42 ",
+                    "42 ",
+                    "+42",
+                    "042",
+                    "42.0",
+                    "-07",
+                    "-0",
+                    "4e1",
+                    "acme",
+                    "99999999999999999999",
+                ],
+            );
+        }
+        // Beyond the column's range: no row, no error.
+        key_matching(
+            "int2",
+            &["1"],
+            &[("1", 1)],
+            &["70000", "-9223372036854775808"],
+        );
+    }
+
+    #[pg_test]
+    fn uuid_keys_match_their_canonical_text_form_only() {
+        key_matching(
+            "uuid",
+            &[ACME, ACME, GLOBEX],
+            &[(ACME, 2), (GLOBEX, 1)],
+            &[
+                "00000000-0000-0000-0000-00000000000A",
+                "{00000000-0000-0000-0000-00000000000a}",
+                "0000000000000000000000000000000a",
+                " 00000000-0000-0000-0000-00000000000a",
+                "acme",
+            ],
+        );
+    }
+
+    #[pg_test]
+    fn text_keys_match_byte_for_byte() {
+        for column_type in ["text", "varchar", "character varying(8)"] {
+            key_matching(
+                column_type,
+                &["acme", "acme", "42", "Globex"],
+                &[("acme", 2), ("42", 1), ("Globex", 1)],
+                &[
+                    " acme",
+                    "acme ",
+                    "ACME",
+                    "Acme",
+                    "042",
+                    "+42",
+                    "globex",
+                    "acme-and-more-than-8",
+                ],
+            );
+        }
+    }
+
+    #[pg_test]
+    fn citext_keys_match_as_citext_compares() {
+        run("CREATE EXTENSION IF NOT EXISTS citext");
+        // citext's own equality: case-insensitive, blanks and all else exact.
+        key_matching(
+            "public.citext",
+            &["Acme", "acme", "Globex"],
+            &[("acme", 2), ("ACME", 2), ("globex", 1)],
+            &[" acme", "acme ", "ac me", "042"],
+        );
+    }
+
+    #[pg_test]
+    fn check_reports_every_definer_view_and_refused_org_columns() {
+        saas();
+        run("CREATE VIEW public.quiet AS SELECT 1 AS x");
+        run("CREATE TABLE public.flags (flag boolean)");
+        // As an older version recorded it, before boolean org columns were refused.
+        run(
+            "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ('public.flags', 'flag')",
+        );
+        let report: String = one(
+            "SELECT coalesce(string_agg(severity || '|' || object || '|' || fix, E'\\n' ORDER BY object), '') \
+             FROM bi_access.check()",
+        );
+        assert!(
+            report.contains(
+                "warning|public.quiet|ALTER VIEW public.quiet SET (security_invoker = true);"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("error|public.flags|SELECT bi_access.hide_table('public.flags');"),
+            "{report}"
+        );
+        run(&format!("GRANT SELECT ON public.quiet TO {}", reader()));
+        let readable: String =
+            one("SELECT severity FROM bi_access.check() WHERE object = 'public.quiet'");
+        assert_eq!(readable, "error");
+    }
 }
