@@ -208,3 +208,23 @@ def test_drop_target_is_refused_while_current_credentials_use_it(bi, pair):
     bi.call("drop_target", name)
     assert bi.query("SELECT 1 FROM bi_access.targets WHERE name = %s", (name,)) == []
     assert bi.record(cred.role)["target"] == name, "a deleted record keeps its target's name"
+
+
+def findings_for(bi, target: str) -> list[dict]:
+    return [f for f in bi.query("SELECT * FROM bi_access.check()") if f["object"] == f"target {target}"]
+
+
+def test_check_names_a_target_whose_standby_is_not_connected(bi, pair):
+    name = unique_label("absent")
+    bi.call("set_target", name, "127.0.0.1", pair.primary.port, "disable", "nobody_streams_this")
+    assert findings_for(bi, name) == [], "no credential waits yet"
+    cred = bi.generate(ORG, target=name, wait_replica=False)
+    assert bi.status(cred.role) == "pending"
+    [finding] = findings_for(bi, name)
+    assert finding["severity"] == "warning" and "nobody_streams_this" in finding["finding"], finding
+    bi.one("delete", cred.role)
+    assert bi.status(cred.role) == "deleting"
+    assert len(findings_for(bi, name)) == 1, "a deleting credential waits too"
+    bi.call("drop_target", name)
+    assert findings_for(bi, name) == []
+    assert bi.status(cred.role) == "deleted", "its target gone, nothing is left to wait for"

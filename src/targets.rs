@@ -292,6 +292,30 @@ fn server_port() -> Result<i32> {
     )
 }
 
+/// For check(): each target whose standby is not connected (no row of
+/// pg_stat_replication) while credentials wait for it (`pending` or
+/// `deleting`): (target, standby, how many wait).
+pub fn waiting_on_absent_standbys() -> Result<Vec<(String, String, i64)>> {
+    let mut absent = Vec::new();
+    for target in list()? {
+        let Some(standby) = target.standby else {
+            continue;
+        };
+        let waiting = db::first::<i64>(
+            "SELECT count(*) FROM bi_access.credentials \
+             WHERE target = $1 AND status IN ('pending', 'deleting') \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_replication \
+                               WHERE application_name = $2)",
+            &[target.name.as_str().into(), standby.as_str().into()],
+        )?
+        .unwrap_or(0);
+        if waiting > 0 {
+            absent.push((target.name, standby, waiting));
+        }
+    }
+    Ok(absent)
+}
+
 /// The targets view: `default` first, then every named target, each with
 /// its effective values.
 pub fn list() -> Result<Vec<Target>> {
