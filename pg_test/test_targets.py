@@ -11,7 +11,8 @@ import contextlib
 import pytest
 
 from bi import Credential, assert_login_refused, can_login, raises_sqlstate, unique_label
-from cluster import REPLICA_APP_NAME
+from cluster import REPLICA_APP_NAME, wait_until
+from probe import Background, Session
 
 WEST_APP = "bi_replica_west"
 ORG = "301"
@@ -228,3 +229,41 @@ def test_check_names_a_target_whose_standby_is_not_connected(bi, pair):
     bi.call("drop_target", name)
     assert findings_for(bi, name) == []
     assert bi.status(cred.role) == "deleted", "its target gone, nothing is left to wait for"
+
+
+def waiting(pair, dbname: str, pid: int) -> bool:
+    return pair.primary.value("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                              (pid,), dbname=dbname)
+
+
+def test_drop_target_waits_for_a_generate_in_progress_then_refuses(bi, pair, saas_db):
+    name = unique_label("race")
+    bi.call("set_target", name, "127.0.0.1", pair.primary.port, "disable")
+    generating = bi.connect()
+    generating.autocommit = False
+    with generating.cursor() as cur:
+        cur.execute("SELECT username, password FROM bi_access.generate(%s, %s, target => %s)",
+                    (ORG, unique_label(), name))
+        bi.secrets.add(cur.fetchone()[1])
+    dropping = Background(Session(bi.connect()), "SELECT bi_access.drop_target(%s)", (name,))
+    wait_until(lambda: waiting(pair, saas_db.dbname, dropping.pid), 10, "drop_target to wait for generate")
+    generating.commit()
+    generating.close()
+    assert dropping.join().state == "55000", dropping.result
+    dropping.session.close()
+
+
+def test_generate_waits_for_a_drop_target_in_progress_then_refuses(bi, pair, saas_db):
+    name = unique_label("race")
+    bi.call("set_target", name, "127.0.0.1", pair.primary.port, "disable")
+    dropping = bi.connect()
+    dropping.autocommit = False
+    with dropping.cursor() as cur:
+        cur.execute("SELECT bi_access.drop_target(%s)", (name,))
+    generating = Background(Session(bi.connect()), "SELECT * FROM bi_access.generate(%s, %s, target => %s)",
+                            (ORG, unique_label(), name))
+    wait_until(lambda: waiting(pair, saas_db.dbname, generating.pid), 10, "generate to wait for drop_target")
+    dropping.commit()
+    dropping.close()
+    assert generating.join().state == "22023", generating.result
+    generating.session.close()

@@ -92,7 +92,6 @@ pub fn generate(
         .connection_limit
         .unwrap_or_else(settings::default_connection_limit);
     let target = targets::for_generate(request.target)?;
-    targets::hold(&target)?;
     replace_failed(org_id, label)?;
 
     let role = roles::new_role_name()?;

@@ -91,13 +91,24 @@ pub fn find(name: &str) -> Result<Option<Target>> {
 }
 
 /// generate's `target` argument: NULL is `default`; an unknown name is 22023.
+/// A named target's row is held (FOR SHARE) until the caller's transaction
+/// ends, so a concurrent drop_target either waits and then sees the new
+/// credential, or has dropped it first and generate finds no target.
 pub fn for_generate(name: Option<&str>) -> Result<Target> {
     let name = name.unwrap_or(DEFAULT);
-    find(name)?.ok_or_else(|| {
+    let unknown = || {
         BiError::InvalidParameter(format!(
             "target {name:?} does not exist; bi_access.targets lists them"
         ))
-    })
+    };
+    if name != DEFAULT {
+        db::first_mut::<bool>(
+            "SELECT true FROM bi_access.target WHERE name = $1 FOR SHARE",
+            &[name.into()],
+        )?
+        .ok_or_else(unknown)?;
+    }
+    find(name)?.ok_or_else(unknown)
 }
 
 /// The standby whose replay a credential of target `name` waits for.
@@ -237,18 +248,6 @@ pub fn drop_target(name: Option<&str>) -> Result<()> {
         &[name.into()],
     )?;
     audit::record("drop_target", &NO_SUBJECT, json!({ "target": name }))
-}
-
-/// Keeps generate and drop_target apart: generate holds its target's row
-/// until it commits, so a concurrent drop_target waits and then sees it.
-pub fn hold(target: &Target) -> Result<()> {
-    if target.name != DEFAULT {
-        db::first_mut::<bool>(
-            "SELECT true FROM bi_access.target WHERE name = $1 FOR SHARE",
-            &[target.name.as_str().into()],
-        )?;
-    }
-    Ok(())
 }
 
 /// A name set_target and drop_target accept: `default` is the settings'.
