@@ -90,13 +90,15 @@ CREATE TABLE bi_access.credential (
     valid_until timestamptz,
     connection_limit integer,
     last_error text,
-    -- nonce || XChaCha20-Poly1305 ciphertext of the password, bound to role_name;
-    -- the key lives in a 0600 file of the data directory, never in a table.
+    -- nonce || XChaCha20-Poly1305 ciphertext of the password, bound to role_name,
+    -- under the key of bi_access.sealing_key.
     secret bytea,
     -- WAL insert position once the latest change of its role (creation, a
     -- new password, its drop) was written: the target's standby has it once
     -- its replay position has passed it (pending, deleting until then).
     created_lsn pg_lsn,
+    -- Fingerprint of the key that sealed `secret` (src/key.rs).
+    sealed_with text,
     -- the target the credential's details point at: 'default' (the
     -- bi_access.host/port/sslmode/replica_application_name settings) or a
     -- row of bi_access.target.
@@ -146,6 +148,18 @@ CREATE TABLE bi_access.exposed_table (
     exposed_at timestamptz NOT NULL DEFAULT now(),
     synced_at timestamptz
 );
+
+-- The key that seals the passwords kept for "View Details" (src/key.rs).
+-- Not marked for pg_dump: physical replication and backups carry it, no
+-- logical dump does. Row-level security without a permissive policy hides it
+-- from every role that does not bypass RLS (pg_read_all_data included).
+CREATE TABLE bi_access.sealing_key (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key bytea NOT NULL CHECK (length(key) = 32),
+    fingerprint text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
 
 -- Named targets (src/targets.rs): where credentials are told to connect, and
 -- the standby (by application_name; NULL: the primary) whose replay makes a

@@ -74,8 +74,9 @@ mod bi_access_internal {
         or_raise(credentials::connection_details(role))
     }
 
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn regenerate(
+    /// Its symbol is not 0.1.0's `regenerate` (see `legacy`).
+    #[pg_extern(volatile, parallel_unsafe, name = "regenerate")]
+    fn regenerate_until(
         role: &str,
         valid_until: Option<TimestampWithTimeZone>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
