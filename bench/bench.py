@@ -297,7 +297,7 @@ class Bench:
     # ---- item 2 ----------------------------------------------------------
     def queries_application(self):
         T, R = self.a.seconds, self.a.rounds
-        log(f"item 2: app_rw, {len(QUERIES)} queries x (plain.* never exposed, public.* exposed), "
+        log(f"item 2: app_rw, {len(QUERIES)} queries x (plain.* never exposed, public.* exposed) x (A, B), "
             f"lockstep, {R} rounds x {T} s")
         self.rls_state = self.run_sql(
             "A", "bench", "SELECT n.nspname, c.relname, c.relrowsecurity, "
@@ -305,31 +305,36 @@ class Bench:
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relname IN ('orders', 'order_items') AND c.relkind = 'r' "
             "AND n.nspname IN ('public', 'plain') ORDER BY 1, 2")
-        res = {name: {"before": [], "after": [], "n": []} for name in QUERIES}
+        keys = ("before", "after", "beforeB", "afterB")
+        res = {name: {k: [] for k in keys} | {"n": []} for name in QUERIES}
         rng = random.Random(2)
         for r in range(-1, R):
             org = self.creds[max(r, 0) % len(self.creds)][0]
             s1 = self.login("A", "app_rw", "app_rw")
             s2 = self.login("A", "app_rw", "app_rw")
-            sides = [("before", s1), ("after", s1), ("before", s2), ("after", s2)]
+            s3 = self.login("B", "app_rw", "app_rw")
+            s4 = self.login("B", "app_rw", "app_rw")
+            sides = [("before", s1), ("after", s1), ("before", s2), ("after", s2),
+                     ("beforeB", s3), ("afterB", s3), ("beforeB", s4), ("afterB", s4)]
             for name, q in QUERIES.items():
                 if q.get("hand_setup"):
-                    for s in (s1, s2):
+                    for s in (s1, s2, s3, s4):
                         with s.cursor() as cur:
                             for schema in ("plain", "public"):
                                 cur.execute(q["hand_setup"].format(schema=schema, org=org))
 
                 def sqls(i, q=q, org=org):
                     rid = org_row_id(org, rng)
-                    return {"before": q["hand"].format(schema="plain", org=org, id=rid),
-                            "after": q["hand"].format(schema="public", org=org, id=rid)}
+                    before = q["hand"].format(schema="plain", org=org, id=rid)
+                    after = q["hand"].format(schema="public", org=org, id=rid)
+                    return {"before": before, "after": after, "beforeB": before, "afterB": after}
                 lat = self.lockstep(sides, sqls, 1 if r < 0 else T, seed=r)
                 if r >= 0:
-                    for k in ("before", "after"):
+                    for k in keys:
                         res[name][k].append(median(lat[k]))
                     res[name]["n"].append(len(lat["before"]))
-            s1.close()
-            s2.close()
+            for c in (s1, s2, s3, s4):
+                c.close()
             if r >= 0:
                 log(f"  round {r + 1}/{R} done")
         # the application role still reads every org's rows and may write
@@ -842,6 +847,11 @@ class Bench:
                         f"(`public.*`), twins with the same rows and indexes, cluster A ({state})\n",
                         "never exposed", "exposed", app, "before", "after")
             ratio_rows("2.", "app role, exposed / never-exposed table", t2, lambda n: TARGET_APP)
+            t2b = qtable(f"### 2. The same on cluster B ({nb} credentials: the pass-through policy's "
+                         "`pg_auth_members` lookup runs against all their memberships)\n",
+                         "never exposed", "exposed", app, "beforeB", "afterB")
+            ratio_rows("2.", f"app role, exposed / never-exposed table, {nb} credentials", t2b,
+                       lambda n: TARGET_APP)
             orgs, updated = self.app_check
             self.add("2. app role after exposure: reads every org's rows, may write", "1000 orgs, 1 row updated",
                      f"{orgs} orgs, {updated} row updated", orgs == 1000 and updated == 1)

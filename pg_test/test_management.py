@@ -359,6 +359,23 @@ def test_set_role_postgres_from_a_credential_carries_no_backtrace(backtrace_serv
         conn.close()
 
 
+@pytest.mark.parametrize("sql, sqlstate", [
+    ("SELECT bi_access.expose_table('pg_class')", "42809"),
+    ("SELECT bi_access.expose_table('public.t1', 'no_such_column')", "42501"),
+    ("SELECT * FROM bi_access.connection_details('no_such_role')", "42704"),
+])
+def test_errors_bi_access_raises_carry_no_backtrace(backtrace_server, sql, sqlstate):
+    """bi_access's own errors: the file/line/function fields name no path of
+    the build machine either."""
+    conn = admin_conn(backtrace_server)
+    try:
+        with pytest.raises(psycopg2.Error) as info, conn.cursor() as cur:
+            cur.execute(sql)
+        assert_clean(info.value, sqlstate)
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("lock_timeout", ["0", "30s"], ids=["blocking lock", "polled lock"])
 def test_a_statement_cancelled_inside_sync_tables_carries_no_backtrace(backtrace_server, lock_timeout):
     """statement_timeout fires while sync_tables() waits for a table's lock:
