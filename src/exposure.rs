@@ -660,7 +660,7 @@ pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     // A credential the standby has replayed is active, so it shows syncing.
     db::exec(
         "UPDATE bi_access.credential SET status = 'active', updated_at = now() \
-         WHERE status = 'pending' AND bi_access_internal.replayed(created_lsn::text)",
+         WHERE status = 'pending' AND bi_access_internal.replayed(target, created_lsn::text)",
         &[],
     )?;
     db::exec(

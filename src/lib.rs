@@ -12,6 +12,7 @@
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
 //! - `health`: `check()`, the security posture;
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
+//! - `targets`: named targets (host, port, sslmode, standby) credentials point at;
 //! - `guard`: the session guard: what a credential's own session may do;
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
@@ -42,6 +43,7 @@ mod roles;
 mod secrets;
 mod sessions;
 mod settings;
+mod targets;
 mod uninstall;
 
 ::pgrx::pg_module_magic!(name, version);
