@@ -64,7 +64,10 @@ COMMENT ON TYPE bi_access.connection IS
 -- and its name says nothing about the database or its tenants.
 CREATE TABLE bi_access.config (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    reader_role name NOT NULL UNIQUE
+    reader_role name NOT NULL UNIQUE,
+    -- The backend that began the last CALL bi_access.sync(): credentials read
+    -- `syncing` while it runs that procedure, and at no other time.
+    sync_pid integer
 );
 
 DO $bootstrap$

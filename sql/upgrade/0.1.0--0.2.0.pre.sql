@@ -17,6 +17,11 @@ CREATE TABLE bi_access.sealing_key (
 ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON bi_access.sealing_key FROM PUBLIC;
 
+-- `syncing` is derived from the running sync, never stored: 0.1.0 left it
+-- on every credential when a CALL bi_access.sync() was cancelled or killed.
+ALTER TABLE bi_access.config ADD COLUMN sync_pid integer;
+UPDATE bi_access.credential SET status = 'active' WHERE status = 'syncing';
+
 -- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
 -- procedure and event trigger is recreated below exactly as a fresh install
 -- creates it. Functions returning bi_access.credentials depend on the view.
