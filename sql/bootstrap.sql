@@ -76,6 +76,9 @@ DECLARE
 BEGIN
     EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', reader);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), reader);
+    -- A credential that SET ROLEs to its reader group is still a member of
+    -- bi_access_credential: the pass-through policy never admits it.
+    EXECUTE format('GRANT bi_access_credential TO %I', reader);
     INSERT INTO bi_access.config (reader_role) VALUES (reader);
 END
 $bootstrap$;

@@ -22,6 +22,14 @@ REVOKE ALL ON bi_access.sealing_key FROM PUBLIC;
 ALTER TABLE bi_access.config ADD COLUMN sync_pid integer;
 UPDATE bi_access.credential SET status = 'active' WHERE status = 'syncing';
 
+-- A credential that SET ROLEs to its reader group is still a member of
+-- bi_access_credential: the pass-through policy never admits it.
+DO $upgrade$
+BEGIN
+    EXECUTE format('GRANT bi_access_credential TO %I', (SELECT reader_role FROM bi_access.config));
+END
+$upgrade$;
+
 -- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
 -- procedure and event trigger is recreated below exactly as a fresh install
 -- creates it. Functions returning bi_access.credentials depend on the view.
