@@ -1,7 +1,7 @@
 -- bi_access bootstrap: roles, types and tables. Runs before every generated
 -- object of the extension script, in schema bi_access.
 
--- The admin role is cluster-wide and may already exist from another database
+-- The admin and pooler roles are cluster-wide and may already exist from another database
 -- of the cluster that has the extension; it is never dropped by the extension.
 -- So is bi_access_credential, the group every credential of every database
 -- joins: it holds no privilege, but marks a BI login wherever it connects
@@ -10,6 +10,11 @@ DO $bootstrap$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_admin') THEN
         CREATE ROLE bi_access_admin NOLOGIN;
+    END IF;
+    -- PgBouncer's auth_user is granted this role: it may call
+    -- bi_access.pgbouncer_auth() and nothing else of bi_access.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_pooler') THEN
+        CREATE ROLE bi_access_pooler NOLOGIN;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_credential') THEN
         CREATE ROLE bi_access_credential NOLOGIN NOINHERIT;

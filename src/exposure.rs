@@ -187,6 +187,8 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
         }
         done.push((tbl, sync_one(tbl)?.to_string()));
     }
+    // Credentials' pgaudit read logging follows bi_access.audit_reads.
+    crate::roles::sync_audit_reads()?;
     let changed = done
         .iter()
         .filter(|(_, action)| action != "unchanged")
@@ -655,6 +657,8 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 /// tables to sync, one transaction each.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     expose_new_tables()?;
+    // Credentials' pgaudit read logging follows bi_access.audit_reads.
+    crate::roles::sync_audit_reads()?;
     // A credential the standby has replayed is active, so it shows syncing.
     db::exec(
         "UPDATE bi_access.credential SET status = 'active', updated_at = now() \

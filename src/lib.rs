@@ -9,6 +9,7 @@
 //! - `sessions`: ending a role's sessions at commit;
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
 //! - `health`: `check()`, the security posture;
+//! - `pooler`: PgBouncer's auth_query (`pgbouncer_auth`);
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
 //! - `guard`: the session guard: what a credential's own session may do;
 //! - `uninstall`: the drop guard, and what removing the extension does first;
@@ -32,6 +33,7 @@ mod health;
 mod names;
 mod org;
 mod policies;
+mod pooler;
 mod roles;
 mod secrets;
 mod sessions;
