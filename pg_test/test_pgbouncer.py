@@ -32,6 +32,9 @@ POOLER_USER = "bi_pgbouncer"
 POOLER_PASSWORD = "pgbouncer-auth-user-not-a-bi-secret"
 ORG_A, ORG_B = "101", "202"
 PERMISSION_DENIED = "42501"
+# Longer than PgBouncer's maintenance pass, which tests idle server
+# connections (server_check_delay = 0: every idle one).
+CHECK_PASS = 1.5
 QUERY_CANCELED = "57014"
 SCRAM_PREFIX = "SCRAM-SHA-256$"
 # What PgBouncer 1.18 answers a client whose auth_query found no row ("no
@@ -180,6 +183,11 @@ def test_a_regenerated_password_replaces_the_old_one_through_pgbouncer(pair, bi,
     new = bi.regenerate(old.role)  # waits for the replica to replay it
     assert new.role == old.role and new.password != old.password
     assert_refused_by_pooler(bouncer.args(old))
+    # The pooled server connection logged in with the old password: the
+    # replica ends it at its next statement. With server_check_delay = 0
+    # PgBouncer tests idle server connections at its next maintenance pass
+    # (a few times a second) and drops that one, so clients never get it.
+    time.sleep(CHECK_PASS)
     assert counts(psycopg2_rows(bouncer.url(new, pair.replica.port), saas_db.counts_sql())) == \
         saas_db.rows_of(ORG_B)
 
