@@ -75,12 +75,14 @@ CREATE TABLE bi_access.credential (
     valid_until timestamptz,
     connection_limit integer,
     last_error text,
-    -- nonce || XChaCha20-Poly1305 ciphertext of the password, bound to role_name;
-    -- the key lives in a 0600 file of the data directory, never in a table.
+    -- nonce || XChaCha20-Poly1305 ciphertext of the password, bound to role_name,
+    -- under the key of bi_access.sealing_key.
     secret bytea,
     -- WAL insert position once the credential was written: the configured
     -- replica can let the role in once its replay position has passed it.
     created_lsn pg_lsn,
+    -- Fingerprint of the key that sealed `secret` (src/key.rs).
+    sealed_with text,
     CONSTRAINT credential_org_id_check CHECK (org_id <> '' AND length(org_id) <= 256),
     CONSTRAINT credential_label_check CHECK (label <> '' AND length(label) <= 63)
 );
@@ -126,6 +128,18 @@ CREATE TABLE bi_access.exposed_table (
     exposed_at timestamptz NOT NULL DEFAULT now(),
     synced_at timestamptz
 );
+
+-- The key that seals the passwords kept for "View Details" (src/key.rs).
+-- Not marked for pg_dump: physical replication and backups carry it, no
+-- logical dump does. Row-level security without a permissive policy hides it
+-- from every role that does not bypass RLS (pg_read_all_data included).
+CREATE TABLE bi_access.sealing_key (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key bytea NOT NULL CHECK (length(key) = 32),
+    fingerprint text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
 
 -- pg_dump keeps the records, the log and the exposure list.
 SELECT pg_catalog.pg_extension_config_dump('bi_access.credential', '');

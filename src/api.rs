@@ -22,7 +22,8 @@ fn current_org() -> Option<String> {
     or_raise(org::current_org())
 }
 
-/// The org key as a bigint, for integer org columns; NULL if it is not one.
+/// The org key as a bigint, for integer org columns; NULL (no row) unless
+/// the key is exactly what `bigint::text` prints (see org::as_bigint).
 #[pg_extern(stable, parallel_safe, security_definer)]
 fn current_org_bigint() -> Option<i64> {
     or_raise(org::current_org())
@@ -30,7 +31,8 @@ fn current_org_bigint() -> Option<i64> {
         .and_then(org::as_bigint)
 }
 
-/// The org key as a uuid, for uuid org columns; NULL if it is not one.
+/// The org key as a uuid, for uuid org columns; NULL (no row) unless the
+/// key is exactly what `uuid::text` prints (see org::as_uuid).
 #[pg_extern(stable, parallel_safe, security_definer)]
 fn current_org_uuid() -> Option<pgrx::Uuid> {
     or_raise(org::current_org())
@@ -69,8 +71,9 @@ mod bi_access_internal {
         or_raise(credentials::connection_details(role))
     }
 
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn regenerate(
+    /// Its symbol is not 0.1.0's `regenerate` (see `legacy`).
+    #[pg_extern(volatile, parallel_unsafe, name = "regenerate")]
+    fn regenerate_until(
         role: &str,
         valid_until: Option<TimestampWithTimeZone>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {

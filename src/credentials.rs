@@ -10,8 +10,9 @@ use crate::audit::{self, Subject};
 use crate::connection::{Details, Org};
 use crate::db;
 use crate::error::{BiError, Result};
+use crate::key;
 use crate::roles::{self, LoginOptions};
-use crate::secrets;
+use crate::secrets::{self, SecretError};
 use crate::sessions;
 use crate::settings;
 
@@ -73,6 +74,7 @@ pub fn generate(
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
     let (org_id, label) = validate(&request)?;
     let valid_until = resolve_valid_until(request.valid_until)?;
+    let key = key::for_sealing()?;
     // Never unlimited unless asked for (-1) or configured so.
     let connection_limit = request
         .connection_limit
@@ -110,13 +112,18 @@ pub fn generate(
         connection_limit: Some(connection_limit),
     };
     roles::create_login(&role, &roles::reader_group()?, &options)?;
-    let (password, sealed) = new_password(&role)?;
+    let (password, sealed, sealed_with) = new_password(&role, &key)?;
     // created_lsn: the WAL position the standby must replay before the role
     // can log in there.
     db::exec(
         "UPDATE bi_access.credential \
-         SET secret = $2, created_lsn = pg_catalog.pg_current_wal_insert_lsn() WHERE role_name = $1",
-        &[role.as_str().into(), sealed.into()],
+         SET secret = $2, sealed_with = $3, created_lsn = pg_catalog.pg_current_wal_insert_lsn() \
+         WHERE role_name = $1",
+        &[
+            role.as_str().into(),
+            sealed.into(),
+            sealed_with.as_str().into(),
+        ],
     )?;
 
     let org = Org {
@@ -144,11 +151,15 @@ pub fn connection_details(
     if !record.is_live() {
         return Err(record.refuse("connection_details", "active"));
     }
-    let sealed = db::first::<Vec<u8>>(
-        "SELECT secret FROM bi_access.credential WHERE id = $1",
+    let (sealed, sealed_with) = Spi::get_two_with_args::<Vec<u8>, String>(
+        "SELECT secret, sealed_with FROM bi_access.credential WHERE id = $1",
         &[record.id.into()],
     )?;
-    let password = secrets::open(&record.role, sealed.as_deref().unwrap_or_default())?;
+    let Some(sealed) = sealed else {
+        return Err(SecretError::CannotOpen.into());
+    };
+    let key = key::for_opening(sealed_with.as_deref())?;
+    let password = secrets::open_with(&key.key, &record.role, &sealed)?;
     audit::record("reveal", &record.subject(), json!({}))?;
     Details::new(&record.role, password, &record.org())?.into_tuple()
 }
@@ -175,12 +186,17 @@ pub fn regenerate(
     if let Some(until) = &until {
         roles::set_valid_until(role, until)?;
     }
-    let (password, sealed) = new_password(role)?;
+    let (password, sealed, sealed_with) = new_password(role, &key::for_sealing()?)?;
     db::exec(
         "UPDATE bi_access.credential \
-         SET secret = $2, rotated_at = now(), updated_at = now(), last_error = NULL, \
+         SET secret = $2, sealed_with = $4, rotated_at = now(), updated_at = now(), last_error = NULL, \
              valid_until = coalesce($3::timestamptz, valid_until) WHERE id = $1",
-        &[record.id.into(), sealed.into(), until.as_deref().into()],
+        &[
+            record.id.into(),
+            sealed.into(),
+            until.as_deref().into(),
+            sealed_with.as_str().into(),
+        ],
     )?;
     let ended = end_sessions(role)?;
     audit::record(
@@ -355,13 +371,14 @@ fn duplicate(org_id: &str, label: &str) -> Result<BiError> {
     })
 }
 
-/// Gives the role a new password; returns it and its sealed copy, which the
-/// caller stores with the rest of its update.
-fn new_password(role: &str) -> Result<(String, Vec<u8>)> {
+/// Gives the role a new password; returns it, its sealed copy and the
+/// fingerprint of the key that sealed it, which the caller stores with the
+/// rest of its update.
+fn new_password(role: &str, key: &key::SealingKey) -> Result<(String, Vec<u8>, String)> {
     let password = secrets::new_password();
     roles::set_password(role, &secrets::scram_verifier(&password))?;
-    let sealed = secrets::seal(role, &password)?;
-    Ok((password, sealed))
+    let sealed = secrets::seal_with(&key.key, role, &password)?;
+    Ok((password, sealed, key.fingerprint.clone()))
 }
 
 fn lock(role: &str) -> Result<Record> {

@@ -108,8 +108,7 @@ impl BiError {
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             BiError::LiveCredentials(_) => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
-            BiError::Secret(SecretError::CannotOpen) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            BiError::Secret(_) => ERRCODE_IO_ERROR,
+            BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -147,10 +146,7 @@ impl BiError {
                 "Delete them first: SELECT bi_access.delete(role_name) FROM bi_access.credentials WHERE status <> 'deleted';"
                     .into(),
             ),
-            BiError::Secret(SecretError::CannotOpen) => Some(
-                "The key file of this server does not open it; bi_access.regenerate() issues a new password."
-                    .into(),
-            ),
+            BiError::Secret(error) => error.hint(),
             _ => None,
         }
     }

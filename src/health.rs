@@ -29,7 +29,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 14] = [
+    let probes: [Probe; 15] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -43,6 +43,7 @@ pub fn check() -> Result<Vec<Finding>> {
         orphaned_reader_groups,
         ssl,
         password_encryption,
+        sealing_key,
         audit_reads,
     ];
     let mut findings = Vec::new();
@@ -343,6 +344,20 @@ FROM pg_policy WHERE polname = ''%s'' \\gexec DROP OWNED BY %I; ', \
         "the reader group of a database where bi_access is gone (dropped past its drop guard, \
          or the database was dropped): tables there keep its grants and bi_access's pass-through policy",
     )
+}
+
+/// A key missing or different from the one that sealed the passwords, and
+/// roles that could read it (src/key.rs).
+fn sealing_key(_: &Context) -> Result<Vec<Finding>> {
+    Ok(crate::key::findings()?
+        .into_iter()
+        .map(|(severity, object, finding, fix)| Finding {
+            severity,
+            object,
+            finding,
+            fix,
+        })
+        .collect())
 }
 
 fn ssl(_: &Context) -> Result<Vec<Finding>> {

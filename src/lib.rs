@@ -5,7 +5,8 @@
 //! - `credentials`: the lifecycle (generate … purge);
 //! - `org`: the org lookup every policy calls;
 //! - `roles`: creating, altering and dropping PostgreSQL roles;
-//! - `secrets`: passwords, SCRAM verifiers, the sealed copy and its key file;
+//! - `secrets`: passwords, SCRAM verifiers, the sealed copy;
+//! - `key`: the key that seals it, where it lives, export/import/rotate;
 //! - `sessions`: ending a role's sessions at commit;
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
 //! - `health`: `check()`, the security posture;
@@ -15,6 +16,7 @@
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
 //! - `compat`: what differs between PostgreSQL majors;
+//! - `legacy`: symbols older versions' SQL calls until ALTER EXTENSION UPDATE;
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
 //! - `api` and `sql/api.sql`: the SQL surface.
 
@@ -30,6 +32,8 @@ mod error;
 mod exposure;
 mod guard;
 mod health;
+mod key;
+mod legacy;
 mod names;
 mod org;
 mod policies;

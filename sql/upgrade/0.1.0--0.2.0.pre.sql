@@ -5,6 +5,18 @@
 -- reaches it through text).
 ALTER TYPE bi_access.credential_status ADD VALUE IF NOT EXISTS 'expired';
 
+-- The key moves from a file of the data directory into a table that
+-- physical replication carries (see bootstrap.sql); post.sql adopts the file.
+ALTER TABLE bi_access.credential ADD COLUMN sealed_with text;
+CREATE TABLE bi_access.sealing_key (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key bytea NOT NULL CHECK (length(key) = 32),
+    fingerprint text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON bi_access.sealing_key FROM PUBLIC;
+
 -- PgBouncer's auth_user role (bootstrap.sql creates it on a fresh install);
 -- cluster-wide, so another database may have created it already.
 DO $upgrade$
