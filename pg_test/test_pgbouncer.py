@@ -323,6 +323,21 @@ def test_a_role_that_lost_its_reader_group_gets_no_row(pair, bi, saas_db, pooler
     assert auth(pair.replica, saas_db.dbname, cred.role) == []
 
 
+def test_a_copy_of_the_database_does_not_vouch_for_the_originals_roles(pair, pooler_user):
+    """CREATE DATABASE … TEMPLATE copies the records and the reader group's
+    name; the role's custody mark still names the original."""
+    pair.primary.sql("CREATE DATABASE pool_orig")
+    pair.primary.sql("CREATE EXTENSION bi_access", dbname="pool_orig")
+    role = pair.primary.value("SELECT username FROM bi_access.generate('1', 'copy')", dbname="pool_orig")
+    pair.primary.sql("CREATE DATABASE pool_copy TEMPLATE pool_orig")
+    pair.wait_replayed()
+    assert auth(pair.replica, "pool_orig", role) == [(role, verifier(pair.replica, role))]
+    assert pair.primary.value("SELECT count(*) FROM bi_access.credential WHERE role_name = %s", (role,),
+                              dbname="pool_copy") == 1
+    assert auth(pair.replica, "pool_copy", role) == []
+    assert auth(pair.primary, "pool_copy", role) == []
+
+
 @pytest.mark.parametrize("role", [PLAIN_ROLE, ADMIN_ROLE])
 def test_only_bi_access_pooler_may_call_it(pair, saas_db, role, pooler_user):
     password = {PLAIN_ROLE: PLAIN_PASSWORD, ADMIN_ROLE: ADMIN_PASSWORD}[role]

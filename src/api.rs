@@ -48,6 +48,7 @@ mod bi_access_internal {
     use crate::credentials::{self, Request};
     use crate::error::or_raise;
     use crate::exposure;
+    use crate::targets;
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn generate(
@@ -56,6 +57,8 @@ mod bi_access_internal {
         org_name: Option<&str>,
         valid_until: Option<TimestampWithTimeZone>,
         connection_limit: Option<i32>,
+        scope: Option<&str>,
+        target: Option<&str>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
         or_raise(credentials::generate(Request {
             org_id,
@@ -63,6 +66,8 @@ mod bi_access_internal {
             org_name,
             valid_until,
             connection_limit,
+            scope,
+            target,
         }))
     }
 
@@ -100,12 +105,65 @@ mod bi_access_internal {
         or_raise(credentials::purge(role))
     }
 
-    /// Whether the configured standby has replayed a credential's creation;
-    /// the credentials view turns `pending` into `active` with it.
+    /// Whether the standby of a credential's target has replayed its latest
+    /// change; the credentials view tells `pending` from `active` and
+    /// `deleting` from `deleted` with it.
     #[pg_extern(stable, parallel_safe, security_definer)]
     #[search_path(pg_catalog, pg_temp)]
-    fn replayed(lsn: Option<&str>) -> bool {
-        or_raise(credentials::replayed(lsn))
+    fn replayed(target: Option<&str>, lsn: Option<&str>) -> bool {
+        or_raise(credentials::replayed(target, lsn))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn revoke_org(org_id: Option<&str>) -> Vec<String> {
+        or_raise(credentials::revoke_org(org_id))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn delete_org(org_id: Option<&str>) -> Vec<String> {
+        or_raise(credentials::delete_org(org_id))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn set_target(
+        name: Option<&str>,
+        host: Option<&str>,
+        port: Option<i32>,
+        sslmode: Option<&str>,
+        standby: Option<&str>,
+    ) {
+        or_raise(targets::set_target(targets::Definition {
+            name,
+            host,
+            port,
+            sslmode,
+            standby,
+        }))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn drop_target(name: Option<&str>) {
+        or_raise(targets::drop_target(name))
+    }
+
+    /// The rows of the targets view, `default` first, each with its
+    /// effective values.
+    #[pg_extern(stable, parallel_unsafe, security_definer)]
+    #[search_path(pg_catalog, pg_temp)]
+    fn targets() -> TableIterator<
+        'static,
+        (
+            name!(name, String),
+            name!(host, String),
+            name!(port, i32),
+            name!(sslmode, String),
+            name!(standby, Option<String>),
+        ),
+    > {
+        let rows = or_raise(targets::list())
+            .into_iter()
+            .map(|t| (t.name, t.host, t.port, t.sslmode, t.standby));
+        TableIterator::new(rows.collect::<Vec<_>>())
     }
 
     #[pg_extern(volatile, parallel_unsafe)]

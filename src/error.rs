@@ -30,6 +30,18 @@ pub enum BiError {
         needs: &'static str,
     },
 
+    #[error("target {0:?} does not exist")]
+    NoSuchTarget(String),
+
+    #[error("target {target:?} is used by {credentials} current credential(s)")]
+    TargetInUse { target: String, credentials: i64 },
+
+    #[error("bi_access credential {role:?} points at target {target:?}, which no longer exists")]
+    TargetGone { role: String, target: String },
+
+    #[error("org {0:?} has no bi_access credential")]
+    NoSuchOrg(String),
+
     #[error("{0} is not a table bi_access can expose")]
     WrongObjectType(String),
 
@@ -70,6 +82,12 @@ pub enum BiError {
     #[error("bi_access cannot be dropped while live credentials exist")]
     LiveCredentials(i64),
 
+    #[error("database {database} manages the role {role:?}: this database is a copy of it")]
+    ManagedElsewhere { role: String, database: String },
+
+    #[error("the role {0:?} was restored from another cluster and is not adopted yet")]
+    NotAdopted(String),
+
     #[error(transparent)]
     Secret(#[from] SecretError),
 
@@ -94,7 +112,12 @@ impl BiError {
         match self {
             BiError::InvalidParameter(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             BiError::Duplicate { .. } => ERRCODE_UNIQUE_VIOLATION,
-            BiError::NoSuchCredential(_) => ERRCODE_UNDEFINED_OBJECT,
+            BiError::NoSuchCredential(_) | BiError::NoSuchTarget(_) | BiError::NoSuchOrg(_) => {
+                ERRCODE_UNDEFINED_OBJECT
+            }
+            BiError::TargetInUse { .. } | BiError::TargetGone { .. } => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             BiError::WrongStatus { .. } | BiError::DormantPolicies(_) => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
@@ -108,6 +131,9 @@ impl BiError {
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             BiError::LiveCredentials(_) => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            BiError::ManagedElsewhere { .. } | BiError::NotAdopted(_) => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -124,6 +150,14 @@ impl BiError {
             BiError::NoSuchCredential(_) => {
                 Some("bi_access.credentials lists the roles bi_access manages.".into())
             }
+            BiError::NoSuchTarget(_) => Some("bi_access.targets lists the targets.".into()),
+            BiError::TargetInUse { target, .. } => Some(format!(
+                "Delete them first; bi_access.credentials lists them (WHERE target = {}).",
+                pgrx::spi::quote_literal(target)
+            )),
+            BiError::TargetGone { target, .. } => Some(format!(
+                "Define it again with bi_access.set_target('{target}', host, port, ...)."
+            )),
             BiError::DefinerView(view) => Some(format!(
                 "ALTER VIEW {view} SET (security_invoker = true); then expose it."
             )),
@@ -144,6 +178,13 @@ impl BiError {
             ),
             BiError::LiveCredentials(_) => Some(
                 "Delete them first: SELECT bi_access.delete(role_name) FROM bi_access.credentials WHERE status <> 'deleted';"
+                    .into(),
+            ),
+            BiError::ManagedElsewhere { database, .. } => Some(format!(
+                "Manage it from database {database}; a copy never manages the original's roles."
+            )),
+            BiError::NotAdopted(_) => Some(
+                "SELECT * FROM bi_access.sync_tables(); adopts every restored credential of this database."
                     .into(),
             ),
             BiError::Secret(error) => error.hint(),

@@ -176,6 +176,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// Brings every exposed table (and, with bi_access.auto_expose, every new
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
+    crate::custody::adopt_all()?;
     let mut done = Vec::new();
     for tbl in expose_new_tables()? {
         sync_one(tbl)?;
@@ -656,13 +657,14 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 /// bi_access.auto_expose), marks live credentials `syncing`, and returns the
 /// tables to sync, one transaction each.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
+    crate::custody::adopt_all()?;
     expose_new_tables()?;
     // Credentials' pgaudit read logging follows bi_access.audit_reads.
     crate::roles::sync_audit_reads()?;
     // A credential the standby has replayed is active, so it shows syncing.
     db::exec(
         "UPDATE bi_access.credential SET status = 'active', updated_at = now() \
-         WHERE status = 'pending' AND bi_access_internal.replayed(created_lsn::text)",
+         WHERE status = 'pending' AND bi_access_internal.replayed(target, created_lsn::text)",
         &[],
     )?;
     db::exec(

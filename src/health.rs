@@ -9,6 +9,7 @@ use crate::exposure;
 use crate::names;
 use crate::roles;
 use crate::settings;
+use crate::targets;
 
 pub struct Finding {
     pub severity: &'static str,
@@ -29,7 +30,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 15] = [
+    let probes: [Probe; 16] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -44,6 +45,7 @@ pub fn check() -> Result<Vec<Finding>> {
         ssl,
         password_encryption,
         sealing_key,
+        absent_standbys,
         audit_reads,
     ];
     let mut findings = Vec::new();
@@ -72,6 +74,26 @@ fn rows(
         }
         Ok(findings)
     })
+}
+
+/// A target's standby that is not connected while credentials wait for it:
+/// they stay pending (or deleting) until it replays.
+fn absent_standbys(_: &Context) -> Result<Vec<Finding>> {
+    Ok(targets::waiting_on_absent_standbys()?
+        .into_iter()
+        .map(|(target, standby, waiting)| Finding {
+            severity: "warning",
+            object: format!("target {target}"),
+            finding: format!(
+                "{waiting} credential(s) wait for standby {standby:?}, which is not connected to this primary"
+            ),
+            fix: if target == targets::DEFAULT {
+                format!("Start or reconnect the standby with application_name {standby:?}, or ALTER SYSTEM SET bi_access.replica_application_name to the standby clients use.")
+            } else {
+                format!("Start or reconnect the standby with application_name {standby:?}, or SELECT bi_access.set_target({}, host, port, sslmode, standby => <its application_name>);", pgrx::spi::quote_literal(&target))
+            },
+        })
+        .collect())
 }
 
 /// New LOGIN roles may connect wherever PUBLIC may.

@@ -4,6 +4,7 @@
 //! Where things are:
 //! - `credentials`: the lifecycle (generate … purge);
 //! - `org`: the org lookup every policy calls;
+//! - `custody`: which database manages a credential role (copies, restores);
 //! - `roles`: creating, altering and dropping PostgreSQL roles;
 //! - `secrets`: passwords, SCRAM verifiers, the sealed copy;
 //! - `key`: the key that seals it, where it lives, export/import/rotate;
@@ -12,6 +13,7 @@
 //! - `health`: `check()`, the security posture;
 //! - `pooler`: PgBouncer's auth_query (`pgbouncer_auth`);
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
+//! - `targets`: named targets (host, port, sslmode, standby) credentials point at;
 //! - `guard`: the session guard: what a credential's own session may do;
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
@@ -27,6 +29,7 @@ mod audit;
 mod compat;
 mod connection;
 mod credentials;
+mod custody;
 mod db;
 mod error;
 mod exposure;
@@ -42,6 +45,7 @@ mod roles;
 mod secrets;
 mod sessions;
 mod settings;
+mod targets;
 mod uninstall;
 
 ::pgrx::pg_module_magic!(name, version);

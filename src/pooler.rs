@@ -10,6 +10,7 @@
 
 use pgrx::prelude::*;
 
+use crate::custody::{self, Custody};
 use crate::error::Result;
 
 /// The role and its verifier, only when all of these hold:
@@ -20,9 +21,10 @@ use crate::error::Result;
 /// - the role can log in now (LOGIN, VALID UNTIL in the future), so a revoked
 ///   or expired credential gets no row even before its record says so;
 /// - it is a member of this database's reader group and of
-///   bi_access_credential: a copy of the database (restored, or created from
-///   it as a template) has a reader group of its own and never vouches for
-///   the original's roles;
+///   bi_access_credential, and its custody mark (src/custody.rs) says this
+///   database manages it: a copy of the database (restored, or created from
+///   it as a template) never vouches for the original's roles, nor does a
+///   restore into another cluster before a sync adopted them;
 /// - its password is a SCRAM-SHA-256 verifier (PgBouncer's
 ///   auth_type = scram-sha-256 needs one; bi_access never stores anything
 ///   else) and it has no attribute a credential never has.
@@ -64,4 +66,15 @@ pub fn verifier(username: &str) -> Result<Option<(String, String)>> {
         }
         Ok(None)
     })
+    .and_then(|found| match found {
+        Some((role, secret)) => Ok(managed_here(&role)?.then_some((role, secret))),
+        None => Ok(None),
+    })
+}
+
+fn managed_here(role: &str) -> Result<bool> {
+    Ok(matches!(
+        custody::of(role)?,
+        Custody::Here | Custody::Unmarked
+    ))
 }

@@ -292,7 +292,7 @@ mod tests {
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
             );
             fails_with(
-                "SELECT bi_access_internal.generate('acme', 'x', NULL, NULL, NULL)",
+                "SELECT bi_access_internal.generate('acme', 'x', NULL, NULL, NULL, NULL, NULL)",
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
             );
         });
