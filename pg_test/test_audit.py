@@ -177,6 +177,22 @@ def test_call_sync_applies_it_and_turning_it_off_takes_it_away(audited):
 
 
 @needs_pgaudit
+def test_a_copy_of_the_database_leaves_the_originals_roles_alone(audited):
+    cred = generate(audited, "1")
+    audited.sql(f"CREATE DATABASE {DB}_copy TEMPLATE {DB}")
+    set_audit_reads(audited, "on")
+    try:
+        audited.sql("SELECT * FROM bi_access.sync_tables()", dbname=f"{DB}_copy")
+        assert not has_audit_setting(audited, cred["user"])
+        audited.sql("SELECT * FROM bi_access.sync_tables()", dbname=DB)
+        assert has_audit_setting(audited, cred["user"])
+    finally:
+        set_audit_reads(audited, None)
+    audited.sql("SELECT * FROM bi_access.sync_tables()", dbname=DB)
+    assert not has_audit_setting(audited, cred["user"])
+
+
+@needs_pgaudit
 def test_a_credential_cannot_turn_its_audit_off(audited):
     set_audit_reads(audited, "on")
     try:

@@ -173,10 +173,19 @@ pub fn sync_audit_reads() -> Result<i64> {
             wanted.into(),
         ],
     )?;
+    let mut changed = 0;
     for role in &roles {
-        set_audit(role, wanted)?;
+        // A copy of the database (CREATE DATABASE … TEMPLATE) has the
+        // original's records: it leaves the original's roles alone.
+        if matches!(
+            crate::custody::of(role)?,
+            crate::custody::Custody::Here | crate::custody::Custody::Unmarked
+        ) {
+            set_audit(role, wanted)?;
+            changed += 1;
+        }
     }
-    Ok(roles.len() as i64)
+    Ok(changed)
 }
 
 /// Gives the role a SCRAM-SHA-256 verifier without any SQL text: the
