@@ -24,9 +24,10 @@ SELECT c.id,
             WHEN r.role_missing OR r.custody IS NOT NULL THEN 'failed'::bi_access.credential_status
             WHEN c.status = 'deactivated' THEN c.status
             WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
-            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.target, c.created_lsn::text)
-            THEN 'active'::bi_access.credential_status
-            ELSE c.status
+            WHEN c.status = 'pending' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
+            THEN c.status
+            WHEN s.running THEN 'syncing'::bi_access.credential_status
+            ELSE 'active'::bi_access.credential_status
        END AS status,
        c.created_at,
        c.updated_at,
@@ -40,6 +41,8 @@ SELECT c.id,
                 END,
                 r.custody) AS last_error
 FROM bi_access.credential c
+-- Once per query: whether CALL bi_access.sync() runs now (src/exposure.rs).
+CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
 CROSS JOIN LATERAL (
     SELECT c.status NOT IN ('failed', 'deleted')
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
@@ -346,6 +349,7 @@ GRANT EXECUTE ON FUNCTION
     bi_access.check(),
     bi_access_internal.replayed(text, text),
     bi_access_internal.custody_problem(text),
+    bi_access_internal.sync_running(),
     bi_access_internal.targets()
 TO bi_access_viewer;
 

@@ -22,6 +22,19 @@ CREATE TABLE bi_access.sealing_key (
 ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON bi_access.sealing_key FROM PUBLIC;
 
+-- `syncing` is derived from the running sync, never stored: 0.1.0 left it
+-- on every credential when a CALL bi_access.sync() was cancelled or killed.
+ALTER TABLE bi_access.config ADD COLUMN sync_pid integer;
+UPDATE bi_access.credential SET status = 'active' WHERE status = 'syncing';
+
+-- A credential that SET ROLEs to its reader group is still a member of
+-- bi_access_credential: the pass-through policy never admits it.
+DO $upgrade$
+BEGIN
+    EXECUTE format('GRANT bi_access_credential TO %I', (SELECT reader_role FROM bi_access.config));
+END
+$upgrade$;
+
 -- PgBouncer's auth_user role (bootstrap.sql creates it on a fresh install);
 -- cluster-wide, so another database may have created it already.
 DO $upgrade$
@@ -158,6 +171,52 @@ CREATE FUNCTION bi_access."rotate_key"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
+CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+CREATE FUNCTION bi_access_internal."custody_problem"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'custody_problem_wrapper';
+CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
+CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
+CREATE FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+CREATE FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* pg_sys :: Oid */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+CREATE FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
 CREATE FUNCTION bi_access_internal."sync_end"(
 	"synced" INT, /* i32 */
 	"unchanged" INT, /* i32 */
@@ -166,27 +225,13 @@ CREATE FUNCTION bi_access_internal."sync_end"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-CREATE FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
-	"name" TEXT,  /* String */
-	"host" TEXT,  /* String */
-	"port" INT,  /* i32 */
-	"sslmode" TEXT,  /* String */
-	"standby" TEXT  /* Option < String > */
+CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
 )
-STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
-SET search_path TO pg_catalog, pg_temp
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'targets_wrapper';
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
 CREATE FUNCTION bi_access_internal."generate"(
 	"org_id" TEXT, /* Option < & str > */
 	"label" TEXT, /* Option < & str > */
@@ -200,6 +245,62 @@ CREATE FUNCTION bi_access_internal."generate"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'generate_wrapper';
+CREATE FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+CREATE FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+CREATE FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* & str */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+CREATE FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+CREATE FUNCTION bi_access_internal."sync_one"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_one_wrapper';
+CREATE FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"host" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"sslmode" TEXT,  /* String */
+	"standby" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'targets_wrapper';
+CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
 CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
 	"org_column" TEXT,  /* String */
@@ -208,29 +309,6 @@ CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-CREATE FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-CREATE FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
 CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
 	"username" TEXT /* & str */
 ) RETURNS TABLE (
@@ -240,19 +318,6 @@ CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-CREATE FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-CREATE FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* pg_sys :: Oid */
-	"org_column" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 CREATE FUNCTION bi_access_internal."replayed"(
 	"target" TEXT, /* Option < & str > */
 	"lsn" TEXT /* Option < & str > */
@@ -261,28 +326,35 @@ STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'replayed_wrapper';
-CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
 CREATE FUNCTION bi_access_internal."drop_target"(
 	"name" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-CREATE FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 CREATE FUNCTION bi_access_internal."revoke_org"(
 	"org_id" TEXT /* Option < & str > */
 ) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+CREATE FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* & str */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+CREATE FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
 CREATE FUNCTION bi_access_internal."set_target"(
 	"name" TEXT, /* Option < & str > */
 	"host" TEXT, /* Option < & str > */
@@ -293,60 +365,6 @@ CREATE FUNCTION bi_access_internal."set_target"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_target_wrapper';
-CREATE FUNCTION bi_access_internal."sync_one"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_one_wrapper';
-CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-CREATE FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
-CREATE FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* & str */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
-CREATE FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* & str */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
-CREATE FUNCTION bi_access_internal."custody_problem"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'custody_problem_wrapper';
-CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
-CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'init_key_wrapper';
 
 -- The SQL surface, as sql/api.sql creates it.
 -- bi_access: the SQL surface. Runs after every generated object.
@@ -375,9 +393,10 @@ SELECT c.id,
             WHEN r.role_missing OR r.custody IS NOT NULL THEN 'failed'::bi_access.credential_status
             WHEN c.status = 'deactivated' THEN c.status
             WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
-            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.target, c.created_lsn::text)
-            THEN 'active'::bi_access.credential_status
-            ELSE c.status
+            WHEN c.status = 'pending' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
+            THEN c.status
+            WHEN s.running THEN 'syncing'::bi_access.credential_status
+            ELSE 'active'::bi_access.credential_status
        END AS status,
        c.created_at,
        c.updated_at,
@@ -391,6 +410,8 @@ SELECT c.id,
                 END,
                 r.custody) AS last_error
 FROM bi_access.credential c
+-- Once per query: whether CALL bi_access.sync() runs now (src/exposure.rs).
+CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
 CROSS JOIN LATERAL (
     SELECT c.status NOT IN ('failed', 'deleted')
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
@@ -697,6 +718,7 @@ GRANT EXECUTE ON FUNCTION
     bi_access.check(),
     bi_access_internal.replayed(text, text),
     bi_access_internal.custody_problem(text),
+    bi_access_internal.sync_running(),
     bi_access_internal.targets()
 TO bi_access_viewer;
 

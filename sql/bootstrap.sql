@@ -69,7 +69,10 @@ COMMENT ON TYPE bi_access.connection IS
 -- and its name says nothing about the database or its tenants.
 CREATE TABLE bi_access.config (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    reader_role name NOT NULL UNIQUE
+    reader_role name NOT NULL UNIQUE,
+    -- The backend that began the last CALL bi_access.sync(): credentials read
+    -- `syncing` while it runs that procedure, and at no other time.
+    sync_pid integer
 );
 
 DO $bootstrap$
@@ -78,6 +81,9 @@ DECLARE
 BEGIN
     EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', reader);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), reader);
+    -- A credential that SET ROLEs to its reader group is still a member of
+    -- bi_access_credential: the pass-through policy never admits it.
+    EXECUTE format('GRANT bi_access_credential TO %I', reader);
     INSERT INTO bi_access.config (reader_role) VALUES (reader);
 END
 $bootstrap$;

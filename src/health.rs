@@ -326,7 +326,8 @@ fn orphaned_credentials(_: &Context) -> Result<Vec<Finding>> {
              FROM pg_catalog.pg_roles r \
              JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
              JOIN pg_catalog.pg_roles g ON g.oid = m.roleid AND g.rolname = $2 \
-             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
+             WHERE NOT starts_with(r.rolname, $1) \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
                                JOIN readers rd ON rd.oid = rm.roleid \
                                WHERE rm.member = r.oid AND rd.alive) \
                AND NOT EXISTS (SELECT FROM bi_access.credential c \
