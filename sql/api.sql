@@ -209,6 +209,18 @@ AS $$ SELECT c.severity, c.object, c.finding, c.fix FROM bi_access_internal.chec
 COMMENT ON FUNCTION bi_access.check() IS
     'Health check of the security posture around BI credentials, each finding with its fix';
 
+-- PgBouncer's auth_query (src/pooler.rs): the SCRAM verifier of a live
+-- credential of this database, no row for any other role. It reads
+-- pg_authid, so it runs as the extension's owner; only bi_access_pooler,
+-- which the DBA grants to PgBouncer's auth_user, may call it. Read-only and
+-- without an event: it runs at every login, on read-only standbys too.
+CREATE FUNCTION bi_access.pgbouncer_auth(username text)
+RETURNS TABLE (usename name, passwd text)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT p.usename::name, p.passwd FROM bi_access_internal.pgbouncer_auth(username) p $$;
+COMMENT ON FUNCTION bi_access.pgbouncer_auth(text) IS
+    'PgBouncer auth_query: the SCRAM verifier of a live bi_access credential of this database, else no row';
+
 -- CALL bi_access.sync(): the same as sync_tables() for a live system. It
 -- commits table by table, so at most one application table is locked at a
 -- time, and polls each lock for at most lock_timeout (a waiting lock request
@@ -365,6 +377,10 @@ GRANT EXECUTE ON FUNCTION
     bi_access_internal.step_sync_end(integer, integer, text[])
 TO bi_access_admin;
 GRANT EXECUTE ON PROCEDURE bi_access.sync(text, integer) TO bi_access_admin;
+
+-- PgBouncer's auth_user gets this function and nothing else of bi_access.
+GRANT USAGE ON SCHEMA bi_access TO bi_access_pooler;
+GRANT EXECUTE ON FUNCTION bi_access.pgbouncer_auth(text) TO bi_access_pooler;
 
 DO $grants$
 BEGIN

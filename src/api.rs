@@ -248,6 +248,15 @@ mod bi_access_internal {
         TableIterator::new(rows.collect::<Vec<_>>())
     }
 
+    /// PgBouncer's auth_query (src/pooler.rs): stable and read-only, so it
+    /// runs on a hot standby.
+    #[pg_extern(stable, strict, parallel_safe)]
+    fn pgbouncer_auth(
+        username: &str,
+    ) -> TableIterator<'static, (name!(usename, String), name!(passwd, String))> {
+        TableIterator::new(or_raise(crate::pooler::verifier(username)))
+    }
+
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_tables() -> TableIterator<'static, (name!(tbl, pg_sys::Oid), name!(action, String))> {
         TableIterator::new(or_raise(exposure::sync_tables()))

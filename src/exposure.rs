@@ -188,6 +188,8 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
         }
         done.push((tbl, sync_one(tbl)?.to_string()));
     }
+    // Credentials' pgaudit read logging follows bi_access.audit_reads.
+    crate::roles::sync_audit_reads()?;
     let changed = done
         .iter()
         .filter(|(_, action)| action != "unchanged")
@@ -660,6 +662,8 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     crate::custody::adopt_all()?;
     expose_new_tables()?;
+    // Credentials' pgaudit read logging follows bi_access.audit_reads.
+    crate::roles::sync_audit_reads()?;
     db::exec(
         "UPDATE bi_access.config SET sync_pid = pg_catalog.pg_backend_pid()",
         &[],

@@ -30,7 +30,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 15] = [
+    let probes: [Probe; 16] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -46,6 +46,7 @@ pub fn check() -> Result<Vec<Finding>> {
         password_encryption,
         sealing_key,
         absent_standbys,
+        audit_reads,
     ];
     let mut findings = Vec::new();
     for probe in probes {
@@ -413,6 +414,24 @@ fn password_encryption(_: &Context) -> Result<Vec<Finding>> {
             method.unwrap_or_default()
         ),
         fix: "ALTER SYSTEM SET password_encryption = 'scram-sha-256'; SELECT pg_reload_conf();"
+            .into(),
+    }])
+}
+
+/// bi_access.audit_reads promises every BI statement in the server log, but
+/// without pgaudit loaded no role setting can deliver it.
+fn audit_reads(_: &Context) -> Result<Vec<Finding>> {
+    if !settings::audit_reads() || roles::pgaudit_loaded() {
+        return Ok(vec![]);
+    }
+    Ok(vec![Finding {
+        severity: "warning",
+        object: "setting bi_access.audit_reads".into(),
+        finding: "bi_access.audit_reads is on but pgaudit is not in shared_preload_libraries: \
+                  credentials' reads are not logged"
+            .into(),
+        fix: "Install pgaudit, add it to shared_preload_libraries and restart the server, then \
+              CALL bi_access.sync(); or ALTER SYSTEM RESET bi_access.audit_reads."
             .into(),
     }])
 }

@@ -30,6 +30,16 @@ BEGIN
 END
 $upgrade$;
 
+-- PgBouncer's auth_user role (bootstrap.sql creates it on a fresh install);
+-- cluster-wide, so another database may have created it already.
+DO $upgrade$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_pooler') THEN
+        CREATE ROLE bi_access_pooler NOLOGIN;
+    END IF;
+END
+$upgrade$;
+
 -- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
 -- procedure and event trigger is recreated below exactly as a fresh install
 -- creates it. Functions returning bi_access.credentials depend on the view.
