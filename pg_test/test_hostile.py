@@ -651,16 +651,19 @@ def test_prepared_statements_and_cursors_stay_in_the_org(cred, hbi, pair, server
         for _ in range(6):  # past the five custom plans of `auto`
             assert a.rows("EXECUTE p") == own["docs"]
             assert a.rows(f"EXECUTE q({ORG_B})") == []
+        # Made (and replayed) before the transaction below opens: a cursor
+        # open on the replica pins a buffer that replay may have to clean up,
+        # and waiting for replay then ends in a recovery conflict.
+        other = hbi.generate(ORG_B)
         a.rows("BEGIN")
         a.rows("DECLARE c CURSOR FOR SELECT * FROM tickets ORDER BY 1")
         first = a.rows("FETCH 1 FROM c")
         a.rows("DECLARE h CURSOR WITH HOLD FOR SELECT * FROM events ORDER BY 1")
 
-        # Other sessions change orgs around it: a new credential of another
-        # org runs the same statements, then the admin revokes it and
-        # generates yet another. (No waiting for the replica while this
-        # transaction is open: its snapshot would hold replay back.)
-        other = hbi.generate(ORG_B)
+        # Other sessions change orgs around it: a credential of another org
+        # runs the same statements, then the admin revokes it and generates
+        # yet another (without waiting for the replica while this
+        # transaction is open).
         with session(other, server) as b:
             b.rows("PREPARE p AS SELECT * FROM docs ORDER BY 1")
             assert b.rows("EXECUTE p") == expected[ORG_B]["docs"]
