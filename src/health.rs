@@ -3,6 +3,7 @@
 
 use pgrx::prelude::*;
 
+use crate::compat;
 use crate::db;
 use crate::error::Result;
 use crate::exposure;
@@ -155,18 +156,26 @@ fn unsynced(_: &Context) -> Result<Vec<Finding>> {
         .collect())
 }
 
-/// A view without security_invoker runs as its owner, past RLS.
+/// A view without security_invoker runs as its owner, past RLS. On 14,
+/// where no view can be security_invoker, the fix takes the BI roles' access
+/// away instead.
 fn definer_views(context: &Context) -> Result<Vec<Finding>> {
+    let fix = if compat::VIEWS_HAVE_SECURITY_INVOKER {
+        "format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass)"
+    } else {
+        "format('REVOKE SELECT ON %s FROM PUBLIC, %I;', c.oid::regclass, $2::text)"
+    };
     rows(
-        "SELECT c.oid::regclass::text, \
-                format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass) \
+        &format!(
+            "SELECT c.oid::regclass::text, {fix} \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = ANY ($1) AND c.relkind = 'v' \
            AND pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
            AND NOT coalesce((SELECT o.option_value::bool \
                              FROM pg_catalog.pg_options_to_table(c.reloptions) o \
                              WHERE o.option_name = 'security_invoker'), false) \
-         ORDER BY 1",
+         ORDER BY 1"
+        ),
         &[context.schemas.clone().into(), context.reader.as_str().into()],
         "error",
         "BI roles may read this view, which is not security_invoker and so bypasses row-level security",

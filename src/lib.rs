@@ -20,6 +20,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod audit;
+mod compat;
 mod connection;
 mod credentials;
 mod db;
