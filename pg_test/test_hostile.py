@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from bi import ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, BiAccess, login
-from cluster import SUPERUSER
+from cluster import MEMBERSHIPS_ALLOW_SET_ROLE, SUPERUSER
 from probe import (OK, PERMISSION_DENIED, READ_ONLY_TRANSACTION, Session, create_database, leaks, reader_group,
                    session)
 
@@ -340,6 +340,12 @@ def test_row_security_off_refuses_instead_of_bypassing(sess):
 
 def test_set_role_to_the_reader_group_sees_no_row(sess, hostile, expected, server):
     reader = reader_group(server, hostile)
+    if not MEMBERSHIPS_ALLOW_SET_ROLE:
+        # 16 and later: the membership is WITH SET FALSE.
+        expect(sess.run(f"SET ROLE {reader}"), PERMISSION_DENIED)
+        assert sess.value("SELECT current_user") == sess.value("SELECT session_user")
+        assert_sees_exactly(sess, expected[ORG_A], "after SET ROLE to the reader group")
+        return
     expect(sess.run(f"SET ROLE {reader}"), OK)
     assert sess.value("SELECT current_user") == reader
     for table in TABLES:
@@ -662,9 +668,12 @@ def test_prepared_statements_and_cursors_stay_in_the_org(cred, hbi, pair, server
         a.rows(f"SET app.org = '{ORG_B}'")
         a.rows("SET myapp.tenant = 'all'")
         assert a.rows("EXECUTE p") == own["docs"]
-        a.rows(f"SET ROLE {reader_group(server, hostile)}")
-        assert a.rows("EXECUTE p") == []
-        a.rows("RESET ROLE")
+        if MEMBERSHIPS_ALLOW_SET_ROLE:
+            a.rows(f"SET ROLE {reader_group(server, hostile)}")
+            assert a.rows("EXECUTE p") == []
+            a.rows("RESET ROLE")
+        else:  # 16 and later: the membership is WITH SET FALSE
+            assert a.run(f"SET ROLE {reader_group(server, hostile)}").state == PERMISSION_DENIED
         assert a.rows("EXECUTE p") == own["docs"]
 
 

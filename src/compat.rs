@@ -39,6 +39,10 @@ pub const VIEWS_HAVE_SECURITY_INVOKER: bool = cfg!(not(feature = "pg14"));
 /// on the current user.
 pub const MEMBERSHIP_WITHOUT_SET_ROLE: bool = cfg!(not(any(feature = "pg14", feature = "pg15")));
 
+/// Whether `reserve_guc_prefix` really reserves (15 and later).
+#[cfg_attr(not(feature = "pg_test"), allow(dead_code))] // the tests ask
+pub const GUC_PREFIX_RESERVED: bool = cfg!(not(feature = "pg14"));
+
 /// Stops sessions from inventing placeholders under `prefix` (`SET
 /// bi_access.typo = …`) once the extension's own settings are defined.
 ///
