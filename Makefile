@@ -52,6 +52,7 @@ pgrx-test: setup
 pg-test: setup
 	@for m in $(SOME); do \
 	  $(MAKE) --no-print-directory install PG=$$m && $(WITH_PG) $$m bash pg_test/run.sh || exit 1; \
+	  if [[ $$m == 15 ]]; then $(WITH_PG) $$m bash pg_test/upgrade/run.sh || exit 1; fi; \
 	done
 
 package: setup
@@ -64,7 +65,8 @@ package-test: setup
 	$(WITH_PG) 15 bash scripts/package-test.sh
 
 # fmt, then per major: clippy, #[pg_test]s, release install, pg_test/ on a
-# primary + streaming replica, .deb; then the 15 package's smoke test. Times
+# primary + streaming replica (and on 15, the only major 0.1.0 was released
+# for, the upgrade test), .deb; then the 15 package's smoke test. Times
 # per stage and major go to target/test-times.txt.
 test: setup
 	@bash scripts/test-matrix.sh $(SOME)

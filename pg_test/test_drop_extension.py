@@ -3,10 +3,9 @@ deleted it drops cleanly and can be created again. Each test uses a database
 of its own, and runs late (phase 1): a DROP gone wrong could take the
 cluster-wide bi_access_admin with it."""
 
-import psycopg2
 import pytest
 
-from bi import BiAccess, can_login
+from bi import BiAccess, can_login, login, raises_sqlstate
 
 pytestmark = pytest.mark.phase(1)
 
@@ -40,16 +39,30 @@ def extension_exists(pair, dbname: str) -> bool:
 @pytest.mark.parametrize("cascade", [False, True], ids=["plain", "cascade"])
 def test_drop_refused_while_credentials_are_live(pair, saas_db, secrets, cascade):
     """The next test drops the same setup once its credentials are deleted, so
-    a refusal here is owed to the live credential. CASCADE must be refused
-    too: it would orphan the credential's role (and drop the policies, which
-    leaves RLS on with nothing to let rows through)."""
+    a refusal here is owed to the live credential. Both spellings are refused
+    by bi_access's drop guard (2BP01, its own message: a plain DROP would
+    otherwise meet PostgreSQL's dependency check, also 2BP01), CASCADE too:
+    it would orphan the credential's role. Afterwards the credential still
+    sees its org's rows, and only those, on the primary and the replica."""
     dbname = f"drop_refused_{'cascade' if cascade else 'plain'}"
     bi = new_database(pair, secrets, dbname)
-    bi.generate("1")
+    cred = bi.generate("1")
     bi.close()
-    with pytest.raises(psycopg2.Error):
+    with raises_sqlstate("2BP01") as info:
         pair.primary.sql("DROP EXTENSION bi_access" + (" CASCADE" if cascade else ""), dbname=dbname)
+    assert "bi_access cannot be dropped while live credentials exist" in info.value.pgerror, info.value.pgerror
     assert extension_exists(pair, dbname)
+    own = pair.primary.sql("SELECT * FROM things WHERE org_id = 1 ORDER BY 1", dbname=dbname)
+    assert 0 < len(own) < len(pair.primary.sql("SELECT * FROM things", dbname=dbname))
+    pair.wait_replayed()
+    for server in (pair.primary, pair.replica):
+        conn = login(cred.login_args(server))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT * FROM things ORDER BY 1")
+                assert cur.fetchall() == own, server.name
+        finally:
+            conn.close()
 
 
 def test_drop_after_delete_leaves_no_role_and_create_works_again(pair, saas_db, secrets):

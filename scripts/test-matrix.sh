@@ -4,7 +4,8 @@
 #   per major:  clippy (-D warnings), the #[pg_test]s (cargo pgrx test, as the
 #               postgres user), a release install into that major's server,
 #               the pg_test/ end-to-end suite against a primary + streaming
-#               replica of that major, and its .deb
+#               replica of that major (on 15 also the 0.1.0 -> current
+#               upgrade test: 0.1.0 was released for 15 only), and its .deb
 #   with 15:    the 15 package installed with dpkg -i and its smoke test
 # A failing stage ends its major; the other majors still run, and the run
 # fails at the end. Seconds per stage and major go to target/test-times.txt.
@@ -45,6 +46,10 @@ for major in "${majors[@]}"; do
     stage "$major" install with "$major" bash -c \
       'cargo pgrx install --release --pg-config "$PG_CONFIG"' &&
     stage "$major" pg-test with "$major" bash pg_test/run.sh &&
+    if [[ $major == 15 ]]; then
+      # 0.1.0 was released for 15 only: its upgrade path exists there.
+      stage "$major" upgrade with "$major" bash pg_test/upgrade/run.sh
+    fi &&
     stage "$major" package with "$major" bash scripts/package.sh &&
     if [[ $major == 15 ]]; then
       stage "$major" package-test with "$major" bash scripts/package-test.sh

@@ -38,6 +38,11 @@ else
   export PG_FEATURES="--no-default-features --features pg$major"
   export PGRX_PG_CONFIG_PATH=$PG_CONFIG
   export CARGO_TARGET_DIR=$BI_ROOT/target/pg$major
+  # The wheels' contrib modules (dblink, postgres_fdw) carry a RUNPATH of
+  # the build machine's /opt/postgresql/lib, so without this they load the
+  # system's libpq (Debian's 15), which lacks what 16 and later call
+  # (PQcancelStart…). Their own libpq is in lib/ beside them.
+  export LD_LIBRARY_PATH=$PG_LOCAL_DIR/$major/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 if ((major >= 16)); then
   # From 16 on, granting a membership locks the group until commit, and every

@@ -10,7 +10,15 @@ SELECT c.id,
        c.org_name,
        c.label,
        c.role_name,
-       CASE WHEN r.role_missing THEN 'failed'::bi_access.credential_status
+       -- Precedence: deleted, deleting, failed, deactivated, expired,
+       -- pending, syncing, active (src/credentials.rs reads it the same way).
+       -- 'expired' goes through text: the upgrade from 0.1.0 adds that enum
+       -- value in the same transaction that creates this view, where a
+       -- literal of the new value could not be parsed yet.
+       CASE WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
+            WHEN r.role_missing THEN 'failed'::bi_access.credential_status
+            WHEN c.status = 'deactivated' THEN c.status
+            WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
             WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
             THEN 'active'::bi_access.credential_status
             ELSE c.status
@@ -57,11 +65,12 @@ AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
 COMMENT ON FUNCTION bi_access.connection_details(name) IS
     'View Details: the connection details again, password included (audited)';
 
-CREATE FUNCTION bi_access.regenerate(role name) RETURNS bi_access.connection
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM bi_access_internal.regenerate(role::text) $$;
-COMMENT ON FUNCTION bi_access.regenerate(name) IS
-    'New password; the old one and open sessions end at commit';
+CREATE FUNCTION bi_access.regenerate(role name, valid_until timestamptz DEFAULT NULL)
+RETURNS bi_access.connection
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until) $$;
+COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
+    'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
 
 CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
 LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -247,7 +256,7 @@ GRANT SELECT ON bi_access.credentials, bi_access.events TO bi_access_admin;
 GRANT EXECUTE ON FUNCTION
     bi_access.generate(text, text, text, timestamptz, integer),
     bi_access.connection_details(name),
-    bi_access.regenerate(name),
+    bi_access.regenerate(name, timestamptz),
     bi_access.revoke(name),
     bi_access.activate(name),
     bi_access.delete(name),

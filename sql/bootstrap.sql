@@ -18,7 +18,7 @@ END
 $bootstrap$;
 
 CREATE TYPE bi_access.credential_status AS ENUM (
-    'pending', 'active', 'syncing', 'failed', 'deleting', 'deactivated', 'deleted'
+    'pending', 'active', 'syncing', 'failed', 'deleting', 'deactivated', 'deleted', 'expired'
 );
 COMMENT ON TYPE bi_access.credential_status IS
     'Lifecycle of a credential; pending means committed but not yet replayed by the configured replica';

@@ -70,8 +70,11 @@ mod bi_access_internal {
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn regenerate(role: &str) -> pgrx::composite_type!('static, "bi_access.connection") {
-        or_raise(credentials::regenerate(role))
+    fn regenerate(
+        role: &str,
+        valid_until: Option<TimestampWithTimeZone>,
+    ) -> pgrx::composite_type!('static, "bi_access.connection") {
+        or_raise(credentials::regenerate(role, valid_until))
     }
 
     #[pg_extern(volatile, parallel_unsafe)]

@@ -10,6 +10,7 @@
 //! | views with `security_invoker` | none | yes | yes |
 //! | executor permission hook | range table | range table | range table and `RTEPermissionInfo` list |
 //! | a membership allows `SET ROLE` to the group | always | always | only `WITH SET TRUE` |
+//! | finding a built-in setting's record | the GUC array | the GUC array | `find_option` (a hash table) |
 //!
 //! (From 17 on `ALTER SYSTEM SET bi_access.…` no longer needs the library
 //! loaded in the session; nothing here depends on it, README says so.)
@@ -27,6 +28,43 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys;
 use pgrx::PgList;
+
+/// The record of a built-in setting (NULL if there is none of that name).
+/// 14 and 15 keep the records in one array; 16 replaced it with a hash table
+/// and exports `find_option` to search it.
+pub fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
+    #[cfg(any(feature = "pg14", feature = "pg15"))]
+    // SAFETY: guc.c's array of records and its length, read in the backend's
+    // only thread; every entry has a NUL-terminated name.
+    unsafe {
+        let records = pg_sys::get_guc_variables();
+        let count = pg_sys::GetNumConfigOptions();
+        (0..count as usize)
+            .map(|i| *records.add(i))
+            .find(|record| !record.is_null() && CStr::from_ptr((**record).name) == name)
+            .unwrap_or(std::ptr::null_mut())
+    }
+    #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+    // SAFETY: a lookup in guc.c's hash table; with create_placeholders false
+    // it raises nothing and answers NULL for an unknown name.
+    unsafe {
+        pg_sys::find_option(
+            name.as_ptr(),
+            false,
+            true,
+            pg_sys::WARNING as std::ffi::c_int,
+        )
+    }
+}
+
+/// `TimeoutId` STATEMENT_TIMEOUT (utils/timeout.h), the same from 14 to 18.
+pub const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+
+// utils/timeout.h, which pgrx's bindings leave out.
+unsafe extern "C-unwind" {
+    pub fn get_timeout_active(id: std::ffi::c_int) -> bool;
+    pub fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+}
 
 /// Whether this build's PostgreSQL has `security_invoker` views (15 and
 /// later). Before that every view runs as its owner, past row-level security,

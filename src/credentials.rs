@@ -73,6 +73,10 @@ pub fn generate(
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
     let (org_id, label) = validate(&request)?;
     let valid_until = resolve_valid_until(request.valid_until)?;
+    // Never unlimited unless asked for (-1) or configured so.
+    let connection_limit = request
+        .connection_limit
+        .unwrap_or_else(settings::default_connection_limit);
     replace_failed(org_id, label)?;
 
     let role = roles::new_role_name()?;
@@ -94,7 +98,7 @@ pub fn generate(
             role.as_str().into(),
             status.into(),
             valid_until.as_deref().into(),
-            request.connection_limit.into(),
+            connection_limit.into(),
         ],
     )?;
     if inserted.is_none() {
@@ -103,7 +107,7 @@ pub fn generate(
 
     let options = LoginOptions {
         valid_until,
-        connection_limit: request.connection_limit,
+        connection_limit: Some(connection_limit),
     };
     roles::create_login(&role, &roles::reader_group()?, &options)?;
     let (password, sealed) = new_password(&role)?;
@@ -149,19 +153,34 @@ pub fn connection_details(
     Details::new(&record.role, password, &record.org())?.into_tuple()
 }
 
-/// A new password; the old one stops working at commit, and the role's open
-/// sessions on this server are ended then.
-pub fn regenerate(role: &str) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
+/// A new password (and expiry, if given); the old one stops working at
+/// commit, and the role's open sessions end: on this server at commit, on a
+/// standby at their next statement once it has replayed the change.
+pub fn regenerate(
+    role: &str,
+    valid_until: Option<TimestampWithTimeZone>,
+) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
     let record = lock(role)?;
     // lock() reads a record whose role is gone as failed.
     if matches!(record.status.as_str(), "deleted" | "deleting" | "failed") {
         return Err(record.refuse("regenerate", "active or deactivated"));
     }
+    if record.status == "expired" && valid_until.is_none() {
+        return Err(record.refuse("regenerate", "given a new valid_until"));
+    }
+    let until = match valid_until {
+        Some(at) => resolve_valid_until(Some(at))?,
+        None => None,
+    };
+    if let Some(until) = &until {
+        roles::set_valid_until(role, until)?;
+    }
     let (password, sealed) = new_password(role)?;
     db::exec(
         "UPDATE bi_access.credential \
-         SET secret = $2, rotated_at = now(), updated_at = now(), last_error = NULL WHERE id = $1",
-        &[record.id.into(), sealed.into()],
+         SET secret = $2, rotated_at = now(), updated_at = now(), last_error = NULL, \
+             valid_until = coalesce($3::timestamptz, valid_until) WHERE id = $1",
+        &[record.id.into(), sealed.into(), until.as_deref().into()],
     )?;
     let ended = end_sessions(role)?;
     audit::record(
@@ -175,8 +194,8 @@ pub fn regenerate(role: &str) -> Result<pgrx::composite_type!('static, "bi_acces
 /// Login disabled, open sessions ended at commit; record and role stay.
 pub fn revoke(role: &str) -> Result<()> {
     let record = lock(role)?;
-    if !record.is_live() {
-        return Err(record.refuse("revoke", "active"));
+    if !record.is_live() && record.status != "expired" {
+        return Err(record.refuse("revoke", "active or expired"));
     }
     roles::set_login(role, false)?;
     set_status(&record, "deactivated")?;
@@ -348,7 +367,8 @@ fn new_password(role: &str) -> Result<(String, Vec<u8>)> {
 fn lock(role: &str) -> Result<Record> {
     let found = Spi::connect_mut(|client| {
         let table = client.update(
-            "SELECT id, org_id, org_name, label, status::text, created_lsn::text \
+            "SELECT id, org_id, org_name, label, status::text, created_lsn::text, \
+                    coalesce(valid_until <= now(), false) \
              FROM bi_access.credential WHERE role_name = $1 FOR UPDATE",
             Some(1),
             &[role.into()],
@@ -367,9 +387,10 @@ fn lock(role: &str) -> Result<Record> {
                 status: row.get::<String>(5)?.unwrap_or_default(),
             },
             row.get::<String>(6)?,
+            row.get::<bool>(7)?.unwrap_or(false),
         )))
     })?;
-    let Some((mut record, lsn)) = found else {
+    let Some((mut record, lsn, expired)) = found else {
         return Err(BiError::NoSuchCredential(role.into()));
     };
     if record.status == "pending" && replayed(lsn.as_deref())? {
@@ -380,6 +401,9 @@ fn lock(role: &str) -> Result<Record> {
         // Dropped outside bi_access, or restored without its roles: the
         // credentials view shows it failed, and generate replaces it.
         record.status = "failed".into();
+    }
+    if expired && record.is_live() {
+        record.status = "expired".into();
     }
     Ok(record)
 }

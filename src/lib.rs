@@ -13,6 +13,7 @@
 //! - `guard`: the session guard: what a credential's own session may do;
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
+//! - `compat`: what differs between PostgreSQL majors;
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
 //! - `api` and `sql/api.sql`: the SQL surface.
 
@@ -44,8 +45,16 @@ extension_sql_file!("../sql/api.sql", name = "api", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx's panic hook captures a Rust backtrace (with the build machine's
+    // paths) whenever RUST_BACKTRACE is set in the server's environment, and
+    // puts it in the DETAIL of any error that crosses a guarded boundary,
+    // where a BI user would read it. bi_access reports every error itself,
+    // so the hook records nothing.
+    std::panic::set_hook(Box::new(|_| {}));
+    let asked = settings::asked_for_by_the_client();
     settings::init();
     guard::install();
+    guard::refuse_client_settings(&asked);
     org::init();
 }
 

@@ -13,7 +13,7 @@ use rand::Rng;
 use crate::compat;
 use crate::db;
 use crate::error::{BiError, Result};
-use crate::names::CREDENTIAL_GROUP;
+use crate::names::{self, CREDENTIAL_GROUP};
 use crate::settings;
 
 const SUFFIX_LEN: usize = 16;
@@ -82,22 +82,17 @@ pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<
     apply_session_settings(role)
 }
 
-/// Settings every BI session starts with: read-only, bounded in time, a
-/// search_path, and this library loaded so the session guard holds from the
-/// first statement (a role cannot reset a superuser-only setting on itself).
+/// Settings every BI session starts with: read-only, a search_path, and this
+/// library loaded so the session guard (with its guardrails, which read the
+/// bi_access.* caps at every statement) holds from the first statement; a
+/// role cannot reset a superuser-only setting on itself.
 fn apply_session_settings(role: &str) -> Result<()> {
     let quoted = quote_identifier(role);
-    let mut settings = vec![
-        ("default_transaction_read_only", "on".to_string()),
-        ("search_path", "public".to_string()),
-        ("session_preload_libraries", "bi_access".to_string()),
+    let settings = [
+        ("default_transaction_read_only", "on"),
+        ("search_path", "public"),
+        ("session_preload_libraries", names::EXTENSION),
     ];
-    if let Some(timeout) = settings::statement_timeout() {
-        settings.push(("statement_timeout", timeout));
-    }
-    if let Some(timeout) = settings::idle_in_transaction_session_timeout() {
-        settings.push(("idle_in_transaction_session_timeout", timeout));
-    }
     for (name, value) in settings {
         Spi::run(&format!(
             "ALTER ROLE {quoted} SET {name} = {}",
@@ -137,6 +132,16 @@ pub fn set_password(role: &str, verifier: &str) -> Result<()> {
         compat::alter_role(stmt.into_pg());
         pg_sys::CommandCounterIncrement();
     }
+    Ok(())
+}
+
+/// VALID UNTIL, already rendered by PostgreSQL as timestamptz text.
+pub fn set_valid_until(role: &str, until: &str) -> Result<()> {
+    Spi::run(&format!(
+        "ALTER ROLE {} VALID UNTIL {}",
+        quote_identifier(role),
+        pgrx::spi::quote_literal(until)
+    ))?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 use std::ffi::CString;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
 
 type Text = GucSetting<Option<CString>>;
 
@@ -17,10 +18,66 @@ static ORG_COLUMN: Text = Text::new(Some(c"org_id"));
 static EXPOSED_SCHEMAS: Text = Text::new(Some(c"public"));
 static AUTO_EXPOSE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static DISPLAY_NAME_FORMAT: Text = Text::new(Some(c"BI - {org_name}"));
-static STATEMENT_TIMEOUT: Text = Text::new(Some(c"5min"));
-static IDLE_IN_TRANSACTION_TIMEOUT: Text = Text::new(Some(c"1min"));
+type Int = GucSetting<i32>;
+// Guardrails: caps on every credential session (src/guard/caps.rs). In the
+// settings' own units (ms, kB); 0 (or -1 for temp_file_limit) means no cap.
+static STATEMENT_TIMEOUT: Int = Int::new(5 * 60 * 1000);
+static IDLE_IN_TRANSACTION_TIMEOUT: Int = Int::new(60 * 1000);
+static IDLE_SESSION_TIMEOUT: Int = Int::new(30 * 60 * 1000);
+static WORK_MEM: Int = Int::new(64 * 1024);
+static TEMP_FILE_LIMIT: Int = Int::new(1024 * 1024);
+// Connections: per credential (for those generated without a limit), per
+// org and for all credentials on one server; -1: half of max_connections.
+static DEFAULT_CONNECTION_LIMIT: Int = Int::new(5);
+static ORG_CONNECTION_LIMIT: Int = Int::new(10);
+static MAX_BI_CONNECTIONS: Int = Int::new(-1);
 static DEFAULT_VALID_FOR: Text = Text::new(None);
 static ACTOR: Text = Text::new(None);
+
+/// The bi_access.* settings a client asked for in its startup packet, read
+/// before they are defined: until then they are placeholders, and a client's
+/// value replaces the configured one, which defining the setting then cannot
+/// bring back (it refuses the client's value for a superuser-only setting and
+/// falls back to the built-in default).
+pub fn asked_for_by_the_client() -> Vec<String> {
+    let mut asked = Vec::new();
+    for name in NAMES {
+        let record = crate::compat::find_guc(name);
+        // SAFETY: a record of guc.c's, read in the backend's only thread.
+        let by_client = !record.is_null()
+            && unsafe {
+                (*record).source == pg_sys::GucSource::PGC_S_CLIENT
+                    || (*record).reset_source == pg_sys::GucSource::PGC_S_CLIENT
+            };
+        if by_client {
+            asked.push(name.to_string_lossy().into_owned());
+        }
+    }
+    asked
+}
+
+/// Every bi_access.* setting a session could not set itself.
+const NAMES: [&std::ffi::CStr; 19] = [
+    c"bi_access.host",
+    c"bi_access.port",
+    c"bi_access.sslmode",
+    c"bi_access.replica_application_name",
+    c"bi_access.role_prefix",
+    c"bi_access.org_column",
+    c"bi_access.exposed_schemas",
+    c"bi_access.auto_expose",
+    c"bi_access.display_name_format",
+    c"bi_access.statement_timeout",
+    c"bi_access.idle_in_transaction_session_timeout",
+    c"bi_access.idle_session_timeout",
+    c"bi_access.work_mem",
+    c"bi_access.temp_file_limit",
+    c"bi_access.default_connection_limit",
+    c"bi_access.org_connection_limit",
+    c"bi_access.max_bi_connections",
+    c"bi_access.default_valid_for",
+    c"bi_access.actor",
+];
 
 pub fn init() {
     text(
@@ -76,15 +133,61 @@ pub fn init() {
         c"Display name of a connection; {org_name}, {org_id} and {label} are replaced.",
         &DISPLAY_NAME_FORMAT,
     );
-    text(
+    int(
         c"bi_access.statement_timeout",
-        c"statement_timeout applied to every credential role.",
+        c"Cap on statement_timeout in every credential session; 0: no cap.",
         &STATEMENT_TIMEOUT,
+        0,
+        GucFlags::UNIT_MS,
     );
-    text(
+    int(
         c"bi_access.idle_in_transaction_session_timeout",
-        c"idle_in_transaction_session_timeout applied to every credential role.",
+        c"Cap on idle_in_transaction_session_timeout in every credential session; 0: no cap.",
         &IDLE_IN_TRANSACTION_TIMEOUT,
+        0,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"bi_access.idle_session_timeout",
+        c"Cap on idle_session_timeout in every credential session; 0: no cap.",
+        &IDLE_SESSION_TIMEOUT,
+        0,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"bi_access.work_mem",
+        c"Cap on work_mem, maintenance_work_mem and temp_buffers in every credential session; 0: no cap.",
+        &WORK_MEM,
+        0,
+        GucFlags::UNIT_KB,
+    );
+    int(
+        c"bi_access.temp_file_limit",
+        c"temp_file_limit of every credential session; -1: no limit.",
+        &TEMP_FILE_LIMIT,
+        -1,
+        GucFlags::UNIT_KB,
+    );
+    int(
+        c"bi_access.default_connection_limit",
+        c"Connection limit of a credential generated without one; -1: none.",
+        &DEFAULT_CONNECTION_LIMIT,
+        -1,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.org_connection_limit",
+        c"Sessions of all of one org's credentials on one server; 0: no limit.",
+        &ORG_CONNECTION_LIMIT,
+        0,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.max_bi_connections",
+        c"Sessions of all credentials on one server; -1: half of max_connections, 0: no limit.",
+        &MAX_BI_CONNECTIONS,
+        -1,
+        GucFlags::default(),
     );
     text(
         c"bi_access.default_valid_for",
@@ -118,6 +221,25 @@ fn text(
         setting,
         GucContext::Suset,
         GucFlags::default(),
+    );
+}
+
+fn int(
+    name: &'static std::ffi::CStr,
+    description: &'static std::ffi::CStr,
+    setting: &'static Int,
+    min: i32,
+    flags: GucFlags,
+) {
+    GucRegistry::define_int_guc(
+        name,
+        description,
+        c"",
+        setting,
+        min,
+        i32::MAX,
+        GucContext::Suset,
+        flags,
     );
 }
 
@@ -170,12 +292,48 @@ pub fn display_name_format() -> String {
     get(&DISPLAY_NAME_FORMAT).unwrap_or_else(|| "BI - {org_name}".into())
 }
 
-pub fn statement_timeout() -> Option<String> {
-    get(&STATEMENT_TIMEOUT)
+/// A cap, or None for "no cap" (0, or below 0 for temp_file_limit).
+fn cap(setting: &Int) -> Option<i32> {
+    Some(setting.get()).filter(|value| *value > 0)
 }
 
-pub fn idle_in_transaction_session_timeout() -> Option<String> {
-    get(&IDLE_IN_TRANSACTION_TIMEOUT)
+pub fn statement_timeout_ms() -> Option<i32> {
+    cap(&STATEMENT_TIMEOUT)
+}
+
+pub fn idle_in_transaction_session_timeout_ms() -> Option<i32> {
+    cap(&IDLE_IN_TRANSACTION_TIMEOUT)
+}
+
+pub fn idle_session_timeout_ms() -> Option<i32> {
+    cap(&IDLE_SESSION_TIMEOUT)
+}
+
+pub fn work_mem_kb() -> Option<i32> {
+    cap(&WORK_MEM)
+}
+
+/// 0 is a real limit here (no temp files at all).
+pub fn temp_file_limit_kb() -> Option<i32> {
+    Some(TEMP_FILE_LIMIT.get()).filter(|value| *value >= 0)
+}
+
+pub fn default_connection_limit() -> i32 {
+    DEFAULT_CONNECTION_LIMIT.get()
+}
+
+pub fn org_connection_limit() -> Option<i32> {
+    cap(&ORG_CONNECTION_LIMIT)
+}
+
+/// All credentials' sessions on this server, or None for no limit.
+pub fn max_bi_connections() -> Option<i32> {
+    match MAX_BI_CONNECTIONS.get() {
+        // SAFETY: a read of a GUC variable of this backend.
+        -1 => Some((unsafe { pg_sys::MaxConnections } / 2).max(1)),
+        0 => None,
+        limit => Some(limit),
+    }
 }
 
 pub fn default_valid_for() -> Option<String> {

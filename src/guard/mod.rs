@@ -12,7 +12,11 @@
 //!   place (a stray grant to PUBLIC, a view, a partition admit nothing);
 //! - `calls`: creating or altering any catalog object is refused, and so are
 //!   the built-in functions that write without a table privilege (large
-//!   objects, NOTIFY, advisory locks, sequences).
+//!   objects, NOTIFY, advisory locks, sequences);
+//! - `caps`: the guardrails, settings a session may lower but never raise;
+//! - `standing`: at every statement, the login must still be what it was
+//!   (not revoked, deleted, rotated or expired) and within the connection
+//!   limits, or the session ends.
 //!
 //! The guard is keyed on the session's login (`session_user`), never on the
 //! current user, so `SET ROLE` to a group changes nothing it refuses. Inside a
@@ -20,7 +24,9 @@
 //! the guard stands aside: that code is the extension's, not the tenant's.
 
 mod calls;
+pub mod caps;
 mod reads;
+mod standing;
 mod statements;
 
 use std::cell::Cell;
@@ -52,6 +58,15 @@ pub fn install() {
     statements::install();
     reads::install();
     calls::install();
+    caps::install();
+    // Loaded by the role's session_preload_libraries: inside the startup
+    // transaction, after authentication (a shared preload runs in the
+    // postmaster, where there is no session yet: the first statement does it).
+    // SAFETY: a read of backend-local state.
+    if before_any_query && unsafe { pg_sys::IsTransactionState() } && session_is_credential() {
+        standing::remember_login();
+        caps::enforce(true);
+    }
     // SAFETY: registers callbacks for the life of the backend; called once
     // from _PG_init.
     unsafe {
@@ -99,6 +114,53 @@ pub fn session_is_credential() -> bool {
     };
     CREDENTIAL_SESSION.with(|cached| cached.set(Some((login, member))));
     member
+}
+
+/// A credential that sends bi_access.* settings in its startup packet would
+/// have its session fall back to the built-in defaults (see
+/// `settings::asked_for_by_the_client`): its login is refused instead.
+pub fn refuse_client_settings(asked: &[String]) {
+    // SAFETY: a read of backend-local state.
+    let at_login = unsafe { pg_sys::IsTransactionState() && pg_sys::debug_query_string.is_null() };
+    if asked.is_empty() || !at_login || !session_is_credential() {
+        return;
+    }
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!(
+            "a bi_access credential may not set {} when it connects",
+            asked.join(", ")
+        ),
+        "bi_access",
+    )
+    .set_hint("Remove the bi_access settings from the connection's options (PGOPTIONS).")
+    .report(PgLogLevel::FATAL);
+}
+
+/// The answer of `session_is_credential` if this session already knows it;
+/// never looks anything up (check hooks may run outside any transaction).
+pub fn known_credential_session() -> bool {
+    // SAFETY: a read of backend-local state.
+    let login = unsafe { pg_sys::GetSessionUserId() };
+    matches!(CREDENTIAL_SESSION.with(Cell::get), Some((known, true)) if known == login)
+}
+
+/// At the start of every statement of a credential session: the login's
+/// standing, then the caps (re-arming the running statement's timeout if a
+/// lowered cap changed it).
+pub(crate) fn every_statement() {
+    standing::check();
+    if caps::enforce(false) {
+        // SAFETY: re-arms this backend's own statement timer.
+        unsafe {
+            if crate::compat::get_timeout_active(crate::compat::STATEMENT_TIMEOUT) {
+                crate::compat::enable_timeout_after(
+                    crate::compat::STATEMENT_TIMEOUT,
+                    pg_sys::StatementTimeout,
+                );
+            }
+        }
+    }
 }
 
 /// Whether the guard applies to what runs now: a credential's session, not

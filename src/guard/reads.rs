@@ -4,7 +4,8 @@
 //! be.
 //!
 //! A relation in a query's range table passes if it is
-//! - in `pg_catalog` or `information_schema`, for reading;
+//! - in `pg_catalog` or `information_schema`, for reading (but for the
+//!   statistics views, pg_stats*, which show other tables' values);
 //! - a table (or partitioned table) with row-level security on and both of
 //!   bi_access's reader policies in place, each comparing a column with
 //!   bi_access's org lookup, the guard binding every credential;
@@ -105,7 +106,11 @@ fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal
         )
     };
     if is_catalog_namespace(namespace) {
-        return Ok(());
+        return if is_statistics_view(relid) {
+            Err(Refusal::NotExposed)
+        } else {
+            Ok(())
+        };
     }
     let exposed = match kind {
         pg_sys::RELKIND_RELATION | pg_sys::RELKIND_PARTITIONED_TABLE => {
@@ -123,6 +128,19 @@ fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal
     } else {
         Err(Refusal::NotExposed)
     }
+}
+
+/// pg_stats and its kin show the values of any table whose columns the role
+/// may read and whose RLS is off: a stray grant the guard refuses for the
+/// table would give its values away there.
+fn is_statistics_view(relid: pg_sys::Oid) -> bool {
+    // SAFETY: a syscache lookup; NULL for a missing relation.
+    let name = unsafe { pg_sys::get_rel_name(relid) };
+    // SAFETY: a NUL-terminated name from the syscache.
+    !name.is_null()
+        && unsafe { CStr::from_ptr(name) }
+            .to_bytes()
+            .starts_with(b"pg_stats")
 }
 
 fn is_catalog_namespace(namespace: pg_sys::Oid) -> bool {

@@ -1,22 +1,38 @@
-//! Utility statements in a credential session: only those that read or
-//! manage the session itself pass. Everything else (DDL, LOCK, LISTEN,
-//! NOTIFY, COPY FROM, DO, CALL, ALTER ROLE on itself, LOAD…) is refused.
+//! Statements in a credential session. Each one, planned or utility, first
+//! passes `every_statement` (standing, caps). Of utility statements only
+//! those that read or manage the session itself pass. Everything else (DDL,
+//! LOCK, LISTEN, NOTIFY, COPY FROM, DO, CALL, ALTER ROLE on itself, LOAD…)
+//! is refused.
 
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::{guarded, refuse};
+use super::{every_statement, guarded, refuse};
 
 static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
+static mut PREVIOUS_START: pg_sys::ExecutorStart_hook_type = None;
 
 pub(super) fn install() {
     // SAFETY: called once from _PG_init, in the backend's only thread; the
-    // previous hook is kept and called in turn.
+    // previous hooks are kept and called in turn.
     unsafe {
         PREVIOUS = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(utility_hook);
+        PREVIOUS_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, flags: std::ffi::c_int) {
+    if guarded() {
+        every_statement();
+    }
+    match PREVIOUS_START {
+        Some(previous) => previous(query, flags),
+        None => pg_sys::standard_ExecutorStart(query, flags),
     }
 }
 
@@ -48,7 +64,11 @@ unsafe extern "C-unwind" fn utility_hook(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     let statement = (*pstmt).utilityStmt;
-    if guarded() && !allowed(statement) {
+    let guarded = guarded();
+    if guarded {
+        every_statement();
+    }
+    if guarded && !allowed(statement) {
         let tag = CStr::from_ptr(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag(
             statement,
         )));
@@ -81,5 +101,10 @@ unsafe extern "C-unwind" fn utility_hook(
             dest,
             qc,
         ),
+    }
+    if guarded {
+        // SET ROLE, RESET, DISCARD ALL… may have brought back a value above a
+        // cap that was lowered since it was set.
+        super::caps::enforce(false);
     }
 }

@@ -210,14 +210,16 @@ mod tests {
         let config: String = one(&format!(
             "SELECT array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = '{user}'"
         ));
-        for setting in [
-            "default_transaction_read_only=on",
-            "statement_timeout=5min",
-            "idle_in_transaction_session_timeout=1min",
-            "search_path=public",
-        ] {
-            assert!(config.contains(setting), "{config}");
-        }
+        // The timeouts are the session guard's caps, read at every statement,
+        // not role settings that would go stale when a cap changes.
+        assert_eq!(
+            config,
+            "default_transaction_read_only=on search_path=public session_preload_libraries=bi_access"
+        );
+        let limit: i32 = one(&format!(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = '{user}'"
+        ));
+        assert_eq!(limit, 5, "bi_access.default_connection_limit");
         let verifier: String = one(&format!(
             "SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"
         ));

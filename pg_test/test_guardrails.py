@@ -1,0 +1,288 @@
+"""Property 3, bounded: guardrails no credential session can lift, and
+connection limits that keep one org from exhausting a server. Each path on
+the primary and on the replica (many orgs share one replica)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+
+import psycopg2
+import pytest
+
+from bi import PLAIN_PASSWORD, PLAIN_ROLE, login
+from cluster import pg_tool, wait_until
+from probe import PERMISSION_DENIED, session
+
+ORG_A, ORG_B = "901", "902"
+TOO_MANY_CONNECTIONS = "53300"
+QUERY_CANCELED = "57014"
+
+# setting -> (a value above its cap, what SHOW says at the default caps)
+RAISES = {
+    "statement_timeout": ("0", "5min"),
+    "idle_in_transaction_session_timeout": ("0", "1min"),
+    "idle_session_timeout": ("0", "30min"),
+    "work_mem": ("4GB", "4MB"),
+    "maintenance_work_mem": ("4GB", "64MB"),
+    "temp_buffers": ("1GB", "8MB"),
+    "hash_mem_multiplier": ("10", "2"),
+    "max_parallel_workers_per_gather": ("8", "2"),
+}
+
+
+@pytest.fixture(params=["primary", "replica"])
+def server(request, pair):
+    return getattr(pair, request.param)
+
+
+@pytest.fixture(scope="module")
+def cred(bi):
+    return bi.generate(ORG_A)
+
+
+@pytest.fixture
+def sess(cred, server):
+    with session(cred, server) as s:
+        yield s
+
+
+def set_bi_settings(pair, settings: dict[str, str | None]) -> None:
+    """ALTER SYSTEM on both servers (LOAD first: on 15 a bi_access.* name is
+    unknown until the library is loaded in the session), then a reload."""
+    for server in (pair.primary, pair.replica):
+        conn = server.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("LOAD 'bi_access'")
+                for name, value in settings.items():
+                    if value is None:
+                        cur.execute(f"ALTER SYSTEM RESET {name}")
+                    else:
+                        cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+    time.sleep(0.5)  # every backend handles the reload signal before its next command
+
+
+@contextlib.contextmanager
+def bi_settings(pair, **settings: str):
+    names = {f"bi_access.{k}": v for k, v in settings.items()}
+    set_bi_settings(pair, names)
+    try:
+        yield
+    finally:
+        set_bi_settings(pair, {name: None for name in names})
+
+
+@pytest.mark.parametrize("setting", list(RAISES))
+def test_a_raise_by_set_is_refused_and_the_value_stays(sess, setting):
+    raised, default = RAISES[setting]
+    outcome = sess.run(f"SET {setting} = '{raised}'")
+    assert outcome.state == PERMISSION_DENIED, str(outcome)
+    assert sess.value(f"SHOW {setting}") == default
+
+
+@pytest.mark.parametrize("how", ["set_config", "set_config local", "SET LOCAL"])
+def test_a_raise_by_any_other_path_is_refused(sess, how):
+    sql = {"set_config": "SELECT set_config('statement_timeout', '0', false)",
+           "set_config local": "SELECT set_config('statement_timeout', '0', true)",
+           "SET LOCAL": "SET LOCAL statement_timeout = 0"}[how]
+    outcome = sess.run(sql)
+    assert outcome.state == PERMISSION_DENIED, str(outcome)
+    assert sess.value("SHOW statement_timeout") == "5min"
+
+
+def test_a_lower_value_is_accepted_and_reset_returns_to_the_cap(sess):
+    sess.rows("SET statement_timeout = '2s'")
+    assert sess.value("SHOW statement_timeout") == "2s"
+    sess.rows("RESET statement_timeout")
+    assert sess.value("SHOW statement_timeout") == "5min"
+    sess.rows("RESET ALL")
+    assert sess.value("SHOW statement_timeout") == "5min"
+
+
+def test_temp_file_limit_applies_and_cannot_be_set(sess):
+    assert sess.value("SHOW temp_file_limit") == "1GB"
+    outcome = sess.run("SET temp_file_limit = -1")
+    assert outcome.state == PERMISSION_DENIED, str(outcome)  # superuser-only in PostgreSQL itself
+
+
+def test_a_function_set_clause_cannot_raise(pair, bi, saas_db, cred, server):
+    """A function the DBA made callable by PUBLIC whose SET clause lifts the
+    timeout: calling it is refused instead of running unbounded."""
+    pair.primary.sql("CREATE OR REPLACE FUNCTION public.lifted() RETURNS int LANGUAGE sql "
+                     "SET statement_timeout = 0 AS 'SELECT 1'", dbname=saas_db.dbname)
+    pair.wait_replayed()
+    with session(cred, server) as s:
+        outcome = s.run("SELECT public.lifted()")
+        assert outcome.state == PERMISSION_DENIED, str(outcome)
+
+
+def test_startup_options_are_clamped_with_a_warning(cred, server):
+    """PGOPTIONS, as psql sends them (psycopg2 drops notices that arrive
+    before the connection is made)."""
+    args = cred.login_args(server)
+    proc = subprocess.run(
+        [pg_tool("psql"), "-X", "-At", "-h", args["host"], "-p", str(args["port"]), "-U", args["user"],
+         "-d", args["dbname"], "-c", "SHOW statement_timeout", "-c", "SHOW idle_in_transaction_session_timeout",
+         "-c", "SHOW work_mem"],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PGPASSWORD": args["password"],
+             "PGOPTIONS": "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0 -c work_mem=4GB"})
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING:  bi_access:")]
+    assert len(warnings) == 3, proc.stderr
+    assert proc.stdout.split() == ["5min", "1min", "64MB"]
+
+
+def test_a_statement_past_the_cap_is_cut_whatever_the_session_set(pair, cred, server):
+    with bi_settings(pair, statement_timeout="1s"):
+        with session(cred, server) as s:
+            assert s.run("SET statement_timeout = 0").state == PERMISSION_DENIED
+            started = time.monotonic()
+            outcome = s.run("SELECT pg_sleep(5)")
+            assert outcome.state == QUERY_CANCELED, str(outcome)
+            assert time.monotonic() - started < 3
+
+
+def test_a_lowered_cap_applies_to_an_open_session_from_its_next_statement(pair, cred, server):
+    with session(cred, server) as s:
+        assert s.value("SHOW statement_timeout") == "5min"
+        with bi_settings(pair, statement_timeout="1s"):
+            started = time.monotonic()
+            outcome = s.run("SELECT pg_sleep(4)")
+            assert outcome.state == QUERY_CANCELED, str(outcome)
+            assert time.monotonic() - started < 3
+            assert s.value("SHOW statement_timeout") == "1s"
+
+
+def test_an_idle_transaction_is_ended_and_releases_its_locks(pair, bi, saas_db, cred):
+    table = saas_db.tables[0].name
+    with bi_settings(pair, idle_in_transaction_session_timeout="1s"):
+        conn = login(cred.login_args(pair.primary))
+        try:
+            conn.autocommit = False
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT count(*) FROM {table}")  # holds ACCESS SHARE
+            time.sleep(2)
+            # The owner's DDL does not queue behind it.
+            owner = pair.primary.connect(saas_db.dbname)
+            owner.autocommit = False
+            try:
+                with owner.cursor() as cur:
+                    cur.execute("SET lock_timeout = '500ms'")
+                    cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            finally:
+                owner.close()
+            with pytest.raises(psycopg2.OperationalError):
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+        finally:
+            conn.close()
+
+
+# --------------------------------------------------------------------------
+# connection limits
+
+def open_sessions(cred, server, count: int) -> list:
+    return [login(cred.login_args(server)) for _ in range(count)]
+
+
+def first_statement(cred, server) -> str:
+    """'ok', or the SQLSTATE of the FATAL a new psql session gets at login or
+    at its first statement (psycopg2 loses a FATAL's SQLSTATE once the server
+    closes the connection)."""
+    args = cred.login_args(server)
+    proc = subprocess.run(
+        [pg_tool("psql"), "-X", "-At", "-v", "VERBOSITY=verbose", "-h", args["host"], "-p", str(args["port"]),
+         "-U", args["user"], "-d", args["dbname"], "-c", "SELECT 'ok'"],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": args["password"]})
+    if proc.returncode == 0:
+        return proc.stdout.strip()
+    fatal = [line for line in proc.stderr.splitlines() if line.startswith("FATAL:  ")]
+    assert fatal, proc.stderr
+    return fatal[0].split()[1].rstrip(":")
+
+
+def neighbours_connect(pair, bi, server) -> None:
+    """Another org's credential and the application still connect and query."""
+    other = bi.generate(ORG_B)
+    assert first_statement(other, server) == "ok"
+    app = psycopg2.connect(**server.tcp_args(bi.dbname, PLAIN_ROLE, PLAIN_PASSWORD))
+    try:
+        with app.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        app.close()
+    bi.one("delete", other.role)
+
+
+def close_all(conns) -> None:
+    for conn in conns:
+        conn.close()
+
+
+def test_a_credential_has_a_connection_limit_by_default(pair, bi, server):
+    cred = bi.generate(ORG_A)
+    assert bi.record(cred.role)["connection_limit"] == 5
+    conns = open_sessions(cred, server, 5)
+    try:
+        with pytest.raises(psycopg2.OperationalError) as info:
+            login(cred.login_args(server))
+        assert "too many connections for role" in str(info.value)
+        neighbours_connect(pair, bi, server)
+    finally:
+        close_all(conns)
+        bi.one("delete", cred.role)
+
+
+def test_an_org_stops_at_its_org_connection_limit(pair, bi, server):
+    creds = [bi.generate(ORG_A) for _ in range(2)]
+    with bi_settings(pair, org_connection_limit="3"):
+        conns = open_sessions(creds[0], server, 2) + open_sessions(creds[1], server, 1)
+        try:
+            for c in conns:
+                with c.cursor() as cur:
+                    cur.execute("SELECT 1")
+            assert first_statement(creds[1], server) == TOO_MANY_CONNECTIONS
+            neighbours_connect(pair, bi, server)
+        finally:
+            close_all(conns)
+    for cred in creds:
+        bi.one("delete", cred.role)
+
+
+def test_all_credentials_stop_at_max_bi_connections(pair, bi, server):
+    creds = [bi.generate(org) for org in ("911", "912", "913")]
+    with bi_settings(pair, max_bi_connections="3"):
+        conns = [login(c.login_args(server)) for c in creds]
+        try:
+            for c in conns:
+                with c.cursor() as cur:
+                    cur.execute("SELECT 1")
+            fourth = bi.generate("914")
+            assert first_statement(fourth, server) == TOO_MANY_CONNECTIONS
+            app = psycopg2.connect(**server.tcp_args(bi.dbname, PLAIN_ROLE, PLAIN_PASSWORD))
+            app.close()
+        finally:
+            close_all(conns)
+    wait_until(lambda: first_statement(creds[0], server) == "ok", 10, "a slot to free up")
+    for cred in [*creds, fourth]:
+        bi.one("delete", cred.role)
+
+
+def test_a_database_setting_above_a_cap_is_lowered_at_login(pair, bi, cred, server):
+    """A careless ALTER DATABASE … SET work_mem applies to every role of the
+    database; in a credential session it is lowered to the cap."""
+    pair.primary.sql(f"ALTER DATABASE {bi.dbname} SET work_mem = '1GB'")
+    pair.wait_replayed()
+    try:
+        with session(cred, server) as s:
+            assert s.value("SHOW work_mem") == "64MB"
+    finally:
+        pair.primary.sql(f"ALTER DATABASE {bi.dbname} RESET work_mem")
+        pair.wait_replayed()

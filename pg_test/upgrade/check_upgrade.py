@@ -1,0 +1,191 @@
+"""ALTER EXTENSION bi_access UPDATE from the real 0.1.0 (run by run.sh, which
+prepares a private PostgreSQL 15 installation whose bi_access is 0.1.0's
+library and frozen install script; PG_BIN points at it).
+
+0.1.0 is installed and used on a primary and its streaming replica: exposed
+tables, live credentials, logins on the replica. Then the servers stop, this
+tree's library and scripts replace 0.1.0's (as a package upgrade would), the
+servers start, and ALTER EXTENSION bi_access UPDATE runs. Afterwards:
+- the extension's objects equal a fresh install's of the new version, object
+  by object (definitions, columns, grants, enum labels, event triggers; the
+  random reader-group name aside);
+- the existing credentials log in on the replica, see only their org's rows,
+  and every reveal still works;
+- the exposed tables' policies are in the new form (the pass-through policy
+  no longer admits credentials).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bi import ADMIN_PASSWORD, ADMIN_ROLE, BiAccess, can_login
+from probe import PERMISSION_DENIED, session
+
+NEW = Path(os.environ.get("BI_UPGRADE_NEW", "/nonexistent"))
+LIB = Path(os.environ.get("BI_UPGRADE_LIB", "/nonexistent"))
+EXT = Path(os.environ.get("BI_UPGRADE_EXT", "/nonexistent"))
+OLD_VERSION, NEW_VERSION = "0.1.0", "0.2.0"
+DB, FRESH = "upgraded", "fresh"
+
+SCHEMA = """
+CREATE TABLE accounts (id serial PRIMARY KEY, org_id bigint NOT NULL, name text NOT NULL);
+INSERT INTO accounts (org_id, name) SELECT o, 'account ' || g
+  FROM (VALUES (1, 3), (2, 5)) v(o, n), generate_series(1, n) g;
+CREATE TABLE projects (id serial PRIMARY KEY, tenant text NOT NULL, title text NOT NULL);
+INSERT INTO projects (tenant, title) VALUES ('1', 'p1'), ('2', 'p2'), ('2', 'p3');
+"""
+EXPOSE = """
+SELECT bi_access.expose_table('accounts');
+SELECT bi_access.expose_table('projects', 'tenant');
+SELECT * FROM bi_access.sync_tables();
+"""
+
+# Every object of the extension with what defines it; the reader group's
+# random name is replaced by READER.
+DESCRIBE = """
+WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'bi_access'),
+members AS (
+    SELECT d.classid, d.objid, d.objsubid FROM pg_depend d, ext
+    WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e')
+SELECT pg_describe_object(classid, objid, objsubid),
+       CASE classid
+       WHEN 'pg_proc'::regclass THEN
+           (SELECT pg_get_functiondef(p.oid) || ' acl=' || coalesce(p.proacl::text, '') || ' owner='
+                   || p.proowner::regrole::text FROM pg_proc p WHERE p.oid = objid)
+       WHEN 'pg_class'::regclass THEN
+           (SELECT c.relkind::text || ' ' || coalesce(pg_get_viewdef(c.oid), '') || ' cols='
+                   || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                                                  || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+                                                  || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), ''),
+                                                  ', ' ORDER BY a.attnum)
+                                FROM pg_attribute a LEFT JOIN pg_attrdef ad
+                                  ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
+                   || ' acl=' || coalesce(c.relacl::text, '') || ' rls=' || c.relrowsecurity
+                   || ' indexes=' || coalesce((SELECT string_agg(pg_get_indexdef(i.indexrelid), '; ' ORDER BY 1)
+                                               FROM pg_index i WHERE i.indrelid = c.oid), '')
+                   || ' constraints=' || coalesce((SELECT string_agg(k.conname || ' ' || pg_get_constraintdef(k.oid),
+                                                                     '; ' ORDER BY 1)
+                                                   FROM pg_constraint k WHERE k.conrelid = c.oid), '')
+                   || ' triggers=' || coalesce((SELECT string_agg(pg_get_triggerdef(t.oid), '; ' ORDER BY 1)
+                                                FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal), '')
+                   || ' policies=' || coalesce((SELECT string_agg(p.polname || ' ' || pg_get_expr(p.polqual, p.polrelid),
+                                                                  '; ' ORDER BY 1)
+                                                FROM pg_policy p WHERE p.polrelid = c.oid), '')
+            FROM pg_class c WHERE c.oid = objid)
+       WHEN 'pg_type'::regclass THEN
+           (SELECT t.typtype::text || ' ' || coalesce((SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
+                                                 FROM pg_enum e WHERE e.enumtypid = t.oid), '')
+            FROM pg_type t WHERE t.oid = objid)
+       WHEN 'pg_event_trigger'::regclass THEN
+           (SELECT e.evtevent || ' ' || e.evtfoid::regproc::text || ' ' || e.evtenabled::text || ' '
+                   || coalesce(e.evttags::text, '')
+            FROM pg_event_trigger e WHERE e.oid = objid)
+       WHEN 'pg_namespace'::regclass THEN
+           (SELECT coalesce(n.nspacl::text, '') FROM pg_namespace n WHERE n.oid = objid)
+       ELSE '' END
+FROM members ORDER BY 1
+"""
+CONFIG_DUMP = """
+SELECT array(SELECT unnest(extconfig)::regclass::text ORDER BY 1), extversion
+FROM pg_extension WHERE extname = 'bi_access'
+"""
+
+
+def describe(pair, dbname: str) -> list[tuple[str, str]]:
+    reader = pair.primary.value("SELECT reader_role::text FROM bi_access.config", dbname=dbname)
+    return [(obj, (definition or "").replace(reader, "READER")) for obj, definition in
+            pair.primary.sql(DESCRIBE, dbname=dbname)]
+
+
+def swap_in_the_new_build(pair) -> None:
+    """What a package upgrade does: the servers stop, the files change, the
+    servers start (the library is never replaced under a running server)."""
+    for server in (pair.replica, pair.primary):
+        server.stop()
+    for name in ("bi_access.control", f"bi_access--{NEW_VERSION}.sql",
+                 f"bi_access--{OLD_VERSION}--{NEW_VERSION}.sql"):
+        shutil.copy(NEW / name, EXT / name)
+    shutil.copy(NEW / "bi_access.so", LIB / "bi_access.so")
+    pair.primary.start()
+    pair.replica.start()
+    pair.wait_streaming()
+
+
+@pytest.fixture(scope="module")
+def upgraded(pair, secrets):
+    assert (NEW / "bi_access.so").exists(), "run through pg_test/upgrade/run.sh"
+    pair.primary.sql(f"CREATE DATABASE {DB}")
+    pair.primary.sql(SCHEMA, dbname=DB)
+    pair.primary.sql("CREATE EXTENSION bi_access", dbname=DB)
+    assert pair.primary.value("SELECT extversion FROM pg_extension WHERE extname = 'bi_access'",
+                              dbname=DB) == OLD_VERSION
+    pair.primary.sql(EXPOSE, dbname=DB)
+    pair.primary.sql(f"CREATE ROLE {ADMIN_ROLE} LOGIN PASSWORD %s IN ROLE bi_access_admin", (ADMIN_PASSWORD,))
+    bi = BiAccess(pair, DB, secrets)
+    creds = {org: bi.generate(org) for org in ("1", "2")}
+    for cred in creds.values():
+        assert can_login(cred.login_args(pair.replica)), "0.1.0 works before the upgrade"
+    bi.close()
+    swap_in_the_new_build(pair)
+    pair.primary.sql("ALTER EXTENSION bi_access UPDATE", dbname=DB)
+    pair.wait_replayed()
+    pair.primary.sql(f"CREATE DATABASE {FRESH}")
+    pair.primary.sql("CREATE EXTENSION bi_access", dbname=FRESH)
+    return creds
+
+
+def test_the_upgrade_reaches_the_new_version(pair, upgraded):
+    assert pair.primary.value("SELECT extversion FROM pg_extension WHERE extname = 'bi_access'",
+                              dbname=DB) == NEW_VERSION
+
+
+def test_the_upgraded_extension_equals_a_fresh_install(pair, upgraded):
+    upgraded_objects, fresh_objects = describe(pair, DB), describe(pair, FRESH)
+    assert [o for o, _ in upgraded_objects] == [o for o, _ in fresh_objects]
+    different = [(o, a, b) for (o, a), (_, b) in zip(upgraded_objects, fresh_objects) if a != b]
+    assert different == []
+    assert pair.primary.sql(CONFIG_DUMP, dbname=DB) == pair.primary.sql(CONFIG_DUMP, dbname=FRESH)
+
+
+def test_existing_credentials_log_in_and_stay_in_their_org(pair, upgraded):
+    for org, cred in upgraded.items():
+        for server in (pair.primary, pair.replica):
+            with session(cred, server) as s:
+                assert s.rows("SELECT DISTINCT org_id::text FROM accounts") == [(org,)]
+                assert s.rows("SELECT DISTINCT tenant FROM projects") == [(org,)]
+                # The new session guard holds for them too.
+                assert s.run("CREATE TEMP TABLE t (x int)").state == PERMISSION_DENIED
+
+
+def test_every_reveal_still_works(pair, upgraded, secrets):
+    bi = BiAccess(pair, DB, secrets)
+    try:
+        for cred in upgraded.values():
+            details = bi.one("connection_details", cred.role)
+            assert details["password"] == cred.password
+    finally:
+        bi.close()
+
+
+def test_policies_are_in_the_new_form(pair, upgraded):
+    for table in ("accounts", "projects"):
+        qual = pair.primary.value(
+            "SELECT pg_get_expr(polqual, polrelid) FROM pg_policy "
+            "WHERE polrelid = %s::regclass AND polname = 'bi_access_passthrough'", (table,), dbname=DB)
+        assert "pg_auth_members" in qual, qual
+
+
+def test_a_new_credential_works_after_the_upgrade(pair, upgraded, secrets):
+    bi = BiAccess(pair, DB, secrets)
+    try:
+        cred = bi.generate("1")
+        with session(cred, pair.replica) as s:
+            assert s.rows("SELECT DISTINCT org_id::text FROM accounts") == [("1",)]
+    finally:
+        bi.close()

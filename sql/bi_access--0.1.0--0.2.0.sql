@@ -1,0 +1,498 @@
+-- bi_access 0.1.0 -> 0.2.0. Written by scripts/upgrade_script.py: edit
+-- sql/upgrade/0.1.0--0.2.0.pre.sql / .post.sql and run it again.
+
+\echo Use "ALTER EXTENSION bi_access UPDATE" to load this file. \quit
+
+-- Before the SQL surface is rebuilt: schema and data changes from 0.1.0.
+
+-- Expiry is a status of its own. Appended, so the order matches a fresh
+-- install; usable only once this transaction commits (the credentials view
+-- reaches it through text).
+ALTER TYPE bi_access.credential_status ADD VALUE IF NOT EXISTS 'expired';
+
+-- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
+-- procedure and event trigger is recreated below exactly as a fresh install
+-- creates it. Functions returning bi_access.credentials depend on the view.
+DROP EVENT TRIGGER IF EXISTS bi_access_new_tables;
+DROP EVENT TRIGGER IF EXISTS bi_access_forget_dropped;
+DROP EVENT TRIGGER IF EXISTS bi_access_drop_extension;
+DROP FUNCTION bi_access.on_ddl_command_end();
+DROP FUNCTION bi_access.on_sql_drop();
+DROP FUNCTION bi_access.on_drop_extension();
+DROP PROCEDURE bi_access.sync(text, integer);
+DROP FUNCTION bi_access_internal.step_sync_begin();
+DROP FUNCTION bi_access_internal.step_sync_table(regclass);
+DROP FUNCTION bi_access_internal.step_sync_end(integer, integer, text[]);
+DROP FUNCTION bi_access.generate(text, text, text, timestamptz, integer);
+DROP FUNCTION bi_access.connection_details(name);
+DROP FUNCTION bi_access.regenerate(name);
+DROP FUNCTION bi_access.revoke(name);
+DROP FUNCTION bi_access.activate(name);
+DROP FUNCTION bi_access.delete(name);
+DROP FUNCTION bi_access.purge(name);
+DROP FUNCTION bi_access.expose_table(regclass, name);
+DROP FUNCTION bi_access.hide_table(regclass);
+DROP FUNCTION bi_access.unsynced_tables();
+DROP FUNCTION bi_access.sync_tables();
+DROP FUNCTION bi_access."check"();
+DROP VIEW bi_access.credentials;
+DROP VIEW bi_access.events;
+
+-- The Rust workers of the old version.
+DROP FUNCTION bi_access_internal."before_drop";
+DROP FUNCTION bi_access_internal."connection_details";
+DROP FUNCTION bi_access_internal."sync_tables";
+DROP FUNCTION bi_access_internal."unsynced_tables";
+DROP FUNCTION bi_access_internal."hide_table";
+DROP FUNCTION bi_access_internal."replayed";
+DROP FUNCTION bi_access_internal."sync_one";
+DROP FUNCTION bi_access_internal."check";
+DROP FUNCTION bi_access_internal."purge";
+DROP FUNCTION bi_access_internal."activate";
+DROP FUNCTION bi_access_internal."sync_end";
+DROP FUNCTION bi_access_internal."sync_begin";
+DROP FUNCTION bi_access_internal."note_new_tables";
+DROP FUNCTION bi_access_internal."regenerate";
+DROP FUNCTION bi_access_internal."delete";
+DROP FUNCTION bi_access_internal."generate";
+DROP FUNCTION bi_access_internal."expose_table";
+DROP FUNCTION bi_access_internal."forget_dropped";
+DROP FUNCTION bi_access_internal."revoke";
+
+-- The Rust workers of the new version (the org lookups in place).
+CREATE OR REPLACE FUNCTION bi_access."current_org"() RETURNS TEXT /* Option < String > */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_org_wrapper';
+CREATE OR REPLACE FUNCTION bi_access."current_org_bigint"() RETURNS bigint /* Option < i64 > */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_org_bigint_wrapper';
+CREATE OR REPLACE FUNCTION bi_access."current_org_uuid"() RETURNS uuid /* Option < pgrx :: Uuid > */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_org_uuid_wrapper';
+CREATE FUNCTION bi_access_internal."replayed"(
+	"lsn" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'replayed_wrapper';
+CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+CREATE FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* pg_sys :: Oid */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+CREATE FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+CREATE FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+CREATE FUNCTION bi_access_internal."sync_one"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_one_wrapper';
+CREATE FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+CREATE FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+CREATE FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+CREATE FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* & str */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'regenerate_wrapper';
+CREATE FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* & str */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+CREATE FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT /* Option < i32 > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_wrapper';
+CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+CREATE FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+
+-- The SQL surface, as sql/api.sql creates it.
+-- bi_access: the SQL surface. Runs after every generated object.
+--
+-- Each management function is SECURITY DEFINER with a pinned search_path,
+-- is not executable by PUBLIC, and is granted to bi_access_admin. Each calls
+-- its worker in schema bi_access_internal (Rust), which nobody else may call.
+
+CREATE VIEW bi_access.credentials AS
+SELECT c.id,
+       c.org_id,
+       c.org_name,
+       c.label,
+       c.role_name,
+       -- Precedence: deleted, deleting, failed, deactivated, expired,
+       -- pending, syncing, active (src/credentials.rs reads it the same way).
+       -- 'expired' goes through text: the upgrade from 0.1.0 adds that enum
+       -- value in the same transaction that creates this view, where a
+       -- literal of the new value could not be parsed yet.
+       CASE WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
+            WHEN r.role_missing THEN 'failed'::bi_access.credential_status
+            WHEN c.status = 'deactivated' THEN c.status
+            WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
+            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
+            THEN 'active'::bi_access.credential_status
+            ELSE c.status
+       END AS status,
+       c.created_at,
+       c.updated_at,
+       c.rotated_at,
+       c.valid_until,
+       c.connection_limit,
+       coalesce(c.last_error,
+                CASE WHEN r.role_missing
+                     THEN 'its role does not exist: dropped outside bi_access, or the database was '
+                          'restored without its roles; generate again for this org and label'
+                END) AS last_error
+FROM bi_access.credential c
+CROSS JOIN LATERAL (
+    SELECT c.status NOT IN ('failed', 'deleted')
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
+) r;
+COMMENT ON VIEW bi_access.credentials IS
+    'Every credential bi_access manages, with its status; never shows a secret';
+
+CREATE VIEW bi_access.events AS
+SELECT e.id, e.at, e.action, e.role_name, e.org_id, e.actor, e.detail
+FROM bi_access.event e;
+COMMENT ON VIEW bi_access.events IS
+    'Append-only log of every management call, reveals of a password included';
+
+CREATE FUNCTION bi_access.generate(
+    org_id text,
+    label text DEFAULT 'default',
+    org_name text DEFAULT NULL,
+    valid_until timestamptz DEFAULT NULL,
+    connection_limit integer DEFAULT NULL
+) RETURNS bi_access.connection
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit) $$;
+COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer) IS
+    'Creates a read-only login for an org: role, password, record; returns the connection details once';
+
+CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
+COMMENT ON FUNCTION bi_access.connection_details(name) IS
+    'View Details: the connection details again, password included (audited)';
+
+CREATE FUNCTION bi_access.regenerate(role name, valid_until timestamptz DEFAULT NULL)
+RETURNS bi_access.connection
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until) $$;
+COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
+    'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
+
+CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.revoke(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.revoke(name) IS
+    'Disables the login and ends its sessions at commit; status deactivated';
+
+CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.activate(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
+
+CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.delete(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.delete(name) IS
+    'Ends sessions and drops the role; the record stays, status deleted';
+
+CREATE FUNCTION bi_access.purge(role name) RETURNS void
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.purge(role::text) $$;
+COMMENT ON FUNCTION bi_access.purge(name) IS
+    'Removes a deleted credential from the list; the event log keeps its history';
+
+CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.expose_table(tbl::oid, org_column::text) $$;
+COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
+    'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
+
+CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.hide_table(tbl::oid) $$;
+COMMENT ON FUNCTION bi_access.hide_table(regclass) IS
+    'Withdraws a table from BI roles, restores it as it was, and keeps it out of later syncs';
+
+CREATE FUNCTION bi_access.unsynced_tables()
+RETURNS TABLE (tbl regclass, org_column name, reason text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT u.tbl::regclass, u.org_column::name, u.reason FROM bi_access_internal.unsynced_tables() u $$;
+COMMENT ON FUNCTION bi_access.unsynced_tables() IS 'What a sync would change, and why';
+
+CREATE FUNCTION bi_access.sync_tables() RETURNS TABLE (tbl regclass, action text)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT s.tbl::regclass, s.action FROM bi_access_internal.sync_tables() s $$;
+COMMENT ON FUNCTION bi_access.sync_tables() IS
+    'Brings every exposed table to its exposed state, all or nothing, in the caller''s transaction';
+
+CREATE FUNCTION bi_access.check()
+RETURNS TABLE (severity text, object text, finding text, fix text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.severity, c.object, c.finding, c.fix FROM bi_access_internal.check() c $$;
+COMMENT ON FUNCTION bi_access.check() IS
+    'Health check of the security posture around BI credentials, each finding with its fix';
+
+-- CALL bi_access.sync(): the same as sync_tables() for a live system. It
+-- commits table by table, so at most one application table is locked at a
+-- time, and polls each lock for at most lock_timeout (a waiting lock request
+-- would queue the application's queries behind it), retrying a busy table a
+-- few times before it skips it. A procedure that COMMITs can be neither
+-- SECURITY DEFINER nor SET search_path, so it runs as its caller and does
+-- each step through a SECURITY DEFINER function.
+CREATE FUNCTION bi_access_internal.step_sync_begin() RETURNS regclass[]
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_begin()::regclass[] $$;
+
+CREATE FUNCTION bi_access_internal.step_sync_table(tbl regclass) RETURNS text
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_one(tbl::oid) $$;
+
+CREATE FUNCTION bi_access_internal.step_sync_end(synced integer, unchanged integer, skipped text[])
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_end(synced, unchanged, skipped) $$;
+
+CREATE PROCEDURE bi_access.sync(lock_timeout text DEFAULT '1s', retries integer DEFAULT 3)
+LANGUAGE plpgsql AS $$
+DECLARE
+    tables pg_catalog.regclass[];
+    t pg_catalog.regclass;
+    action text;
+    attempt integer;
+    why text;
+    synced integer := 0;
+    unchanged integer := 0;
+    skipped text[] := '{}';
+BEGIN
+    tables := bi_access_internal.step_sync_begin();
+    COMMIT;
+    FOREACH t IN ARRAY tables LOOP
+        action := NULL;
+        attempt := 0;
+        why := NULL;
+        LOOP
+            BEGIN
+                PERFORM pg_catalog.set_config('lock_timeout', sync.lock_timeout, true);
+                action := bi_access_internal.step_sync_table(t);
+            EXCEPTION
+                WHEN lock_not_available THEN
+                    attempt := attempt + 1;
+                    why := pg_catalog.format('its lock stayed busy for %s tries', attempt);
+                WHEN object_not_in_prerequisite_state THEN
+                    -- A table bi_access cannot sync as it stands: say why, go on.
+                    why := SQLERRM;
+                    EXIT;
+            END;
+            EXIT WHEN action IS NOT NULL OR attempt > retries;
+            PERFORM pg_catalog.pg_sleep(0.1 * attempt);
+        END LOOP;
+        IF action IS NULL THEN
+            skipped := skipped || t::text;
+            RAISE NOTICE 'bi_access.sync: skipped %: %; it is left as it was', t, why;
+        ELSIF action = 'unchanged' THEN
+            unchanged := unchanged + 1;
+        ELSE
+            synced := synced + 1;
+            RAISE NOTICE 'bi_access.sync: synced %', t;
+        END IF;
+        COMMIT;
+    END LOOP;
+    PERFORM bi_access_internal.step_sync_end(synced, unchanged, skipped);
+    COMMIT;
+    RAISE NOTICE 'bi_access.sync: % synced, % unchanged, % skipped', synced, unchanged, pg_catalog.cardinality(skipped);
+END
+$$;
+COMMENT ON PROCEDURE bi_access.sync(text, integer) IS
+    'sync_tables() for a live system: commits table by table under a lock timeout, retries, reports';
+
+-- Event triggers (their functions live in bi_access_internal, out of
+-- \df bi_access.*). At ddl_command_end: name new tables to the DBA, and
+-- withdraw the BI grant of an exposed table that a DDL statement weakened
+-- (RLS disabled, a bi_access policy dropped or altered, its org column
+-- dropped). At sql_drop: forget dropped tables.
+CREATE FUNCTION bi_access_internal.on_ddl_command_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM bi_access_internal.after_ddl();
+END
+$$;
+CREATE EVENT TRIGGER bi_access_after_ddl ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE VIEW',
+                 'ALTER VIEW', 'DROP POLICY', 'ALTER POLICY')
+    EXECUTE FUNCTION bi_access_internal.on_ddl_command_end();
+
+CREATE FUNCTION bi_access_internal.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM bi_access_internal.forget_dropped();
+END
+$$;
+CREATE EVENT TRIGGER bi_access_forget_dropped ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP VIEW', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION bi_access_internal.on_sql_drop();
+
+-- The drop guard (src/uninstall.rs): a C function, because only C functions
+-- receive the statement's parse tree, where every spelling of a name is the
+-- same. ENABLE ALWAYS: it also fires under session_replication_role = replica.
+CREATE FUNCTION bi_access_internal.drop_guard() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'bi_access_drop_guard';
+CREATE EVENT TRIGGER bi_access_drop_guard ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER EXTENSION')
+    EXECUTE FUNCTION bi_access_internal.drop_guard();
+ALTER EVENT TRIGGER bi_access_drop_guard ENABLE ALWAYS;
+
+-- Privileges. Nothing of bi_access is PUBLIC's; the admin role gets the
+-- management surface; the reader group only the org lookup its policies call.
+REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access_internal FROM PUBLIC;
+REVOKE ALL ON SCHEMA bi_access, bi_access_internal FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
+GRANT SELECT ON bi_access.credentials, bi_access.events TO bi_access_admin;
+GRANT EXECUTE ON FUNCTION
+    bi_access.generate(text, text, text, timestamptz, integer),
+    bi_access.connection_details(name),
+    bi_access.regenerate(name, timestamptz),
+    bi_access.revoke(name),
+    bi_access.activate(name),
+    bi_access.delete(name),
+    bi_access.purge(name),
+    bi_access.expose_table(regclass, name),
+    bi_access.hide_table(regclass),
+    bi_access.unsynced_tables(),
+    bi_access.sync_tables(),
+    bi_access.check(),
+    bi_access_internal.replayed(text),
+    bi_access_internal.step_sync_begin(),
+    bi_access_internal.step_sync_table(regclass),
+    bi_access_internal.step_sync_end(integer, integer, text[])
+TO bi_access_admin;
+GRANT EXECUTE ON PROCEDURE bi_access.sync(text, integer) TO bi_access_admin;
+
+DO $grants$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION bi_access.current_org(), bi_access.current_org_bigint(), '
+                   'bi_access.current_org_uuid() TO %I',
+                   (SELECT reader_role FROM bi_access.config));
+END
+$grants$;
+
+-- After the SQL surface is rebuilt.
+
+-- 0.1.0's pass-through policy (USING (true) TO PUBLIC) admitted credentials
+-- once the reader policies were gone: every exposed table gets the current
+-- form now, not at the next sync. A table that cannot be synced as it stands
+-- is named and left for check() and the next sync.
+DO $upgrade$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT tbl FROM bi_access.exposed_table WHERE NOT hidden AND rls_enabled_by_bi_access LOOP
+        BEGIN
+            PERFORM bi_access_internal.sync_one(t::oid);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'bi_access 0.2.0: % was not synced (%); bi_access.check() reports it', t, SQLERRM;
+        END;
+    END LOOP;
+END
+$upgrade$;

@@ -1,0 +1,223 @@
+//! The login's standing, checked at the start of every statement of a
+//! credential session, on every server:
+//!
+//! - revoked (NOLOGIN), deleted (no role), given a new password, or past its
+//!   VALID UNTIL: the session ends with FATAL 57P01, as revoke ends it on the
+//!   primary at commit. A standby replays the change into the catalogs but
+//!   nothing signals its sessions, and a backend applies replayed catalog
+//!   changes only when it accepts invalidation messages, so the check accepts
+//!   them first: a statement inside an open transaction block sees the change
+//!   too. Expiry changes nothing in the catalogs: the clock decides. On the
+//!   primary the same check closes the gap between the moment revoke collects
+//!   a role's sessions and its commit.
+//! - over its org's or the server's connection limit for BI sessions: FATAL
+//!   53300 before its first statement (the library loads after
+//!   authentication; a role's own CONNECTION LIMIT is PostgreSQL's, at login).
+
+use std::cell::Cell;
+use std::ffi::CStr;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+use crate::db;
+use crate::names;
+use crate::settings;
+
+thread_local! {
+    /// A fingerprint of the password verifier the session logged in under.
+    static LOGIN_VERIFIER: Cell<Option<u64>> = const { Cell::new(None) };
+    static LIMITS_CHECKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What the catalogs say of the login now.
+enum Standing {
+    Good { verifier: u64 },
+    Ended(&'static str),
+}
+
+/// At load, inside the startup transaction: the verifier the session
+/// authenticated with.
+pub(super) fn remember_login() {
+    if let Standing::Good { verifier } = standing() {
+        LOGIN_VERIFIER.with(|login| login.set(Some(verifier)));
+    }
+}
+
+/// At the start of every statement of a credential session.
+pub(super) fn check() {
+    // SAFETY: processes pending invalidation messages of this backend, as
+    // every transaction start does.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    match standing() {
+        Standing::Ended(why) => end(why),
+        Standing::Good { verifier } => {
+            let login = LOGIN_VERIFIER.with(|login| {
+                let known = login.get().unwrap_or(verifier);
+                login.set(Some(known));
+                known
+            });
+            if login != verifier {
+                end("was given a new password");
+            }
+        }
+    }
+    if !LIMITS_CHECKED.with(|checked| checked.replace(true)) {
+        connection_limits();
+    }
+}
+
+fn standing() -> Standing {
+    // SAFETY: a syscache lookup of the session's login, released before
+    // return; the attributes are copied out first.
+    unsafe {
+        let login = pg_sys::GetSessionUserId();
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            pg_sys::Datum::from(login),
+        );
+        if tuple.is_null() {
+            return Standing::Ended("was deleted");
+        }
+        let attribute = |number: u32| {
+            let mut null = false;
+            let value = pg_sys::SysCacheGetAttr(
+                pg_sys::SysCacheIdentifier::AUTHOID as i32,
+                tuple,
+                number as pg_sys::AttrNumber,
+                &mut null,
+            );
+            (!null).then_some(value)
+        };
+        let can_login =
+            attribute(pg_sys::Anum_pg_authid_rolcanlogin).is_some_and(|v| v.value() != 0);
+        let verifier = attribute(pg_sys::Anum_pg_authid_rolpassword).map(|v| {
+            let text = pg_sys::text_to_cstring(v.cast_mut_ptr());
+            let mut hasher = DefaultHasher::new();
+            CStr::from_ptr(text).to_bytes().hash(&mut hasher);
+            pg_sys::pfree(text.cast());
+            hasher.finish()
+        });
+        let expired = attribute(pg_sys::Anum_pg_authid_rolvaliduntil)
+            .is_some_and(|v| (v.value() as i64) < pg_sys::GetCurrentTimestamp());
+        pg_sys::ReleaseSysCache(tuple);
+        match (can_login, verifier, expired) {
+            (false, _, _) => Standing::Ended("was revoked"),
+            (_, _, true) => Standing::Ended("has expired"),
+            (_, None, _) => Standing::Ended("has no password"),
+            (true, Some(verifier), false) => Standing::Good { verifier },
+        }
+    }
+}
+
+fn end(why: &str) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
+        format!("terminating connection: this bi_access credential {why}"),
+        "bi_access",
+    )
+    .set_hint(
+        "Ask the organization's administrator for the credential's current connection details.",
+    )
+    .report(PgLogLevel::FATAL);
+    unreachable!("FATAL does not return")
+}
+
+fn too_many(what: String) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_TOO_MANY_CONNECTIONS,
+        what,
+        "bi_access",
+    )
+    .set_hint("Close another session of this organization's BI tools, or ask its administrator to raise the limit.")
+    .report(PgLogLevel::FATAL);
+    unreachable!("FATAL does not return")
+}
+
+/// Counts other BI sessions on this server, as the bootstrap superuser: the
+/// credential itself may read neither bi_access's records nor other roles'
+/// memberships through the session guard's eyes.
+fn connection_limits() {
+    let server_limit = settings::max_bi_connections();
+    let org_limit = settings::org_connection_limit();
+    if server_limit.is_none() && org_limit.is_none() {
+        return;
+    }
+    let (on_server, of_org) = as_superuser(|| {
+        // db::first runs read-only: it assigns no transaction id, which a
+        // standby could not.
+        let on_server = db::first::<i64>(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
+             WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
+               AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                           WHERE m.member OPERATOR(pg_catalog.=) a.usesysid \
+                             AND m.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole($1)::pg_catalog.oid)",
+            &[names::CREDENTIAL_GROUP.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+        let managed_here = db::first::<bool>(
+            "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
+            &[],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+        let of_org = if managed_here && org_limit.is_some() {
+            db::first::<i64>(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
+                 JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
+                 WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
+                   AND a.datid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
+                                    WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
+                   AND c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
+                                    WHERE k.role_name OPERATOR(pg_catalog.=) session_user)",
+                &[],
+            )
+            .ok()
+            .flatten()
+        } else {
+            None
+        };
+        (on_server, of_org)
+    });
+    if let Some(limit) = server_limit {
+        if on_server >= i64::from(limit) {
+            too_many(format!(
+                "too many bi_access connections on this server ({limit}, bi_access.max_bi_connections)"
+            ));
+        }
+    }
+    if let (Some(limit), Some(count)) = (org_limit, of_org) {
+        if count >= i64::from(limit) {
+            too_many(format!(
+                "too many connections for this organization's bi_access credentials ({limit}, bi_access.org_connection_limit)"
+            ));
+        }
+    }
+}
+
+fn as_superuser<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
+    let mut user = pg_sys::InvalidOid;
+    let mut context: std::ffi::c_int = 0;
+    // SAFETY: saves and restores this backend's current user; the restore
+    // runs whether `f` returns or raises.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    PgTryBuilder::new(|| {
+        // SAFETY: as above.
+        unsafe {
+            pg_sys::SetUserIdAndSecContext(
+                pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int,
+            )
+        };
+        f()
+    })
+    // SAFETY: as above.
+    .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(user, context) })
+    .execute()
+}
