@@ -144,6 +144,10 @@ pub unsafe fn view_is_security_invoker(relation: pg_sys::Relation) -> bool {
     }
 }
 
+/// A condition on a `pg_auth_members m` row, for 16 and later (the column
+/// is new there): the membership lets its member SET ROLE to the group.
+pub const MEMBERSHIP_ALLOWS_SET_ROLE_SQL: &str = "m.set_option";
+
 /// The statement that makes `role` a member of `groups` (all quoted
 /// already), inheriting their privileges. From 16 on the membership does not
 /// allow `SET ROLE` to the group: a credential can never act as its reader

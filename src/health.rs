@@ -182,17 +182,32 @@ fn definer_views(context: &Context) -> Result<Vec<Finding>> {
     )
 }
 
+/// From 16 on, a membership that allows SET ROLE is one bi_access never
+/// gives either (compat says how to spot it).
 fn credential_attributes(context: &Context) -> Result<Vec<Finding>> {
+    let (settable, regrant) = if compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+        (
+            compat::MEMBERSHIP_ALLOWS_SET_ROLE_SQL,
+            " (both WITH INHERIT TRUE, SET FALSE)",
+        )
+    } else {
+        ("false", "")
+    };
     rows(
-        "SELECT 'role ' || quote_ident(r.rolname), \
+        &format!(
+            "SELECT 'role ' || quote_ident(r.rolname), \
                 format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
-                        then REVOKE from it every role but %I', r.rolname, $1::text) \
+                        then REVOKE from it every role but %I and bi_access_credential{regrant}', \
+                       r.rolname, $1::text) \
          FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
          WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
             OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
                        JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
                        WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential')) \
-         ORDER BY 1",
+            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                       WHERE m.member = r.oid AND {settable}) \
+         ORDER BY 1"
+        ),
         &[context.reader.as_str().into()],
         "error",
         "a credential role has an attribute or a membership bi_access never gives",

@@ -870,6 +870,26 @@ mod tests {
         });
     }
 
+    /// From 16 on bi_access's memberships are WITH SET FALSE, so one that
+    /// allows SET ROLE was given by hand: check() names the credential.
+    #[pg_test]
+    fn check_reports_a_membership_that_allows_set_role() {
+        let (acme, _) = generate(ACME);
+        let about_acme = format!(
+            "SELECT count(*) FROM bi_access.check() WHERE object = 'role ' || quote_ident('{acme}')"
+        );
+        assert_eq!(one::<i64>(&about_acme), 0, "as generated");
+        if !crate::compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+            return; // before 16 every membership allows SET ROLE
+        }
+        run(&format!("GRANT {} TO {acme} WITH SET TRUE", reader()));
+        assert_eq!(
+            one::<i64>(&about_acme),
+            1,
+            "a membership that allows SET ROLE"
+        );
+    }
+
     #[pg_test]
     fn dropping_an_exposed_table_forgets_it() {
         saas();
