@@ -23,7 +23,7 @@ import psycopg2
 import pytest
 
 from bi import ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, BiAccess, login
-from cluster import MEMBERSHIPS_ALLOW_SET_ROLE, SUPERUSER
+from cluster import MEMBERSHIPS_ALLOW_SET_ROLE, PG_MAJOR, SUPERUSER
 from probe import (OK, PERMISSION_DENIED, READ_ONLY_TRANSACTION, Session, create_database, leaks, reader_group,
                    session)
 
@@ -363,8 +363,11 @@ def test_invented_bi_access_setting_is_refused(sess, expected):
     """The bi_access prefix is reserved (42602), from the session's first
     statement: a session cannot invent bi_access.x."""
     outcome = sess.run(f"SET bi_access.org = '{ORG_B}'")
-    expect(outcome, "42602")
-    assert "reserved prefix" in outcome.message, str(outcome)
+    if PG_MAJOR >= 15:
+        expect(outcome, "42602")
+        assert "reserved prefix" in outcome.message, str(outcome)
+    else:  # 14 cannot reserve a prefix: a placeholder it is, which bi_access never reads
+        expect(outcome, OK)
     assert_sees_exactly(sess, expected[ORG_A], "after SET bi_access.org")
 
 

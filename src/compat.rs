@@ -11,6 +11,7 @@
 //! | executor permission hook | range table | range table | range table and `RTEPermissionInfo` list |
 //! | a membership allows `SET ROLE` to the group | always | always | only `WITH SET TRUE` |
 //! | finding a built-in setting's record | the GUC array | the GUC array | `find_option` (a hash table) |
+//! | `session_preload_libraries` load | after the startup transaction | inside it | inside it |
 //!
 //! (From 17 on `ALTER SYSTEM SET bi_access.…` no longer needs the library
 //! loaded in the session; nothing here depends on it, README says so.)
@@ -76,6 +77,37 @@ pub const VIEWS_HAVE_SECURITY_INVOKER: bool = cfg!(not(feature = "pg14"));
 /// allows it, which is why the session guard is keyed on the login and never
 /// on the current user.
 pub const MEMBERSHIP_WITHOUT_SET_ROLE: bool = cfg!(not(any(feature = "pg14", feature = "pg15")));
+
+/// Runs `f` where the catalogs can be read while the library is loaded at
+/// session start (`session_preload_libraries`, before any query), or answers
+/// `None` where they cannot. 15 and later load it inside the startup
+/// transaction. 14 loads it just after that transaction committed, so `f`
+/// gets a transaction of its own there, committed after it (a FATAL from `f`
+/// ends the session either way). A shared preload in the postmaster has no
+/// session yet, and is answered `None` on every major.
+pub fn at_session_start<T>(f: impl FnOnce() -> T) -> Option<T> {
+    // SAFETY: reads of backend-local state.
+    if unsafe { pg_sys::IsTransactionState() } {
+        return Some(f());
+    }
+    #[cfg(feature = "pg14")]
+    // SAFETY: a backend with a session, between statements (no query yet) and
+    // outside any transaction: what PostgresMain itself does around each
+    // command.
+    unsafe {
+        let port = pg_sys::MyProcPort;
+        if pg_sys::IsUnderPostmaster
+            && !port.is_null()
+            && pg_sys::GetSessionUserId() != pg_sys::InvalidOid
+        {
+            pg_sys::StartTransactionCommand();
+            let answer = f();
+            pg_sys::CommitTransactionCommand();
+            return Some(answer);
+        }
+    }
+    None
+}
 
 /// Whether `reserve_guc_prefix` really reserves (15 and later).
 #[cfg_attr(not(feature = "pg_test"), allow(dead_code))] // the tests ask
