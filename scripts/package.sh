@@ -38,6 +38,10 @@ if [[ $expected != "$placed" ]]; then
   exit 1
 fi
 
+# As Debian's packages do: no symbol table beyond the dynamic one, which is
+# all PostgreSQL looks up (Pg_magic_func, _PG_init, pg_finfo_*, the functions).
+strip --strip-unneeded "$root/usr/lib/postgresql/$major/lib/bi_access.so"
+
 # The highest glibc symbol version the library needs is its one dependency
 # besides the server (it links nothing else: the crypto is pure Rust).
 so=$root/usr/lib/postgresql/$major/lib/bi_access.so
