@@ -1,90 +1,105 @@
--- The per-credential baseline of the benchmark (item 4), NOT part of
--- bi_access: the way many home-grown setups provision a BI login — one role,
--- one GRANT on each table and one RLS policy per table for each credential.
--- Installed in the baseline cluster's `bench` database, which has the same
--- 502 tables as the main data set (empty: the cost of GRANT and CREATE POLICY
--- does not depend on rows) and no bi_access.
+-- The hand-written peers of the benchmark, NOT part of bi_access: what a
+-- careful owner would write by hand to get the same result. Installed by
+-- bench/run.sh in cluster A's `bench` database, after CREATE EXTENSION.
 \set ON_ERROR_STOP on
 
--- RLS on every table, as the baseline needs it, with a pass-through policy
--- for the application (as bi_access does), so only the per-credential
--- policies grow.
-DO $$
-DECLARE
-    t regclass;
-BEGIN
-    FOR t IN SELECT c.oid::regclass FROM pg_class c
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'org_id'
-             WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
-    LOOP
-        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('CREATE POLICY app_passthrough ON %s TO PUBLIC USING (true) WITH CHECK (true)', t);
-    END LOOP;
-END
-$$;
+-- 1. The best row-level security can do: the twins rls.orders and
+-- rls.order_items (same rows, same indexes as public.*, see dataset.sql) with
+-- one policy for one login role, the org key as a literal. bench.py recreates
+-- the policy with each round's org key before that round's sessions open.
+ALTER TABLE rls.orders ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rls.order_items ENABLE ROW LEVEL SECURITY;
+CREATE ROLE rls_reader LOGIN PASSWORD 'rls_reader';
+GRANT USAGE ON SCHEMA rls TO rls_reader;
+GRANT SELECT ON rls.orders, rls.order_items TO rls_reader;
+CREATE POLICY org_only ON rls.orders FOR SELECT TO rls_reader USING (org_id = 7);
+CREATE POLICY org_only ON rls.order_items FOR SELECT TO rls_reader USING (org_id = 7);
 
-CREATE TABLE public.baseline_credential (
-    role_name name PRIMARY KEY,
-    org_id bigint NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+-- 2. A plain login role (no bi_access), for the login comparison: the same
+-- kind of password (32 random-looking alphanumerics, SCRAM-SHA-256).
+CREATE ROLE plain_login LOGIN PASSWORD 'Zq8rT2mW9xK4vB7nH3pL6cF1sD5gJ0aY';
+
+-- 3. `generate` written by hand: the same catalog work bi_access.generate
+-- does (sql/bootstrap.sql, src/credentials.rs, src/roles.rs): the record
+-- inserted first (its unique index serializes concurrent calls), CREATE ROLE
+-- ... LOGIN ... CONNECTION LIMIT ... IN ROLE two groups, the same three
+-- ALTER ROLE ... SET settings, a SCRAM-SHA-256 verifier computed by the
+-- caller given as the PASSWORD, the sealed secret and WAL position stored in
+-- the record, one event inserted; one commit (the caller's). SECURITY DEFINER
+-- with a pinned search_path, as bi_access's functions are.
+CREATE SCHEMA hand;
+CREATE ROLE hand_reader NOLOGIN;
+CREATE ROLE hand_credential NOLOGIN;
+CREATE TABLE hand.credential (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id text NOT NULL,
+    org_name text,
+    label text NOT NULL,
+    role_name name NOT NULL UNIQUE,
+    status text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    rotated_at timestamptz,
+    valid_until timestamptz,
+    connection_limit integer,
+    last_error text,
+    secret bytea,
+    created_lsn pg_lsn,
+    sealed_with text,
+    CHECK (org_id <> '' AND length(org_id) <= 256),
+    CHECK (label <> '' AND length(label) <= 63)
+);
+CREATE UNIQUE INDEX hand_credential_live_org_label ON hand.credential (org_id, label)
+    WHERE status NOT IN ('failed', 'deleted');
+CREATE INDEX hand_credential_org_label ON hand.credential (org_id, label);
+CREATE TABLE hand.event (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    action text NOT NULL,
+    role_name name,
+    org_id text,
+    actor text NOT NULL,
+    detail jsonb NOT NULL DEFAULT '{}'
 );
 
--- One credential: a LOGIN role (password hashed by the server to SCRAM, as
--- bi_access does in the extension), a GRANT on each table, a policy per
--- table keyed on the org id literal, and its record.
-CREATE OR REPLACE FUNCTION public.baseline_generate(org bigint) RETURNS name
-LANGUAGE plpgsql AS $$
+CREATE FUNCTION hand.generate(p_org_id text, p_label text, p_verifier text, p_secret bytea)
+RETURNS name
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r name := 'pc_' || substr(md5(random()::text || clock_timestamp()::text), 1, 16);
-    t regclass;
+    r name := 'hb_' || substr(md5(random()::text || clock_timestamp()::text), 1, 20);
+    cid bigint;
 BEGIN
-    EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', r, md5(random()::text));
-    EXECUTE format('ALTER ROLE %I SET default_transaction_read_only = on', r);
-    FOR t IN SELECT c.oid::regclass FROM pg_class c
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'org_id'
-             WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
-               AND c.relname <> 'baseline_credential'
-    LOOP
-        EXECUTE format('GRANT SELECT ON %s TO %I', t, r);
-        EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR SELECT TO %I USING (org_id = %s)',
-                       r, t, r, org);
-    END LOOP;
-    INSERT INTO public.baseline_credential (role_name, org_id) VALUES (r, org);
+    INSERT INTO hand.credential (org_id, label, role_name, status, connection_limit)
+    VALUES (p_org_id, p_label, r, 'active', 5)
+    ON CONFLICT (org_id, label) WHERE status NOT IN ('failed', 'deleted') DO NOTHING
+    RETURNING id INTO cid;
+    IF cid IS NULL THEN
+        RAISE EXCEPTION 'a credential for this org and label exists' USING ERRCODE = 'unique_violation';
+    END IF;
+    EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
+                   'INHERIT CONNECTION LIMIT 5 IN ROLE hand_reader, hand_credential PASSWORD %L',
+                   r, p_verifier);
+    EXECUTE format('ALTER ROLE %I SET default_transaction_read_only = %L', r, 'on');
+    EXECUTE format('ALTER ROLE %I SET search_path = %L', r, 'public');
+    EXECUTE format('ALTER ROLE %I SET session_preload_libraries = %L', r, 'bi_access');
+    UPDATE hand.credential
+    SET secret = p_secret, sealed_with = 'bench', created_lsn = pg_current_wal_insert_lsn()
+    WHERE id = cid;
+    INSERT INTO hand.event (action, role_name, org_id, actor, detail)
+    VALUES ('generate', r, p_org_id, session_user, jsonb_build_object('label', p_label, 'status', 'active'));
     RETURN r;
 END
 $$;
 
--- Its removal (untimed in the benchmark): DROP OWNED drops its grants and
--- policies.
-CREATE OR REPLACE FUNCTION public.baseline_delete(r name) RETURNS void
-LANGUAGE plpgsql AS $$
+-- Its removal (untimed in the benchmark, to keep the counts put).
+CREATE FUNCTION hand.delete(p_role name) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format('DROP OWNED BY %I', r);
-    EXECUTE format('DROP ROLE %I', r);
-    DELETE FROM public.baseline_credential WHERE role_name = r;
+    EXECUTE format('DROP ROLE %I', p_role);
+    DELETE FROM hand.credential WHERE role_name = p_role;
 END
 $$;
 
--- How many roles one table's ACL takes before GRANT fails: grants SELECT on
--- a scratch table to up to `n` fresh NOLOGIN roles, one statement each, and
--- returns how many succeeded and the first error (NULL if all did).
-CREATE OR REPLACE FUNCTION public.baseline_acl_probe(n int, OUT granted int, OUT error text)
-LANGUAGE plpgsql AS $$
-BEGIN
-    DROP TABLE IF EXISTS public.acl_probe;
-    CREATE TABLE public.acl_probe (id int);
-    granted := 0;
-    FOR i IN 1..n LOOP
-        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'acl_probe_' || i) THEN
-            EXECUTE format('CREATE ROLE %I NOLOGIN', 'acl_probe_' || i);
-        END IF;
-        BEGIN
-            EXECUTE format('GRANT SELECT ON public.acl_probe TO %I', 'acl_probe_' || i);
-        EXCEPTION WHEN OTHERS THEN
-            error := SQLSTATE || ': ' || SQLERRM;
-            RETURN;
-        END;
-        granted := i;
-    END LOOP;
-END
-$$;
+REVOKE ALL ON FUNCTION hand.generate(text, text, text, bytea), hand.delete(name) FROM PUBLIC;
+GRANT USAGE ON SCHEMA hand TO bench_admin;
+GRANT EXECUTE ON FUNCTION hand.generate(text, text, text, bytea), hand.delete(name) TO bench_admin;

@@ -89,6 +89,20 @@ ALTER TABLE plain.order_items ADD PRIMARY KEY (id);
 CREATE INDEX order_items_org_id_idx ON plain.order_items (org_id);
 CREATE INDEX order_items_order_id_idx ON plain.order_items (order_id);
 
+-- Twins in schema rls, built the same way, for the best row-level security
+-- can do by hand: one policy with the org key as a literal
+-- (bench/baseline.sql), same rows, same indexes.
+CREATE SCHEMA rls;
+CREATE TABLE rls.orders (LIKE public.orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+INSERT INTO rls.orders SELECT * FROM public.orders;
+ALTER TABLE rls.orders ADD PRIMARY KEY (id);
+CREATE INDEX orders_org_id_idx ON rls.orders (org_id);
+CREATE TABLE rls.order_items (LIKE public.order_items INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+INSERT INTO rls.order_items SELECT * FROM public.order_items;
+ALTER TABLE rls.order_items ADD PRIMARY KEY (id);
+CREATE INDEX order_items_org_id_idx ON rls.order_items (org_id);
+CREATE INDEX order_items_order_id_idx ON rls.order_items (order_id);
+
 RESET ROLE;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, plain TO app_rw;
 GRANT USAGE ON SCHEMA plain TO app_rw;

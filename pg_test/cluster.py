@@ -209,6 +209,8 @@ class ReplicaPair:
         self.socket_dir = self.root
         self.primary = Server("primary", self.root, self.socket_dir)
         self.replica = Server("replica", self.root, self.socket_dir)
+        # More standbys cloned later by add_replica (named targets' tests).
+        self.extra_replicas: list[Server] = []
         self._destroyed = False
         # The pytest finalizer normally tears down; atexit covers a crashed session.
         atexit.register(self.destroy)
@@ -226,42 +228,55 @@ class ReplicaPair:
         (self.primary.datadir / "pg_hba.conf").write_text(PG_HBA)
         self.primary.append_conf({**self.primary.base_settings(), **extra})
 
-    def _clone_replica(self) -> None:
-        run_as_postgres([pg_tool("pg_basebackup"), "-D", str(self.replica.datadir),
+    def _clone_replica(self, replica: Server | None = None, app_name: str = REPLICA_APP_NAME) -> None:
+        replica = replica or self.replica
+        run_as_postgres([pg_tool("pg_basebackup"), "-D", str(replica.datadir),
                          *self.primary.tool_args(), "-R", "-X", "stream", "-c", "fast", "--no-sync"])
         # The copied postgresql.conf still carries the primary's port.
-        self.replica.append_conf(self.replica.base_settings())
+        replica.append_conf(replica.base_settings())
         # -R wrote a primary_conninfo without our application_name; this later
         # line replaces it. It must go to postgresql.auto.conf, read last.
         conninfo = (f"host={self.socket_dir} port={self.primary.port} user={SUPERUSER} "
-                    f"application_name={REPLICA_APP_NAME}")
-        self.replica.append_conf({"primary_conninfo": conninfo}, "postgresql.auto.conf")
+                    f"application_name={app_name}")
+        replica.append_conf({"primary_conninfo": conninfo}, "postgresql.auto.conf")
 
-    def wait_streaming(self, timeout: float = 60) -> None:
+    def add_replica(self, name: str, app_name: str) -> Server:
+        """Another streaming standby of the primary, cloned now, replaying as
+        `app_name`; stopped with the pair."""
+        replica = Server(name, self.root, self.socket_dir)
+        self.extra_replicas.append(replica)
+        self._clone_replica(replica, app_name)
+        replica.start()
+        self.wait_streaming(app_name=app_name)
+        return replica
+
+    def wait_streaming(self, timeout: float = 60, app_name: str = REPLICA_APP_NAME) -> None:
         def streaming() -> bool:
             rows = self.primary.sql("SELECT state FROM pg_stat_replication WHERE application_name = %s",
-                                    (REPLICA_APP_NAME,))
+                                    (app_name,))
             return bool(rows) and rows[0][0] == "streaming"
-        wait_until(streaming, timeout, f"{REPLICA_APP_NAME} to stream from the primary")
+        wait_until(streaming, timeout, f"{app_name} to stream from the primary")
 
-    def wait_replayed(self, timeout: float = 30) -> None:
+    def wait_replayed(self, timeout: float = 30, replica: Server | None = None,
+                      app_name: str = REPLICA_APP_NAME) -> None:
         """Blocks until the replica has replayed everything the primary has
         written so far, so what was just committed is visible there, and until
         the primary knows it (pg_stat_replication.replay_lsn), which is what
         bi_access compares to tell `pending` from `active`."""
+        replica = replica or self.replica
         target = self.primary.value("SELECT pg_current_wal_lsn()::text")
-        wait_until(lambda: self.replica.value("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)),
-                   timeout, f"the replica to replay up to {target}")
+        wait_until(lambda: replica.value("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)),
+                   timeout, f"{replica.name} to replay up to {target}")
         wait_until(lambda: self.primary.value(
                        "SELECT coalesce(bool_or(replay_lsn >= %s::pg_lsn), false) FROM pg_stat_replication "
-                       "WHERE application_name = %s", (target, REPLICA_APP_NAME)),
-                   timeout, f"the primary to see {REPLICA_APP_NAME} replay up to {target}")
+                       "WHERE application_name = %s", (target, app_name)),
+                   timeout, f"the primary to see {app_name} replay up to {target}")
 
     def destroy(self) -> None:
         if self._destroyed:
             return
         self._destroyed = True
-        for server in (self.replica, self.primary):
+        for server in (*self.extra_replicas, self.replica, self.primary):
             server.stop()
         if not KEEP_DIRS:
             shutil.rmtree(self.root, ignore_errors=True)

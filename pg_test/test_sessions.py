@@ -1,10 +1,6 @@
-"""Ending sessions happens at commit, and only then; the key file is private."""
-
-import os
-import stat
+"""Ending sessions happens at commit, and only then."""
 
 from bi import assert_session_ended, login, session_alive
-from cluster import wait_until
 
 ORG = "202"
 
@@ -46,10 +42,9 @@ def test_delete_ends_sessions(bi, pair):
     assert_session_ended(session)
 
 
-def test_key_file_is_private_and_holds_32_bytes(bi, pair):
-    bi.generate(ORG)  # the key is created on first use
-    key = pair.primary.datadir / "bi_access.key"
-    wait_until(key.exists, 5, "the key file")
-    mode = stat.S_IMODE(os.stat(key).st_mode)
-    assert mode == 0o600, oct(mode)
-    assert os.stat(key).st_size == 32
+def test_no_key_file_is_written_to_the_data_directory(bi, pair):
+    """Since 0.2.0 the key lives in a table (pg_test/test_key.py): no file of
+    the data directory holds it."""
+    bi.generate(ORG)
+    assert pair.primary.value("SELECT count(*) FROM bi_access.sealing_key", dbname=bi.dbname) == 1
+    assert not (pair.primary.datadir / "bi_access.key").exists()

@@ -1,25 +1,30 @@
 -- bi_access: the SQL surface. Runs after every generated object.
 --
 -- Each management function is SECURITY DEFINER with a pinned search_path,
--- is not executable by PUBLIC, and is granted to bi_access_admin. Each calls
--- its worker in schema bi_access_internal (Rust), which nobody else may call.
+-- is not executable by PUBLIC, and is granted to its management tier
+-- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end). Each
+-- calls its worker in schema bi_access_internal (Rust), which nobody else may call.
 
 CREATE VIEW bi_access.credentials AS
 SELECT c.id,
        c.org_id,
        c.org_name,
        c.label,
+       c.target,
        c.role_name,
        -- Precedence: deleted, deleting, failed, deactivated, expired,
        -- pending, syncing, active (src/credentials.rs reads it the same way).
+       -- pending and deleting wait for the standby of the credential's target.
        -- 'expired' goes through text: the upgrade from 0.1.0 adds that enum
        -- value in the same transaction that creates this view, where a
        -- literal of the new value could not be parsed yet.
-       CASE WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
-            WHEN r.role_missing THEN 'failed'::bi_access.credential_status
+       CASE WHEN c.status = 'deleted' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
+            THEN 'deleting'::bi_access.credential_status
+            WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
+            WHEN r.role_missing OR r.custody IS NOT NULL THEN 'failed'::bi_access.credential_status
             WHEN c.status = 'deactivated' THEN c.status
             WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
-            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
+            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.target, c.created_lsn::text)
             THEN 'active'::bi_access.credential_status
             ELSE c.status
        END AS status,
@@ -31,12 +36,19 @@ SELECT c.id,
        coalesce(c.last_error,
                 CASE WHEN r.role_missing
                      THEN 'its role does not exist: dropped outside bi_access, or the database was '
-                          'restored without its roles; generate again for this org and label'
-                END) AS last_error
+                          'restored without its roles; regenerate recreates it'
+                END,
+                r.custody) AS last_error
 FROM bi_access.credential c
 CROSS JOIN LATERAL (
     SELECT c.status NOT IN ('failed', 'deleted')
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
+) m
+CROSS JOIN LATERAL (
+    -- Which database manages the role (src/custody.rs): NULL when this one.
+    SELECT m.role_missing,
+           CASE WHEN c.status NOT IN ('failed', 'deleted') AND NOT m.role_missing
+                THEN bi_access_internal.custody_problem(c.role_name::text) END AS custody
 ) r;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
@@ -47,16 +59,35 @@ FROM bi_access.event e;
 COMMENT ON VIEW bi_access.events IS
     'Append-only log of every management call, reveals of a password included';
 
+-- Named targets, and `default`, the settings' (src/targets.rs); credentials:
+-- how many live credentials point at each.
+CREATE VIEW bi_access.targets AS
+SELECT t.name,
+       t.host,
+       t.port,
+       t.sslmode,
+       t.standby,
+       (SELECT count(*) FROM bi_access.credentials c
+        WHERE c.target = t.name AND c.status IN ('pending', 'active', 'syncing')) AS credentials
+FROM bi_access_internal.targets() t;
+COMMENT ON VIEW bi_access.targets IS
+    'Where credentials are told to connect: default (the bi_access.host/port/sslmode/replica_application_name settings) and every named target';
+
 CREATE FUNCTION bi_access.generate(
     org_id text,
     label text DEFAULT 'default',
     org_name text DEFAULT NULL,
     valid_until timestamptz DEFAULT NULL,
-    connection_limit integer DEFAULT NULL
+    connection_limit integer DEFAULT NULL,
+    scope text DEFAULT 'read',
+    target text DEFAULT NULL
 ) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit) $$;
-COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer) IS
+AS $$
+    SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit,
+                                              scope, target)
+$$;
+COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text) IS
     'Creates a read-only login for an org: role, password, record; returns the connection details once';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
@@ -103,6 +134,46 @@ LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_t
 AS $$ SELECT bi_access_internal.purge(role::text) $$;
 COMMENT ON FUNCTION bi_access.purge(name) IS
     'Removes a deleted credential from the list; the event log keeps its history';
+
+-- Offboarding an org: plpgsql, so the rows returned are read after the
+-- change (a single SQL statement would see its own snapshot from before).
+CREATE FUNCTION bi_access.revoke_org(org_id text) RETURNS SETOF bi_access.credentials
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected text[] := bi_access_internal.revoke_org(revoke_org.org_id);
+BEGIN
+    RETURN QUERY SELECT * FROM bi_access.credentials c
+                 WHERE c.role_name::text = ANY (affected) ORDER BY c.id;
+END
+$$;
+COMMENT ON FUNCTION bi_access.revoke_org(text) IS
+    'Revokes every credential of an org that revoke accepts, atomically; returns them';
+
+CREATE FUNCTION bi_access.delete_org(org_id text) RETURNS SETOF bi_access.credentials
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected text[] := bi_access_internal.delete_org(delete_org.org_id);
+BEGIN
+    RETURN QUERY SELECT * FROM bi_access.credentials c
+                 WHERE c.role_name::text = ANY (affected) ORDER BY c.id;
+END
+$$;
+COMMENT ON FUNCTION bi_access.delete_org(text) IS
+    'Deletes every current credential of an org, atomically (its custom schema stays); returns them';
+
+CREATE FUNCTION bi_access.set_target(name text, host text, port integer, sslmode text DEFAULT NULL,
+                                     standby text DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.set_target(name, host, port, sslmode, standby) $$;
+COMMENT ON FUNCTION bi_access.set_target(text, text, integer, text, text) IS
+    'Creates or updates a named target; standby: the application_name whose replay makes a credential usable there, NULL for the primary';
+
+CREATE FUNCTION bi_access.drop_target(name text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.drop_target(name) $$;
+COMMENT ON FUNCTION bi_access.drop_target(text) IS 'Removes a named target no current credential uses';
 
 CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -244,29 +315,47 @@ CREATE EVENT TRIGGER bi_access_drop_guard ON ddl_command_start
     EXECUTE FUNCTION bi_access_internal.drop_guard();
 ALTER EVENT TRIGGER bi_access_drop_guard ENABLE ALWAYS;
 
--- Privileges. Nothing of bi_access is PUBLIC's; the admin role gets the
--- management surface; the reader group only the org lookup its policies call.
+-- Privileges. Nothing of bi_access is PUBLIC's. The tiers (each a member of
+-- the one below, sql/bootstrap.sql): bi_access_viewer reads the views,
+-- unsynced_tables() and check(); bi_access_editor also generates and reveals;
+-- bi_access_admin does everything else. The reader group gets only the org
+-- lookup its policies call.
 REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access FROM PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access_internal FROM PUBLIC;
 REVOKE ALL ON SCHEMA bi_access, bi_access_internal FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 
-GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
-GRANT SELECT ON bi_access.credentials, bi_access.events TO bi_access_admin;
+-- The views call these as the reader (a function's EXECUTE privilege is
+-- checked against the caller, even inside a view).
+GRANT USAGE ON SCHEMA bi_access TO bi_access_viewer;
+GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi_access_viewer;
 GRANT EXECUTE ON FUNCTION
-    bi_access.generate(text, text, text, timestamptz, integer),
-    bi_access.connection_details(name),
+    bi_access.unsynced_tables(),
+    bi_access.check(),
+    bi_access_internal.replayed(text, text),
+    bi_access_internal.custody_problem(text),
+    bi_access_internal.targets()
+TO bi_access_viewer;
+
+GRANT EXECUTE ON FUNCTION
+    bi_access.generate(text, text, text, timestamptz, integer, text, text),
+    bi_access.connection_details(name)
+TO bi_access_editor;
+
+GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
+GRANT EXECUTE ON FUNCTION
     bi_access.regenerate(name, timestamptz),
     bi_access.revoke(name),
     bi_access.activate(name),
     bi_access.delete(name),
     bi_access.purge(name),
+    bi_access.revoke_org(text),
+    bi_access.delete_org(text),
+    bi_access.set_target(text, text, integer, text, text),
+    bi_access.drop_target(text),
     bi_access.expose_table(regclass, name),
     bi_access.hide_table(regclass),
-    bi_access.unsynced_tables(),
     bi_access.sync_tables(),
-    bi_access.check(),
-    bi_access_internal.replayed(text),
     bi_access_internal.step_sync_begin(),
     bi_access_internal.step_sync_table(regclass),
     bi_access_internal.step_sync_end(integer, integer, text[])

@@ -10,6 +10,18 @@
 -- reaches it through text).
 ALTER TYPE bi_access.credential_status ADD VALUE IF NOT EXISTS 'expired';
 
+-- The key moves from a file of the data directory into a table that
+-- physical replication carries (see bootstrap.sql); post.sql adopts the file.
+ALTER TABLE bi_access.credential ADD COLUMN sealed_with text;
+CREATE TABLE bi_access.sealing_key (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key bytea NOT NULL CHECK (length(key) = 32),
+    fingerprint text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON bi_access.sealing_key FROM PUBLIC;
+
 -- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
 -- procedure and event trigger is recreated below exactly as a fresh install
 -- creates it. Functions returning bi_access.credentials depend on the view.
@@ -37,6 +49,52 @@ DROP FUNCTION bi_access.sync_tables();
 DROP FUNCTION bi_access."check"();
 DROP VIEW bi_access.credentials;
 DROP VIEW bi_access.events;
+
+-- After the event triggers of 0.1.0 are gone: they would fire on the DDL
+-- below and call 0.1.0 workers that the new library no longer has.
+-- Management tiers (cluster-wide, as sql/bootstrap.sql creates them): each
+-- a member of the one below; bi_access_admin exists since 0.1.0 and gains
+-- the other two through its membership in bi_access_editor.
+DO $upgrade$
+DECLARE
+    tier record;
+BEGIN
+    FOR tier IN SELECT * FROM (VALUES ('bi_access_viewer', NULL),
+                                      ('bi_access_editor', 'bi_access_viewer'),
+                                      ('bi_access_admin', 'bi_access_editor')) AS t(role, below)
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = tier.role) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', tier.role);
+        END IF;
+        IF tier.below IS NOT NULL AND NOT EXISTS (
+            SELECT FROM pg_catalog.pg_auth_members m
+            WHERE m.roleid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = tier.below)
+              AND m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = tier.role))
+        THEN
+            EXECUTE pg_catalog.format('GRANT %I TO %I', tier.below, tier.role);
+        END IF;
+    END LOOP;
+END
+$upgrade$;
+
+-- Named targets (src/targets.rs): every 0.1.0 credential points at
+-- 'default', the settings' target, as before.
+ALTER TYPE bi_access.connection ADD ATTRIBUTE target text;
+ALTER TABLE bi_access.credential ADD COLUMN target text NOT NULL DEFAULT 'default';
+CREATE TABLE bi_access.target (
+    name text PRIMARY KEY,
+    host text NOT NULL,
+    port integer NOT NULL,
+    sslmode text,
+    standby text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT target_name_check CHECK (name <> '' AND lower(name) <> 'default' AND length(name) <= 63),
+    CONSTRAINT target_port_check CHECK (port BETWEEN 1 AND 65535)
+);
+CREATE INDEX credential_target ON bi_access.credential (target);
+SELECT pg_catalog.pg_extension_config_dump('bi_access.target', '');
+REVOKE ALL ON bi_access.target FROM PUBLIC;
 
 -- The Rust workers of the old version.
 DROP FUNCTION bi_access_internal."before_drop";
@@ -72,40 +130,43 @@ CREATE OR REPLACE FUNCTION bi_access."current_org_uuid"() RETURNS uuid /* Option
 STRICT STABLE SECURITY DEFINER PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'current_org_uuid_wrapper';
-CREATE FUNCTION bi_access_internal."replayed"(
-	"lsn" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'replayed_wrapper';
-CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
+CREATE FUNCTION bi_access."export_key"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-CREATE FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* pg_sys :: Oid */
-	"org_column" TEXT /* Option < & str > */
+AS 'MODULE_PATHNAME', 'export_key_wrapper';
+CREATE FUNCTION bi_access."import_key"(
+	"key" TEXT /* & str */
 ) RETURNS void
-VOLATILE PARALLEL UNSAFE
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-CREATE FUNCTION bi_access_internal."revoke"(
+AS 'MODULE_PATHNAME', 'import_key_wrapper';
+CREATE FUNCTION bi_access."reset_key"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reset_key_wrapper';
+CREATE FUNCTION bi_access."rotate_key"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
+CREATE FUNCTION bi_access_internal."activate"(
 	"role" TEXT /* & str */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-CREATE FUNCTION bi_access_internal."purge"(
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+CREATE FUNCTION bi_access_internal."connection_details"(
 	"role" TEXT /* & str */
-) RETURNS void
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+CREATE FUNCTION bi_access_internal."sync_one"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_one_wrapper';
 CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
 	"action" TEXT  /* String */
@@ -113,18 +174,10 @@ CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-CREATE FUNCTION bi_access_internal."sync_one"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS TEXT /* String */
+CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_one_wrapper';
-CREATE FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
 CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
 	"severity" TEXT,  /* String */
 	"object" TEXT,  /* String */
@@ -134,6 +187,58 @@ CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
 STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_wrapper';
+CREATE FUNCTION bi_access_internal."set_target"(
+	"name" TEXT, /* Option < & str > */
+	"host" TEXT, /* Option < & str > */
+	"port" INT, /* Option < i32 > */
+	"sslmode" TEXT, /* Option < & str > */
+	"standby" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_target_wrapper';
+CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+CREATE FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* & str */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+CREATE FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+CREATE FUNCTION bi_access_internal."replayed"(
+	"target" TEXT, /* Option < & str > */
+	"lsn" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'replayed_wrapper';
+CREATE FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+CREATE FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
 CREATE FUNCTION bi_access_internal."sync_end"(
 	"synced" INT, /* i32 */
 	"unchanged" INT, /* i32 */
@@ -142,42 +247,6 @@ CREATE FUNCTION bi_access_internal."sync_end"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-CREATE FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-CREATE FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* & str */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_wrapper';
-CREATE FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* & str */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-CREATE FUNCTION bi_access_internal."generate"(
-	"org_id" TEXT, /* Option < & str > */
-	"label" TEXT, /* Option < & str > */
-	"org_name" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"connection_limit" INT /* Option < i32 > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_wrapper';
-CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
 CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
 	"org_column" TEXT,  /* String */
@@ -186,36 +255,108 @@ CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-CREATE FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* pg_sys :: Oid */
+CREATE FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* & str */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"host" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"sslmode" TEXT,  /* String */
+	"standby" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'targets_wrapper';
+CREATE FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+CREATE FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+CREATE FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* pg_sys :: Oid */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+CREATE FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_wrapper';
+CREATE FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
+CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
+CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+CREATE FUNCTION bi_access_internal."custody_problem"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'custody_problem_wrapper';
 
 -- The SQL surface, as sql/api.sql creates it.
 -- bi_access: the SQL surface. Runs after every generated object.
 --
 -- Each management function is SECURITY DEFINER with a pinned search_path,
--- is not executable by PUBLIC, and is granted to bi_access_admin. Each calls
--- its worker in schema bi_access_internal (Rust), which nobody else may call.
+-- is not executable by PUBLIC, and is granted to its management tier
+-- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end). Each
+-- calls its worker in schema bi_access_internal (Rust), which nobody else may call.
 
 CREATE VIEW bi_access.credentials AS
 SELECT c.id,
        c.org_id,
        c.org_name,
        c.label,
+       c.target,
        c.role_name,
        -- Precedence: deleted, deleting, failed, deactivated, expired,
        -- pending, syncing, active (src/credentials.rs reads it the same way).
+       -- pending and deleting wait for the standby of the credential's target.
        -- 'expired' goes through text: the upgrade from 0.1.0 adds that enum
        -- value in the same transaction that creates this view, where a
        -- literal of the new value could not be parsed yet.
-       CASE WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
-            WHEN r.role_missing THEN 'failed'::bi_access.credential_status
+       CASE WHEN c.status = 'deleted' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
+            THEN 'deleting'::bi_access.credential_status
+            WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
+            WHEN r.role_missing OR r.custody IS NOT NULL THEN 'failed'::bi_access.credential_status
             WHEN c.status = 'deactivated' THEN c.status
             WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
-            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.created_lsn::text)
+            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.target, c.created_lsn::text)
             THEN 'active'::bi_access.credential_status
             ELSE c.status
        END AS status,
@@ -227,12 +368,19 @@ SELECT c.id,
        coalesce(c.last_error,
                 CASE WHEN r.role_missing
                      THEN 'its role does not exist: dropped outside bi_access, or the database was '
-                          'restored without its roles; generate again for this org and label'
-                END) AS last_error
+                          'restored without its roles; regenerate recreates it'
+                END,
+                r.custody) AS last_error
 FROM bi_access.credential c
 CROSS JOIN LATERAL (
     SELECT c.status NOT IN ('failed', 'deleted')
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
+) m
+CROSS JOIN LATERAL (
+    -- Which database manages the role (src/custody.rs): NULL when this one.
+    SELECT m.role_missing,
+           CASE WHEN c.status NOT IN ('failed', 'deleted') AND NOT m.role_missing
+                THEN bi_access_internal.custody_problem(c.role_name::text) END AS custody
 ) r;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
@@ -243,16 +391,35 @@ FROM bi_access.event e;
 COMMENT ON VIEW bi_access.events IS
     'Append-only log of every management call, reveals of a password included';
 
+-- Named targets, and `default`, the settings' (src/targets.rs); credentials:
+-- how many live credentials point at each.
+CREATE VIEW bi_access.targets AS
+SELECT t.name,
+       t.host,
+       t.port,
+       t.sslmode,
+       t.standby,
+       (SELECT count(*) FROM bi_access.credentials c
+        WHERE c.target = t.name AND c.status IN ('pending', 'active', 'syncing')) AS credentials
+FROM bi_access_internal.targets() t;
+COMMENT ON VIEW bi_access.targets IS
+    'Where credentials are told to connect: default (the bi_access.host/port/sslmode/replica_application_name settings) and every named target';
+
 CREATE FUNCTION bi_access.generate(
     org_id text,
     label text DEFAULT 'default',
     org_name text DEFAULT NULL,
     valid_until timestamptz DEFAULT NULL,
-    connection_limit integer DEFAULT NULL
+    connection_limit integer DEFAULT NULL,
+    scope text DEFAULT 'read',
+    target text DEFAULT NULL
 ) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit) $$;
-COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer) IS
+AS $$
+    SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit,
+                                              scope, target)
+$$;
+COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text) IS
     'Creates a read-only login for an org: role, password, record; returns the connection details once';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
@@ -299,6 +466,46 @@ LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_t
 AS $$ SELECT bi_access_internal.purge(role::text) $$;
 COMMENT ON FUNCTION bi_access.purge(name) IS
     'Removes a deleted credential from the list; the event log keeps its history';
+
+-- Offboarding an org: plpgsql, so the rows returned are read after the
+-- change (a single SQL statement would see its own snapshot from before).
+CREATE FUNCTION bi_access.revoke_org(org_id text) RETURNS SETOF bi_access.credentials
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected text[] := bi_access_internal.revoke_org(revoke_org.org_id);
+BEGIN
+    RETURN QUERY SELECT * FROM bi_access.credentials c
+                 WHERE c.role_name::text = ANY (affected) ORDER BY c.id;
+END
+$$;
+COMMENT ON FUNCTION bi_access.revoke_org(text) IS
+    'Revokes every credential of an org that revoke accepts, atomically; returns them';
+
+CREATE FUNCTION bi_access.delete_org(org_id text) RETURNS SETOF bi_access.credentials
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected text[] := bi_access_internal.delete_org(delete_org.org_id);
+BEGIN
+    RETURN QUERY SELECT * FROM bi_access.credentials c
+                 WHERE c.role_name::text = ANY (affected) ORDER BY c.id;
+END
+$$;
+COMMENT ON FUNCTION bi_access.delete_org(text) IS
+    'Deletes every current credential of an org, atomically (its custom schema stays); returns them';
+
+CREATE FUNCTION bi_access.set_target(name text, host text, port integer, sslmode text DEFAULT NULL,
+                                     standby text DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.set_target(name, host, port, sslmode, standby) $$;
+COMMENT ON FUNCTION bi_access.set_target(text, text, integer, text, text) IS
+    'Creates or updates a named target; standby: the application_name whose replay makes a credential usable there, NULL for the primary';
+
+CREATE FUNCTION bi_access.drop_target(name text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.drop_target(name) $$;
+COMMENT ON FUNCTION bi_access.drop_target(text) IS 'Removes a named target no current credential uses';
 
 CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -440,29 +647,47 @@ CREATE EVENT TRIGGER bi_access_drop_guard ON ddl_command_start
     EXECUTE FUNCTION bi_access_internal.drop_guard();
 ALTER EVENT TRIGGER bi_access_drop_guard ENABLE ALWAYS;
 
--- Privileges. Nothing of bi_access is PUBLIC's; the admin role gets the
--- management surface; the reader group only the org lookup its policies call.
+-- Privileges. Nothing of bi_access is PUBLIC's. The tiers (each a member of
+-- the one below, sql/bootstrap.sql): bi_access_viewer reads the views,
+-- unsynced_tables() and check(); bi_access_editor also generates and reveals;
+-- bi_access_admin does everything else. The reader group gets only the org
+-- lookup its policies call.
 REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access FROM PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access_internal FROM PUBLIC;
 REVOKE ALL ON SCHEMA bi_access, bi_access_internal FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 
-GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
-GRANT SELECT ON bi_access.credentials, bi_access.events TO bi_access_admin;
+-- The views call these as the reader (a function's EXECUTE privilege is
+-- checked against the caller, even inside a view).
+GRANT USAGE ON SCHEMA bi_access TO bi_access_viewer;
+GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi_access_viewer;
 GRANT EXECUTE ON FUNCTION
-    bi_access.generate(text, text, text, timestamptz, integer),
-    bi_access.connection_details(name),
+    bi_access.unsynced_tables(),
+    bi_access.check(),
+    bi_access_internal.replayed(text, text),
+    bi_access_internal.custody_problem(text),
+    bi_access_internal.targets()
+TO bi_access_viewer;
+
+GRANT EXECUTE ON FUNCTION
+    bi_access.generate(text, text, text, timestamptz, integer, text, text),
+    bi_access.connection_details(name)
+TO bi_access_editor;
+
+GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
+GRANT EXECUTE ON FUNCTION
     bi_access.regenerate(name, timestamptz),
     bi_access.revoke(name),
     bi_access.activate(name),
     bi_access.delete(name),
     bi_access.purge(name),
+    bi_access.revoke_org(text),
+    bi_access.delete_org(text),
+    bi_access.set_target(text, text, integer, text, text),
+    bi_access.drop_target(text),
     bi_access.expose_table(regclass, name),
     bi_access.hide_table(regclass),
-    bi_access.unsynced_tables(),
     bi_access.sync_tables(),
-    bi_access.check(),
-    bi_access_internal.replayed(text),
     bi_access_internal.step_sync_begin(),
     bi_access_internal.step_sync_table(regclass),
     bi_access_internal.step_sync_end(integer, integer, text[])
@@ -478,6 +703,15 @@ END
 $grants$;
 
 -- After the SQL surface is rebuilt.
+
+-- 0.1.0's key file moves into bi_access.sealing_key if it opens the secrets
+-- it sealed (src/key.rs); otherwise a WARNING, and check() says what to do.
+SELECT bi_access_internal.adopt_key_file();
+
+-- 0.1.0 left its roles unmarked: each current credential role of this
+-- database is marked as managed here (src/custody.rs). A 0.1.0 database
+-- copied before its update marks them too; update the original first.
+SELECT bi_access_internal.mark_credentials();
 
 -- 0.1.0's pass-through policy (USING (true) TO PUBLIC) admitted credentials
 -- once the reader policies were gone: every exposed table gets the current

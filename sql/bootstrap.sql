@@ -1,16 +1,34 @@
 -- bi_access bootstrap: roles, types and tables. Runs before every generated
 -- object of the extension script, in schema bi_access.
 
--- The admin role is cluster-wide and may already exist from another database
--- of the cluster that has the extension; it is never dropped by the extension.
+-- The management tiers are cluster-wide roles and may already exist from
+-- another database of the cluster that has the extension; the extension never
+-- drops them. Each is a member of the one below (viewer < editor < admin), so
+-- a member of bi_access_admin holds every tier; sql/api.sql grants each tier
+-- its functions. A member of a tier manages every database of the cluster
+-- where it may connect and bi_access is installed.
 -- So is bi_access_credential, the group every credential of every database
 -- joins: it holds no privilege, but marks a BI login wherever it connects
 -- (the restrictive guard policies and the session guard key on it).
 DO $bootstrap$
+DECLARE
+    tier record;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_admin') THEN
-        CREATE ROLE bi_access_admin NOLOGIN;
-    END IF;
+    FOR tier IN SELECT * FROM (VALUES ('bi_access_viewer', NULL),
+                                      ('bi_access_editor', 'bi_access_viewer'),
+                                      ('bi_access_admin', 'bi_access_editor')) AS t(role, below)
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = tier.role) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', tier.role);
+        END IF;
+        IF tier.below IS NOT NULL AND NOT EXISTS (
+            SELECT FROM pg_catalog.pg_auth_members m
+            WHERE m.roleid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = tier.below)
+              AND m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = tier.role))
+        THEN
+            EXECUTE pg_catalog.format('GRANT %I TO %I', tier.below, tier.role);
+        END IF;
+    END LOOP;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_credential') THEN
         CREATE ROLE bi_access_credential NOLOGIN NOINHERIT;
     END IF;
@@ -34,7 +52,9 @@ CREATE TYPE bi_access.connection AS (
     sslmode text,
     url text,
     jdbc_url text,
-    display_name text
+    display_name text,
+    -- the bi_access.targets row the details come from
+    target text
 );
 COMMENT ON TYPE bi_access.connection IS
     'What a BI tool needs to connect; returned once by generate, regenerate and connection_details';
@@ -70,12 +90,19 @@ CREATE TABLE bi_access.credential (
     valid_until timestamptz,
     connection_limit integer,
     last_error text,
-    -- nonce || XChaCha20-Poly1305 ciphertext of the password, bound to role_name;
-    -- the key lives in a 0600 file of the data directory, never in a table.
+    -- nonce || XChaCha20-Poly1305 ciphertext of the password, bound to role_name,
+    -- under the key of bi_access.sealing_key.
     secret bytea,
-    -- WAL insert position once the credential was written: the configured
-    -- replica can let the role in once its replay position has passed it.
+    -- WAL insert position once the latest change of its role (creation, a
+    -- new password, its drop) was written: the target's standby has it once
+    -- its replay position has passed it (pending, deleting until then).
     created_lsn pg_lsn,
+    -- Fingerprint of the key that sealed `secret` (src/key.rs).
+    sealed_with text,
+    -- the target the credential's details point at: 'default' (the
+    -- bi_access.host/port/sslmode/replica_application_name settings) or a
+    -- row of bi_access.target.
+    target text NOT NULL DEFAULT 'default',
     CONSTRAINT credential_org_id_check CHECK (org_id <> '' AND length(org_id) <= 256),
     CONSTRAINT credential_label_check CHECK (label <> '' AND length(label) <= 63)
 );
@@ -122,11 +149,40 @@ CREATE TABLE bi_access.exposed_table (
     synced_at timestamptz
 );
 
+-- The key that seals the passwords kept for "View Details" (src/key.rs).
+-- Not marked for pg_dump: physical replication and backups carry it, no
+-- logical dump does. Row-level security without a permissive policy hides it
+-- from every role that does not bypass RLS (pg_read_all_data included).
+CREATE TABLE bi_access.sealing_key (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key bytea NOT NULL CHECK (length(key) = 32),
+    fingerprint text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
+
+-- Named targets (src/targets.rs): where credentials are told to connect, and
+-- the standby (by application_name; NULL: the primary) whose replay makes a
+-- credential usable there. 'default' is the settings' and never a row.
+CREATE TABLE bi_access.target (
+    name text PRIMARY KEY,
+    host text NOT NULL,
+    port integer NOT NULL,
+    sslmode text,
+    standby text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT target_name_check CHECK (name <> '' AND lower(name) <> 'default' AND length(name) <= 63),
+    CONSTRAINT target_port_check CHECK (port BETWEEN 1 AND 65535)
+);
+CREATE INDEX credential_target ON bi_access.credential (target);
+
 -- pg_dump keeps the records, the log and the exposure list.
 SELECT pg_catalog.pg_extension_config_dump('bi_access.credential', '');
 SELECT pg_catalog.pg_extension_config_dump('bi_access.credential_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('bi_access.event', '');
 SELECT pg_catalog.pg_extension_config_dump('bi_access.event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('bi_access.exposed_table', '');
+SELECT pg_catalog.pg_extension_config_dump('bi_access.target', '');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;

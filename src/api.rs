@@ -22,7 +22,8 @@ fn current_org() -> Option<String> {
     or_raise(org::current_org())
 }
 
-/// The org key as a bigint, for integer org columns; NULL if it is not one.
+/// The org key as a bigint, for integer org columns; NULL (no row) unless
+/// the key is exactly what `bigint::text` prints (see org::as_bigint).
 #[pg_extern(stable, parallel_safe, security_definer)]
 fn current_org_bigint() -> Option<i64> {
     or_raise(org::current_org())
@@ -30,7 +31,8 @@ fn current_org_bigint() -> Option<i64> {
         .and_then(org::as_bigint)
 }
 
-/// The org key as a uuid, for uuid org columns; NULL if it is not one.
+/// The org key as a uuid, for uuid org columns; NULL (no row) unless the
+/// key is exactly what `uuid::text` prints (see org::as_uuid).
 #[pg_extern(stable, parallel_safe, security_definer)]
 fn current_org_uuid() -> Option<pgrx::Uuid> {
     or_raise(org::current_org())
@@ -46,6 +48,7 @@ mod bi_access_internal {
     use crate::credentials::{self, Request};
     use crate::error::or_raise;
     use crate::exposure;
+    use crate::targets;
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn generate(
@@ -54,6 +57,8 @@ mod bi_access_internal {
         org_name: Option<&str>,
         valid_until: Option<TimestampWithTimeZone>,
         connection_limit: Option<i32>,
+        scope: Option<&str>,
+        target: Option<&str>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
         or_raise(credentials::generate(Request {
             org_id,
@@ -61,6 +66,8 @@ mod bi_access_internal {
             org_name,
             valid_until,
             connection_limit,
+            scope,
+            target,
         }))
     }
 
@@ -69,8 +76,9 @@ mod bi_access_internal {
         or_raise(credentials::connection_details(role))
     }
 
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn regenerate(
+    /// Its symbol is not 0.1.0's `regenerate` (see `legacy`).
+    #[pg_extern(volatile, parallel_unsafe, name = "regenerate")]
+    fn regenerate_until(
         role: &str,
         valid_until: Option<TimestampWithTimeZone>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
@@ -97,12 +105,65 @@ mod bi_access_internal {
         or_raise(credentials::purge(role))
     }
 
-    /// Whether the configured standby has replayed a credential's creation;
-    /// the credentials view turns `pending` into `active` with it.
+    /// Whether the standby of a credential's target has replayed its latest
+    /// change; the credentials view tells `pending` from `active` and
+    /// `deleting` from `deleted` with it.
     #[pg_extern(stable, parallel_safe, security_definer)]
     #[search_path(pg_catalog, pg_temp)]
-    fn replayed(lsn: Option<&str>) -> bool {
-        or_raise(credentials::replayed(lsn))
+    fn replayed(target: Option<&str>, lsn: Option<&str>) -> bool {
+        or_raise(credentials::replayed(target, lsn))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn revoke_org(org_id: Option<&str>) -> Vec<String> {
+        or_raise(credentials::revoke_org(org_id))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn delete_org(org_id: Option<&str>) -> Vec<String> {
+        or_raise(credentials::delete_org(org_id))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn set_target(
+        name: Option<&str>,
+        host: Option<&str>,
+        port: Option<i32>,
+        sslmode: Option<&str>,
+        standby: Option<&str>,
+    ) {
+        or_raise(targets::set_target(targets::Definition {
+            name,
+            host,
+            port,
+            sslmode,
+            standby,
+        }))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn drop_target(name: Option<&str>) {
+        or_raise(targets::drop_target(name))
+    }
+
+    /// The rows of the targets view, `default` first, each with its
+    /// effective values.
+    #[pg_extern(stable, parallel_unsafe, security_definer)]
+    #[search_path(pg_catalog, pg_temp)]
+    fn targets() -> TableIterator<
+        'static,
+        (
+            name!(name, String),
+            name!(host, String),
+            name!(port, i32),
+            name!(sslmode, String),
+            name!(standby, Option<String>),
+        ),
+    > {
+        let rows = or_raise(targets::list())
+            .into_iter()
+            .map(|t| (t.name, t.host, t.port, t.sslmode, t.standby));
+        TableIterator::new(rows.collect::<Vec<_>>())
     }
 
     #[pg_extern(volatile, parallel_unsafe)]

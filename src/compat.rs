@@ -176,6 +176,10 @@ pub unsafe fn view_is_security_invoker(relation: pg_sys::Relation) -> bool {
     }
 }
 
+/// Whether CREATEROLE lets a role grant itself any role (14 and 15), such
+/// as pg_read_server_files; from 16 on only roles it has ADMIN on.
+pub const CREATEROLE_GRANTS_ANY_ROLE: bool = cfg!(any(feature = "pg14", feature = "pg15"));
+
 /// A condition on a `pg_auth_members m` row, for 16 and later (the column
 /// is new there): the membership lets its member SET ROLE to the group.
 pub const MEMBERSHIP_ALLOWS_SET_ROLE_SQL: &str = "m.set_option";

@@ -1,19 +1,11 @@
 //! Connection details as BI tools take them: libpq URI, JDBC URL and the
-//! separate fields, built from the `bi_access.host/port/sslmode` settings.
+//! separate fields, built from the credential's target (src/targets.rs).
 
 use pgrx::prelude::*;
 
-use crate::error::{internal, BiError, Result};
+use crate::error::{internal, Result};
 use crate::settings;
-
-const SSLMODES: [&str; 6] = [
-    "disable",
-    "allow",
-    "prefer",
-    "require",
-    "verify-ca",
-    "verify-full",
-];
+use crate::targets::Target;
 
 pub struct Details {
     pub host: String,
@@ -24,6 +16,7 @@ pub struct Details {
     pub schema: String,
     pub sslmode: String,
     pub display_name: String,
+    pub target: String,
 }
 
 pub struct Org<'a> {
@@ -33,27 +26,18 @@ pub struct Org<'a> {
 }
 
 impl Details {
-    pub fn new(username: &str, password: String, org: &Org) -> Result<Self> {
-        let sslmode = settings::sslmode();
-        if !SSLMODES.contains(&sslmode.as_str()) {
-            return Err(BiError::InvalidParameter(format!(
-                "bi_access.sslmode {sslmode:?} is not one of {}",
-                SSLMODES.join(", ")
-            )));
-        }
+    pub fn new(username: &str, password: String, org: &Org, target: &Target) -> Result<Self> {
         Ok(Details {
-            host: settings::host().unwrap_or_else(|| "localhost".into()),
-            port: match settings::port() {
-                0 => server_port()?,
-                port => port,
-            },
+            host: target.host.clone(),
+            port: target.port,
             database: Spi::get_one::<String>("SELECT current_database()::text")?
                 .unwrap_or_default(),
             username: username.to_string(),
             password,
             schema: "public".into(),
-            sslmode,
+            sslmode: target.sslmode.clone(),
             display_name: display_name(&settings::display_name_format(), org),
+            target: target.name.clone(),
         })
     }
 
@@ -113,16 +97,9 @@ impl Details {
         tuple
             .set_by_name("display_name", self.display_name)
             .map_err(internal)?;
+        tuple.set_by_name("target", self.target).map_err(internal)?;
         Ok(tuple)
     }
-}
-
-fn server_port() -> Result<i32> {
-    Ok(
-        Spi::get_one::<String>("SELECT pg_catalog.current_setting('port')")?
-            .and_then(|port| port.parse().ok())
-            .unwrap_or(5432),
-    )
 }
 
 pub fn display_name(format: &str, org: &Org) -> String {
@@ -172,6 +149,7 @@ mod unit {
             schema: "public".into(),
             sslmode: "require".into(),
             display_name: "BI - Acme".into(),
+            target: "default".into(),
         }
     }
 

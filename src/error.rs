@@ -30,8 +30,42 @@ pub enum BiError {
         needs: &'static str,
     },
 
+    #[error("target {0:?} does not exist")]
+    NoSuchTarget(String),
+
+    #[error("target {target:?} is used by {credentials} current credential(s)")]
+    TargetInUse { target: String, credentials: i64 },
+
+    #[error("bi_access credential {role:?} points at target {target:?}, which no longer exists")]
+    TargetGone { role: String, target: String },
+
+    #[error("org {0:?} has no bi_access credential")]
+    NoSuchOrg(String),
+
     #[error("{0} is not a table bi_access can expose")]
     WrongObjectType(String),
+
+    #[error("relation {0} does not exist")]
+    NoSuchTable(String),
+
+    #[error("{table} is in schema {schema}, which bi_access never exposes")]
+    RefusedSchema { table: String, schema: String },
+
+    #[error(
+        "{role} may not expose or hide {table}: it needs to be a member of the table's owner, \
+             with USAGE on its schema and SELECT on it"
+    )]
+    NotPermitted { role: String, table: String },
+
+    #[error("org column {column:?} of {table} is of type {column_type}, which bi_access does not match org keys against")]
+    RefusedColumnType {
+        table: String,
+        column: String,
+        column_type: String,
+    },
+
+    #[error("{0} is neither exposed nor hidden, nor a new table bi_access would expose")]
+    UnknownTable(String),
 
     #[error("view {0} is not security_invoker, so it would bypass row-level security")]
     DefinerView(String),
@@ -47,6 +81,12 @@ pub enum BiError {
 
     #[error("bi_access cannot be dropped while live credentials exist")]
     LiveCredentials(i64),
+
+    #[error("database {database} manages the role {role:?}: this database is a copy of it")]
+    ManagedElsewhere { role: String, database: String },
+
+    #[error("the role {0:?} was restored from another cluster and is not adopted yet")]
+    NotAdopted(String),
 
     #[error(transparent)]
     Secret(#[from] SecretError),
@@ -72,16 +112,29 @@ impl BiError {
         match self {
             BiError::InvalidParameter(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             BiError::Duplicate { .. } => ERRCODE_UNIQUE_VIOLATION,
-            BiError::NoSuchCredential(_) => ERRCODE_UNDEFINED_OBJECT,
+            BiError::NoSuchCredential(_) | BiError::NoSuchTarget(_) | BiError::NoSuchOrg(_) => {
+                ERRCODE_UNDEFINED_OBJECT
+            }
+            BiError::TargetInUse { .. } | BiError::TargetGone { .. } => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             BiError::WrongStatus { .. } | BiError::DormantPolicies(_) => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
-            BiError::WrongObjectType(_) | BiError::DefinerView(_) => ERRCODE_WRONG_OBJECT_TYPE,
+            BiError::WrongObjectType(_)
+            | BiError::DefinerView(_)
+            | BiError::RefusedSchema { .. } => ERRCODE_WRONG_OBJECT_TYPE,
+            BiError::NoSuchTable(_) => ERRCODE_UNDEFINED_TABLE,
+            BiError::NotPermitted { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            BiError::RefusedColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
+            BiError::UnknownTable(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             BiError::LiveCredentials(_) => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
-            BiError::Secret(SecretError::CannotOpen) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            BiError::Secret(_) => ERRCODE_IO_ERROR,
+            BiError::ManagedElsewhere { .. } | BiError::NotAdopted(_) => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -97,6 +150,14 @@ impl BiError {
             BiError::NoSuchCredential(_) => {
                 Some("bi_access.credentials lists the roles bi_access manages.".into())
             }
+            BiError::NoSuchTarget(_) => Some("bi_access.targets lists the targets.".into()),
+            BiError::TargetInUse { target, .. } => Some(format!(
+                "Delete them first; bi_access.credentials lists them (WHERE target = {}).",
+                pgrx::spi::quote_literal(target)
+            )),
+            BiError::TargetGone { target, .. } => Some(format!(
+                "Define it again with bi_access.set_target('{target}', host, port, ...)."
+            )),
             BiError::DefinerView(view) if crate::compat::VIEWS_HAVE_SECURITY_INVOKER => Some(
                 format!("ALTER VIEW {view} SET (security_invoker = true); then expose it."),
             ),
@@ -110,6 +171,12 @@ impl BiError {
                  Enable it yourself (ALTER TABLE {table} ENABLE ROW LEVEL SECURITY) once they are meant \
                  to apply, or drop them; then expose the table."
             )),
+            BiError::RefusedColumnType { .. } => Some(
+                "An org column is text, varchar, smallint, integer, bigint, uuid or citext.".into(),
+            ),
+            BiError::NotPermitted { .. } => Some(
+                "Ask the table's owner (or a superuser) to expose it, or to grant you its role.".into(),
+            ),
             BiError::LockNotAvailable(_) => Some(
                 "Retry later, raise lock_timeout, or use CALL bi_access.sync(), which retries table by table."
                     .into(),
@@ -118,10 +185,14 @@ impl BiError {
                 "Delete them first: SELECT bi_access.delete(role_name) FROM bi_access.credentials WHERE status <> 'deleted';"
                     .into(),
             ),
-            BiError::Secret(SecretError::CannotOpen) => Some(
-                "The key file of this server does not open it; bi_access.regenerate() issues a new password."
+            BiError::ManagedElsewhere { database, .. } => Some(format!(
+                "Manage it from database {database}; a copy never manages the original's roles."
+            )),
+            BiError::NotAdopted(_) => Some(
+                "SELECT * FROM bi_access.sync_tables(); adopts every restored credential of this database."
                     .into(),
             ),
+            BiError::Secret(error) => error.hint(),
             _ => None,
         }
     }

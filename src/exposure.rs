@@ -35,13 +35,29 @@ struct Relation {
     eq_schema: String,
     /// Policies on the table that are not bi_access's own.
     foreign_policies: i64,
+    /// The org column's type is one org keys are matched against (text,
+    /// varchar, an integer type, uuid, citext) with its type's collation.
+    accepted_type: bool,
 }
 
+/// Schemas whose relations are never exposed or hidden: bi_access's own
+/// (its records hold sealed secrets) and the system's. Every `pg_*` schema
+/// name is reserved to the system (pg_catalog, pg_toast, pg_temp_N…).
+fn refused_schema(schema: &str) -> bool {
+    matches!(
+        schema,
+        "bi_access" | "bi_access_internal" | "information_schema"
+    ) || schema.starts_with("pg_")
+}
+
+/// Checked in DESIGN.md's order: 42P01 no such table, 42809 wrong kind of
+/// relation or schema, 42501 the caller may not, 42703 no such column,
+/// 42804 an org column of a refused type.
 pub fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) -> Result<()> {
     let column = org_column
         .map(str::to_string)
         .unwrap_or_else(settings::org_column);
-    target(tbl, &column)?;
+    vet(tbl, &column, Vet::Caller)?;
     db::exec(
         "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2) \
          ON CONFLICT (tbl) DO UPDATE SET org_column = EXCLUDED.org_column, hidden = false",
@@ -57,8 +73,23 @@ pub fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) -> Result<()> {
 
 /// Withdraws grants and policies, turns RLS off again if bi_access turned it
 /// on, and remembers the exclusion so no later sync exposes the table again.
+///
+/// Checked like expose_table (42P01, 42809, 42501), then 55000 for a table
+/// bi_access does not know: neither exposed nor hidden, nor a new table (in
+/// an exposed schema, with the org column) that a sync would expose. A table
+/// that is exposed now can always be hidden, whatever its kind or schema:
+/// an exposure made before those were refused can be undone.
 pub fn hide_table(tbl: pg_sys::Oid) -> Result<()> {
     let exposed = exposed_row(tbl)?;
+    let relation = relation(tbl, &settings::org_column())?;
+    let name = quote_qualified_identifier(&relation.schema, &relation.name);
+    if exposed.is_none() {
+        refuse_kind(&relation, &name)?;
+    }
+    caller_may(tbl, &name)?;
+    if exposed.is_none() && !known(tbl)? {
+        return Err(BiError::UnknownTable(name));
+    }
     let column = exposed
         .as_ref()
         .map(|(column, _)| column.clone())
@@ -129,7 +160,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
         }));
     }
     for (tbl, column) in new_tables()? {
-        let reason = match target(tbl, &column) {
+        let reason = match vet(tbl, &column, Vet::New) {
             Ok(_) => "new table with the org column, not exposed".to_string(),
             Err(error) => format!("new table with the org column, not exposable: {error}"),
         };
@@ -145,6 +176,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// Brings every exposed table (and, with bi_access.auto_expose, every new
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
+    crate::custody::adopt_all()?;
     let mut done = Vec::new();
     for tbl in expose_new_tables()? {
         sync_one(tbl)?;
@@ -176,7 +208,7 @@ fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
     }
     let mut exposed = Vec::new();
     for (tbl, column) in new_tables()? {
-        if target(tbl, &column).is_err() {
+        if vet(tbl, &column, Vet::New).is_err() {
             continue; // unsynced_tables() says why
         }
         db::exec(
@@ -333,21 +365,28 @@ fn missing(target: &Target, reader: &str) -> Result<Vec<String>> {
     Ok(reasons)
 }
 
+/// How much `vet` checks.
+#[derive(Clone, Copy, PartialEq)]
+enum Vet {
+    /// An existing exposure being synced: what would let a BI role past
+    /// row-level security. An org column of a type refused since it was
+    /// exposed is left as it is (check() reports it).
+    Sync,
+    /// A new table a sync would expose: the same, and the column's type.
+    New,
+    /// expose_table: the same, and the caller's own rights over the table.
+    Caller,
+}
+
 /// The table (or security_invoker view) as a target; refuses what would
-/// let a BI role past row-level security.
-fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
+/// let a BI role past row-level security, or what bi_access must not
+/// expose, in DESIGN.md's order of SQLSTATEs.
+fn vet(tbl: pg_sys::Oid, column: &str, vet: Vet) -> Result<Target> {
     let relation = relation(tbl, column)?;
     let name = quote_qualified_identifier(&relation.schema, &relation.name);
-    match relation.kind.as_str() {
-        "r" | "p" => {}
-        "v" if relation.security_invoker => {}
-        "v" => return Err(BiError::DefinerView(name)),
-        _ => return Err(BiError::WrongObjectType(name)),
-    }
-    if !relation.rls && relation.foreign_policies > 0 {
-        // Turning RLS on would put the application's dormant policies in
-        // force and change what its roles see.
-        return Err(BiError::DormantPolicies(name));
+    refuse_kind(&relation, &name)?;
+    if vet == Vet::Caller {
+        caller_may(tbl, &name)?;
     }
     let Some(column_type) = relation.column_type.clone() else {
         return Err(BiError::NoSuchColumn {
@@ -355,7 +394,94 @@ fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
             column: column.into(),
         });
     };
+    if vet != Vet::Sync && !relation.accepted_type {
+        return Err(BiError::RefusedColumnType {
+            table: name,
+            column: column.into(),
+            column_type,
+        });
+    }
+    if !relation.rls && relation.foreign_policies > 0 {
+        // Turning RLS on would put the application's dormant policies in
+        // force and change what its roles see.
+        return Err(BiError::DormantPolicies(name));
+    }
     Ok(relation.into_target(tbl, column, column_type))
+}
+
+fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
+    vet(tbl, column, Vet::Sync)
+}
+
+/// 42809: only tables, partitioned tables and security_invoker views, and
+/// none of bi_access's own or the system's.
+fn refuse_kind(relation: &Relation, name: &str) -> Result<()> {
+    if refused_schema(&relation.schema) {
+        return Err(BiError::RefusedSchema {
+            table: name.to_string(),
+            schema: quote_identifier(&relation.schema),
+        });
+    }
+    match relation.kind.as_str() {
+        "r" | "p" => Ok(()),
+        "v" if relation.security_invoker => Ok(()),
+        "v" => Err(BiError::DefinerView(name.to_string())),
+        _ => Err(BiError::WrongObjectType(name.to_string())),
+    }
+}
+
+/// 42501 unless the caller is a member of the table's owner and has USAGE on
+/// its schema and SELECT on it: the management functions are SECURITY
+/// DEFINER, so without this an admin would expose, through the extension
+/// owner's rights, a table it cannot read itself (the confused deputy).
+///
+/// The caller is the outer user: the session's login, or the role it SET
+/// ROLE to. That is the role whose rights the session acts with (an admin
+/// who SET ROLEs to a smaller role is checked as that role, one who SET
+/// ROLEs to the table's owner may expose its tables); current_user would be
+/// the extension's owner here, and session_user would ignore SET ROLE.
+fn caller_may(tbl: pg_sys::Oid, name: &str) -> Result<()> {
+    // SAFETY: a read of backend-local state.
+    let caller = unsafe { pg_sys::GetOuterUserId() };
+    let allowed = db::first::<bool>(
+        "SELECT pg_catalog.pg_has_role($2, c.relowner, 'MEMBER') \
+                AND pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE') \
+                AND pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
+         FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[tbl.into(), caller.into()],
+    )?
+    .unwrap_or(false);
+    if allowed {
+        return Ok(());
+    }
+    // SAFETY: a syscache lookup; NULL for a role that no longer exists.
+    let role = unsafe {
+        let role = pg_sys::GetUserNameFromId(caller, true);
+        if role.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(role)
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    Err(BiError::NotPermitted {
+        role: quote_identifier(&role),
+        table: name.to_string(),
+    })
+}
+
+/// Exposed or hidden before, or a new table a sync would expose.
+fn known(tbl: pg_sys::Oid) -> Result<bool> {
+    if db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM bi_access.exposed_table WHERE tbl = $1::regclass)",
+        &[tbl.into()],
+    )?
+    .unwrap_or(false)
+    {
+        return Ok(true);
+    }
+    Ok(new_tables()?.iter().any(|(new, _)| *new == tbl))
 }
 
 impl Relation {
@@ -375,7 +501,7 @@ impl Relation {
 fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
     Spi::connect(|client| {
         let table = client.select(
-            "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relrowsecurity, \
+            &format!("SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relrowsecurity, \
                     coalesce((SELECT o.option_value::bool \
                               FROM pg_catalog.pg_options_to_table(c.reloptions) o \
                               WHERE o.option_name = 'security_invoker'), false), \
@@ -386,17 +512,21 @@ fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
                               WHERE o.oprname = '=' AND o.oprleft = a.atttypid \
                                 AND o.oprright = a.atttypid LIMIT 1), 'pg_catalog'), \
                     (SELECT count(*) FROM pg_catalog.pg_policy p \
-                     WHERE p.polrelid = c.oid AND p.polname NOT LIKE 'bi\\_access\\_%') \
+                     WHERE p.polrelid = c.oid AND p.polname NOT LIKE 'bi\\_access\\_%'), \
+                    {ACCEPTED_TYPE} \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_catalog.pg_attribute a \
                     ON a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
-             WHERE c.oid = $1",
+             LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             WHERE c.oid = $1"),
             Some(1),
             &[tbl.into(), column.into()],
         )?;
         if table.is_empty() {
-            return Err(BiError::WrongObjectType(format!("relation {tbl:?}")));
+            // A regclass argument given by name is checked by its input
+            // function; one given by OID is checked here.
+            return Err(BiError::NoSuchTable(u32::from(tbl).to_string()));
         }
         let row = table.first();
         Ok(Relation {
@@ -408,9 +538,27 @@ fn relation(tbl: pg_sys::Oid, column: &str) -> Result<Relation> {
             column_type: row.get::<String>(6)?,
             eq_schema: row.get::<String>(7)?.unwrap_or_else(|| "pg_catalog".into()),
             foreign_policies: row.get::<i64>(8)?.unwrap_or(0),
+            accepted_type: row.get::<bool>(9)?.unwrap_or(false),
         })
     })
 }
+
+/// Whether the org column `a` (of type `t`) is of a type org keys are matched
+/// against: text, varchar, smallint, integer, bigint, uuid, or the citext
+/// of the citext extension, with its type's own collation (a policy compares
+/// it with the lookup, whose collation is the type's: two different
+/// collations would make every BI query fail). Anything else (boolean,
+/// numeric, an enum, a domain, char(n)…) is refused: its cast from a key
+/// could raise or match loosely.
+pub const ACCEPTED_TYPE: &str = "(a.attcollation = t.typcollation \
+      AND (a.atttypid IN ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype, \
+                          'pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype, \
+                          'pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.uuid'::pg_catalog.regtype) \
+           OR (t.typname = 'citext' AND EXISTS ( \
+                  SELECT FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid \
+                  WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid \
+                    AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass \
+                    AND d.deptype = 'e' AND e.extname = 'citext'))))";
 
 fn table_name(tbl: pg_sys::Oid) -> Result<String> {
     Ok(db::first::<String>("SELECT $1::regclass::text", &[tbl.into()])?.unwrap_or_default())
@@ -507,11 +655,12 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 /// bi_access.auto_expose), marks live credentials `syncing`, and returns the
 /// tables to sync, one transaction each.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
+    crate::custody::adopt_all()?;
     expose_new_tables()?;
     // A credential the standby has replayed is active, so it shows syncing.
     db::exec(
         "UPDATE bi_access.credential SET status = 'active', updated_at = now() \
-         WHERE status = 'pending' AND bi_access_internal.replayed(created_lsn::text)",
+         WHERE status = 'pending' AND bi_access_internal.replayed(target, created_lsn::text)",
         &[],
     )?;
     db::exec(

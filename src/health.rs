@@ -10,6 +10,7 @@ use crate::exposure;
 use crate::names;
 use crate::roles;
 use crate::settings;
+use crate::targets;
 
 pub struct Finding {
     pub severity: &'static str,
@@ -30,18 +31,22 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 11] = [
+    let probes: [Probe; 15] = [
         public_connect,
         public_create,
         public_security_definer,
         public_select,
         unsynced,
         definer_views,
+        refused_org_columns,
+        replication_targets,
         credential_attributes,
         orphaned_credentials,
         orphaned_reader_groups,
         ssl,
         password_encryption,
+        sealing_key,
+        absent_standbys,
     ];
     let mut findings = Vec::new();
     for probe in probes {
@@ -69,6 +74,26 @@ fn rows(
         }
         Ok(findings)
     })
+}
+
+/// A target's standby that is not connected while credentials wait for it:
+/// they stay pending (or deleting) until it replays.
+fn absent_standbys(_: &Context) -> Result<Vec<Finding>> {
+    Ok(targets::waiting_on_absent_standbys()?
+        .into_iter()
+        .map(|(target, standby, waiting)| Finding {
+            severity: "warning",
+            object: format!("target {target}"),
+            finding: format!(
+                "{waiting} credential(s) wait for standby {standby:?}, which is not connected to this primary"
+            ),
+            fix: if target == targets::DEFAULT {
+                format!("Start or reconnect the standby with application_name {standby:?}, or ALTER SYSTEM SET bi_access.replica_application_name to the standby clients use.")
+            } else {
+                format!("Start or reconnect the standby with application_name {standby:?}, or SELECT bi_access.set_target({}, host, port, sslmode, standby => <its application_name>);", pgrx::spi::quote_literal(&target))
+            },
+        })
+        .collect())
 }
 
 /// New LOGIN roles may connect wherever PUBLIC may.
@@ -156,30 +181,119 @@ fn unsynced(_: &Context) -> Result<Vec<Finding>> {
         .collect())
 }
 
-/// A view without security_invoker runs as its owner, past RLS. On 14,
-/// where no view can be security_invoker, the fix takes the BI roles' access
-/// away instead.
+/// A view without security_invoker runs as its owner, past RLS: an error
+/// when BI roles may read it now, a warning otherwise (one GRANT away from
+/// it: a migration's `GRANT SELECT ON ALL TABLES`, say).
+///
+/// On 14, where no view can be security_invoker, the fix takes the BI roles'
+/// access away instead.
 fn definer_views(context: &Context) -> Result<Vec<Finding>> {
     let fix = if compat::VIEWS_HAVE_SECURITY_INVOKER {
         "format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass)"
     } else {
         "format('REVOKE SELECT ON %s FROM PUBLIC, %I;', c.oid::regclass, $2::text)"
     };
+    Spi::connect(|client| {
+        let mut findings = Vec::new();
+        for row in client.select(
+            &format!(
+                "SELECT c.oid::regclass::text, {fix}, \
+                        pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = ANY ($1) AND c.relkind = 'v' \
+                   AND NOT coalesce((SELECT o.option_value::bool \
+                                     FROM pg_catalog.pg_options_to_table(c.reloptions) o \
+                                     WHERE o.option_name = 'security_invoker'), false) \
+                 ORDER BY 1"
+            ),
+            None,
+            &[
+                context.schemas.clone().into(),
+                context.reader.as_str().into(),
+            ],
+        )? {
+            let readable = row.get::<bool>(3)?.unwrap_or(false);
+            findings.push(Finding {
+                severity: if readable { "error" } else { "warning" },
+                object: row.get::<String>(1)?.unwrap_or_default(),
+                finding: if readable {
+                    "BI roles may read this view, which is not security_invoker and so bypasses \
+                     row-level security"
+                } else {
+                    "a view in an exposed schema that is not security_invoker: it would bypass \
+                     row-level security for any BI role granted it"
+                }
+                .to_string(),
+                fix: row.get::<String>(2)?.unwrap_or_default(),
+            });
+        }
+        Ok(findings)
+    })
+}
+
+/// Exposures made before an org column's type was checked: a key is cast to
+/// that type, which may raise (numeric, an enum, a domain) or match loosely.
+/// The upgrade leaves them as they are; this names them.
+fn refused_org_columns(_: &Context) -> Result<Vec<Finding>> {
     rows(
         &format!(
-            "SELECT c.oid::regclass::text, {fix} \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = ANY ($1) AND c.relkind = 'v' \
-           AND pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
-           AND NOT coalesce((SELECT o.option_value::bool \
-                             FROM pg_catalog.pg_options_to_table(c.reloptions) o \
-                             WHERE o.option_name = 'security_invoker'), false) \
-         ORDER BY 1"
+            "SELECT e.tbl::regclass::text, \
+                    format('SELECT bi_access.hide_table(%L); -- or ALTER TABLE %s ALTER COLUMN %I TYPE text, then expose it again', \
+                           e.tbl::regclass::text, e.tbl::regclass, e.org_column) \
+             FROM bi_access.exposed_table e \
+             JOIN pg_catalog.pg_attribute a \
+               ON a.attrelid = e.tbl AND a.attname = e.org_column AND a.attnum > 0 AND NOT a.attisdropped \
+             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             WHERE NOT e.hidden AND NOT {} \
+             ORDER BY 1",
+            exposure::ACCEPTED_TYPE
         ),
-        &[context.schemas.clone().into(), context.reader.as_str().into()],
+        &[],
         "error",
-        "BI roles may read this view, which is not security_invoker and so bypasses row-level security",
+        "an exposed table whose org column is of a type bi_access no longer accepts (text, varchar, \
+         an integer type, uuid, citext): org keys are cast to it, which may fail or match loosely",
     )
+}
+
+/// Row-level security on a table that a subscription of this database
+/// applies changes to: the apply worker runs as the subscription's owner,
+/// and fails on such a table unless that owner bypasses RLS (a superuser or
+/// BYPASSRLS). An error when it does not, a warning otherwise (a change of
+/// owner would break replication).
+fn replication_targets(_: &Context) -> Result<Vec<Finding>> {
+    Spi::connect(|client| {
+        let mut findings = Vec::new();
+        for row in client.select(
+            "SELECT e.tbl::regclass::text || ' (subscription ' || quote_ident(s.subname) || ')', \
+                    format('SELECT bi_access.hide_table(%L); -- or ALTER ROLE %I BYPASSRLS', \
+                           e.tbl::regclass::text, r.rolname), \
+                    r.rolsuper OR r.rolbypassrls \
+             FROM bi_access.exposed_table e \
+             JOIN pg_catalog.pg_subscription_rel sr ON sr.srrelid = e.tbl \
+             JOIN pg_catalog.pg_subscription s ON s.oid = sr.srsubid \
+             JOIN pg_catalog.pg_roles r ON r.oid = s.subowner \
+             WHERE NOT e.hidden \
+             ORDER BY 1",
+            None,
+            &[],
+        )? {
+            let bypasses = row.get::<bool>(3)?.unwrap_or(false);
+            findings.push(Finding {
+                severity: if bypasses { "warning" } else { "error" },
+                object: row.get::<String>(1)?.unwrap_or_default(),
+                finding: if bypasses {
+                    "an exposed table is a logical-replication target: its row-level security \
+                     stops the apply worker as soon as the subscription's owner no longer bypasses it"
+                } else {
+                    "an exposed table is a logical-replication target and the subscription's owner \
+                     does not bypass row-level security: its apply worker fails on this table"
+                }
+                .to_string(),
+                fix: row.get::<String>(2)?.unwrap_or_default(),
+            });
+        }
+        Ok(findings)
+    })
 }
 
 /// From 16 on, a membership that allows SET ROLE is one bi_access never
@@ -276,6 +390,20 @@ FROM pg_policy WHERE polname = ''%s'' \\gexec DROP OWNED BY %I; ', \
         "the reader group of a database where bi_access is gone (dropped past its drop guard, \
          or the database was dropped): tables there keep its grants and bi_access's pass-through policy",
     )
+}
+
+/// A key missing or different from the one that sealed the passwords, and
+/// roles that could read it (src/key.rs).
+fn sealing_key(_: &Context) -> Result<Vec<Finding>> {
+    Ok(crate::key::findings()?
+        .into_iter()
+        .map(|(severity, object, finding, fix)| Finding {
+            severity,
+            object,
+            finding,
+            fix,
+        })
+        .collect())
 }
 
 fn ssl(_: &Context) -> Result<Vec<Finding>> {

@@ -4,16 +4,20 @@
 //! Where things are:
 //! - `credentials`: the lifecycle (generate … purge);
 //! - `org`: the org lookup every policy calls;
+//! - `custody`: which database manages a credential role (copies, restores);
 //! - `roles`: creating, altering and dropping PostgreSQL roles;
-//! - `secrets`: passwords, SCRAM verifiers, the sealed copy and its key file;
+//! - `secrets`: passwords, SCRAM verifiers, the sealed copy;
+//! - `key`: the key that seals it, where it lives, export/import/rotate;
 //! - `sessions`: ending a role's sessions at commit;
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
 //! - `health`: `check()`, the security posture;
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
+//! - `targets`: named targets (host, port, sslmode, standby) credentials point at;
 //! - `guard`: the session guard: what a credential's own session may do;
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
 //! - `compat`: what differs between PostgreSQL majors;
+//! - `legacy`: symbols older versions' SQL calls until ALTER EXTENSION UPDATE;
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
 //! - `api` and `sql/api.sql`: the SQL surface.
 
@@ -24,11 +28,14 @@ mod audit;
 mod compat;
 mod connection;
 mod credentials;
+mod custody;
 mod db;
 mod error;
 mod exposure;
 mod guard;
 mod health;
+mod key;
+mod legacy;
 mod names;
 mod org;
 mod policies;
@@ -36,6 +43,7 @@ mod roles;
 mod secrets;
 mod sessions;
 mod settings;
+mod targets;
 mod uninstall;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -74,17 +74,36 @@ fn look_up(user: pg_sys::Oid) -> Result<Option<String>> {
     };
     // Runs under the caller's search_path (see api.rs): every name and
     // operator is schema-qualified, so no object of the caller's can stand in.
+    // A role another database manages (this one is a copy) or one not yet
+    // adopted after a restore gets no org here (src/custody.rs).
     db::first::<String>(
         "SELECT c.org_id FROM bi_access.credential c \
          WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
            AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) \
-               ANY ('{pending,active,syncing}'::pg_catalog.text[])",
-        &[role.as_str().into()],
+               ANY ('{pending,active,syncing}'::pg_catalog.text[]) \
+           AND coalesce(pg_catalog.shobj_description($2, 'pg_authid'), $3) OPERATOR(pg_catalog.=) $3",
+        &[
+            role.as_str().into(),
+            user.into(),
+            crate::custody::mark_here()?.as_str().into(),
+        ],
     )
 }
 
 /// The SQL a policy compares its org column with, by the column's type
-/// (as `format_type` names it).
+/// (as `format_type` names it). Org key matching (DESIGN.md): a key matches
+/// a row iff it equals the row's org value cast to text. The lookup is cast
+/// to the column's own type so the column's index serves, and it never
+/// raises: an integer or uuid column gets NULL (no row) for a key that is not
+/// the exact text form of one of its values (see `as_bigint`, `as_uuid`);
+/// text and varchar compare byte for byte (the column's collation is the
+/// type's default, which `exposure` checks: deterministic, so `=` is byte
+/// equality); citext compares with citext's own `=`, case-insensitively, as
+/// the application's own `WHERE org_id = $1` on that column does.
+///
+/// Other types are refused when a table is exposed (42804); an exposure made
+/// before that rule keeps the plain cast it was created with (check()
+/// reports it).
 pub fn lookup_expression(column_type: &str) -> String {
     match column_type {
         "uuid" => "(SELECT bi_access.current_org_uuid())".to_string(),
@@ -93,31 +112,38 @@ pub fn lookup_expression(column_type: &str) -> String {
     }
 }
 
-/// As PostgreSQL's int8in reads it: surrounding blanks, an optional sign.
+/// The key as a bigint when it is exactly the text form of one (what
+/// `bigint::text` prints: no blanks, no `+`, no leading zeros, `-0` is not
+/// `0`); None otherwise, which matches no row. Compared with a smallint or
+/// integer column, a value out of the column's range matches no row either.
 pub fn as_bigint(org: &str) -> Option<i64> {
-    org.trim().parse().ok()
+    let value: i64 = org.parse().ok()?;
+    (value.to_string() == org).then_some(value)
 }
 
-/// As PostgreSQL's uuid_in reads it: 32 hex digits, hyphens between groups
-/// of four, optionally in braces.
+/// The key as a uuid when it is exactly what `uuid::text` prints: 32
+/// lower-case hex digits in groups of 8-4-4-4-12. Upper case, braces or no
+/// hyphens are other keys, which match no row.
 pub fn as_uuid(org: &str) -> Option<[u8; 16]> {
-    let inner = org
-        .strip_prefix('{')
-        .and_then(|rest| rest.strip_suffix('}'))
-        .unwrap_or(org);
-    if inner.starts_with('-') || inner.ends_with('-') || inner.contains("--") {
+    let bytes = org.as_bytes();
+    if bytes.len() != 36 {
         return None;
     }
-    let digits: Vec<u8> = inner.bytes().filter(|b| *b != b'-').collect();
-    if digits.len() != 32 {
-        return None;
+    let mut digits = Vec::with_capacity(32);
+    for (i, byte) in bytes.iter().enumerate() {
+        match (i, byte) {
+            (8 | 13 | 18 | 23, b'-') => {}
+            (8 | 13 | 18 | 23, _) => return None,
+            (_, b'0'..=b'9') => digits.push(byte - b'0'),
+            (_, b'a'..=b'f') => digits.push(byte - b'a' + 10),
+            _ => return None,
+        }
     }
-    let mut bytes = [0u8; 16];
+    let mut uuid = [0u8; 16];
     for (i, pair) in digits.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        bytes[i] = u8::from_str_radix(text, 16).ok()?;
+        uuid[i] = (pair[0] << 4) | pair[1];
     }
-    Some(bytes)
+    Some(uuid)
 }
 
 #[cfg(test)]
@@ -125,25 +151,42 @@ mod unit {
     use super::*;
 
     #[test]
-    fn bigint_keys_parse_like_postgres() {
-        assert_eq!(as_bigint(" 42 "), Some(42));
+    fn bigint_keys_match_only_their_exact_text_form() {
+        assert_eq!(as_bigint("42"), Some(42));
         assert_eq!(as_bigint("-7"), Some(-7));
-        assert_eq!(as_bigint("acme"), None);
+        assert_eq!(as_bigint("0"), Some(0));
+        assert_eq!(as_bigint(&i64::MIN.to_string()), Some(i64::MIN));
+        for other in [
+            " 42 ", "42 ", " 42", "+42", "042", "-0", "4_2", "42.0", "", "acme",
+        ] {
+            assert_eq!(as_bigint(other), None, "{other:?}");
+        }
         assert_eq!(as_bigint("99999999999999999999"), None);
     }
 
     #[test]
-    fn uuid_keys_parse_like_postgres() {
+    fn uuid_keys_match_only_their_canonical_text_form() {
         let canonical = as_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
-        assert_eq!(canonical[0], 0xa0);
         assert_eq!(
-            as_uuid("{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}"),
-            Some(canonical)
+            canonical,
+            [
+                0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+                0x0a, 0x11
+            ]
         );
-        assert_eq!(as_uuid("a0eebc999c0b4ef8bb6d6bb9bd380a11"), Some(canonical));
-        assert_eq!(as_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1"), None);
-        assert_eq!(as_uuid("acme"), None);
-        assert_eq!(as_uuid("-a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), None);
+        for other in [
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "A0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc99-9c0b4ef8-bb6d-6bb9bd380a11-",
+            " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+            "acme",
+        ] {
+            assert_eq!(as_uuid(other), None, "{other:?}");
+        }
     }
 
     #[test]

@@ -79,7 +79,19 @@ pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<
         &[quote_identifier(reader), quote_identifier(CREDENTIAL_GROUP)],
         &quoted,
     ))?;
+    crate::custody::mark(role)?;
     apply_session_settings(role)
+}
+
+/// Makes the role a member of this database's reader group (a role adopted
+/// after a restore belongs to the group of the database it came from).
+pub fn join_reader_group(role: &str, reader: &str) -> Result<()> {
+    Spi::run(&format!(
+        "GRANT {} TO {}",
+        quote_identifier(reader),
+        quote_identifier(role)
+    ))?;
+    Ok(())
 }
 
 /// Settings every BI session starts with: read-only, a search_path, and this

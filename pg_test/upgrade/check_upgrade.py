@@ -21,11 +21,14 @@ import os
 import shutil
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from bi import ADMIN_PASSWORD, ADMIN_ROLE, BiAccess, can_login
+from cluster import ReplicaPair, run_as_postgres
 from probe import PERMISSION_DENIED, session
 
+OLD = Path(os.environ.get("BI_UPGRADE_OLD", "/nonexistent"))
 NEW = Path(os.environ.get("BI_UPGRADE_NEW", "/nonexistent"))
 LIB = Path(os.environ.get("BI_UPGRADE_LIB", "/nonexistent"))
 EXT = Path(os.environ.get("BI_UPGRADE_EXT", "/nonexistent"))
@@ -103,15 +106,25 @@ def describe(pair, dbname: str) -> list[tuple[str, str]]:
             pair.primary.sql(DESCRIBE, dbname=dbname)]
 
 
+def install(source: Path, target: Path) -> None:
+    """Copies under a temporary name, then renames: a server that has the
+    old library mapped keeps it (another test's servers may run)."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copy(source, tmp)
+    os.replace(tmp, target)
+
+
+def install_version(files: Path) -> None:
+    for path in files.iterdir():
+        install(path, (LIB if path.suffix == ".so" else EXT) / path.name)
+
+
 def swap_in_the_new_build(pair) -> None:
     """What a package upgrade does: the servers stop, the files change, the
     servers start (the library is never replaced under a running server)."""
     for server in (pair.replica, pair.primary):
         server.stop()
-    for name in ("bi_access.control", f"bi_access--{NEW_VERSION}.sql",
-                 f"bi_access--{OLD_VERSION}--{NEW_VERSION}.sql"):
-        shutil.copy(NEW / name, EXT / name)
-    shutil.copy(NEW / "bi_access.so", LIB / "bi_access.so")
+    install_version(NEW)
     pair.primary.start()
     pair.replica.start()
     pair.wait_streaming()
@@ -189,3 +202,56 @@ def test_a_new_credential_works_after_the_upgrade(pair, upgraded, secrets):
             assert s.rows("SELECT DISTINCT org_id::text FROM accounts") == [("1",)]
     finally:
         bi.close()
+
+
+KEY_FILE_STATES = {
+    # state -> (what is done to 0.1.0's key file before the update, whether
+    # the update adopts it)
+    "kept, mode 0644": ("chmod 0644 {key}", True),
+    "removed": ("rm {key}", False),
+    "replaced by another key": ("head -c 32 /dev/urandom > {key}", False),
+}
+
+
+@pytest.mark.parametrize("state", list(KEY_FILE_STATES))
+def test_the_update_adopts_the_key_file_only_if_it_opens_the_secrets(secrets, state):
+    """0.1.0 kept its key in $PGDATA/bi_access.key. The update moves it into
+    bi_access.sealing_key (and removes the file) when it opens the passwords
+    0.1.0 sealed; a missing or different file changes nothing, and the
+    reveal then fails with 55000 naming import_key, as check() does, while a
+    new key is never made behind the DBA's back."""
+    action, adopted = KEY_FILE_STATES[state]
+    install_version(OLD)
+    pair = ReplicaPair()
+    try:
+        pair.start()
+        pair.primary.sql("CREATE DATABASE keyfile")
+        pair.primary.sql("CREATE EXTENSION bi_access", dbname="keyfile")
+        pair.primary.sql(f"CREATE ROLE {ADMIN_ROLE} LOGIN PASSWORD %s IN ROLE bi_access_admin", (ADMIN_PASSWORD,))
+        bi = BiAccess(pair, "keyfile", secrets)
+        cred = bi.generate("1")
+        bi.close()
+        key = pair.primary.datadir / "bi_access.key"
+        assert key.exists(), "0.1.0 keeps its key in a file"
+        run_as_postgres(["sh", "-c", action.format(key=key)])
+        swap_in_the_new_build(pair)
+        pair.primary.sql("ALTER EXTENSION bi_access UPDATE", dbname="keyfile")
+        bi = BiAccess(pair, "keyfile", secrets)
+        try:
+            if adopted:
+                assert bi.one("connection_details", cred.role)["password"] == cred.password
+                assert not key.exists(), "the adopted file is removed"
+            else:
+                with pytest.raises(psycopg2.Error) as info:
+                    bi.one("connection_details", cred.role)
+                assert info.value.pgcode == "55000"
+                assert "import_key" in info.value.diag.message_hint
+                found = pair.primary.sql("SELECT object FROM bi_access.check() WHERE object = 'bi_access key'",
+                                         dbname="keyfile")
+                assert found == [("bi_access key",)]
+                assert pair.primary.value("SELECT count(*) FROM bi_access.sealing_key", dbname="keyfile") == 0
+        finally:
+            bi.close()
+    finally:
+        pair.destroy()
+        install_version(NEW)

@@ -5,6 +5,18 @@
 -- reaches it through text).
 ALTER TYPE bi_access.credential_status ADD VALUE IF NOT EXISTS 'expired';
 
+-- The key moves from a file of the data directory into a table that
+-- physical replication carries (see bootstrap.sql); post.sql adopts the file.
+ALTER TABLE bi_access.credential ADD COLUMN sealed_with text;
+CREATE TABLE bi_access.sealing_key (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key bytea NOT NULL CHECK (length(key) = 32),
+    fingerprint text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON bi_access.sealing_key FROM PUBLIC;
+
 -- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
 -- procedure and event trigger is recreated below exactly as a fresh install
 -- creates it. Functions returning bi_access.credentials depend on the view.
@@ -32,3 +44,49 @@ DROP FUNCTION bi_access.sync_tables();
 DROP FUNCTION bi_access."check"();
 DROP VIEW bi_access.credentials;
 DROP VIEW bi_access.events;
+
+-- After the event triggers of 0.1.0 are gone: they would fire on the DDL
+-- below and call 0.1.0 workers that the new library no longer has.
+-- Management tiers (cluster-wide, as sql/bootstrap.sql creates them): each
+-- a member of the one below; bi_access_admin exists since 0.1.0 and gains
+-- the other two through its membership in bi_access_editor.
+DO $upgrade$
+DECLARE
+    tier record;
+BEGIN
+    FOR tier IN SELECT * FROM (VALUES ('bi_access_viewer', NULL),
+                                      ('bi_access_editor', 'bi_access_viewer'),
+                                      ('bi_access_admin', 'bi_access_editor')) AS t(role, below)
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = tier.role) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', tier.role);
+        END IF;
+        IF tier.below IS NOT NULL AND NOT EXISTS (
+            SELECT FROM pg_catalog.pg_auth_members m
+            WHERE m.roleid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = tier.below)
+              AND m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = tier.role))
+        THEN
+            EXECUTE pg_catalog.format('GRANT %I TO %I', tier.below, tier.role);
+        END IF;
+    END LOOP;
+END
+$upgrade$;
+
+-- Named targets (src/targets.rs): every 0.1.0 credential points at
+-- 'default', the settings' target, as before.
+ALTER TYPE bi_access.connection ADD ATTRIBUTE target text;
+ALTER TABLE bi_access.credential ADD COLUMN target text NOT NULL DEFAULT 'default';
+CREATE TABLE bi_access.target (
+    name text PRIMARY KEY,
+    host text NOT NULL,
+    port integer NOT NULL,
+    sslmode text,
+    standby text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT target_name_check CHECK (name <> '' AND lower(name) <> 'default' AND length(name) <= 63),
+    CONSTRAINT target_port_check CHECK (port BETWEEN 1 AND 65535)
+);
+CREATE INDEX credential_target ON bi_access.credential (target);
+SELECT pg_catalog.pg_extension_config_dump('bi_access.target', '');
+REVOKE ALL ON bi_access.target FROM PUBLIC;

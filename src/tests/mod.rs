@@ -304,7 +304,7 @@ mod tests {
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
             );
             fails_with(
-                "SELECT bi_access_internal.generate('acme', 'x', NULL, NULL, NULL)",
+                "SELECT bi_access_internal.generate('acme', 'x', NULL, NULL, NULL, NULL, NULL)",
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
             );
         });
@@ -1285,5 +1285,389 @@ mod tests {
         as_role("test_app", || {
             assert_eq!(one::<i64>("SELECT count(*) FROM public.projects"), 8);
         });
+    }
+
+    // ------------------------- least privilege of management, org key matching
+
+    // These tests run concurrently with the others in one database: each
+    // works in a schema and with roles of its own, so none waits for
+    // another's uncommitted catalog rows (the `public` schema's ACL row
+    // included, which the first exposure there updates).
+
+    /// A non-superuser admin (a member of bi_access_admin) that owns nothing.
+    fn plain_admin(name: &str) {
+        run(&format!(
+            "CREATE ROLE {name} NOLOGIN IN ROLE bi_access_admin"
+        ));
+    }
+
+    #[pg_test]
+    fn expose_table_refuses_a_table_the_caller_cannot_read_with_42501() {
+        plain_admin("test_mgmt_admin");
+        run("CREATE SCHEMA hr");
+        run("CREATE TABLE hr.salaries (org_id bigint, amount int)");
+        let oid: u32 = one::<pg_sys::Oid>("SELECT 'hr.salaries'::regclass::oid").into();
+        as_role("test_mgmt_admin", || {
+            // By OID: the regclass input function never reads the schema.
+            fails_with(
+                &format!("SELECT bi_access.expose_table({oid})"),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+            fails_with(
+                &format!("SELECT bi_access.hide_table({oid})"),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        // USAGE and SELECT without membership in the owner: still 42501.
+        run("GRANT USAGE ON SCHEMA hr TO test_mgmt_admin");
+        run("GRANT SELECT ON hr.salaries TO test_mgmt_admin");
+        as_role("test_mgmt_admin", || {
+            fails_with(
+                "SELECT bi_access.expose_table('hr.salaries')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        // A member of the owner without USAGE on the schema: 42501.
+        run("CREATE ROLE test_hr_owner NOLOGIN");
+        run("ALTER TABLE hr.salaries OWNER TO test_hr_owner");
+        run("GRANT test_hr_owner TO test_mgmt_admin");
+        run("REVOKE USAGE ON SCHEMA hr FROM test_mgmt_admin");
+        as_role("test_mgmt_admin", || {
+            fails_with(
+                &format!("SELECT bi_access.expose_table({oid})"),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        // A member of the owner, with USAGE and SELECT: allowed.
+        run("GRANT USAGE ON SCHEMA hr TO test_mgmt_admin");
+        as_role("test_mgmt_admin", || {
+            run("SELECT bi_access.expose_table('hr.salaries')");
+        });
+        let exposed: i64 = one("SELECT count(*) FROM bi_access.exposed_table \
+             WHERE tbl = 'hr.salaries'::regclass AND NOT hidden");
+        assert_eq!(exposed, 1);
+    }
+
+    #[pg_test]
+    fn the_caller_is_the_role_the_session_set_role_to() {
+        plain_admin("test_mgmt_setrole");
+        run("CREATE SCHEMA t_caller");
+        run("GRANT USAGE ON SCHEMA t_caller TO test_mgmt_setrole");
+        run("CREATE TABLE t_caller.owned_elsewhere (org_id bigint)");
+        // The superuser who SET ROLEs to a plain admin is checked as that
+        // admin, not as the extension's owner nor as its login.
+        as_role("test_mgmt_setrole", || {
+            fails_with(
+                "SELECT bi_access.expose_table('t_caller.owned_elsewhere')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        // Once the admin is a member of the owner: allowed, SET ROLE or not.
+        run("CREATE ROLE test_mgmt_caller_owner NOLOGIN");
+        run("ALTER TABLE t_caller.owned_elsewhere OWNER TO test_mgmt_caller_owner");
+        run("GRANT test_mgmt_caller_owner TO test_mgmt_setrole");
+        as_role("test_mgmt_setrole", || {
+            run("SELECT bi_access.expose_table('t_caller.owned_elsewhere')");
+        });
+    }
+
+    #[pg_test]
+    fn bi_access_and_system_relations_are_refused_with_42809() {
+        plain_admin("test_mgmt_system");
+        as_role("test_mgmt_system", || {
+            for relation in [
+                "bi_access.credential",
+                "bi_access.credentials",
+                "bi_access.exposed_table",
+                "pg_catalog.pg_class",
+                "pg_catalog.pg_authid",
+                "information_schema.tables",
+            ] {
+                fails_with(
+                    &format!("SELECT bi_access.expose_table('{relation}', 'oid')"),
+                    ERRCODE_WRONG_OBJECT_TYPE,
+                );
+                fails_with(
+                    &format!("SELECT bi_access.hide_table('{relation}')"),
+                    ERRCODE_WRONG_OBJECT_TYPE,
+                );
+            }
+        });
+        // Refused to a superuser too: no one exposes bi_access's own records.
+        fails_with(
+            "SELECT bi_access.expose_table('bi_access.credential', 'org_id')",
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+        fails_with(
+            "SELECT bi_access.hide_table('pg_class')",
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+        let toast: String = one(
+            "SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'bi_access.credential'::regclass",
+        );
+        fails_with(
+            &format!("SELECT bi_access.expose_table('{toast}', 'chunk_id')"),
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+    }
+
+    #[pg_test]
+    fn wrong_kinds_of_relation_are_refused_with_42809() {
+        run("CREATE SCHEMA t_kinds");
+        run("CREATE MATERIALIZED VIEW t_kinds.mv_org AS SELECT 1::bigint AS org_id");
+        run("CREATE VIEW t_kinds.definer_org AS SELECT 1::bigint AS org_id");
+        run("CREATE SEQUENCE t_kinds.seq_org");
+        run("CREATE TABLE t_kinds.has_index (org_id bigint PRIMARY KEY)");
+        run("CREATE FOREIGN DATA WRAPPER test_kinds_fdw");
+        run("CREATE SERVER test_kinds_server FOREIGN DATA WRAPPER test_kinds_fdw");
+        run("CREATE FOREIGN TABLE t_kinds.remote (org_id bigint) SERVER test_kinds_server");
+        for relation in [
+            "t_kinds.mv_org",
+            "t_kinds.definer_org",
+            "t_kinds.seq_org",
+            "t_kinds.has_index_pkey",
+            "t_kinds.remote",
+        ] {
+            fails_with(
+                &format!("SELECT bi_access.expose_table('{relation}')"),
+                ERRCODE_WRONG_OBJECT_TYPE,
+            );
+        }
+    }
+
+    #[pg_test]
+    fn the_sqlstates_come_in_designs_order() {
+        plain_admin("test_mgmt_order");
+        run("CREATE SCHEMA t_order");
+        run("GRANT USAGE ON SCHEMA t_order TO test_mgmt_order");
+        run("CREATE TABLE t_order.flags (id int, flag boolean, org_id bigint)");
+        // 42P01 first: a table given by an OID that names nothing.
+        as_role("test_mgmt_order", || {
+            fails_with(
+                "SELECT bi_access.expose_table(4294967000)",
+                ERRCODE_UNDEFINED_TABLE,
+            );
+            fails_with(
+                "SELECT bi_access.hide_table(4294967000)",
+                ERRCODE_UNDEFINED_TABLE,
+            );
+            // 42809 before 42501: the admin may not read pg_authid either.
+            fails_with(
+                "SELECT bi_access.expose_table('pg_authid', 'no_such_column')",
+                ERRCODE_WRONG_OBJECT_TYPE,
+            );
+            // 42501 before 42703 and 42804: nothing about the table's columns leaks.
+            fails_with(
+                "SELECT bi_access.expose_table('t_order.flags', 'no_such_column')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+            fails_with(
+                "SELECT bi_access.expose_table('t_order.flags', 'flag')",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+        fails_with(
+            "SELECT bi_access.expose_table('t_order.flags', 'no_such_column')",
+            ERRCODE_UNDEFINED_COLUMN,
+        );
+        fails_with(
+            "SELECT bi_access.expose_table('t_order.flags', 'flag')",
+            ERRCODE_DATATYPE_MISMATCH,
+        );
+    }
+
+    #[pg_test]
+    fn org_columns_of_a_refused_type_are_42804() {
+        run("CREATE SCHEMA t_odd");
+        run("CREATE TYPE t_odd.tier AS ENUM ('1', '2')");
+        run("CREATE DOMAIN t_odd.org_text AS text CHECK (VALUE <> 'x')");
+        run(
+            "CREATE TABLE t_odd.odd (flag boolean, amount numeric, tier t_odd.tier, \
+             code char(4), domained t_odd.org_text, stamp timestamptz, \
+             c_text text COLLATE \"C\", ok_text text, ok_varchar varchar(8), \
+             ok_small smallint, ok_int integer, ok_big bigint, ok_uuid uuid)",
+        );
+        for column in [
+            "flag", "amount", "tier", "code", "domained", "stamp", "c_text",
+        ] {
+            fails_with(
+                &format!("SELECT bi_access.expose_table('t_odd.odd', '{column}')"),
+                ERRCODE_DATATYPE_MISMATCH,
+            );
+        }
+        for column in [
+            "ok_text",
+            "ok_varchar",
+            "ok_small",
+            "ok_int",
+            "ok_big",
+            "ok_uuid",
+        ] {
+            assert_eq!(
+                sqlstate(&format!(
+                    "SELECT bi_access.expose_table('t_odd.odd', '{column}')"
+                )),
+                None,
+                "{column}"
+            );
+        }
+    }
+
+    #[pg_test]
+    fn hide_table_of_a_table_bi_access_does_not_know_is_55000() {
+        run("CREATE TABLE public.unrelated (id int)");
+        fails_with(
+            "SELECT bi_access.hide_table('public.unrelated')",
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+        // A new table (exposed schema, org column) may be hidden before any
+        // sync exposes it, and hiding twice changes nothing.
+        run("CREATE TABLE public.newcomer (id int, org_id bigint)");
+        run("SELECT bi_access.hide_table('public.newcomer')");
+        run("SELECT bi_access.hide_table('public.newcomer')");
+        let hidden: i64 = one("SELECT count(*) FROM bi_access.exposed_table \
+             WHERE tbl = 'public.newcomer'::regclass AND hidden");
+        assert_eq!(hidden, 1);
+    }
+
+    #[pg_test]
+    fn an_exposure_of_a_refused_schema_made_earlier_can_still_be_hidden() {
+        // As an older version could have recorded it.
+        run("CREATE SCHEMA t_moved");
+        run("CREATE TABLE t_moved.later_moved (org_id bigint)");
+        run("SELECT bi_access.expose_table('t_moved.later_moved')");
+        run("ALTER TABLE t_moved.later_moved SET SCHEMA bi_access_internal");
+        run("SELECT bi_access.hide_table('bi_access_internal.later_moved')");
+        let grants: i64 = one(&format!(
+            "SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a \
+             WHERE c.oid = 'bi_access_internal.later_moved'::regclass \
+               AND a.grantee = '{}'::regrole",
+            reader()
+        ));
+        assert_eq!(grants, 0, "its grant is withdrawn");
+    }
+
+    /// Org key matching (DESIGN.md): a key reads the rows whose org value
+    /// cast to text equals it, exactly; any other key reads nothing, and no
+    /// key raises. One table per accepted column type, one credential per
+    /// key, which reads every table (pg_test/test_management.py has the full
+    /// table of keys; this one stays short, as the transaction holds its
+    /// locks while the other tests run).
+    #[pg_test]
+    fn org_keys_match_their_exact_text_form_per_column_type() {
+        run("CREATE EXTENSION IF NOT EXISTS citext");
+        run("CREATE SCHEMA t_keys");
+        let tables: [(&str, &str, &[&str]); 7] = [
+            ("bigint", "bigint", &["42", "42", "-7", "0"]),
+            ("integer", "integer", &["42", "42", "-7", "0"]),
+            ("smallint", "smallint", &["42", "42", "-7", "0"]),
+            ("text", "text", &["acme", "acme", "42", "Globex"]),
+            ("varchar", "varchar(8)", &["acme", "acme", "42", "Globex"]),
+            ("uuid", "uuid", &[ACME, ACME, GLOBEX]),
+            ("citext", "public.citext", &["Acme", "acme", "Globex"]),
+        ];
+        for (name, column_type, values) in tables {
+            run(&format!(
+                "CREATE TABLE t_keys.{name} (id serial, org_id {column_type})"
+            ));
+            for value in values {
+                run(&format!(
+                    "INSERT INTO t_keys.{name} (org_id) VALUES ({})",
+                    pgrx::spi::quote_literal(value)
+                ));
+            }
+            run(&format!("SELECT bi_access.expose_table('t_keys.{name}')"));
+        }
+        let upper = ACME.to_uppercase();
+        let braces = format!("{{{ACME}}}");
+        // key -> rows it reads in bigint, integer, smallint, text, varchar,
+        // uuid, citext.
+        let expected: [(&str, [i64; 7]); 14] = [
+            ("42", [2, 2, 2, 1, 1, 0, 0]),
+            ("-7", [1, 1, 1, 0, 0, 0, 0]),
+            ("0", [1, 1, 1, 0, 0, 0, 0]),
+            (" 42 ", [0; 7]),
+            ("+42", [0; 7]),
+            ("042", [0; 7]),
+            ("-0", [0; 7]),
+            ("99999999999999999999", [0; 7]),
+            ("acme", [0, 0, 0, 2, 2, 0, 2]),
+            ("ACME", [0, 0, 0, 0, 0, 0, 2]),
+            (" acme", [0; 7]),
+            (ACME, [0, 0, 0, 0, 0, 2, 0]),
+            (&upper, [0; 7]),
+            (&braces, [0; 7]),
+        ];
+        for (key, rows) in expected {
+            let (user, _) = Spi::get_two::<String, String>(&format!(
+                "SELECT username, password FROM bi_access.generate({}, 'keys')",
+                pgrx::spi::quote_literal(key)
+            ))
+            .map(|(user, password)| (user.unwrap(), password.unwrap()))
+            .unwrap();
+            let seen: Vec<i64> = as_role(&user, || {
+                tables
+                    .iter()
+                    .map(|(name, _, _)| {
+                        let sql = format!("SELECT count(*) FROM t_keys.{name}");
+                        assert_eq!(sqlstate(&sql), None, "key {key:?} raised on {name}");
+                        one::<i64>(&sql)
+                    })
+                    .collect()
+            });
+            assert_eq!(seen, rows.to_vec(), "key {key:?}");
+        }
+    }
+
+    #[pg_test]
+    fn a_key_beyond_a_small_columns_range_reads_nothing() {
+        run("CREATE SCHEMA t_small");
+        run("CREATE TABLE t_small.keys (org_id smallint)");
+        run("INSERT INTO t_small.keys VALUES (1), (-32768)");
+        run("SELECT bi_access.expose_table('t_small.keys')");
+        for (key, rows) in [
+            ("1", 1),
+            ("-32768", 1),
+            ("70000", 0),
+            ("-9223372036854775808", 0),
+        ] {
+            let user: String = one(&format!(
+                "SELECT username FROM bi_access.generate('{key}', 'small')"
+            ));
+            let seen = as_role(&user, || {
+                assert_eq!(sqlstate("SELECT count(*) FROM t_small.keys"), None, "{key}");
+                one::<i64>("SELECT count(*) FROM t_small.keys")
+            });
+            assert_eq!(seen, rows, "key {key:?}");
+        }
+    }
+
+    #[pg_test]
+    fn check_reports_every_definer_view_and_refused_org_columns() {
+        run("CREATE VIEW public.quiet AS SELECT 1 AS x");
+        run("CREATE TABLE public.legacy_flags (flag boolean)");
+        // As an older version recorded it, before boolean org columns were refused.
+        run("INSERT INTO bi_access.exposed_table (tbl, org_column) \
+             VALUES ('public.legacy_flags', 'flag')");
+        let report: String = one(
+            "SELECT coalesce(string_agg(severity || '|' || object || '|' || fix, E'\\n' ORDER BY object), '') \
+             FROM bi_access.check()",
+        );
+        assert!(
+            report.contains(
+                "warning|public.quiet|ALTER VIEW public.quiet SET (security_invoker = true);"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "error|public.legacy_flags|SELECT bi_access.hide_table('public.legacy_flags');"
+            ),
+            "{report}"
+        );
+        run(&format!("GRANT SELECT ON public.quiet TO {}", reader()));
+        let readable: String =
+            one("SELECT severity FROM bi_access.check() WHERE object = 'public.quiet'");
+        assert_eq!(readable, "error");
     }
 }

@@ -1,0 +1,487 @@
+//! The key that seals the passwords kept for "View Details".
+//!
+//! It lives in `bi_access.sealing_key`, a one-row table of the extension that
+//! is not marked for pg_dump: physical replication carries it to every
+//! standby (one cloned before the extension existed included) and physical
+//! backups and WAL archives hold it, but no logical dump does. Row-level
+//! security with no permissive policy hides it from every role that does not
+//! bypass RLS (pg_read_all_data included); superusers read it.
+//!
+//! Each sealed secret records the fingerprint of the key that sealed it, so
+//! a missing or different key is a clear error naming the fix, never a new
+//! key made behind the DBA's back. Superusers move a key between clusters
+//! (`export_key`/`import_key`), re-seal every secret under a new one
+//! (`rotate_key`), or give up secrets whose key is lost (`reset_key`).
+
+use std::ffi::CStr;
+use std::fs;
+use std::path::PathBuf;
+
+use base64::Engine;
+use chacha20poly1305::Key;
+use pgrx::prelude::*;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{self, Subject, NO_SUBJECT};
+use crate::compat;
+use crate::db;
+use crate::error::{BiError, Result};
+use crate::secrets::{self, SecretError};
+
+pub const KEY_LEN: usize = 32;
+/// Where 0.1.0 kept the key: a file of the data directory.
+const LEGACY_KEY_FILE: &str = "bi_access.key";
+const EXPORT_PREFIX: &str = "bi_access-key-v1:";
+
+/// A key and its fingerprint (the first 16 bytes of its SHA-256, in hex:
+/// names the key, tells nothing of it).
+pub struct SealingKey {
+    pub key: Key,
+    pub fingerprint: String,
+}
+
+impl SealingKey {
+    fn new(bytes: &[u8]) -> Self {
+        let digest = Sha256::digest(bytes);
+        SealingKey {
+            key: *Key::from_slice(bytes),
+            fingerprint: digest[..16].iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    fn generate() -> Self {
+        let mut bytes = [0u8; KEY_LEN];
+        OsRng.fill_bytes(&mut bytes);
+        SealingKey::new(&bytes)
+    }
+}
+
+/// The key as stored, if there is one.
+fn stored() -> Result<Option<SealingKey>> {
+    Ok(
+        db::first::<Vec<u8>>("SELECT key FROM bi_access.sealing_key", &[])?
+            .map(|bytes| SealingKey::new(&bytes)),
+    )
+}
+
+/// The first key of a database. Concurrent first generates wait here on
+/// the one that got in first and then use its key: a key is never replaced
+/// behind a secret sealed with it.
+fn store_first(key: &SealingKey) -> Result<()> {
+    db::exec(
+        "INSERT INTO bi_access.sealing_key (key, fingerprint) VALUES ($1, $2) \
+         ON CONFLICT (singleton) DO NOTHING",
+        &[
+            key.key.as_slice().to_vec().into(),
+            key.fingerprint.as_str().into(),
+        ],
+    )
+}
+
+fn store(key: &SealingKey) -> Result<()> {
+    db::exec(
+        "INSERT INTO bi_access.sealing_key (key, fingerprint) VALUES ($1, $2) \
+         ON CONFLICT (singleton) DO UPDATE SET key = EXCLUDED.key, \
+             fingerprint = EXCLUDED.fingerprint, created_at = now()",
+        &[
+            key.key.as_slice().to_vec().into(),
+            key.fingerprint.as_str().into(),
+        ],
+    )
+}
+
+/// Fingerprints of keys that sealed secrets but are not the current one
+/// (NULL: sealed by 0.1.0's key file, never adopted).
+fn sealed_with_other_keys(current: Option<&str>) -> Result<i64> {
+    Ok(db::first::<i64>(
+        "SELECT count(*) FROM bi_access.credential \
+         WHERE secret IS NOT NULL AND sealed_with IS DISTINCT FROM $1",
+        &[current.into()],
+    )?
+    .unwrap_or(0))
+}
+
+/// The key a new secret is sealed with: the stored one, or a new one if no
+/// secret was ever sealed (the first generate of a database). Called before
+/// the caller locks anything else, so that first generates queue on the key
+/// row and on nothing else.
+pub fn for_sealing() -> Result<SealingKey> {
+    if let Some(key) = stored()? {
+        return Ok(key);
+    }
+    if sealed_with_any()? {
+        return Err(SecretError::KeyMissing.into());
+    }
+    store_first(&SealingKey::generate())?;
+    stored()?.ok_or_else(|| SecretError::KeyMissing.into())
+}
+
+fn sealed_with_any() -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM bi_access.credential WHERE secret IS NOT NULL)",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
+/// The key that sealed a secret, or why it is not here.
+pub fn for_opening(sealed_with: Option<&str>) -> Result<SealingKey> {
+    let Some(key) = stored()? else {
+        return Err(SecretError::KeyMissing.into());
+    };
+    if sealed_with != Some(key.fingerprint.as_str()) {
+        return Err(SecretError::KeyDifferent {
+            sealed_with: sealed_with.unwrap_or("of 0.1.0's key file").to_string(),
+            current: key.fingerprint,
+        }
+        .into());
+    }
+    Ok(key)
+}
+
+fn require_superuser(what: &str) -> Result<()> {
+    // SAFETY: a read of the current user's cached superuser flag.
+    if unsafe { pg_sys::superuser() } {
+        Ok(())
+    } else {
+        Err(SecretError::SuperuserOnly(what.to_string()).into())
+    }
+}
+
+/// The key as text, for `import_key` on another cluster (after a logical
+/// restore). Audited; the event holds only the fingerprint.
+pub fn export() -> Result<String> {
+    require_superuser("export_key")?;
+    let key = stored()?.ok_or(SecretError::KeyMissing)?;
+    audit::record(
+        "export_key",
+        &NO_SUBJECT,
+        json!({ "fingerprint": key.fingerprint }),
+    )?;
+    Ok(format!(
+        "{EXPORT_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(key.key.as_slice())
+    ))
+}
+
+/// Installs an exported key. Idempotent for the same key; refused while
+/// secrets are sealed with another key that is present.
+pub fn import(text: &str) -> Result<()> {
+    require_superuser("import_key")?;
+    let bytes = text
+        .strip_prefix(EXPORT_PREFIX)
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .filter(|bytes| bytes.len() == KEY_LEN)
+        .ok_or_else(|| {
+            SecretError::BadKey(format!(
+                "not a bi_access key: expected the text bi_access.export_key() returns ({EXPORT_PREFIX}…)"
+            ))
+        })?;
+    let key = SealingKey::new(&bytes);
+    if let Some(current) = stored()? {
+        if current.fingerprint == key.fingerprint {
+            return Ok(());
+        }
+        if sealed_by(&current.fingerprint)? > 0 {
+            return Err(SecretError::KeyInUse(current.fingerprint).into());
+        }
+    }
+    store(&key)?;
+    let adopted = adopt_legacy_secrets(&key)?;
+    audit::record(
+        "import_key",
+        &NO_SUBJECT,
+        json!({ "fingerprint": key.fingerprint, "legacy_secrets_adopted": adopted }),
+    )
+}
+
+fn sealed_by(fingerprint: &str) -> Result<i64> {
+    Ok(db::first::<i64>(
+        "SELECT count(*) FROM bi_access.credential WHERE secret IS NOT NULL AND sealed_with = $1",
+        &[fingerprint.into()],
+    )?
+    .unwrap_or(0))
+}
+
+/// Secrets sealed by 0.1.0 (no fingerprint) that this key opens are marked
+/// as sealed with it.
+fn adopt_legacy_secrets(key: &SealingKey) -> Result<i64> {
+    let legacy = Spi::connect(|client| {
+        let mut rows = Vec::new();
+        for row in client.select(
+            "SELECT id, role_name::text, secret FROM bi_access.credential \
+             WHERE secret IS NOT NULL AND sealed_with IS NULL",
+            None,
+            &[],
+        )? {
+            rows.push((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, BiError>(rows)
+    })?;
+    let mut adopted = 0;
+    for (id, role, sealed) in legacy {
+        if secrets::open_with(&key.key, &role, &sealed).is_ok() {
+            db::exec(
+                "UPDATE bi_access.credential SET sealed_with = $2 WHERE id = $1",
+                &[id.into(), key.fingerprint.as_str().into()],
+            )?;
+            adopted += 1;
+        }
+    }
+    Ok(adopted)
+}
+
+/// Every secret re-sealed under a new key, in one transaction.
+pub fn rotate() -> Result<i64> {
+    require_superuser("rotate_key")?;
+    let old = stored()?.ok_or(SecretError::KeyMissing)?;
+    let strays = sealed_with_other_keys(Some(&old.fingerprint))?;
+    if strays > 0 {
+        return Err(SecretError::KeyDifferent {
+            sealed_with: format!("of {strays} other password(s)"),
+            current: old.fingerprint,
+        }
+        .into());
+    }
+    let new = SealingKey::generate();
+    let sealed = Spi::connect(|client| {
+        let mut rows = Vec::new();
+        for row in client.select(
+            "SELECT id, role_name::text, secret FROM bi_access.credential WHERE secret IS NOT NULL",
+            None,
+            &[],
+        )? {
+            rows.push((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, BiError>(rows)
+    })?;
+    let count = sealed.len() as i64;
+    for (id, role, secret) in sealed {
+        let password = secrets::open_with(&old.key, &role, &secret)?;
+        let resealed = secrets::seal_with(&new.key, &role, &password)?;
+        db::exec(
+            "UPDATE bi_access.credential SET secret = $2, sealed_with = $3 WHERE id = $1",
+            &[id.into(), resealed.into(), new.fingerprint.as_str().into()],
+        )?;
+    }
+    store(&new)?;
+    audit::record(
+        "rotate_key",
+        &NO_SUBJECT,
+        json!({ "from": old.fingerprint, "to": new.fingerprint, "re_sealed": count }),
+    )?;
+    Ok(count)
+}
+
+/// When the key that sealed the secrets is lost for good: a new key, and
+/// every secret it cannot open forgotten (regenerate gives each credential a
+/// new password). Returns how many were forgotten.
+pub fn reset() -> Result<i64> {
+    require_superuser("reset_key")?;
+    let new = SealingKey::generate();
+    let forgotten = Spi::connect_mut(|client| {
+        let mut roles = Vec::new();
+        for row in client.update(
+            "UPDATE bi_access.credential \
+             SET secret = NULL, sealed_with = NULL, updated_at = now(), \
+                 last_error = 'its password was sealed with a key that is lost; regenerate it' \
+             WHERE secret IS NOT NULL RETURNING role_name::text",
+            None,
+            &[],
+        )? {
+            roles.extend(row.get::<String>(1)?);
+        }
+        Ok::<_, BiError>(roles)
+    })?;
+    store(&new)?;
+    for role in &forgotten {
+        let subject = Subject {
+            role_name: Some(role),
+            org_id: None,
+        };
+        audit::record("forget_secret", &subject, json!({}))?;
+    }
+    audit::record(
+        "reset_key",
+        &NO_SUBJECT,
+        json!({ "fingerprint": new.fingerprint, "forgotten": forgotten.len() }),
+    )?;
+    Ok(forgotten.len() as i64)
+}
+
+/// From the upgrade from 0.1.0: the key file of the data directory moves
+/// into the table, if it opens the secrets 0.1.0 sealed (then the file is
+/// removed: roles with pg_read_server_files could read it). A missing or
+/// different file changes nothing: check() reports it, and import_key or
+/// reset_key is the fix.
+pub fn adopt_legacy_file() -> Result<()> {
+    // SAFETY: DataDir is set once at postmaster start and never freed.
+    let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) };
+    let path = PathBuf::from(data_dir.to_string_lossy().into_owned()).join(LEGACY_KEY_FILE);
+    let Ok(bytes) = fs::read(&path) else {
+        if sealed_with_any()? {
+            pgrx::warning!(
+                "bi_access: 0.1.0's key file {} is missing; reveals fail until bi_access.import_key() \
+                 (or bi_access.reset_key()) runs",
+                path.display()
+            );
+        }
+        return Ok(());
+    };
+    if bytes.len() != KEY_LEN || stored()?.is_some() {
+        pgrx::warning!("bi_access: {} was not adopted as the key", path.display());
+        return Ok(());
+    }
+    let key = SealingKey::new(&bytes);
+    let legacy = db::first::<i64>(
+        "SELECT count(*) FROM bi_access.credential WHERE secret IS NOT NULL AND sealed_with IS NULL",
+        &[],
+    )?
+    .unwrap_or(0);
+    let adopted = adopt_legacy_secrets(&key)?;
+    if adopted < legacy {
+        pgrx::warning!(
+            "bi_access: {} does not open the sealed secrets ({adopted} of {legacy}); it was not adopted",
+            path.display()
+        );
+        db::exec(
+            "UPDATE bi_access.credential SET sealed_with = NULL WHERE sealed_with = $1",
+            &[key.fingerprint.as_str().into()],
+        )?;
+        return Ok(());
+    }
+    store(&key)?;
+    audit::record(
+        "import_key",
+        &NO_SUBJECT,
+        json!({ "fingerprint": key.fingerprint, "from": "0.1.0 key file", "legacy_secrets_adopted": adopted }),
+    )?;
+    let _ = fs::remove_file(&path);
+    Ok(())
+}
+
+/// What check() reports about the key.
+pub fn findings() -> Result<Vec<(&'static str, String, String, String)>> {
+    let mut found = Vec::new();
+    let current = stored()?;
+    if current.is_none() && sealed_with_any()? {
+        found.push((
+            "error",
+            "bi_access key".to_string(),
+            "the key is missing while passwords sealed with it are kept: reveals fail".to_string(),
+            "SELECT bi_access.import_key('…'); -- or SELECT bi_access.reset_key(); then regenerate"
+                .to_string(),
+        ));
+    }
+    if let Some(key) = &current {
+        let strays = sealed_with_other_keys(Some(&key.fingerprint))?;
+        if strays > 0 {
+            found.push((
+                "error",
+                "bi_access key".to_string(),
+                format!("{strays} password(s) were sealed with another key than this database's ({})", key.fingerprint),
+                "SELECT bi_access.import_key('…'); -- the key that sealed them, or bi_access.reset_key()".to_string(),
+            ));
+        }
+    }
+    // Roles that could read the key: the table's files on disk, or the
+    // table past row-level security. Before 16, CREATEROLE may grant itself
+    // any of these.
+    Spi::connect(|client| {
+        for row in client.select(
+            &format!(
+                "SELECT 'role ' || quote_ident(r.rolname), \
+                    CASE WHEN r.rolcreaterole AND NOT (pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'USAGE') \
+                                                      OR pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'USAGE') \
+                                                      OR r.rolbypassrls) \
+                         THEN format('ALTER ROLE %I NOCREATEROLE;', r.rolname) \
+                         ELSE format('REVOKE pg_read_server_files, pg_execute_server_program FROM %I; ALTER ROLE %I NOBYPASSRLS;', \
+                                     r.rolname, r.rolname) END \
+             FROM pg_catalog.pg_roles r \
+             WHERE NOT r.rolsuper AND NOT starts_with(r.rolname, 'pg_') \
+               AND (pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'USAGE') \
+                    OR pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'USAGE') \
+                    OR (r.rolbypassrls AND (pg_catalog.pg_has_role(r.oid, 'pg_read_all_data', 'USAGE') \
+                        OR pg_catalog.has_table_privilege(r.oid, 'bi_access.sealing_key', 'SELECT'))) \
+                    OR (r.rolcreaterole AND {createrole_grants_any_role})) \
+             ORDER BY 1",
+                createrole_grants_any_role = compat::CREATEROLE_GRANTS_ANY_ROLE
+            ),
+            None,
+            &[],
+        )? {
+            found.push((
+                "error",
+                row.get::<String>(1)?.unwrap_or_default(),
+                "this role could read bi_access's key (the data files, or the table past row-level security)".to_string(),
+                row.get::<String>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, BiError>(())
+    })?;
+    Ok(found)
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn export_key() -> String {
+    crate::error::or_raise(export())
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn import_key(key: &str) {
+    crate::error::or_raise(import(key))
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn rotate_key() -> i64 {
+    crate::error::or_raise(rotate())
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn reset_key() -> i64 {
+    crate::error::or_raise(reset())
+}
+
+/// At CREATE EXTENSION: the database's key, made once, so that the first
+/// generates never race to make it. (Not on an update from 0.1.0: that one
+/// adopts 0.1.0's key file, or makes a key at the first generate if nothing
+/// was ever sealed.)
+fn init() -> Result<()> {
+    if stored()?.is_none() && !sealed_with_any()? {
+        store_first(&SealingKey::generate())?;
+    }
+    Ok(())
+}
+
+#[pg_schema]
+mod bi_access_internal {
+    use pgrx::prelude::*;
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn init_key() {
+        crate::error::or_raise(super::init())
+    }
+
+    /// Called once by the upgrade from 0.1.0.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn adopt_key_file() {
+        crate::error::or_raise(super::adopt_legacy_file())
+    }
+}
+
+extension_sql!(
+    "SELECT bi_access_internal.init_key();\nREVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;",
+    name = "init_key",
+    requires = ["api", bi_access_internal::init_key]
+);

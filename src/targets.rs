@@ -1,0 +1,358 @@
+//! Named targets: where a credential is told to connect (host, port,
+//! sslmode) and the standby, by its `application_name`, whose replay makes
+//! the credential usable there (none: the primary). The settings
+//! `bi_access.host/port/sslmode/replica_application_name` define the target
+//! named `default`; every other target is a row of `bi_access.target`.
+//! A credential's record names its target, so `pending` and `deleting` wait
+//! for that target's standby and no other.
+
+use pgrx::prelude::*;
+use serde_json::json;
+
+use crate::audit::{self, NO_SUBJECT};
+use crate::db;
+use crate::error::{BiError, Result};
+use crate::settings;
+
+pub const DEFAULT: &str = "default";
+
+pub const SSLMODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+const MAX_NAME_LEN: usize = 63;
+const MAX_HOST_LEN: usize = 255;
+
+/// One target, resolved: what connection details and replay checks use.
+pub struct Target {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+    pub sslmode: String,
+    pub standby: Option<String>,
+}
+
+/// The target named `default`, from the settings (host `localhost` and this
+/// server's port when they are unset).
+pub fn default_target() -> Result<Target> {
+    Ok(Target {
+        name: DEFAULT.into(),
+        host: settings::host().unwrap_or_else(|| "localhost".into()),
+        port: match settings::port() {
+            0 => server_port()?,
+            port => port,
+        },
+        sslmode: valid_sslmode(settings::sslmode(), "bi_access.sslmode")?,
+        standby: settings::replica_application_name(),
+    })
+}
+
+/// The target called `name`, or None when there is none.
+pub fn find(name: &str) -> Result<Option<Target>> {
+    if name == DEFAULT {
+        return default_target().map(Some);
+    }
+    let row = Spi::connect(|client| {
+        let table = client.select(
+            "SELECT host, port, sslmode, standby FROM bi_access.target WHERE name = $1",
+            Some(1),
+            &[name.into()],
+        )?;
+        if table.is_empty() {
+            return Ok::<_, BiError>(None);
+        }
+        let row = table.first();
+        Ok(Some((
+            row.get::<String>(1)?.unwrap_or_default(),
+            row.get::<i32>(2)?.unwrap_or_default(),
+            row.get::<String>(3)?,
+            row.get::<String>(4)?,
+        )))
+    })?;
+    let Some((host, port, sslmode, standby)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Target {
+        name: name.into(),
+        host,
+        port,
+        // NULL: whatever bi_access.sslmode says.
+        sslmode: match sslmode {
+            Some(mode) => mode,
+            None => valid_sslmode(settings::sslmode(), "bi_access.sslmode")?,
+        },
+        standby,
+    }))
+}
+
+/// generate's `target` argument: NULL is `default`; an unknown name is 22023.
+/// A named target's row is held (FOR SHARE) until the caller's transaction
+/// ends, so a concurrent drop_target either waits and then sees the new
+/// credential, or has dropped it first and generate finds no target.
+pub fn for_generate(name: Option<&str>) -> Result<Target> {
+    let name = name.unwrap_or(DEFAULT);
+    let unknown = || {
+        BiError::InvalidParameter(format!(
+            "target {name:?} does not exist; bi_access.targets lists them"
+        ))
+    };
+    if name != DEFAULT {
+        db::first_mut::<bool>(
+            "SELECT true FROM bi_access.target WHERE name = $1 FOR SHARE",
+            &[name.into()],
+        )?
+        .ok_or_else(unknown)?;
+    }
+    find(name)?.ok_or_else(unknown)
+}
+
+/// The standby whose replay a credential of target `name` waits for.
+pub fn standby_of(name: &str) -> Result<Option<String>> {
+    if name == DEFAULT {
+        return Ok(settings::replica_application_name());
+    }
+    db::first::<String>(
+        "SELECT standby FROM bi_access.target WHERE name = $1",
+        &[name.into()],
+    )
+}
+
+/// Whether `standby` has replayed past `lsn` (true without a standby or an
+/// LSN: the change is usable at commit).
+pub fn replayed(standby: Option<&str>, lsn: Option<&str>) -> Result<bool> {
+    let (Some(standby), Some(lsn)) = (standby, lsn) else {
+        return Ok(true);
+    };
+    Ok(db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_replication \
+                        WHERE application_name = $1 AND replay_lsn >= $2::pg_lsn)",
+        &[standby.into(), lsn.into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// What `set_target` is asked for.
+pub struct Definition<'a> {
+    pub name: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub port: Option<i32>,
+    pub sslmode: Option<&'a str>,
+    pub standby: Option<&'a str>,
+}
+
+/// Creates or updates a named target; the same call twice changes nothing
+/// but the event log.
+pub fn set_target(definition: Definition) -> Result<()> {
+    let name = valid_name(definition.name)?;
+    let host = definition.host.unwrap_or_default();
+    if host.is_empty()
+        || host.len() > MAX_HOST_LEN
+        || host.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(BiError::InvalidParameter(format!(
+            "host must be 1 to {MAX_HOST_LEN} bytes without spaces or control characters"
+        )));
+    }
+    let port = match definition.port {
+        Some(port @ 1..=65535) => port,
+        other => {
+            return Err(BiError::InvalidParameter(format!(
+                "port must be 1 to 65535, not {}",
+                other.map_or("NULL".into(), |port| port.to_string())
+            )))
+        }
+    };
+    let sslmode = match definition.sslmode {
+        Some(mode) => Some(valid_sslmode(mode.to_string(), "sslmode")?),
+        None => None,
+    };
+    let standby = match definition.standby {
+        Some(standby)
+            if standby.trim().is_empty()
+                || standby.len() > MAX_NAME_LEN
+                || standby.chars().any(|c| c.is_control() || !c.is_ascii()) =>
+        {
+            return Err(BiError::InvalidParameter(format!(
+                "standby must be the application_name of a standby: 1 to {MAX_NAME_LEN} printable ASCII characters, or NULL for the primary"
+            )))
+        }
+        standby => standby,
+    };
+    let change = db::first_mut::<String>(
+        "WITH before AS (SELECT host, port, sslmode, standby FROM bi_access.target WHERE name = $1), \
+         upsert AS ( \
+             INSERT INTO bi_access.target AS t (name, host, port, sslmode, standby) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO UPDATE \
+                 SET host = excluded.host, port = excluded.port, sslmode = excluded.sslmode, \
+                     standby = excluded.standby, updated_at = now() \
+                 WHERE (t.host, t.port, t.sslmode, t.standby) \
+                       IS DISTINCT FROM (excluded.host, excluded.port, excluded.sslmode, excluded.standby) \
+             RETURNING 1) \
+         SELECT CASE WHEN NOT EXISTS (SELECT FROM before) THEN 'created' \
+                     WHEN EXISTS (SELECT FROM upsert) THEN 'updated' \
+                     ELSE 'unchanged' END",
+        &[
+            name.into(),
+            host.into(),
+            port.into(),
+            sslmode.as_deref().into(),
+            standby.into(),
+        ],
+    )?
+    .unwrap_or_default();
+    audit::record(
+        "set_target",
+        &NO_SUBJECT,
+        json!({
+            "target": name, "host": host, "port": port, "sslmode": sslmode,
+            "standby": standby, "change": change,
+        }),
+    )
+}
+
+/// Removes a named target no current credential uses.
+pub fn drop_target(name: Option<&str>) -> Result<()> {
+    let name = valid_name(name)?;
+    let exists = db::first_mut::<bool>(
+        "SELECT true FROM bi_access.target WHERE name = $1 FOR UPDATE",
+        &[name.into()],
+    )?
+    .unwrap_or(false);
+    if !exists {
+        return Err(BiError::NoSuchTarget(name.into()));
+    }
+    // Lock the credentials that use it, so no generate for this target
+    // commits in between (generate reads the target row FOR SHARE).
+    let in_use = db::first_mut::<i64>(
+        "SELECT count(*) FROM (SELECT FROM bi_access.credential \
+                               WHERE target = $1 AND status NOT IN ('failed', 'deleted') \
+                                 AND EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) \
+                               FOR UPDATE) c",
+        &[name.into()],
+    )?
+    .unwrap_or(0);
+    if in_use > 0 {
+        return Err(BiError::TargetInUse {
+            target: name.into(),
+            credentials: in_use,
+        });
+    }
+    db::exec(
+        "DELETE FROM bi_access.target WHERE name = $1",
+        &[name.into()],
+    )?;
+    audit::record("drop_target", &NO_SUBJECT, json!({ "target": name }))
+}
+
+/// A name set_target and drop_target accept: `default` is the settings'.
+fn valid_name(name: Option<&str>) -> Result<&str> {
+    let name = name.unwrap_or_default();
+    if name.eq_ignore_ascii_case(DEFAULT) {
+        return Err(BiError::InvalidParameter(
+            "the target \"default\" is defined by the settings bi_access.host, bi_access.port, \
+             bi_access.sslmode and bi_access.replica_application_name"
+                .into(),
+        ));
+    }
+    if name.trim().is_empty()
+        || name.trim() != name
+        || name.len() > MAX_NAME_LEN
+        || name.chars().any(char::is_control)
+    {
+        return Err(BiError::InvalidParameter(format!(
+            "a target name must be 1 to {MAX_NAME_LEN} bytes, without surrounding spaces or control characters"
+        )));
+    }
+    Ok(name)
+}
+
+fn valid_sslmode(mode: String, what: &str) -> Result<String> {
+    if SSLMODES.contains(&mode.as_str()) {
+        Ok(mode)
+    } else {
+        Err(BiError::InvalidParameter(format!(
+            "{what} {mode:?} is not one of {}",
+            SSLMODES.join(", ")
+        )))
+    }
+}
+
+fn server_port() -> Result<i32> {
+    Ok(
+        Spi::get_one::<String>("SELECT pg_catalog.current_setting('port')")?
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(5432),
+    )
+}
+
+/// For check(): each target whose standby is not connected (no row of
+/// pg_stat_replication) while credentials wait for it (`pending` or
+/// `deleting`): (target, standby, how many wait).
+pub fn waiting_on_absent_standbys() -> Result<Vec<(String, String, i64)>> {
+    let mut absent = Vec::new();
+    for target in list()? {
+        let Some(standby) = target.standby else {
+            continue;
+        };
+        let waiting = db::first::<i64>(
+            "SELECT count(*) FROM bi_access.credentials \
+             WHERE target = $1 AND status IN ('pending', 'deleting') \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_replication \
+                               WHERE application_name = $2)",
+            &[target.name.as_str().into(), standby.as_str().into()],
+        )?
+        .unwrap_or(0);
+        if waiting > 0 {
+            absent.push((target.name, standby, waiting));
+        }
+    }
+    Ok(absent)
+}
+
+/// The targets view: `default` first, then every named target, each with
+/// its effective values.
+pub fn list() -> Result<Vec<Target>> {
+    let mut targets = vec![default_target()?];
+    let names = db::column::<String>("SELECT name FROM bi_access.target ORDER BY name", &[])?;
+    for name in names {
+        targets.extend(find(&name)?);
+    }
+    Ok(targets)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn default_is_refused_in_any_case() {
+        for name in ["default", "DEFAULT", "Default"] {
+            assert!(matches!(
+                valid_name(Some(name)),
+                Err(BiError::InvalidParameter(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name(Some("eu-replica")).is_ok());
+        for bad in ["", " ", " eu", "eu ", "a\nb"] {
+            assert!(valid_name(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert!(valid_name(None).is_err());
+        assert!(valid_name(Some(&"x".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn sslmodes_are_libpq_s() {
+        assert!(valid_sslmode("verify-full".into(), "sslmode").is_ok());
+        assert!(valid_sslmode("on".into(), "sslmode").is_err());
+    }
+}
