@@ -185,13 +185,20 @@ fn unsynced(_: &Context) -> Result<Vec<Finding>> {
 /// when BI roles may read it now, a warning otherwise (one GRANT away from
 /// it: a migration's `GRANT SELECT ON ALL TABLES`, say).
 ///
-/// On 14, where no view can be security_invoker, the fix takes the BI roles'
-/// access away instead.
+/// On 14 no view can be security_invoker: the fix takes the BI roles' access
+/// away instead, and a view they cannot read is not reported (every view is
+/// one, and the session guard refuses them all to credentials).
 fn definer_views(context: &Context) -> Result<Vec<Finding>> {
-    let fix = if compat::VIEWS_HAVE_SECURITY_INVOKER {
-        "format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass)"
+    let (fix, only_readable) = if compat::VIEWS_HAVE_SECURITY_INVOKER {
+        (
+            "format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass)",
+            "",
+        )
     } else {
-        "format('REVOKE SELECT ON %s FROM PUBLIC, %I;', c.oid::regclass, $2::text)"
+        (
+            "format('REVOKE SELECT ON %s FROM PUBLIC, %I;', c.oid::regclass, $2::text)",
+            "AND pg_catalog.has_table_privilege($2, c.oid, 'SELECT')",
+        )
     };
     Spi::connect(|client| {
         let mut findings = Vec::new();
@@ -204,6 +211,7 @@ fn definer_views(context: &Context) -> Result<Vec<Finding>> {
                    AND NOT coalesce((SELECT o.option_value::bool \
                                      FROM pg_catalog.pg_options_to_table(c.reloptions) o \
                                      WHERE o.option_name = 'security_invoker'), false) \
+                   {only_readable} \
                  ORDER BY 1"
             ),
             None,
