@@ -113,7 +113,7 @@ fi
 
 for p in $PORT_A $PORT_B $PORT_R; do
     if ss -ltn "( sport = :$p )" | grep -q LISTEN; then
-        echo "port $p is in use; set BENCH_PORT to a free range" >&2
+        echo "port $p is in use (servers left by an interrupted run? \`bash bench/run.sh stop\`); or set BENCH_PORT to a free range" >&2
         exit 1
     fi
 done

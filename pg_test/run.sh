@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 # Write nothing into the tree: no .pytest_cache, no __pycache__.
 export PYTHONDONTWRITEBYTECODE=1
 (($#)) || set -- pg_test
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+exec python3 -m pytest -q -rs -p no:cacheprovider "$@"

@@ -178,3 +178,52 @@ def test_a_restore_without_roles_reads_failed_and_regenerate_recreates_the_role(
             bi.close()
     finally:
         elsewhere.destroy()
+
+
+def test_a_dropped_database_leaves_login_roles_that_check_names_elsewhere(pair, saas_db, bi, secrets):
+    """DROP DATABASE fires no event trigger: its credential roles and reader
+    group outlive it. check() in any other database with bi_access names
+    them, and its fixes remove them."""
+    cred = original(pair, secrets, "dropped_db")
+    reader = pair.primary.value("SELECT reader_role::text FROM bi_access.config", dbname="dropped_db")
+    pair.primary.sql("DROP DATABASE dropped_db WITH (FORCE)")
+    found = {obj: fix for obj, fix in pair.primary.sql(
+        "SELECT object, fix FROM bi_access.check() WHERE object IN (%s, %s)",
+        (f"role {cred.role}", f"role {reader}"), dbname=saas_db.dbname)}
+    assert found == {f"role {cred.role}": f"DROP ROLE {cred.role};", f"role {reader}": f"DROP ROLE {reader};"}
+    pair.primary.sql(" ".join(found.values()))
+    assert not pair.primary.sql("SELECT 1 FROM pg_roles WHERE rolname IN (%s, %s)", (cred.role, reader))
+
+
+def test_after_failover_every_credential_logs_in_on_the_promoted_standby(secrets):
+    """The marks, records, roles and key replicate physically: promoted, the
+    standby is the same system and database, so it manages every credential
+    (custody Here), each logs in and reads its org's rows there, and each
+    reveal works."""
+    ha = ReplicaPair()
+    try:
+        ha.start()
+        ha.primary.sql("CREATE DATABASE ha")
+        ha.primary.sql(SCHEMA + EXPOSE, dbname="ha")
+        ha.primary.sql(f"CREATE ROLE {ADMIN_ROLE} LOGIN PASSWORD %s IN ROLE bi_access_admin", (ADMIN_PASSWORD,))
+        bi = BiAccess(ha, "ha", secrets)
+        creds = {org: bi.generate(org) for org in ("1", "2")}
+        bi.close()
+        ha.wait_replayed()
+        run_as_postgres([pg_tool("pg_ctl"), "-D", str(ha.replica.datadir), "-w", "promote"])
+        expected = {"1": [(1,), (1,)], "2": [(2,), (2,), (2,)]}
+        conn = psycopg2.connect(**ha.replica.tcp_args("ha", ADMIN_ROLE, ADMIN_PASSWORD))
+        conn.autocommit = True
+        try:
+            for org, cred in creds.items():
+                with session(cred, ha.replica) as s:
+                    assert s.rows("SELECT org_id FROM accounts ORDER BY id") == expected[org]
+                with conn.cursor() as cur:
+                    cur.execute("SELECT password FROM bi_access.connection_details(%s)", (cred.role,))
+                    assert cur.fetchone() == (cred.password,)
+                    cur.execute("SELECT status::text FROM bi_access.credentials WHERE role_name = %s", (cred.role,))
+                    assert cur.fetchone() == ("active",)
+        finally:
+            conn.close()
+    finally:
+        ha.destroy()

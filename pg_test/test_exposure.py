@@ -611,6 +611,47 @@ def test_credentials_read_syncing_during_call_sync_and_active_after(pair, sync_b
     assert sync_bi.status(cred.role) == "active"
 
 
+@pytest.mark.parametrize("how", ["cancelled", "killed"])
+def test_a_sync_that_ends_early_leaves_nothing_syncing(pair, sync_bi, needs_sync, how):
+    """`syncing` is derived from the sync running now, never written on the
+    records: cancelled (57014) or its backend killed mid-run, it leaves every
+    credential as it was."""
+    cred = sync_bi.generate("1")
+    needs_sync(["t08"])
+    with table_locked(pair.primary, SYNC_DB, "t08"):
+        caller = Session(sync_bi.connect())
+        pid = caller.pid()
+        run = Background(caller, "CALL bi_access.sync('200ms', 100)")
+        wait_until(lambda: sync_bi.status(cred.role) == "syncing", 10, "the credential to read syncing", 0.05)
+        signal = "pg_cancel_backend" if how == "cancelled" else "pg_terminate_backend"
+        assert pair.primary.value(f"SELECT {signal}(%s)", (pid,))
+        outcome = run.join()
+    caller.close()
+    assert outcome.state == ("57014" if how == "cancelled" else "OperationalError"), str(outcome)
+    assert sync_bi.status(cred.role) == "active"
+
+
+def test_sync_takes_no_lock_on_credentials(pair, sync_bi):
+    """An uncommitted regenerate holds its credential's row: CALL sync() does
+    not wait behind it (0.1.0 rewrote every record's status first)."""
+    cred = sync_bi.generate("1")
+    admin = sync_bi.connect()
+    admin.autocommit = False
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT * FROM bi_access.regenerate(%s)", (cred.role,))
+        caller = Session(sync_bi.connect())
+        try:
+            caller.rows("SET statement_timeout = '5s'")
+            outcome = caller.run("CALL bi_access.sync()")
+            assert outcome.ok, str(outcome)
+        finally:
+            caller.close()
+    finally:
+        admin.rollback()
+        admin.close()
+
+
 def test_sync_is_idempotent(pair, sync_db, sync_bi):
     def snapshot():
         return pair.primary.sql("SELECT p.oid, p.polname::text, c.relacl::text, c.relrowsecurity FROM pg_policy p "

@@ -107,6 +107,7 @@ BI_SETTINGS = {
     "bi_access.max_bi_connections": "0",
     "bi_access.default_valid_for": "1 year",
     "bi_access.actor": "evil",
+    "bi_access.audit_reads": "off",
 }
 # The one setting any role may set (the application names its user with it).
 USERSET_BI_SETTINGS = {"bi_access.actor"}

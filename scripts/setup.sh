@@ -8,7 +8,8 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGRX_VERSION=0.18.1
 PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev sudo
-  libpostgresql-jdbc-java default-jdk-headless pkg-config openssl)
+  libpostgresql-jdbc-java default-jdk-headless pkg-config openssl
+  pgbouncer postgresql-15-pgaudit)
 PY_PACKAGES=(psycopg2-binary sqlalchemy pytest)
 
 log() { printf '==> %s\n' "$*"; }
@@ -101,6 +102,23 @@ if ((${#py_missing[@]})); then
   python3 -m pip install -q "${PY_PACKAGES[@]}"
 else
   log "Python packages present"
+fi
+
+# Node's pg (node-postgres), as Node BI stacks connect, for pg_test/test_node.py:
+# pinned by pg_test/node/package-lock.json, installed into pg_test/node only.
+# This machine's node comes from elsewhere; Debian's nodejs/npm serve if none.
+NODE_DIR=$(cd "$(dirname "$0")/../pg_test/node" && pwd)
+if ! command -v npm >/dev/null 2>&1; then
+  log "installing Debian packages: nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if ! (cd "$NODE_DIR" && npm ls --depth=0 >/dev/null 2>&1); then
+  log "installing node-postgres into pg_test/node (npm ci)"
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+else
+  log "node-postgres present"
 fi
 
 # Tests run PostgreSQL as the postgres user; it needs a home it owns, and must

@@ -24,9 +24,10 @@ SELECT c.id,
             WHEN r.role_missing OR r.custody IS NOT NULL THEN 'failed'::bi_access.credential_status
             WHEN c.status = 'deactivated' THEN c.status
             WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
-            WHEN c.status = 'pending' AND bi_access_internal.replayed(c.target, c.created_lsn::text)
-            THEN 'active'::bi_access.credential_status
-            ELSE c.status
+            WHEN c.status = 'pending' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
+            THEN c.status
+            WHEN s.running THEN 'syncing'::bi_access.credential_status
+            ELSE 'active'::bi_access.credential_status
        END AS status,
        c.created_at,
        c.updated_at,
@@ -40,6 +41,8 @@ SELECT c.id,
                 END,
                 r.custody) AS last_error
 FROM bi_access.credential c
+-- Once per query: whether CALL bi_access.sync() runs now (src/exposure.rs).
+CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
 CROSS JOIN LATERAL (
     SELECT c.status NOT IN ('failed', 'deleted')
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
@@ -206,6 +209,18 @@ AS $$ SELECT c.severity, c.object, c.finding, c.fix FROM bi_access_internal.chec
 COMMENT ON FUNCTION bi_access.check() IS
     'Health check of the security posture around BI credentials, each finding with its fix';
 
+-- PgBouncer's auth_query (src/pooler.rs): the SCRAM verifier of a live
+-- credential of this database, no row for any other role. It reads
+-- pg_authid, so it runs as the extension's owner; only bi_access_pooler,
+-- which the DBA grants to PgBouncer's auth_user, may call it. Read-only and
+-- without an event: it runs at every login, on read-only standbys too.
+CREATE FUNCTION bi_access.pgbouncer_auth(username text)
+RETURNS TABLE (usename name, passwd text)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT p.usename::name, p.passwd FROM bi_access_internal.pgbouncer_auth(username) p $$;
+COMMENT ON FUNCTION bi_access.pgbouncer_auth(text) IS
+    'PgBouncer auth_query: the SCRAM verifier of a live bi_access credential of this database, else no row';
+
 -- CALL bi_access.sync(): the same as sync_tables() for a live system. It
 -- commits table by table, so at most one application table is locked at a
 -- time, and polls each lock for at most lock_timeout (a waiting lock request
@@ -334,6 +349,7 @@ GRANT EXECUTE ON FUNCTION
     bi_access.check(),
     bi_access_internal.replayed(text, text),
     bi_access_internal.custody_problem(text),
+    bi_access_internal.sync_running(),
     bi_access_internal.targets()
 TO bi_access_viewer;
 
@@ -361,6 +377,10 @@ GRANT EXECUTE ON FUNCTION
     bi_access_internal.step_sync_end(integer, integer, text[])
 TO bi_access_admin;
 GRANT EXECUTE ON PROCEDURE bi_access.sync(text, integer) TO bi_access_admin;
+
+-- PgBouncer's auth_user gets this function and nothing else of bi_access.
+GRANT USAGE ON SCHEMA bi_access TO bi_access_pooler;
+GRANT EXECUTE ON FUNCTION bi_access.pgbouncer_auth(text) TO bi_access_pooler;
 
 DO $grants$
 BEGIN

@@ -1,9 +1,9 @@
 -- bi_access bootstrap: roles, types and tables. Runs before every generated
 -- object of the extension script, in schema bi_access.
 
--- The management tiers are cluster-wide roles and may already exist from
--- another database of the cluster that has the extension; the extension never
--- drops them. Each is a member of the one below (viewer < editor < admin), so
+-- The management tiers (and bi_access_pooler) are cluster-wide roles and
+-- may already exist from another database of the cluster that has the
+-- extension; the extension never drops them. Each is a member of the one below (viewer < editor < admin), so
 -- a member of bi_access_admin holds every tier; sql/api.sql grants each tier
 -- its functions. A member of a tier manages every database of the cluster
 -- where it may connect and bi_access is installed.
@@ -29,6 +29,11 @@ BEGIN
             EXECUTE pg_catalog.format('GRANT %I TO %I', tier.below, tier.role);
         END IF;
     END LOOP;
+    -- PgBouncer's auth_user is granted this role: it may call
+    -- bi_access.pgbouncer_auth() and nothing else of bi_access.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_pooler') THEN
+        CREATE ROLE bi_access_pooler NOLOGIN;
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_credential') THEN
         CREATE ROLE bi_access_credential NOLOGIN NOINHERIT;
     END IF;
@@ -64,7 +69,10 @@ COMMENT ON TYPE bi_access.connection IS
 -- and its name says nothing about the database or its tenants.
 CREATE TABLE bi_access.config (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    reader_role name NOT NULL UNIQUE
+    reader_role name NOT NULL UNIQUE,
+    -- The backend that began the last CALL bi_access.sync(): credentials read
+    -- `syncing` while it runs that procedure, and at no other time.
+    sync_pid integer
 );
 
 DO $bootstrap$
@@ -73,6 +81,9 @@ DECLARE
 BEGIN
     EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', reader);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), reader);
+    -- A credential that SET ROLEs to its reader group is still a member of
+    -- bi_access_credential: the pass-through policy never admits it.
+    EXECUTE format('GRANT bi_access_credential TO %I', reader);
     INSERT INTO bi_access.config (reader_role) VALUES (reader);
 END
 $bootstrap$;

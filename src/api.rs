@@ -208,6 +208,14 @@ mod bi_access_internal {
         or_raise(exposure::sync_begin())
     }
 
+    /// For the credentials view: `syncing` while CALL bi_access.sync() runs.
+    /// SECURITY DEFINER: it reads another session's activity.
+    #[pg_extern(stable, parallel_safe, security_definer)]
+    #[search_path(pg_catalog, pg_temp)]
+    fn sync_running() -> bool {
+        or_raise(exposure::sync_running())
+    }
+
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) {
         or_raise(exposure::sync_end(synced, unchanged, skipped))
@@ -238,6 +246,15 @@ mod bi_access_internal {
             .into_iter()
             .map(|pending| (pending.tbl, pending.org_column, pending.reason));
         TableIterator::new(rows.collect::<Vec<_>>())
+    }
+
+    /// PgBouncer's auth_query (src/pooler.rs): stable and read-only, so it
+    /// runs on a hot standby.
+    #[pg_extern(stable, strict, parallel_safe)]
+    fn pgbouncer_auth(
+        username: &str,
+    ) -> TableIterator<'static, (name!(usename, String), name!(passwd, String))> {
+        TableIterator::new(or_raise(crate::pooler::verifier(username)))
     }
 
     #[pg_extern(volatile, parallel_unsafe)]

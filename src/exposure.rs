@@ -188,6 +188,8 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
         }
         done.push((tbl, sync_one(tbl)?.to_string()));
     }
+    // Credentials' pgaudit read logging follows bi_access.audit_reads.
+    crate::roles::sync_audit_reads()?;
     let changed = done
         .iter()
         .filter(|(_, action)| action != "unchanged")
@@ -652,30 +654,39 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 }
 
 /// First step of `CALL bi_access.sync()`: exposes new tables (with
-/// bi_access.auto_expose), marks live credentials `syncing`, and returns the
-/// tables to sync, one transaction each.
+/// bi_access.auto_expose), records which backend syncs, and returns the
+/// tables to sync, one transaction each. `syncing` is derived from that
+/// backend running the procedure now (`sync_running`), never written on the
+/// records: a sync cancelled, timed out or killed leaves nothing `syncing`,
+/// and no step waits on a credential's row.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     crate::custody::adopt_all()?;
     expose_new_tables()?;
-    // A credential the standby has replayed is active, so it shows syncing.
+    // Credentials' pgaudit read logging follows bi_access.audit_reads.
+    crate::roles::sync_audit_reads()?;
     db::exec(
-        "UPDATE bi_access.credential SET status = 'active', updated_at = now() \
-         WHERE status = 'pending' AND bi_access_internal.replayed(target, created_lsn::text)",
-        &[],
-    )?;
-    db::exec(
-        "UPDATE bi_access.credential SET status = 'syncing', updated_at = now() WHERE status = 'active'",
+        "UPDATE bi_access.config SET sync_pid = pg_catalog.pg_backend_pid()",
         &[],
     )?;
     Ok(exposed_tables()?.into_iter().map(|(tbl, _)| tbl).collect())
 }
 
-/// Last step: credentials are active again; one event tells what was done.
-pub fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) -> Result<()> {
-    db::exec(
-        "UPDATE bi_access.credential SET status = 'active', updated_at = now() WHERE status = 'syncing'",
+/// Whether `CALL bi_access.sync()` runs now in this database: the backend
+/// that began the last one is still running that statement.
+pub fn sync_running() -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a, bi_access.config c \
+                        WHERE a.pid = c.sync_pid AND a.datid = (SELECT oid FROM pg_catalog.pg_database \
+                                                                 WHERE datname = current_database()) \
+                          AND a.state = 'active' AND a.query ~* '\\mcall\\s+bi_access\\.sync\\M')",
         &[],
-    )?;
+    )?
+    .unwrap_or(false))
+}
+
+/// Last step: one event tells what was done.
+pub fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) -> Result<()> {
+    db::exec("UPDATE bi_access.config SET sync_pid = NULL", &[])?;
     audit::record(
         "sync",
         &NO_SUBJECT,

@@ -31,7 +31,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 15] = [
+    let probes: [Probe; 16] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -47,6 +47,7 @@ pub fn check() -> Result<Vec<Finding>> {
         password_encryption,
         sealing_key,
         absent_standbys,
+        audit_reads,
     ];
     let mut findings = Vec::new();
     for probe in probes {
@@ -358,7 +359,8 @@ fn orphaned_credentials(_: &Context) -> Result<Vec<Finding>> {
              FROM pg_catalog.pg_roles r \
              JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
              JOIN pg_catalog.pg_roles g ON g.oid = m.roleid AND g.rolname = $2 \
-             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
+             WHERE NOT starts_with(r.rolname, $1) \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
                                JOIN readers rd ON rd.oid = rm.roleid \
                                WHERE rm.member = r.oid AND rd.alive) \
                AND NOT EXISTS (SELECT FROM bi_access.credential c \
@@ -445,6 +447,24 @@ fn password_encryption(_: &Context) -> Result<Vec<Finding>> {
             method.unwrap_or_default()
         ),
         fix: "ALTER SYSTEM SET password_encryption = 'scram-sha-256'; SELECT pg_reload_conf();"
+            .into(),
+    }])
+}
+
+/// bi_access.audit_reads promises every BI statement in the server log, but
+/// without pgaudit loaded no role setting can deliver it.
+fn audit_reads(_: &Context) -> Result<Vec<Finding>> {
+    if !settings::audit_reads() || roles::pgaudit_loaded() {
+        return Ok(vec![]);
+    }
+    Ok(vec![Finding {
+        severity: "warning",
+        object: "setting bi_access.audit_reads".into(),
+        finding: "bi_access.audit_reads is on but pgaudit is not in shared_preload_libraries: \
+                  credentials' reads are not logged"
+            .into(),
+        fix: "Install pgaudit, add it to shared_preload_libraries and restart the server, then \
+              CALL bi_access.sync(); or ALTER SYSTEM RESET bi_access.audit_reads."
             .into(),
     }])
 }

@@ -11,6 +11,7 @@
 //! - `sessions`: ending a role's sessions at commit;
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
 //! - `health`: `check()`, the security posture;
+//! - `pooler`: PgBouncer's auth_query (`pgbouncer_auth`);
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
 //! - `targets`: named targets (host, port, sslmode, standby) credentials point at;
 //! - `guard`: the session guard: what a credential's own session may do;
@@ -39,6 +40,7 @@ mod legacy;
 mod names;
 mod org;
 mod policies;
+mod pooler;
 mod roles;
 mod secrets;
 mod sessions;

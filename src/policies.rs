@@ -29,15 +29,20 @@ pub const READ: &str = names::POLICY_READ;
 pub const GUARD: &str = names::POLICY_GUARD;
 pub const PASSTHROUGH: &str = names::POLICY_PASSTHROUGH;
 
-/// True unless the session's login is a direct member of the credential
-/// group. Keyed on session_user, so SET ROLE cannot move a credential into
-/// it; an InitPlan, evaluated once per query; built-ins only (a cascade
-/// cannot drop it); not `pg_has_role`, which is true for superusers and would
-/// lock out an administrator who SET ROLEs to an application role.
-const NOT_A_CREDENTIAL: &str = "NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-     WHERE m.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole('bi_access_credential')::pg_catalog.oid \
-       AND m.member OPERATOR(pg_catalog.=) \
-           pg_catalog.to_regrole(pg_catalog.quote_ident(session_user::pg_catalog.text))::pg_catalog.oid)";
+/// True unless the current role is a member of the credential group: every
+/// credential is, and so is every reader group, so SET ROLE to a group
+/// changes nothing. Built-ins only (a cascade cannot drop it). Written for
+/// the planner: the membership is an InitPlan, computed once per query, and
+/// compared with `<>`, whose estimated selectivity (0.995) leaves the
+/// application's row estimates, and so its plans, as they were (a bare
+/// boolean would count as 0.5, `NOT pg_has_role(…)` as 0.67 and be called
+/// per row). Superusers bypass row-level security; one that SET ROLEs to an
+/// application role is that role here. (The role is named, not a
+/// dependency: dropping bi_access_credential would make these tables
+/// unreadable to everyone.)
+const NOT_A_CREDENTIAL: &str =
+    "(SELECT pg_catalog.pg_has_role('bi_access_credential'::pg_catalog.name, \
+     'MEMBER'::pg_catalog.text)::pg_catalog.int4) OPERATOR(pg_catalog.<>) 1";
 
 /// An exposed table as the policies see it.
 pub struct Target {
@@ -135,11 +140,13 @@ pub fn create_passthrough(target: &Target) -> Result<()> {
 }
 
 /// Whether the pass-through policy exists in its current form (0.1.0's
-/// `USING (true)` admitted credentials once the reader policies were gone).
+/// `USING (true)` admitted credentials once the reader policies were gone;
+/// an early 0.2.0 form queried pg_auth_members, which distorted the
+/// application's row estimates).
 pub fn passthrough_ok(target: &Target) -> Result<bool> {
     Ok(db::first::<bool>(
-        "SELECT pg_catalog.pg_get_expr(polqual, polrelid) LIKE '%pg_auth_members%' \
-                AND pg_catalog.pg_get_expr(polwithcheck, polrelid) LIKE '%pg_auth_members%' \
+        "SELECT pg_catalog.pg_get_expr(polqual, polrelid) LIKE '%pg_has_role%' \
+                AND pg_catalog.pg_get_expr(polwithcheck, polrelid) LIKE '%pg_has_role%' \
          FROM pg_catalog.pg_policy WHERE polrelid = $1 AND polname = $2",
         &[target.oid.into(), PASSTHROUGH.into()],
     )?

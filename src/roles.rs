@@ -111,7 +111,87 @@ fn apply_session_settings(role: &str) -> Result<()> {
             pgrx::spi::quote_literal(value)
         ))?;
     }
+    if audit_wanted() {
+        set_audit(role, true)?;
+    }
     Ok(())
+}
+
+/// pgaudit's setting and the value bi_access.audit_reads gives it: SELECT
+/// and COPY from relations or queries, logged by pgaudit as "AUDIT:
+/// SESSION,...,READ,..." lines under the session's role (log_line_prefix
+/// %u), which the role cannot turn off (pgaudit.log is superuser-only).
+const AUDIT_SETTING: &str = "pgaudit.log";
+const AUDIT_VALUE: &str = "read";
+
+/// pgaudit is loaded when its settings are real, not placeholders: it
+/// defines them only when shared_preload_libraries loads it (it refuses any
+/// other way), so this backend tells for the whole server.
+pub fn pgaudit_loaded() -> bool {
+    let record = crate::compat::find_guc(c"pgaudit.log");
+    // SAFETY: a record of guc.c's, read in the backend's only thread.
+    !record.is_null() && unsafe { (*record).flags } & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 == 0
+}
+
+/// Whether credential roles should carry pgaudit's read logging now. With
+/// audit_reads on but pgaudit not loaded nothing changes (check() says so):
+/// the setting would be a placeholder nobody reads.
+fn audit_wanted() -> bool {
+    settings::audit_reads() && pgaudit_loaded()
+}
+
+fn set_audit(role: &str, on: bool) -> Result<()> {
+    let quoted = quote_identifier(role);
+    if on {
+        Spi::run(&format!(
+            "ALTER ROLE {quoted} SET {AUDIT_SETTING} = {}",
+            pgrx::spi::quote_literal(AUDIT_VALUE)
+        ))?;
+    } else {
+        Spi::run(&format!("ALTER ROLE {quoted} RESET {AUDIT_SETTING}"))?;
+    }
+    Ok(())
+}
+
+/// At a sync: every current credential role of this database gets
+/// pgaudit's read logging when bi_access.audit_reads is on (and pgaudit is
+/// loaded), and loses the one bi_access gave when the setting is off. Only
+/// roles whose setting differs are altered, so a second sync changes
+/// nothing. Returns how many roles changed.
+pub fn sync_audit_reads() -> Result<i64> {
+    let wanted = audit_wanted();
+    if settings::audit_reads() && !wanted {
+        return Ok(0);
+    }
+    let roles = db::column::<String>(
+        "SELECT c.role_name::text \
+         FROM bi_access.credential c \
+         JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) c.role_name \
+         WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
+           AND EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s \
+                       WHERE s.setrole OPERATOR(pg_catalog.=) r.oid \
+                         AND s.setdatabase OPERATOR(pg_catalog.=) 0::pg_catalog.oid \
+                         AND $1::text OPERATOR(pg_catalog.=) ANY (s.setconfig)) \
+               IS DISTINCT FROM $2::boolean \
+         ORDER BY 1",
+        &[
+            format!("{AUDIT_SETTING}={AUDIT_VALUE}").into(),
+            wanted.into(),
+        ],
+    )?;
+    let mut changed = 0;
+    for role in &roles {
+        // A copy of the database (CREATE DATABASE … TEMPLATE) has the
+        // original's records: it leaves the original's roles alone.
+        if matches!(
+            crate::custody::of(role)?,
+            crate::custody::Custody::Here | crate::custody::Custody::Unmarked
+        ) {
+            set_audit(role, wanted)?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 /// Gives the role a SCRAM-SHA-256 verifier without any SQL text: the

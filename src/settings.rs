@@ -33,6 +33,7 @@ static ORG_CONNECTION_LIMIT: Int = Int::new(10);
 static MAX_BI_CONNECTIONS: Int = Int::new(-1);
 static DEFAULT_VALID_FOR: Text = Text::new(None);
 static ACTOR: Text = Text::new(None);
+static AUDIT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// The bi_access.* settings a client asked for in its startup packet, read
 /// before they are defined: until then they are placeholders, and a client's
@@ -57,7 +58,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 19] = [
+const NAMES: [&std::ffi::CStr; 20] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -77,6 +78,7 @@ const NAMES: [&std::ffi::CStr; 19] = [
     c"bi_access.max_bi_connections",
     c"bi_access.default_valid_for",
     c"bi_access.actor",
+    c"bi_access.audit_reads",
 ];
 
 pub fn init() {
@@ -193,6 +195,17 @@ pub fn init() {
         c"bi_access.default_valid_for",
         c"Interval after which a new credential expires (VALID UNTIL); empty means never.",
         &DEFAULT_VALID_FOR,
+    );
+    // pgaudit's read logging for every credential role (src/roles.rs): a
+    // role setting, applied at generate and, for existing credentials, at
+    // the next sync.
+    GucRegistry::define_bool_guc(
+        c"bi_access.audit_reads",
+        c"Whether every credential role gets pgaudit.log = 'read' (needs pgaudit in shared_preload_libraries).",
+        c"",
+        &AUDIT_READS,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     // The application sets this per transaction to name its own user in the
     // event log, so it is the one setting any role may change.
@@ -342,4 +355,8 @@ pub fn default_valid_for() -> Option<String> {
 
 pub fn actor() -> Option<String> {
     get(&ACTOR)
+}
+
+pub fn audit_reads() -> bool {
+    AUDIT_READS.get()
 }

@@ -18,9 +18,10 @@ cp "$LIB/bi_access.so" "$SHARE"/extension/bi_access* "$ROOT/new/"
 # Between a package upgrade and ALTER EXTENSION UPDATE, the old version's SQL
 # calls the new library: every symbol a released install script names must be
 # there (src/legacy.rs keeps them).
+nm -D --defined-only "$ROOT/new/bi_access.so" | awk '{print $3}' > "$ROOT/symbols"
 for script in sql/released/bi_access--*.sql; do
     for symbol in $(grep -o "'[A-Za-z0-9_]*_wrapper'" "$script" | tr -d "'" | sort -u); do
-        nm -D --defined-only "$ROOT/new/bi_access.so" | grep -qw "$symbol" ||
+        grep -qx "$symbol" "$ROOT/symbols" ||
             { echo "the new library lacks $symbol, which $script calls" >&2; exit 1; }
     done
 done

@@ -17,6 +17,29 @@ CREATE TABLE bi_access.sealing_key (
 ALTER TABLE bi_access.sealing_key ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON bi_access.sealing_key FROM PUBLIC;
 
+-- `syncing` is derived from the running sync, never stored: 0.1.0 left it
+-- on every credential when a CALL bi_access.sync() was cancelled or killed.
+ALTER TABLE bi_access.config ADD COLUMN sync_pid integer;
+UPDATE bi_access.credential SET status = 'active' WHERE status = 'syncing';
+
+-- A credential that SET ROLEs to its reader group is still a member of
+-- bi_access_credential: the pass-through policy never admits it.
+DO $upgrade$
+BEGIN
+    EXECUTE format('GRANT bi_access_credential TO %I', (SELECT reader_role FROM bi_access.config));
+END
+$upgrade$;
+
+-- PgBouncer's auth_user role (bootstrap.sql creates it on a fresh install);
+-- cluster-wide, so another database may have created it already.
+DO $upgrade$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bi_access_pooler') THEN
+        CREATE ROLE bi_access_pooler NOLOGIN;
+    END IF;
+END
+$upgrade$;
+
 -- The SQL surface of 0.1.0 (sql/api.sql) goes: every view, wrapper,
 -- procedure and event trigger is recreated below exactly as a fresh install
 -- creates it. Functions returning bi_access.credentials depend on the view.

@@ -59,6 +59,7 @@ pub fn install() {
     reads::install();
     calls::install();
     caps::install();
+    standing::install();
     // Loaded by the role's session_preload_libraries, after authentication
     // (a shared preload runs in the postmaster, where there is no session
     // yet: the first statement does it). compat says where the catalogs are

@@ -18,7 +18,8 @@
 //! that runs as its owner, a sequence, a foreign table. Writing is refused
 //! everywhere. A refusal is a whole statement's: never a partial answer.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
@@ -30,12 +31,32 @@ use crate::names;
 
 thread_local! {
     static INFORMATION_SCHEMA: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+    /// Each relation's verdict, until its relcache entry is invalidated (a
+    /// policy, RLS, reloptions or schema change, committed anywhere or
+    /// replayed): the check runs once per relation, not once per statement.
+    static VERDICTS: RefCell<HashMap<pg_sys::Oid, bool>> = RefCell::new(HashMap::new());
+}
+
+/// Runs during invalidation processing: no catalog access, no error.
+unsafe extern "C-unwind" fn forget_verdict(_: pg_sys::Datum, relid: pg_sys::Oid) {
+    VERDICTS.with(|verdicts| {
+        if let Ok(mut verdicts) = verdicts.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid {
+                verdicts.clear();
+            } else {
+                verdicts.remove(&relid);
+            }
+        }
+    });
 }
 
 pub(super) fn install() {
     // SAFETY: called once from _PG_init, in the backend's only thread; compat
     // keeps the previous hook and calls it first.
-    unsafe { compat::install_permission_check(check_permissions) };
+    unsafe {
+        compat::install_permission_check(check_permissions);
+        pg_sys::CacheRegisterRelcacheCallback(Some(forget_verdict), pg_sys::Datum::from(0));
+    }
 }
 
 /// Why a relation is not readable by a credential.
@@ -98,6 +119,24 @@ fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal
     if required & !(pg_sys::ACL_SELECT as pg_sys::AclMode) != 0 {
         return Err(Refusal::Write);
     }
+    if let Some(known) = VERDICTS.with(|verdicts| verdicts.borrow().get(&relid).copied()) {
+        return if known {
+            Ok(())
+        } else {
+            Err(Refusal::NotExposed)
+        };
+    }
+    let verdict = exposed(relid);
+    VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict));
+    if verdict {
+        Ok(())
+    } else {
+        Err(Refusal::NotExposed)
+    }
+}
+
+/// Whether a credential may read the relation, from its catalogs.
+fn exposed(relid: pg_sys::Oid) -> bool {
     // SAFETY: syscache lookups of a relation the executor has locked.
     let (namespace, kind) = unsafe {
         (
@@ -106,13 +145,9 @@ fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal
         )
     };
     if is_catalog_namespace(namespace) {
-        return if is_statistics_view(relid) {
-            Err(Refusal::NotExposed)
-        } else {
-            Ok(())
-        };
+        return !is_statistics_view(relid);
     }
-    let exposed = match kind {
+    match kind {
         pg_sys::RELKIND_RELATION | pg_sys::RELKIND_PARTITIONED_TABLE => {
             // SAFETY: as above; the relcache entry is released before return.
             unsafe { with_relation(relid, |relation| policies_in_place(relation)) }
@@ -122,11 +157,6 @@ fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal
             with_relation(relid, |relation| compat::view_is_security_invoker(relation))
         },
         _ => false,
-    };
-    if exposed {
-        Ok(())
-    } else {
-        Err(Refusal::NotExposed)
     }
 }
 

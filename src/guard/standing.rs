@@ -31,18 +31,42 @@ thread_local! {
     /// A fingerprint of the password verifier the session logged in under.
     static LOGIN_VERIFIER: Cell<Option<u64>> = const { Cell::new(None) };
     static LIMITS_CHECKED: Cell<bool> = const { Cell::new(false) };
+    /// The login's VALID UNTIL as last read, while no change to pg_authid
+    /// has arrived since (`forget_standing`): the catalogs are read again
+    /// only after one has.
+    static KNOWN: Cell<Option<Option<i64>>> = const { Cell::new(None) };
 }
 
 /// What the catalogs say of the login now.
 enum Standing {
-    Good { verifier: u64 },
+    Good {
+        verifier: u64,
+        valid_until: Option<i64>,
+    },
     Ended(&'static str),
+}
+
+pub(super) fn install() {
+    // SAFETY: registers a callback for the life of the backend; called once
+    // from _PG_init.
+    unsafe {
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            Some(forget_standing),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+/// Runs during invalidation processing: no catalog access, no error.
+unsafe extern "C-unwind" fn forget_standing(_: pg_sys::Datum, _: std::ffi::c_int, _: u32) {
+    KNOWN.with(|known| known.set(None));
 }
 
 /// At load, inside the startup transaction: the verifier the session
 /// authenticated with.
 pub(super) fn remember_login() {
-    if let Standing::Good { verifier } = standing() {
+    if let Standing::Good { verifier, .. } = standing() {
         LOGIN_VERIFIER.with(|login| login.set(Some(verifier)));
     }
 }
@@ -52,18 +76,31 @@ pub(super) fn check() {
     // SAFETY: processes pending invalidation messages of this backend, as
     // every transaction start does.
     unsafe { pg_sys::AcceptInvalidationMessages() };
-    match standing() {
-        Standing::Ended(why) => end(why),
-        Standing::Good { verifier } => {
-            let login = LOGIN_VERIFIER.with(|login| {
-                let known = login.get().unwrap_or(verifier);
-                login.set(Some(known));
-                known
-            });
-            if login != verifier {
-                end("was given a new password");
+    let valid_until = match KNOWN.with(Cell::get) {
+        Some(valid_until) => valid_until,
+        None => match standing() {
+            Standing::Ended(why) => end(why),
+            Standing::Good {
+                verifier,
+                valid_until,
+            } => {
+                let login = LOGIN_VERIFIER.with(|login| {
+                    let known = login.get().unwrap_or(verifier);
+                    login.set(Some(known));
+                    known
+                });
+                if login != verifier {
+                    end("was given a new password");
+                }
+                KNOWN.with(|known| known.set(Some(valid_until)));
+                valid_until
             }
-        }
+        },
+    };
+    // Expiry changes nothing in the catalogs: the clock decides.
+    // SAFETY: reads the clock.
+    if valid_until.is_some_and(|until| until < unsafe { pg_sys::GetCurrentTimestamp() }) {
+        end("has expired");
     }
     if !LIMITS_CHECKED.with(|checked| checked.replace(true)) {
         connection_limits();
@@ -101,14 +138,17 @@ fn standing() -> Standing {
             pg_sys::pfree(text.cast());
             hasher.finish()
         });
-        let expired = attribute(pg_sys::Anum_pg_authid_rolvaliduntil)
-            .is_some_and(|v| (v.value() as i64) < pg_sys::GetCurrentTimestamp());
+        let valid_until = attribute(pg_sys::Anum_pg_authid_rolvaliduntil).map(|v| v.value() as i64);
+        let expired = valid_until.is_some_and(|until| until < pg_sys::GetCurrentTimestamp());
         pg_sys::ReleaseSysCache(tuple);
         match (can_login, verifier, expired) {
             (false, _, _) => Standing::Ended("was revoked"),
             (_, _, true) => Standing::Ended("has expired"),
             (_, None, _) => Standing::Ended("has no password"),
-            (true, Some(verifier), false) => Standing::Good { verifier },
+            (true, Some(verifier), false) => Standing::Good {
+                verifier,
+                valid_until,
+            },
         }
     }
 }
@@ -149,11 +189,13 @@ fn connection_limits() {
     let (on_server, of_org) = as_superuser(|| {
         // db::first runs read-only: it assigns no transaction id, which a
         // standby could not.
+        // The backend status array directly, not the pg_stat_activity view,
+        // which builds every column of every backend.
         let on_server = db::first::<i64>(
-            "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
-             WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
+            "SELECT count(*) FROM pg_catalog.pg_stat_get_backend_idset() i \
+             WHERE pg_catalog.pg_stat_get_backend_pid(i) OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
                AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-                           WHERE m.member OPERATOR(pg_catalog.=) a.usesysid \
+                           WHERE m.member OPERATOR(pg_catalog.=) pg_catalog.pg_stat_get_backend_userid(i) \
                              AND m.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole($1)::pg_catalog.oid)",
             &[names::CREDENTIAL_GROUP.into()],
         )
