@@ -11,7 +11,10 @@ from pathlib import Path
 import psycopg2
 import sqlalchemy
 
-PSQL = "/usr/lib/postgresql/15/bin/psql"
+from cluster import PG_BIN
+
+# The psql of the server under test (PG_BIN, Debian's 15 by default).
+PSQL = str(PG_BIN / "psql")
 PGJDBC_JAR = os.environ.get("PGJDBC_JAR", "/usr/share/java/postgresql.jar")
 JDBC_CHECK = Path(__file__).with_name("JdbcCheck.java")
 CLIENT_TIMEOUT = 90

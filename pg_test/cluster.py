@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL 15 servers for the end-to-end tests.
+"""Throwaway PostgreSQL servers for the end-to-end tests: Debian's 15 by
+default, or the major whose bin directory PG_BIN names (`make test PG=17`).
 
 A `ReplicaPair` is a primary plus a streaming hot-standby replica, each with its
 own data directory, port and log file under one temporary directory. The
@@ -83,6 +84,21 @@ def run_as_postgres(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def pg_tool(name: str) -> str:
     return str(PG_BIN / name)
+
+
+def _server_major() -> int:
+    """The major of the server in PG_BIN ("postgres (PostgreSQL) 17.11")."""
+    out = subprocess.run([pg_tool("postgres"), "--version"], capture_output=True, text=True,
+                         check=True, timeout=COMMAND_TIMEOUT).stdout
+    return int(out.split(")")[1].strip().split(".")[0])
+
+
+PG_MAJOR = _server_major()
+# What differs between the majors for the tests (src/compat.rs handles it in
+# the extension): from 16 on bi_access grants a credential its groups WITH
+# SET FALSE, so SET ROLE to them is refused; 14 has no security_invoker views.
+MEMBERSHIPS_ALLOW_SET_ROLE = PG_MAJOR < 16
+VIEWS_CAN_BE_SECURITY_INVOKER = PG_MAJOR >= 15
 
 
 def free_port() -> int:

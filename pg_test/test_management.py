@@ -23,7 +23,7 @@ import psycopg2.errors
 import pytest
 
 from bi import BiAccess, unique_label
-from cluster import ReplicaPair, pg_tool, run_as_postgres
+from cluster import VIEWS_CAN_BE_SECURITY_INVOKER, ReplicaPair, pg_tool, run_as_postgres
 from probe import Session, create_database, table_locked
 
 DB = "mgmt"
@@ -246,7 +246,10 @@ def test_check_reports_every_view_without_security_invoker(pair, mgmt):
     pair.primary.sql("CREATE VIEW public.quiet_totals AS SELECT count(*) AS n FROM public.keys_text", dbname=DB)
     try:
         found = {(r["severity"], r["object"]) for r in mgmt.query("SELECT * FROM bi_access.check()")}
-        assert ("warning", "public.quiet_totals") in found, found
+        if VIEWS_CAN_BE_SECURITY_INVOKER:
+            assert ("warning", "public.quiet_totals") in found, found
+        else:  # 14: every view is one; only those BI roles may read are reported
+            assert not any(obj == "public.quiet_totals" for _, obj in found), found
         reader = pair.primary.value("SELECT reader_role::text FROM bi_access.config", dbname=DB)
         pair.primary.sql(f"GRANT SELECT ON public.quiet_totals TO {reader}", dbname=DB)
         found = {(r["severity"], r["object"]) for r in mgmt.query("SELECT * FROM bi_access.check()")}
@@ -281,6 +284,9 @@ def test_check_reports_an_exposed_logical_replication_target(pair, mgmt):
         assert [r["severity"] for r in found] == ["error"], found
         assert "hide_table" in found[0]["fix"], found
     finally:
+        # From 16 on a subscription whose owner is not a superuser needs a
+        # password in its conninfo even to be dropped: hand it back first.
+        pair.primary.sql("ALTER SUBSCRIPTION mgmt_sub OWNER TO postgres", dbname=DB)
         pair.primary.sql("DROP SUBSCRIPTION mgmt_sub", dbname=DB)
         pair.primary.sql(f"DROP ROLE {sub_owner}")
         pair.primary.sql(f"DROP DATABASE {pub_db}")

@@ -5,21 +5,24 @@
 #   bash scripts/demo.sh start   # (re)create and run the demo   (make demo)
 #   bash scripts/demo.sh stop    # stop it and remove its files  (make demo-stop)
 #
-# Needs the extension installed into the Debian PostgreSQL 15 (make install).
+# Needs the extension installed into the PostgreSQL it runs: Debian's 15 by
+# default, the major of PG_BIN when `make demo PG=17` sets it (make install).
 # Runs as root; the servers run as the postgres user (initdb refuses root).
 # Never touches the Debian cluster on 5432.
 set -Eeuo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
-DEMO_DIR=/var/lib/postgresql/bi_access_demo
+PGBIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_MAJOR=$("$PGBIN/pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+# Overridable so a second checkout can demo without stopping the first one's.
+DEMO_DIR=${BI_DEMO_DIR:-/var/lib/postgresql/bi_access_demo}
 PRIMARY_DIR=$DEMO_DIR/primary
 REPLICA_DIR=$DEMO_DIR/replica
 SOCKET_DIR=$DEMO_DIR/run        # our own unix sockets, away from /var/run/postgresql
 LOG_DIR=$DEMO_DIR/logs
 LOG=$LOG_DIR/demo.log           # initdb, pg_ctl, pg_basebackup, openssl output
 HOST=127.0.0.1
-PRIMARY_PORT=54329
-REPLICA_PORT=54330
+PRIMARY_PORT=${BI_DEMO_PORT:-54329}
+REPLICA_PORT=$((PRIMARY_PORT + 1))
 REPLICA_NAME=bi_replica         # application_name the replica streams under
 DB=saas
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -241,7 +244,7 @@ show_sql() {
 
 require_extension() {
   [[ -f $("$PGBIN/pg_config" --sharedir)/extension/bi_access.control ]] \
-    || die "bi_access is not installed into PostgreSQL 15; run 'make install' (or 'make demo')."
+    || die "bi_access is not installed into PostgreSQL $PG_MAJOR ($PGBIN); run 'make install PG=$PG_MAJOR' (or 'make demo PG=$PG_MAJOR')."
 }
 
 setup_extension() {

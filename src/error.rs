@@ -158,9 +158,14 @@ impl BiError {
             BiError::TargetGone { target, .. } => Some(format!(
                 "Define it again with bi_access.set_target('{target}', host, port, ...)."
             )),
-            BiError::DefinerView(view) => Some(format!(
-                "ALTER VIEW {view} SET (security_invoker = true); then expose it."
-            )),
+            BiError::DefinerView(view) if crate::compat::VIEWS_HAVE_SECURITY_INVOKER => Some(
+                format!("ALTER VIEW {view} SET (security_invoker = true); then expose it."),
+            ),
+            BiError::DefinerView(_) => Some(
+                "On PostgreSQL 14 every view runs with its owner's rights (security_invoker came \
+                 in 15): expose the tables under it instead."
+                    .into(),
+            ),
             BiError::DormantPolicies(table) => Some(format!(
                 "Enabling row level security would put those policies in force for the application. \
                  Enable it yourself (ALTER TABLE {table} ENABLE ROW LEVEL SECURITY) once they are meant \

@@ -3,6 +3,7 @@
 
 use pgrx::prelude::*;
 
+use crate::compat;
 use crate::db;
 use crate::error::Result;
 use crate::exposure;
@@ -184,19 +185,36 @@ fn unsynced(_: &Context) -> Result<Vec<Finding>> {
 /// A view without security_invoker runs as its owner, past RLS: an error
 /// when BI roles may read it now, a warning otherwise (one GRANT away from
 /// it: a migration's `GRANT SELECT ON ALL TABLES`, say).
+///
+/// On 14 no view can be security_invoker: the fix takes the BI roles' access
+/// away instead, and a view they cannot read is not reported (every view is
+/// one, and the session guard refuses them all to credentials).
 fn definer_views(context: &Context) -> Result<Vec<Finding>> {
+    let (fix, only_readable) = if compat::VIEWS_HAVE_SECURITY_INVOKER {
+        (
+            "format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass)",
+            "",
+        )
+    } else {
+        (
+            "format('REVOKE SELECT ON %s FROM PUBLIC, %I;', c.oid::regclass, $2::text)",
+            "AND pg_catalog.has_table_privilege($2, c.oid, 'SELECT')",
+        )
+    };
     Spi::connect(|client| {
         let mut findings = Vec::new();
         for row in client.select(
-            "SELECT c.oid::regclass::text, \
-                    format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass), \
-                    pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = ANY ($1) AND c.relkind = 'v' \
-               AND NOT coalesce((SELECT o.option_value::bool \
-                                 FROM pg_catalog.pg_options_to_table(c.reloptions) o \
-                                 WHERE o.option_name = 'security_invoker'), false) \
-             ORDER BY 1",
+            &format!(
+                "SELECT c.oid::regclass::text, {fix}, \
+                        pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = ANY ($1) AND c.relkind = 'v' \
+                   AND NOT coalesce((SELECT o.option_value::bool \
+                                     FROM pg_catalog.pg_options_to_table(c.reloptions) o \
+                                     WHERE o.option_name = 'security_invoker'), false) \
+                   {only_readable} \
+                 ORDER BY 1"
+            ),
             None,
             &[
                 context.schemas.clone().into(),
@@ -287,17 +305,32 @@ fn replication_targets(_: &Context) -> Result<Vec<Finding>> {
     })
 }
 
+/// From 16 on, a membership that allows SET ROLE is one bi_access never
+/// gives either (compat says how to spot it).
 fn credential_attributes(context: &Context) -> Result<Vec<Finding>> {
+    let (settable, regrant) = if compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+        (
+            compat::MEMBERSHIP_ALLOWS_SET_ROLE_SQL,
+            " (both WITH INHERIT TRUE, SET FALSE)",
+        )
+    } else {
+        ("false", "")
+    };
     rows(
-        "SELECT 'role ' || quote_ident(r.rolname), \
+        &format!(
+            "SELECT 'role ' || quote_ident(r.rolname), \
                 format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
-                        then REVOKE from it every role but %I', r.rolname, $1::text) \
+                        then REVOKE from it every role but %I and bi_access_credential{regrant}', \
+                       r.rolname, $1::text) \
          FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
          WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
             OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
                        JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
                        WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential')) \
-         ORDER BY 1",
+            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                       WHERE m.member = r.oid AND {settable}) \
+         ORDER BY 1"
+        ),
         &[context.reader.as_str().into()],
         "error",
         "a credential role has an attribute or a membership bi_access never gives",

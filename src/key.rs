@@ -26,6 +26,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, Subject, NO_SUBJECT};
+use crate::compat;
 use crate::db;
 use crate::error::{BiError, Result};
 use crate::secrets::{self, SecretError};
@@ -399,7 +400,8 @@ pub fn findings() -> Result<Vec<(&'static str, String, String, String)>> {
     // any of these.
     Spi::connect(|client| {
         for row in client.select(
-            "SELECT 'role ' || quote_ident(r.rolname), \
+            &format!(
+                "SELECT 'role ' || quote_ident(r.rolname), \
                     CASE WHEN r.rolcreaterole AND NOT (pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'USAGE') \
                                                       OR pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'USAGE') \
                                                       OR r.rolbypassrls) \
@@ -412,8 +414,10 @@ pub fn findings() -> Result<Vec<(&'static str, String, String, String)>> {
                     OR pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'USAGE') \
                     OR (r.rolbypassrls AND (pg_catalog.pg_has_role(r.oid, 'pg_read_all_data', 'USAGE') \
                         OR pg_catalog.has_table_privilege(r.oid, 'bi_access.sealing_key', 'SELECT'))) \
-                    OR (r.rolcreaterole AND pg_catalog.current_setting('server_version_num')::int < 160000)) \
+                    OR (r.rolcreaterole AND {createrole_grants_any_role})) \
              ORDER BY 1",
+                createrole_grants_any_role = compat::CREATEROLE_GRANTS_ANY_ROLE
+            ),
             None,
             &[],
         )? {

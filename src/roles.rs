@@ -10,6 +10,7 @@ use pgrx::spi::quote_identifier;
 use rand::rngs::OsRng;
 use rand::Rng;
 
+use crate::compat;
 use crate::db;
 use crate::error::{BiError, Result};
 use crate::names::{self, CREDENTIAL_GROUP};
@@ -57,14 +58,13 @@ pub struct LoginOptions {
 }
 
 /// A LOGIN role with no attribute beyond logging in, member of the reader
-/// group, with no password yet.
+/// group and the credential group (on 16 and later without the right to SET
+/// ROLE to them), with no password yet.
 pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<()> {
+    let quoted = quote_identifier(role);
     let mut sql = format!(
-        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {} IN ROLE {}, {}",
-        quote_identifier(role),
+        "CREATE ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {}",
         options.connection_limit.unwrap_or(-1),
-        quote_identifier(reader),
-        quote_identifier(CREDENTIAL_GROUP),
     );
     if let Some(valid_until) = &options.valid_until {
         sql.push_str(&format!(
@@ -73,6 +73,12 @@ pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<
         ));
     }
     Spi::run(&sql)?;
+    // CREATE ROLE … IN ROLE takes no membership options, so the groups come
+    // with a GRANT of their own.
+    Spi::run(&compat::grant_membership_sql(
+        &[quote_identifier(reader), quote_identifier(CREDENTIAL_GROUP)],
+        &quoted,
+    ))?;
     crate::custody::mark(role)?;
     apply_session_settings(role)
 }
@@ -196,7 +202,7 @@ pub fn set_password(role: &str, verifier: &str) -> Result<()> {
     let verifier =
         CString::new(verifier).map_err(|_| BiError::InvalidParameter("verifier".into()))?;
     // SAFETY: every node is palloc'd in the current memory context and has the
-    // shape AlterRole() reads in PostgreSQL 15 (user.c).
+    // shape AlterRole() reads (user.c, the same in 14 to 18).
     unsafe {
         let mut spec = PgBox::<pg_sys::RoleSpec>::alloc_node(pg_sys::NodeTag::T_RoleSpec);
         spec.roletype = pg_sys::RoleSpecType::ROLESPEC_CSTRING;
@@ -215,8 +221,7 @@ pub fn set_password(role: &str, verifier: &str) -> Result<()> {
         stmt.options = pg_sys::lappend(std::ptr::null_mut(), option as *mut std::ffi::c_void);
         stmt.action = 1;
 
-        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        pg_sys::AlterRole(pstate, stmt.into_pg());
+        compat::alter_role(stmt.into_pg());
         pg_sys::CommandCounterIncrement();
     }
     Ok(())

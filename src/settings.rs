@@ -217,9 +217,9 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    // From now on a session cannot invent bi_access.* placeholders.
-    // SAFETY: called once from _PG_init with a static C string.
-    unsafe { pg_sys::MarkGUCPrefixReserved(crate::names::EXTENSION_C.as_ptr()) };
+    // From now on a session cannot invent bi_access.* placeholders (on 15
+    // and later; see compat).
+    crate::compat::reserve_guc_prefix(crate::names::EXTENSION_C);
 }
 
 fn text(

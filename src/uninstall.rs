@@ -23,6 +23,7 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::PgList;
 
+use crate::compat;
 use crate::db;
 use crate::error::{or_raise, BiError, Result};
 use crate::exposure;
@@ -120,12 +121,8 @@ unsafe fn names_any(objects: *mut pg_sys::List, wanted: &[&str]) -> bool {
     PgList::<pg_sys::Node>::from_pg(objects)
         .iter_ptr()
         .any(|object| {
-            !object.is_null()
-                && (*object).type_ == pg_sys::NodeTag::T_String
-                && wanted.iter().any(|name| {
-                    CStr::from_ptr((*(object as *mut pg_sys::String)).sval).to_bytes()
-                        == name.as_bytes()
-                })
+            compat::string_node(object)
+                .is_some_and(|text| wanted.iter().any(|name| text.to_bytes() == name.as_bytes()))
         })
 }
 

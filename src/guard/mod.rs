@@ -60,13 +60,17 @@ pub fn install() {
     calls::install();
     caps::install();
     standing::install();
-    // Loaded by the role's session_preload_libraries: inside the startup
-    // transaction, after authentication (a shared preload runs in the
-    // postmaster, where there is no session yet: the first statement does it).
-    // SAFETY: a read of backend-local state.
-    if before_any_query && unsafe { pg_sys::IsTransactionState() } && session_is_credential() {
-        standing::remember_login();
-        caps::enforce(true);
+    // Loaded by the role's session_preload_libraries, after authentication
+    // (a shared preload runs in the postmaster, where there is no session
+    // yet: the first statement does it). compat says where the catalogs are
+    // readable then.
+    if before_any_query {
+        crate::compat::at_session_start(|| {
+            if session_is_credential() {
+                standing::remember_login();
+                caps::enforce(true);
+            }
+        });
     }
     // SAFETY: registers callbacks for the life of the backend; called once
     // from _PG_init.
@@ -122,8 +126,11 @@ pub fn session_is_credential() -> bool {
 /// `settings::asked_for_by_the_client`): its login is refused instead.
 pub fn refuse_client_settings(asked: &[String]) {
     // SAFETY: a read of backend-local state.
-    let at_login = unsafe { pg_sys::IsTransactionState() && pg_sys::debug_query_string.is_null() };
-    if asked.is_empty() || !at_login || !session_is_credential() {
+    let at_login = unsafe { pg_sys::debug_query_string.is_null() };
+    if asked.is_empty()
+        || !at_login
+        || crate::compat::at_session_start(session_is_credential) != Some(true)
+    {
         return;
     }
     ErrorReport::new(

