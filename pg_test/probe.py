@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass, field
 
 import psycopg2
@@ -158,3 +159,22 @@ def leaks(text: str, forbidden: dict[str, str]) -> list[str]:
     """The descriptions of every forbidden string (another org's key, name or
     marker) found in `text`."""
     return [f"{what} {value!r}" for value, what in forbidden.items() if value in text]
+
+
+def set_bi_settings(pair, settings: dict[str, str | None]) -> None:
+    """ALTER SYSTEM on both servers (LOAD first: on 15 a bi_access.* name is
+    unknown until the library is loaded in the session), then a reload."""
+    for server in (pair.primary, pair.replica):
+        conn = server.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("LOAD 'bi_access'")
+                for name, value in settings.items():
+                    if value is None:
+                        cur.execute(f"ALTER SYSTEM RESET {name}")
+                    else:
+                        cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+    time.sleep(0.5)  # every backend handles the reload signal before its next command

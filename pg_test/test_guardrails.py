@@ -14,7 +14,7 @@ import pytest
 
 from bi import PLAIN_PASSWORD, PLAIN_ROLE, login
 from cluster import PG_MAJOR, pg_tool, wait_until
-from probe import PERMISSION_DENIED, session
+from probe import PERMISSION_DENIED, session, set_bi_settings
 
 ORG_A, ORG_B = "901", "902"
 TOO_MANY_CONNECTIONS = "53300"
@@ -48,25 +48,6 @@ def cred(bi):
 def sess(cred, server):
     with session(cred, server) as s:
         yield s
-
-
-def set_bi_settings(pair, settings: dict[str, str | None]) -> None:
-    """ALTER SYSTEM on both servers (LOAD first: on 15 a bi_access.* name is
-    unknown until the library is loaded in the session), then a reload."""
-    for server in (pair.primary, pair.replica):
-        conn = server.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("LOAD 'bi_access'")
-                for name, value in settings.items():
-                    if value is None:
-                        cur.execute(f"ALTER SYSTEM RESET {name}")
-                    else:
-                        cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
-                cur.execute("SELECT pg_reload_conf()")
-        finally:
-            conn.close()
-    time.sleep(0.5)  # every backend handles the reload signal before its next command
 
 
 @contextlib.contextmanager

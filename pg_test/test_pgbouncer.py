@@ -25,6 +25,7 @@ import pytest
 from bi import ADMIN_PASSWORD, ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, login, raises_sqlstate
 from clients import psql_rows, psycopg2_rows
 from cluster import OS_USER, SUPERUSER, free_port, wait_until
+from probe import set_bi_settings
 from tenants import visible
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -217,28 +218,9 @@ def test_a_non_credential_role_cannot_log_in_through_pgbouncer(bouncer, saas_db)
             assert_refused_by_pooler(args)
 
 
-def set_on_both_servers(pair, settings: dict[str, str | None]) -> None:
-    """ALTER SYSTEM (after LOAD: on 15 a bi_access.* name is unknown until the
-    library is loaded in the session) and a reload, on both servers."""
-    for server in (pair.primary, pair.replica):
-        conn = server.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("LOAD 'bi_access'")
-                for name, value in settings.items():
-                    if value is None:
-                        cur.execute(f"ALTER SYSTEM RESET {name}")
-                    else:
-                        cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
-                cur.execute("SELECT pg_reload_conf()")
-        finally:
-            conn.close()
-    time.sleep(0.5)  # every backend handles the reload before its next command
-
-
 def test_the_statement_timeout_cap_holds_through_pgbouncer(pair, bi, bouncer):
     cred = bi.generate(ORG_A)
-    set_on_both_servers(pair, {"bi_access.statement_timeout": "1s"})
+    set_bi_settings(pair, {"bi_access.statement_timeout": "1s"})
     try:
         conn = login(bouncer.args(cred))
         try:
@@ -252,7 +234,7 @@ def test_the_statement_timeout_cap_holds_through_pgbouncer(pair, bi, bouncer):
         finally:
             conn.close()
     finally:
-        set_on_both_servers(pair, {"bi_access.statement_timeout": None})
+        set_bi_settings(pair, {"bi_access.statement_timeout": None})
 
 
 # ---- the function ----------------------------------------------------------

@@ -206,14 +206,16 @@ fn sealed_by(fingerprint: &str) -> Result<i64> {
     .unwrap_or(0))
 }
 
-/// Secrets sealed by 0.1.0 (no fingerprint) that this key opens are marked
-/// as sealed with it.
-fn adopt_legacy_secrets(key: &SealingKey) -> Result<i64> {
-    let legacy = Spi::connect(|client| {
+/// (id, role, sealed secret) of every record with a secret that also meets
+/// `condition` (SQL over the credential table, written here, never input).
+fn sealed_secrets(condition: &str) -> Result<Vec<(i64, String, Vec<u8>)>> {
+    Spi::connect(|client| {
         let mut rows = Vec::new();
         for row in client.select(
-            "SELECT id, role_name::text, secret FROM bi_access.credential \
-             WHERE secret IS NOT NULL AND sealed_with IS NULL",
+            &format!(
+                "SELECT id, role_name::text, secret FROM bi_access.credential \
+                 WHERE secret IS NOT NULL AND {condition}"
+            ),
             None,
             &[],
         )? {
@@ -223,8 +225,14 @@ fn adopt_legacy_secrets(key: &SealingKey) -> Result<i64> {
                 row.get::<Vec<u8>>(3)?.unwrap_or_default(),
             ));
         }
-        Ok::<_, BiError>(rows)
-    })?;
+        Ok(rows)
+    })
+}
+
+/// Secrets sealed by 0.1.0 (no fingerprint) that this key opens are marked
+/// as sealed with it.
+fn adopt_legacy_secrets(key: &SealingKey) -> Result<i64> {
+    let legacy = sealed_secrets("sealed_with IS NULL")?;
     let mut adopted = 0;
     for (id, role, sealed) in legacy {
         if secrets::open_with(&key.key, &role, &sealed).is_ok() {
@@ -251,21 +259,7 @@ pub fn rotate() -> Result<i64> {
         .into());
     }
     let new = SealingKey::generate();
-    let sealed = Spi::connect(|client| {
-        let mut rows = Vec::new();
-        for row in client.select(
-            "SELECT id, role_name::text, secret FROM bi_access.credential WHERE secret IS NOT NULL",
-            None,
-            &[],
-        )? {
-            rows.push((
-                row.get::<i64>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<Vec<u8>>(3)?.unwrap_or_default(),
-            ));
-        }
-        Ok::<_, BiError>(rows)
-    })?;
+    let sealed = sealed_secrets("true")?;
     let count = sealed.len() as i64;
     for (id, role, secret) in sealed {
         let password = secrets::open_with(&old.key, &role, &secret)?;
