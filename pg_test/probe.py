@@ -20,6 +20,7 @@ OK = "ok"
 PERMISSION_DENIED = "42501"
 READ_ONLY_TRANSACTION = "25006"
 LOCK_NOT_AVAILABLE = "55P03"
+CANNOT_COERCE = "42846"
 
 
 def create_database(pair, dbname: str, before_extension: str = "", after_extension: str = "") -> None:

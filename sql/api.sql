@@ -382,6 +382,12 @@ GRANT EXECUTE ON PROCEDURE bi_access.sync(text, integer) TO bi_access_admin;
 GRANT USAGE ON SCHEMA bi_access TO bi_access_pooler;
 GRANT EXECUTE ON FUNCTION bi_access.pgbouncer_auth(text) TO bi_access_pooler;
 
+-- The planner turns a policy's org lookup into a constant (src/org.rs), so
+-- a credential's query compares its org column with a literal.
+ALTER FUNCTION bi_access.current_org() SUPPORT bi_access_internal.org_lookup_support;
+ALTER FUNCTION bi_access.current_org_bigint() SUPPORT bi_access_internal.org_lookup_support;
+ALTER FUNCTION bi_access.current_org_uuid() SUPPORT bi_access_internal.org_lookup_support;
+
 DO $grants$
 BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION bi_access.current_org(), bi_access.current_org_bigint(), '

@@ -171,75 +171,12 @@ CREATE FUNCTION bi_access."rotate_key"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
-CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'init_key_wrapper';
-CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
-CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-CREATE FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-CREATE FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-CREATE FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
 CREATE FUNCTION bi_access_internal."sync_one"(
 	"tbl" oid /* pg_sys :: Oid */
 ) RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_one_wrapper';
-CREATE FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* & str */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
 CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
 	"severity" TEXT,  /* String */
 	"object" TEXT,  /* String */
@@ -249,27 +186,17 @@ CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
 STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_wrapper';
-CREATE FUNCTION bi_access_internal."activate"(
+CREATE FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+CREATE FUNCTION bi_access_internal."purge"(
 	"role" TEXT /* & str */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-CREATE FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* pg_sys :: Oid */
-	"org_column" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-CREATE FUNCTION bi_access_internal."replayed"(
-	"target" TEXT, /* Option < & str > */
-	"lsn" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'replayed_wrapper';
+AS 'MODULE_PATHNAME', 'purge_wrapper';
 CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
 	"name" TEXT,  /* String */
 	"host" TEXT,  /* String */
@@ -281,49 +208,6 @@ STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'targets_wrapper';
-CREATE FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
-CREATE FUNCTION bi_access_internal."generate"(
-	"org_id" TEXT, /* Option < & str > */
-	"label" TEXT, /* Option < & str > */
-	"org_name" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"connection_limit" INT, /* Option < i32 > */
-	"scope" TEXT, /* Option < & str > */
-	"target" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_wrapper';
-CREATE FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-CREATE FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-CREATE FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
-CREATE FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
 CREATE FUNCTION bi_access_internal."connection_details"(
 	"role" TEXT /* & str */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
@@ -331,6 +215,91 @@ CREATE FUNCTION bi_access_internal."connection_details"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+CREATE FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* pg_sys :: Oid */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+CREATE FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+CREATE FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+CREATE FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+CREATE FUNCTION bi_access_internal."replayed"(
+	"target" TEXT, /* Option < & str > */
+	"lsn" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'replayed_wrapper';
+CREATE FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+CREATE FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* & str */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+CREATE FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+CREATE FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
 CREATE FUNCTION bi_access_internal."revoke_org"(
 	"org_id" TEXT /* Option < & str > */
 ) RETURNS TEXT[] /* Vec < String > */
@@ -355,16 +324,53 @@ CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+CREATE FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_wrapper';
+CREATE FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+CREATE FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* & str */
+) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
 CREATE FUNCTION bi_access_internal."custody_problem"(
 	"role" TEXT /* & str */
 ) RETURNS TEXT /* Option < String > */
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'custody_problem_wrapper';
+CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
+CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
 
 -- The SQL surface, as sql/api.sql creates it.
 -- bi_access: the SQL surface. Runs after every generated object.
@@ -750,6 +756,12 @@ GRANT EXECUTE ON PROCEDURE bi_access.sync(text, integer) TO bi_access_admin;
 -- PgBouncer's auth_user gets this function and nothing else of bi_access.
 GRANT USAGE ON SCHEMA bi_access TO bi_access_pooler;
 GRANT EXECUTE ON FUNCTION bi_access.pgbouncer_auth(text) TO bi_access_pooler;
+
+-- The planner turns a policy's org lookup into a constant (src/org.rs), so
+-- a credential's query compares its org column with a literal.
+ALTER FUNCTION bi_access.current_org() SUPPORT bi_access_internal.org_lookup_support;
+ALTER FUNCTION bi_access.current_org_bigint() SUPPORT bi_access_internal.org_lookup_support;
+ALTER FUNCTION bi_access.current_org_uuid() SUPPORT bi_access_internal.org_lookup_support;
 
 DO $grants$
 BEGIN

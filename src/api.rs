@@ -45,6 +45,20 @@ fn current_org_uuid() -> Option<pgrx::Uuid> {
 mod bi_access_internal {
     use pgrx::prelude::*;
 
+    /// The planner support function of the three org lookups (sql/api.sql
+    /// attaches it): see org::simplify.
+    #[pg_extern(immutable, parallel_safe)]
+    fn org_lookup_support(request: pgrx::Internal) -> pgrx::Internal {
+        let node = request
+            .unwrap()
+            .map_or(std::ptr::null_mut(), |datum| datum.cast_mut_ptr());
+        // SAFETY: the planner calls a support function with a request node.
+        let answer = unsafe { crate::org::simplify(node) };
+        // A support function answers with a pointer, NULL for "no
+        // simplification", never with an SQL NULL.
+        pgrx::Internal::from(Some(pg_sys::Datum::from(answer)))
+    }
+
     use crate::credentials::{self, Request};
     use crate::error::or_raise;
     use crate::exposure;

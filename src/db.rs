@@ -48,3 +48,28 @@ pub fn exec(sql: &str, args: &[DatumWithOid]) -> Result<()> {
     Spi::run_with_args(sql, args)?;
     Ok(())
 }
+
+/// Runs `f` as the bootstrap superuser, for a read on behalf of a role that
+/// may not read bi_access's records itself (a credential's own org, the BI
+/// sessions of its org). The session guard stands aside for it, as inside
+/// bi_access's own SECURITY DEFINER functions.
+pub fn as_superuser<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
+    let mut user = pg_sys::InvalidOid;
+    let mut context: std::ffi::c_int = 0;
+    // SAFETY: saves and restores this backend's current user; the restore
+    // runs whether `f` returns or raises.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    PgTryBuilder::new(|| {
+        // SAFETY: as above.
+        unsafe {
+            pg_sys::SetUserIdAndSecContext(
+                pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int,
+            )
+        };
+        f()
+    })
+    // SAFETY: as above.
+    .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(user, context) })
+    .execute()
+}

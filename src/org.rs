@@ -4,6 +4,17 @@
 //! index; a key that is not a valid value of the column's type matches no
 //! row instead of failing the query.
 //!
+//! A policy calls the lookup bare (`org_id = bi_access.current_org_bigint()`)
+//! and the planner asks `simplify` for its value: the call becomes a
+//! constant when the query is planned, so the org column is compared with a
+//! literal, as in a hand-written policy, with no sub-select to plan and none
+//! to run. A plan keeps that constant only while it holds: PostgreSQL plans
+//! a query that row-level security touched again when the current role
+//! changes, and within one session nothing else changes a role's answer
+//! (revoke, delete, a new password or expiry end the session before its next
+//! statement: guard::standing). Where the planner does not simplify, the call
+//! still answers at run time.
+//!
 //! The answer is cached per backend. A role's org key never changes; what
 //! makes it stop answering (revoke's NOLOGIN, delete's DROP ROLE) changes
 //! pg_authid, and any change there, committed anywhere (replayed, on a
@@ -76,7 +87,10 @@ fn look_up(user: pg_sys::Oid) -> Result<Option<String>> {
     // operator is schema-qualified, so no object of the caller's can stand in.
     // A role another database manages (this one is a copy) or one not yet
     // adopted after a restore gets no org here (src/custody.rs).
-    db::first::<String>(
+    // As the superuser: the planner asks as the credential, which may not
+    // read bi_access's records (SECURITY DEFINER covers the calls only).
+    db::as_superuser(|| {
+        db::first::<String>(
         "SELECT c.org_id FROM bi_access.credential c \
          WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
            AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) \
@@ -88,6 +102,49 @@ fn look_up(user: pg_sys::Oid) -> Result<Option<String>> {
             crate::custody::mark_here()?.as_str().into(),
         ],
     )
+    })
+}
+
+/// The planner's question about a call of one of the three lookups
+/// (`SupportRequestSimplify`): the answer as a constant of the call's type,
+/// or NULL (no simplification) for any other request or if the lookup fails,
+/// which then raises when the call runs.
+///
+/// # Safety
+/// `request` must be the node a planner support call received.
+pub unsafe fn simplify(request: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    if request.is_null() || (*request).type_ != pg_sys::NodeTag::T_SupportRequestSimplify {
+        return std::ptr::null_mut();
+    }
+    let call = (*(request as *mut pg_sys::SupportRequestSimplify)).fcall;
+    let Ok(org) = current_org() else {
+        return std::ptr::null_mut();
+    };
+    let org = org.as_deref();
+    let (kind, collation) = ((*call).funcresulttype, (*call).funccollid);
+    let constant = match kind {
+        pg_sys::INT8OID => match org.and_then(as_bigint) {
+            Some(value) => pg_sys::makeConst(kind, -1, collation, 8, value.into(), false, true),
+            None => pg_sys::makeNullConst(kind, -1, collation),
+        },
+        pg_sys::UUIDOID => match org.and_then(as_uuid) {
+            Some(bytes) => {
+                let datum = pg_sys::palloc(16) as *mut u8;
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), datum, 16);
+                pg_sys::makeConst(kind, -1, collation, 16, datum.into(), false, false)
+            }
+            None => pg_sys::makeNullConst(kind, -1, collation),
+        },
+        pg_sys::TEXTOID => match org {
+            Some(key) => {
+                let text = pgrx::IntoDatum::into_datum(key).unwrap_or(pg_sys::Datum::from(0));
+                pg_sys::makeConst(kind, -1, collation, -1, text, false, false)
+            }
+            None => pg_sys::makeNullConst(kind, -1, collation),
+        },
+        _ => return std::ptr::null_mut(),
+    };
+    constant as *mut pg_sys::Node
 }
 
 /// The SQL a policy compares its org column with, by the column's type
@@ -106,9 +163,9 @@ fn look_up(user: pg_sys::Oid) -> Result<Option<String>> {
 /// reports it).
 pub fn lookup_expression(column_type: &str) -> String {
     match column_type {
-        "uuid" => "(SELECT bi_access.current_org_uuid())".to_string(),
-        "smallint" | "integer" | "bigint" => "(SELECT bi_access.current_org_bigint())".to_string(),
-        other => format!("(SELECT bi_access.current_org()::{other})"),
+        "uuid" => "bi_access.current_org_uuid()".to_string(),
+        "smallint" | "integer" | "bigint" => "bi_access.current_org_bigint()".to_string(),
+        other => format!("bi_access.current_org()::{other}"),
     }
 }
 
@@ -195,7 +252,7 @@ mod unit {
         assert!(lookup_expression("integer").contains("current_org_bigint"));
         assert_eq!(
             lookup_expression("public.citext"),
-            "(SELECT bi_access.current_org()::public.citext)"
+            "bi_access.current_org()::public.citext"
         );
     }
 }

@@ -13,9 +13,10 @@
 //!   bi_access's functions (and with them the two reader policies): what is
 //!   left then lets a credential see nothing.
 //!
-//! The org lookup is an uncorrelated sub-select, so it runs once per query (an
-//! InitPlan), and is cast to the column's type, so the column's index serves.
-//! Policy text carries no org key: pg_policies is readable by every role.
+//! The org lookup is called bare and cast to the column's type: the planner
+//! turns it into the credential's org key (src/org.rs), so the column's index
+//! serves and nothing is left to run per row or per query. Policy text
+//! carries no org key: pg_policies is readable by every role.
 
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -85,7 +86,9 @@ impl Target {
 }
 
 /// Whether the reader policies exist as they should: of the right kind, for
-/// the right roles, and on the table's current org column.
+/// the right roles, on the table's current org column, and in the current
+/// form (an earlier 0.2.0 one wrapped the lookup in a sub-select, which cost
+/// a sub-plan per policy and query).
 pub fn reader_policies_ok(target: &Target, reader: &str) -> Result<bool> {
     Ok(db::first::<i64>(
         "WITH r AS (SELECT (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2) AS reader, \
@@ -93,6 +96,7 @@ pub fn reader_policies_ok(target: &Target, reader: &str) -> Result<bool> {
          SELECT count(*) FROM pg_catalog.pg_policy p CROSS JOIN r \
          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.polrelid AND a.attname = $3 \
          WHERE p.polrelid = $1 AND p.polcmd = 'r' \
+           AND pg_catalog.strpos(p.polqual::pg_catalog.text, '{SUBLINK') = 0 \
            AND ((p.polname = 'bi_access_read' AND p.polpermissive AND p.polroles = ARRAY[r.reader]) \
              OR (p.polname = 'bi_access_guard' AND NOT p.polpermissive \
                  AND p.polroles @> ARRAY[r.reader, r.credential] \

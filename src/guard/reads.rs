@@ -253,8 +253,9 @@ unsafe fn binds(policy: *mut pg_sys::RowSecurityPolicy, group: pg_sys::Oid) -> b
     })
 }
 
-/// `column = (SELECT bi_access.current_org…())`, casts aside: the shape of
-/// every reader policy bi_access creates. A policy of the same name that
+/// `column = bi_access.current_org…()`, casts aside: the shape of every
+/// reader policy bi_access creates (an earlier 0.2.0 wrapped the call in a
+/// sub-select, kept until the next sync). A policy of the same name that
 /// compares otherwise (or not at all) is not bi_access's.
 ///
 /// # Safety
@@ -275,7 +276,16 @@ unsafe fn compares_with_org_lookup(qual: *mut pg_sys::Node) -> bool {
     let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) else {
         return false;
     };
-    is(without_casts(left), pg_sys::NodeTag::T_Var) && is_org_lookup_sublink(without_casts(right))
+    let right = without_casts(right);
+    is(without_casts(left), pg_sys::NodeTag::T_Var)
+        && (is_org_lookup_call(right) || is_org_lookup_sublink(right))
+}
+
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn is_org_lookup_call(node: *mut pg_sys::Node) -> bool {
+    is(node, pg_sys::NodeTag::T_FuncExpr)
+        && is_org_lookup((*(node as *mut pg_sys::FuncExpr)).funcid)
 }
 
 /// # Safety
@@ -299,9 +309,7 @@ unsafe fn is_org_lookup_sublink(node: *mut pg_sys::Node) -> bool {
     let Some(target) = targets.get_ptr(0) else {
         return false;
     };
-    let call = without_casts((*target).expr as *mut pg_sys::Node);
-    is(call, pg_sys::NodeTag::T_FuncExpr)
-        && is_org_lookup((*(call as *mut pg_sys::FuncExpr)).funcid)
+    is_org_lookup_call(without_casts((*target).expr as *mut pg_sys::Node))
 }
 
 fn is_org_lookup(function: pg_sys::Oid) -> bool {

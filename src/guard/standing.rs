@@ -20,7 +20,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::prelude::*;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use crate::db;
@@ -166,6 +165,18 @@ fn end(why: &str) -> ! {
     unreachable!("FATAL does not return")
 }
 
+/// Whether this database has bi_access's records (a credential of another
+/// database of the cluster may log in here).
+fn managed_here() -> bool {
+    db::first::<bool>(
+        "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
+        &[],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 fn too_many(what: String) -> ! {
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_TOO_MANY_CONNECTIONS,
@@ -186,7 +197,7 @@ fn connection_limits() {
     if server_limit.is_none() && org_limit.is_none() {
         return;
     }
-    let (on_server, of_org) = as_superuser(|| {
+    let (on_server, of_org) = db::as_superuser(|| {
         // db::first runs read-only: it assigns no transaction id, which a
         // standby could not.
         // The backend status array directly, not the pg_stat_activity view,
@@ -202,14 +213,8 @@ fn connection_limits() {
         .ok()
         .flatten()
         .unwrap_or(0);
-        let managed_here = db::first::<bool>(
-            "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false);
-        let of_org = if managed_here && org_limit.is_some() {
+        let org_may_be_over = org_limit.is_some_and(|limit| on_server >= i64::from(limit));
+        let of_org = if org_may_be_over && managed_here() {
             db::first::<i64>(
                 "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
                  JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
@@ -241,25 +246,4 @@ fn connection_limits() {
             ));
         }
     }
-}
-
-fn as_superuser<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
-    let mut user = pg_sys::InvalidOid;
-    let mut context: std::ffi::c_int = 0;
-    // SAFETY: saves and restores this backend's current user; the restore
-    // runs whether `f` returns or raises.
-    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
-    PgTryBuilder::new(|| {
-        // SAFETY: as above.
-        unsafe {
-            pg_sys::SetUserIdAndSecContext(
-                pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int,
-            )
-        };
-        f()
-    })
-    // SAFETY: as above.
-    .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(user, context) })
-    .execute()
 }
