@@ -13,6 +13,8 @@
 //! - `calls`: creating or altering any catalog object is refused, and so are
 //!   the built-in functions that write without a table privilege (large
 //!   objects, NOTIFY, advisory locks, sequences);
+//! - `plans`: in a credential's plans, the pass-through policy's condition
+//!   is decided (false) before planning, so it costs nothing;
 //! - `caps`: the guardrails, settings a session may lower but never raise;
 //! - `standing`: at every statement, the login must still be what it was
 //!   (not revoked, deleted, rotated or expired) and within the connection
@@ -25,6 +27,7 @@
 
 mod calls;
 pub mod caps;
+mod plans;
 mod reads;
 mod standing;
 mod statements;
@@ -58,6 +61,7 @@ pub fn install() {
     statements::install();
     reads::install();
     calls::install();
+    plans::install();
     caps::install();
     standing::install();
     // Loaded by the role's session_preload_libraries, after authentication

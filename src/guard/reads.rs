@@ -355,6 +355,6 @@ unsafe fn without_casts(mut node: *mut pg_sys::Node) -> *mut pg_sys::Node {
 
 /// # Safety
 /// `node` must be a valid node (or NULL).
-unsafe fn is(node: *mut pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
+pub(super) unsafe fn is(node: *mut pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
     !node.is_null() && (*node).type_ == tag
 }

@@ -1,0 +1,233 @@
+//! Planning in a credential session: the pass-through policy's condition is
+//! decided before the planner sees it.
+//!
+//! Where bi_access turned row-level security on, every query on the table
+//! carries `bi_access_passthrough`, OR-ed with the reader policy: `(SELECT
+//! pg_has_role('bi_access_credential', 'MEMBER')::int4) <> 1`. Its value is
+//! known when a credential's query is planned: the current role is a member
+//! of the credential group (a credential, or a group it SET ROLE to), so the
+//! condition is false. Replacing it with `false` lets the planner drop it
+//! with its sub-select, so a credential's plan is the reader policy's alone,
+//! as cheap to plan and run as a hand-written policy. The answer is the one
+//! the sub-select would give when the plan runs: PostgreSQL plans a query
+//! that row-level security touched again when the current role changes.
+//! Anything the walk does not reach (a sub-select in an expression) keeps
+//! the condition as it is, which answers the same at run time.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgList;
+
+use super::reads::is;
+use crate::names;
+
+static mut PREVIOUS: pg_sys::planner_hook_type = None;
+
+pub(super) fn install() {
+    // SAFETY: called once from _PG_init, in the backend's only thread; the
+    // previous hook is kept and called in turn.
+    unsafe {
+        PREVIOUS = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: std::ffi::c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    if super::session_is_credential() && current_role_is_a_credential() {
+        decide_passthrough(parse);
+    }
+    match PREVIOUS {
+        Some(previous) => previous(parse, query_string, cursor_options, bound_params),
+        None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+    }
+}
+
+/// What `pg_has_role(…, 'MEMBER')` answers for the current role.
+fn current_role_is_a_credential() -> bool {
+    // SAFETY: syscache lookups of this backend; none raises for a missing role.
+    unsafe {
+        let group = pg_sys::get_role_oid(names::CREDENTIAL_GROUP_C.as_ptr(), true);
+        group != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetUserId(), group)
+    }
+}
+
+/// Every range table entry of the query, of its sub-queries (views
+/// included) and of its CTEs.
+///
+/// # Safety
+/// `query` must be a valid Query (the planner's input, which it may modify).
+unsafe fn decide_passthrough(query: *mut pg_sys::Query) {
+    if query.is_null() {
+        return;
+    }
+    for entry in PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).iter_ptr() {
+        decide_in_quals((*entry).securityQuals);
+        if (*entry).rtekind == pg_sys::RTEKind::RTE_SUBQUERY {
+            decide_passthrough((*entry).subquery);
+        }
+    }
+    for cte in PgList::<pg_sys::CommonTableExpr>::from_pg((*query).cteList).iter_ptr() {
+        let inner = (*cte).ctequery;
+        if !inner.is_null() && (*inner).type_ == pg_sys::NodeTag::T_Query {
+            decide_passthrough(inner as *mut pg_sys::Query);
+        }
+    }
+}
+
+/// Row-level security puts each restrictive condition in the list by
+/// itself and the permissive ones OR-ed together (or alone).
+///
+/// # Safety
+/// `quals` must be a List of expressions (or NULL).
+unsafe fn decide_in_quals(quals: *mut pg_sys::List) {
+    for cell in list_cells(quals) {
+        let qual = (*cell).ptr_value as *mut pg_sys::Node;
+        if is_passthrough(qual) {
+            (*cell).ptr_value = false_constant().cast();
+        } else if is(qual, pg_sys::NodeTag::T_BoolExpr)
+            && (*(qual as *mut pg_sys::BoolExpr)).boolop == pg_sys::BoolExprType::OR_EXPR
+        {
+            for arm in list_cells((*(qual as *mut pg_sys::BoolExpr)).args) {
+                if is_passthrough((*arm).ptr_value as *mut pg_sys::Node) {
+                    (*arm).ptr_value = false_constant().cast();
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `list` must be a pointer List (or NULL).
+unsafe fn list_cells(list: *mut pg_sys::List) -> Vec<*mut pg_sys::ListCell> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    (0..(*list).length as usize)
+        .map(|i| (*list).elements.add(i))
+        .collect()
+}
+
+fn false_constant() -> *mut pg_sys::Node {
+    // SAFETY: allocates a Const in the current (planning) memory context.
+    unsafe { pg_sys::makeBoolConst(false, false) }
+}
+
+/// `(SELECT pg_catalog.pg_has_role('bi_access_credential', 'MEMBER')::int4) <> 1`,
+/// exactly as policies::create_passthrough writes it.
+///
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
+    if !is(node, pg_sys::NodeTag::T_OpExpr) {
+        return false;
+    }
+    let operator = node as *mut pg_sys::OpExpr;
+    let args = PgList::<pg_sys::Node>::from_pg((*operator).args);
+    if pg_sys::get_opcode((*operator).opno) != pg_sys::Oid::from(pg_sys::F_INT4NE)
+        || args.len() != 2
+    {
+        return false;
+    }
+    let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) else {
+        return false;
+    };
+    is_int4_one(right) && is_membership_sublink(left)
+}
+
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn is_int4_one(node: *mut pg_sys::Node) -> bool {
+    if !is(node, pg_sys::NodeTag::T_Const) {
+        return false;
+    }
+    let constant = node as *mut pg_sys::Const;
+    (*constant).consttype == pg_sys::INT4OID
+        && !(*constant).constisnull
+        && (*constant).constvalue.value() as i32 == 1
+}
+
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn is_membership_sublink(node: *mut pg_sys::Node) -> bool {
+    if !is(node, pg_sys::NodeTag::T_SubLink) {
+        return false;
+    }
+    let sublink = node as *mut pg_sys::SubLink;
+    let query = (*sublink).subselect;
+    if (*sublink).subLinkType != pg_sys::SubLinkType::EXPR_SUBLINK
+        || !is(query, pg_sys::NodeTag::T_Query)
+    {
+        return false;
+    }
+    let query = query as *mut pg_sys::Query;
+    let targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
+    if !(*query).rtable.is_null() || targets.len() != 1 {
+        return false;
+    }
+    let Some(target) = targets.get_ptr(0) else {
+        return false;
+    };
+    // The int4 cast of the boolean, then the call.
+    let cast = (*target).expr as *mut pg_sys::Node;
+    if !is(cast, pg_sys::NodeTag::T_FuncExpr) {
+        return false;
+    }
+    let cast_args = PgList::<pg_sys::Node>::from_pg((*(cast as *mut pg_sys::FuncExpr)).args);
+    match cast_args.get_ptr(0) {
+        Some(call) if cast_args.len() == 1 => is_credential_membership_call(call),
+        _ => false,
+    }
+}
+
+/// `pg_has_role('bi_access_credential', 'MEMBER')`.
+///
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn is_credential_membership_call(node: *mut pg_sys::Node) -> bool {
+    if !is(node, pg_sys::NodeTag::T_FuncExpr) {
+        return false;
+    }
+    let call = node as *mut pg_sys::FuncExpr;
+    let args = PgList::<pg_sys::Node>::from_pg((*call).args);
+    if (*call).funcid != pg_sys::Oid::from(pg_sys::F_PG_HAS_ROLE_NAME_TEXT) || args.len() != 2 {
+        return false;
+    }
+    let (Some(role), Some(mode)) = (args.get_ptr(0), args.get_ptr(1)) else {
+        return false;
+    };
+    constant_text(role, pg_sys::NAMEOID).as_deref() == Some(names::CREDENTIAL_GROUP)
+        && constant_text(mode, pg_sys::TEXTOID).as_deref() == Some("MEMBER")
+}
+
+/// A non-null constant of `kind` (name or text) as a string.
+///
+/// # Safety
+/// `node` must be a valid node (or NULL).
+unsafe fn constant_text(node: *mut pg_sys::Node, kind: pg_sys::Oid) -> Option<String> {
+    if !is(node, pg_sys::NodeTag::T_Const) {
+        return None;
+    }
+    let constant = node as *mut pg_sys::Const;
+    if (*constant).consttype != kind || (*constant).constisnull {
+        return None;
+    }
+    let value = (*constant).constvalue;
+    if kind == pg_sys::NAMEOID {
+        let name = value.cast_mut_ptr::<pg_sys::NameData>();
+        Some(
+            CStr::from_ptr((*name).data.as_ptr())
+                .to_string_lossy()
+                .into_owned(),
+        )
+    } else {
+        String::from_datum(value, false)
+    }
+}
