@@ -165,6 +165,37 @@ fn end(why: &str) -> ! {
     unreachable!("FATAL does not return")
 }
 
+/// The other backends whose login (PGPROC's roleId: the session user, which
+/// SET ROLE does not change) is a member of the credential group. Read as
+/// PostgreSQL's own CountUserBackends reads it, without its lock: a count
+/// for a limit, which a login or logout racing it may move by one either way.
+fn bi_sessions_on_server() -> i64 {
+    // SAFETY: ProcGlobal and its PGPROC array live in shared memory for the
+    // life of the server; pid and roleId are plain integers read as they
+    // are; the membership check is a syscache lookup that raises for nothing.
+    unsafe {
+        let group = pg_sys::get_role_oid(names::CREDENTIAL_GROUP_C.as_ptr(), true);
+        let global = pg_sys::ProcGlobal;
+        if group == pg_sys::InvalidOid || global.is_null() {
+            return 0;
+        }
+        let mut count = 0;
+        for i in 0..(*global).allProcCount as usize {
+            let process = (*global).allProcs.add(i);
+            let pid = std::ptr::read_volatile(std::ptr::addr_of!((*process).pid));
+            let login = std::ptr::read_volatile(std::ptr::addr_of!((*process).roleId));
+            if pid != 0
+                && pid != pg_sys::MyProcPid
+                && login != pg_sys::InvalidOid
+                && pg_sys::is_member_of_role_nosuper(login, group)
+            {
+                count += 1;
+            }
+        }
+        count
+    }
+}
+
 /// Whether this database has bi_access's records (a credential of another
 /// database of the cluster may log in here).
 fn managed_here() -> bool {
@@ -188,7 +219,9 @@ fn too_many(what: String) -> ! {
     unreachable!("FATAL does not return")
 }
 
-/// Counts other BI sessions on this server, as the bootstrap superuser: the
+/// Counts other BI sessions on this server from the proc array (no query:
+/// a login pays for none), and those of the login's org, as the bootstrap
+/// superuser, only when the server has as many as the org's limit: the
 /// credential itself may read neither bi_access's records nor other roles'
 /// memberships through the session guard's eyes.
 fn connection_limits() {
@@ -197,24 +230,19 @@ fn connection_limits() {
     if server_limit.is_none() && org_limit.is_none() {
         return;
     }
-    let (on_server, of_org) = db::as_superuser(|| {
-        // db::first runs read-only: it assigns no transaction id, which a
-        // standby could not.
-        // The backend status array directly, not the pg_stat_activity view,
-        // which builds every column of every backend.
-        let on_server = db::first::<i64>(
-            "SELECT count(*) FROM pg_catalog.pg_stat_get_backend_idset() i \
-             WHERE pg_catalog.pg_stat_get_backend_pid(i) OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
-               AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-                           WHERE m.member OPERATOR(pg_catalog.=) pg_catalog.pg_stat_get_backend_userid(i) \
-                             AND m.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole($1)::pg_catalog.oid)",
-            &[names::CREDENTIAL_GROUP.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(0);
-        let org_may_be_over = org_limit.is_some_and(|limit| on_server >= i64::from(limit));
-        let of_org = if org_may_be_over && managed_here() {
+    let on_server = bi_sessions_on_server();
+    // The org's sessions are some of the server's: while the server has
+    // fewer BI sessions than the org's limit, the org cannot be over it, and
+    // the costlier count (bi_access's records joined with every backend) is
+    // skipped.
+    let org_may_be_over = org_limit.is_some_and(|limit| on_server >= i64::from(limit));
+    let of_org = if org_may_be_over {
+        db::as_superuser(|| {
+            if !managed_here() {
+                return None;
+            }
+            // db::first runs read-only: it assigns no transaction id, which
+            // a standby could not.
             db::first::<i64>(
                 "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
                  JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
@@ -227,11 +255,10 @@ fn connection_limits() {
             )
             .ok()
             .flatten()
-        } else {
-            None
-        };
-        (on_server, of_org)
-    });
+        })
+    } else {
+        None
+    };
     if let Some(limit) = server_limit {
         if on_server >= i64::from(limit) {
             too_many(format!(
