@@ -18,7 +18,7 @@ ONE := $(or $(PG),15)
 SOME := $(or $(PG),$(MAJORS))
 WITH_PG := bash scripts/with-pg.sh
 
-.PHONY: setup build install demo demo-stop test lint pgrx-test pg-test package package-test bench clean
+.PHONY: setup build install demo demo-stop test lint pgrx-test pg-test pg-upgrade-test package package-test bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -53,7 +53,13 @@ pg-test: setup
 	@for m in $(SOME); do \
 	  $(MAKE) --no-print-directory install PG=$$m && $(WITH_PG) $$m bash pg_test/run.sh || exit 1; \
 	  if [[ $$m == 15 ]]; then $(WITH_PG) $$m bash pg_test/upgrade/run.sh || exit 1; fi; \
+	  if [[ $$m == 17 ]]; then bash pg_test/upgrade/pg_upgrade.sh || exit 1; fi; \
 	done
+
+# pg_upgrade from 15 to 17 with bi_access in use, on private copies of both
+# servers with this tree's release build packaged for each (installs nothing).
+pg-upgrade-test: setup
+	bash pg_test/upgrade/pg_upgrade.sh
 
 package: setup
 	@for m in $(SOME); do $(WITH_PG) $$m bash scripts/package.sh || exit 1; done
@@ -66,8 +72,8 @@ package-test: setup
 
 # fmt, then per major: clippy, #[pg_test]s, release install, pg_test/ on a
 # primary + streaming replica (and on 15, the only major 0.1.0 was released
-# for, the upgrade test), .deb; then the 15 package's smoke test. Times
-# per stage and major go to target/test-times.txt.
+# for, the upgrade test; on 17 the pg_upgrade 15 -> 17 test), .deb; then the
+# 15 package's smoke test. Times per stage and major go to target/test-times.txt.
 test: setup
 	@bash scripts/test-matrix.sh $(SOME)
 

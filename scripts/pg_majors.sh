@@ -13,6 +13,14 @@ declare -A PG_WHEEL_VERSION=([14]=14.23.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
 BI_ROOT=${BI_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 PG_LOCAL_DIR=${PG_LOCAL_DIR:-$BI_ROOT/.pg}
 
+# The old side of the pg_upgrade test (pg_test/upgrade/pg_upgrade.sh): a 15
+# from the same wheels, unpacked beside the others. Debian's 15.20 writes an
+# attribute version into every column's attoptions (`pg_attver`), which no
+# 17 on PyPI (17.11 at most) knows: pg_upgrade from it to 17.11 fails in
+# pg_restore with 'unrecognized parameter "pg_attver"'. 15.19 has none.
+PG_UPGRADE_FROM_VERSION=15.19.0
+PG_UPGRADE_FROM_DIR=$PG_LOCAL_DIR/15-wheel
+
 # pg_bin MAJOR: the bin directory of that major's server and tools.
 pg_bin() {
   if [[ $1 == 15 ]]; then

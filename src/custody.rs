@@ -13,7 +13,15 @@
 //!   refuses to manage the role (55000 naming the managing database), its
 //!   records read `failed`, and its org lookup answers nothing for the role.
 //!   A copy of a copy sees the same mark: a copy never re-marks a role;
-//! - another system (a restore into another cluster, pg_upgrade), or a
+//! - another system, and the role is a member of this database's reader
+//!   group: the database and its roles came together, as pg_upgrade carries
+//!   them (it keeps database and role OIDs, and copies bi_access's tables,
+//!   but the new cluster has its own system identifier; a logical restore
+//!   makes a new reader group at CREATE EXTENSION, which the restored roles
+//!   are not members of). Managed here if the mark names this database, a
+//!   copy if it names another that exists. The next sync re-marks the roles
+//!   this database manages with the new system identifier;
+//! - another system otherwise (a restore into another cluster), or a
 //!   managing database that no longer exists: the next sync adopts the role,
 //!   once, in its transaction (re-marked, and made a member of this
 //!   database's reader group).
@@ -85,19 +93,23 @@ pub fn mark(role: &str) -> Result<()> {
 
 /// Who manages the role, by its mark.
 pub fn of(role: &str) -> Result<Custody> {
-    let comment = db::first::<String>(
+    judge(role, comment_of(role)?.as_deref())
+}
+
+/// The role's COMMENT, where its mark is.
+fn comment_of(role: &str) -> Result<Option<String>> {
+    db::first::<String>(
         "SELECT pg_catalog.shobj_description(r.oid, 'pg_authid') FROM pg_catalog.pg_roles r \
          WHERE r.rolname = $1",
         &[role.into()],
-    )?;
-    judge(comment.as_deref())
+    )
 }
 
-fn judge(comment: Option<&str>) -> Result<Custody> {
+fn judge(role: &str, comment: Option<&str>) -> Result<Custody> {
     let Some((system_id, database_id)) = comment.and_then(parse) else {
         return Ok(Custody::Unmarked);
     };
-    if system_id != system()? {
+    if system_id != system()? && !in_reader_group(role)? {
         return Ok(Custody::Adoptable);
     }
     if database_id == database() {
@@ -112,6 +124,26 @@ fn judge(comment: Option<&str>) -> Result<Custody> {
             None => Custody::Adoptable,
         },
     )
+}
+
+/// Whether the role is a member of this database's reader group: the group
+/// granted this database's org lookup (CREATE EXTENSION grants it, so a
+/// logical restore grants it to the new group, not to the restored one).
+/// Read from pg_proc, not bi_access.config: the credentials view calls this
+/// as its reader, who may not read the config.
+fn in_reader_group(role: &str) -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                        JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) m.member \
+                        WHERE r.rolname OPERATOR(pg_catalog.=) $1 \
+                          AND m.roleid IN (SELECT a.grantee FROM pg_catalog.pg_proc p, \
+                                                  pg_catalog.aclexplode(p.proacl) a \
+                                           WHERE p.oid OPERATOR(pg_catalog.=) \
+                                                 'bi_access.current_org()'::pg_catalog.regprocedure \
+                                             AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'))",
+        &[role.into()],
+    )?
+    .unwrap_or(false))
 }
 
 fn parse(comment: &str) -> Option<(String, u32)> {
@@ -150,7 +182,9 @@ pub fn problem(role: &str) -> Result<Option<String>> {
 
 /// From a sync: every current credential whose role came from another
 /// cluster, or whose managing database is gone, becomes this database's
-/// (marked, and a member of this database's reader group). Returns how many.
+/// (marked, and a member of this database's reader group). A role this
+/// database manages whose mark names another system (pg_upgrade) is
+/// re-marked. Returns how many were adopted.
 pub fn adopt_all() -> Result<i64> {
     let roles = db::column::<String>(
         "SELECT c.role_name::text FROM bi_access.credential c \
@@ -159,17 +193,31 @@ pub fn adopt_all() -> Result<i64> {
         &[],
     )?;
     let reader = roles::reader_group()?;
-    let mut adopted = 0;
+    let here = mark_here()?;
+    let (mut adopted, mut remarked) = (0, 0);
     for role in roles {
-        if of(&role)? != Custody::Adoptable {
-            continue;
+        let comment = comment_of(&role)?;
+        match judge(&role, comment.as_deref())? {
+            Custody::Adoptable => {
+                mark(&role)?;
+                roles::join_reader_group(&role, &reader)?;
+                adopted += 1;
+            }
+            // Carried here by pg_upgrade: with the new system in its mark, a
+            // copy of this database made from now on is told apart as on any
+            // cluster.
+            Custody::Here if comment.as_deref() != Some(here.as_str()) => {
+                mark(&role)?;
+                remarked += 1;
+            }
+            _ => {}
         }
-        mark(&role)?;
-        roles::join_reader_group(&role, &reader)?;
-        adopted += 1;
     }
     if adopted > 0 {
         audit::record("adopt", &NO_SUBJECT, json!({ "roles": adopted }))?;
+    }
+    if remarked > 0 {
+        audit::record("remark", &NO_SUBJECT, json!({ "roles": remarked }))?;
     }
     Ok(adopted)
 }

@@ -177,6 +177,8 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
     crate::custody::adopt_all()?;
+    // After pg_upgrade from 15: memberships in 16+'s form.
+    crate::roles::sync_memberships()?;
     let mut done = Vec::new();
     for tbl in expose_new_tables()? {
         sync_one(tbl)?;
@@ -661,6 +663,8 @@ fn lock_exclusively(target: &Target) -> Result<()> {
 /// and no step waits on a credential's row.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     crate::custody::adopt_all()?;
+    // After pg_upgrade from 15: memberships in 16+'s form.
+    crate::roles::sync_memberships()?;
     expose_new_tables()?;
     // Credentials' pgaudit read logging follows bi_access.audit_reads.
     crate::roles::sync_audit_reads()?;

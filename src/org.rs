@@ -83,26 +83,41 @@ fn look_up(user: pg_sys::Oid) -> Result<Option<String>> {
             .to_string_lossy()
             .into_owned()
     };
+    // As the superuser: the planner asks as the credential, which may not
+    // read bi_access's records (SECURITY DEFINER covers the calls only).
+    db::as_superuser(|| live_org(&role, user))
+}
+
+fn live_org(role: &str, user: pg_sys::Oid) -> Result<Option<String>> {
     // Runs under the caller's search_path (see api.rs): every name and
     // operator is schema-qualified, so no object of the caller's can stand in.
     // A role another database manages (this one is a copy) or one not yet
     // adopted after a restore gets no org here (src/custody.rs).
-    // As the superuser: the planner asks as the credential, which may not
-    // read bi_access's records (SECURITY DEFINER covers the calls only).
-    db::as_superuser(|| {
-        db::first::<String>(
-        "SELECT c.org_id FROM bi_access.credential c \
+    const LIVE: &str = "SELECT c.org_id FROM bi_access.credential c \
          WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
            AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) \
-               ANY ('{pending,active,syncing}'::pg_catalog.text[]) \
-           AND coalesce(pg_catalog.shobj_description($2, 'pg_authid'), $3) OPERATOR(pg_catalog.=) $3",
+               ANY ('{pending,active,syncing}'::pg_catalog.text[])";
+    let org = db::first::<String>(
+        &format!(
+            "{LIVE} AND coalesce(pg_catalog.shobj_description($2, 'pg_authid'), $3) \
+                        OPERATOR(pg_catalog.=) $3"
+        ),
         &[
-            role.as_str().into(),
+            role.into(),
             user.into(),
             crate::custody::mark_here()?.as_str().into(),
         ],
-    )
-    })
+    )?;
+    if org.is_some() {
+        return Ok(org);
+    }
+    // A mark that is not this database's exact one can still be: pg_upgrade
+    // gives the cluster a new system identifier (src/custody.rs), and the
+    // role is this database's until a sync re-marks it.
+    let Some(org) = db::first::<String>(LIVE, &[role.into()])? else {
+        return Ok(None);
+    };
+    Ok((crate::custody::of(role)? == crate::custody::Custody::Here).then_some(org))
 }
 
 /// The planner's question about a call of one of the three lookups

@@ -84,14 +84,63 @@ pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<
 }
 
 /// Makes the role a member of this database's reader group (a role adopted
-/// after a restore belongs to the group of the database it came from).
+/// after a restore belongs to the group of the database it came from), in
+/// the form `create_login` gives.
 pub fn join_reader_group(role: &str, reader: &str) -> Result<()> {
-    Spi::run(&format!(
-        "GRANT {} TO {}",
-        quote_identifier(reader),
-        quote_identifier(role)
+    Spi::run(&compat::grant_membership_sql(
+        &[quote_identifier(reader)],
+        &quote_identifier(role),
     ))?;
     Ok(())
+}
+
+/// At a sync, from PostgreSQL 16 on: every current credential role this
+/// database manages whose membership in its reader group or in
+/// bi_access_credential allows SET ROLE (or does not inherit) is granted
+/// both again in the form `create_login` gives, which changes the options
+/// of the existing memberships. pg_upgrade from 15 leaves every membership
+/// so: 15 has no such options, and a membership re-created on 16+ without
+/// them allows SET ROLE. Only roles that differ are altered, so a second
+/// sync changes nothing. Returns how many roles changed.
+pub fn sync_memberships() -> Result<i64> {
+    if !compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+        return Ok(0);
+    }
+    let reader = reader_group()?;
+    let roles = db::column::<String>(
+        &format!(
+            "SELECT c.role_name::text \
+             FROM bi_access.credential c \
+             JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) c.role_name \
+             WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
+               AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                           JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
+                           WHERE m.member OPERATOR(pg_catalog.=) r.oid \
+                             AND g.rolname OPERATOR(pg_catalog.=) ANY (ARRAY[$1::name, $2::name]) \
+                             AND ({} OR NOT m.inherit_option)) \
+             ORDER BY 1",
+            compat::MEMBERSHIP_ALLOWS_SET_ROLE_SQL
+        ),
+        &[reader.as_str().into(), CREDENTIAL_GROUP.into()],
+    )?;
+    let mut changed = 0;
+    for role in &roles {
+        // A copy of the database leaves the original's roles alone.
+        if matches!(
+            crate::custody::of(role)?,
+            crate::custody::Custody::Here | crate::custody::Custody::Unmarked
+        ) {
+            Spi::run(&compat::grant_membership_sql(
+                &[
+                    quote_identifier(&reader),
+                    quote_identifier(CREDENTIAL_GROUP),
+                ],
+                &quote_identifier(role),
+            ))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 /// Settings every BI session starts with: read-only, a search_path, and this
