@@ -257,6 +257,30 @@ def test_all_credentials_stop_at_max_bi_connections(pair, bi, server):
         bi.one("delete", cred.role)
 
 
+def test_ended_sessions_free_their_slots(pair, bi, server):
+    """The server's BI sessions are counted from PostgreSQL's proc array,
+    whose free entries keep the pid and role of the session that ended:
+    after many credential sessions have come and gone, max_bi_connections
+    still admits exactly that many."""
+    creds = [bi.generate(org) for org in ("921", "922", "923")]
+    for _ in range(4):
+        close_all([login(c.login_args(server)) for c in creds])
+    with bi_settings(pair, max_bi_connections="3"):
+        conns = [login(c.login_args(server)) for c in creds]
+        try:
+            outcomes = []
+            for c in conns:
+                with c.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    outcomes.append(cur.fetchall())
+            assert outcomes == [[(1,)]] * 3
+            assert first_statement(creds[0], server) == TOO_MANY_CONNECTIONS
+        finally:
+            close_all(conns)
+    for cred in creds:
+        bi.one("delete", cred.role)
+
+
 def test_a_database_setting_above_a_cap_is_lowered_at_login(pair, bi, cred, server):
     """A careless ALTER DATABASE … SET work_mem applies to every role of the
     database; in a credential session it is lowered to the cap."""

@@ -166,8 +166,8 @@ fn end(why: &str) -> ! {
 }
 
 /// The other backends whose login (PGPROC's roleId: the session user, which
-/// SET ROLE does not change) is a member of the credential group. Read as
-/// PostgreSQL's own CountUserBackends reads it, without its lock: a count
+/// SET ROLE does not change) is a member of the credential group. Read
+/// without the proc array's lock but for each candidate's own check: a count
 /// for a limit, which a login or logout racing it may move by one either way.
 fn bi_sessions_on_server() -> i64 {
     // SAFETY: ProcGlobal and its PGPROC array live in shared memory for the
@@ -184,10 +184,13 @@ fn bi_sessions_on_server() -> i64 {
             let process = (*global).allProcs.add(i);
             let pid = std::ptr::read_volatile(std::ptr::addr_of!((*process).pid));
             let login = std::ptr::read_volatile(std::ptr::addr_of!((*process).roleId));
+            // A PGPROC back on the free list keeps its last pid and role:
+            // only one the proc array still holds for that pid is a session.
             if pid != 0
                 && pid != pg_sys::MyProcPid
                 && login != pg_sys::InvalidOid
                 && pg_sys::is_member_of_role_nosuper(login, group)
+                && pg_sys::BackendPidGetProc(pid) == process
             {
                 count += 1;
             }
