@@ -167,7 +167,7 @@ fn unsynced(_: &Context) -> Result<Vec<Finding>> {
     Ok(exposure::unsynced_tables()?
         .into_iter()
         .map(|pending| Finding {
-            severity: if pending.reason.starts_with("new table") {
+            severity: if pending.reason.is_new_table() {
                 "info"
             } else {
                 "error"
@@ -176,7 +176,7 @@ fn unsynced(_: &Context) -> Result<Vec<Finding>> {
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
-            finding: pending.reason,
+            finding: pending.reason.to_string(),
             fix: "SELECT * FROM bi_access.sync_tables();".into(),
         })
         .collect())
@@ -364,12 +364,13 @@ fn orphaned_credentials(_: &Context) -> Result<Vec<Finding>> {
                                JOIN readers rd ON rd.oid = rm.roleid \
                                WHERE rm.member = r.oid AND rd.alive) \
                AND NOT EXISTS (SELECT FROM bi_access.credential c \
-                               WHERE c.role_name = r.rolname AND c.status <> 'deleted') \
+                               WHERE c.role_name = r.rolname AND c.status::text <> $3) \
              ORDER BY 1"
         ),
         &[
             names::READER_GROUP_PREFIX.into(),
             names::CREDENTIAL_GROUP.into(),
+            crate::status::Status::Deleted.as_str().into(),
         ],
         "error",
         "a bi_access credential role that no database manages any more (its database was dropped, \

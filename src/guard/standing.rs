@@ -18,10 +18,9 @@ use std::cell::Cell;
 use std::ffi::CStr;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use crate::error::BiError;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use crate::db;
 use crate::names;
@@ -153,28 +152,12 @@ fn standing() -> Standing {
     }
 }
 
-fn end(why: &str) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
-        format!("terminating connection: this bi_access credential {why}"),
-        "bi_access",
-    )
-    .set_hint(
-        "Ask the organization's administrator for the credential's current connection details.",
-    )
-    .report(PgLogLevel::FATAL);
-    unreachable!("FATAL does not return")
+fn end(why: &'static str) -> ! {
+    BiError::Ended(why).raise_fatal()
 }
 
 fn too_many(what: String) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_TOO_MANY_CONNECTIONS,
-        what,
-        "bi_access",
-    )
-    .set_hint("Close another session of this organization's BI tools, or ask its administrator to raise the limit.")
-    .report(PgLogLevel::FATAL);
-    unreachable!("FATAL does not return")
+    BiError::TooManyConnections(what).raise_fatal()
 }
 
 /// Counts other BI sessions on this server, as the bootstrap superuser: the
