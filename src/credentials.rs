@@ -125,13 +125,12 @@ pub fn regenerate(
     role: &str,
     valid_until: Option<TimestampWithTimeZone>,
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
-    let (record, status) = open(role)?;
-    let mut role_oid = record.role_oid;
+    let (mut record, status) = open(role)?;
     match Action::Regenerate.rule(status) {
         Rule::Allow => {}
         // A record whose role is gone reads failed: regenerate recreates
         // the role (a restore without roles, a role dropped by hand).
-        Rule::RecreatesRole if !record.role_exists() => role_oid = Some(recreate_role(&record)?),
+        Rule::RecreatesRole if !record.role_exists() => recreate_role(&mut record)?,
         Rule::NeedsValidUntil if valid_until.is_some() => {}
         Rule::NeedsValidUntil => {
             return Err(Action::Regenerate.refuse_needing(role, status, "given a new valid_until"))
@@ -155,7 +154,7 @@ pub fn regenerate(
         record.stored
     };
     records::store_new_password(&record, sealed, &sealed_with, until.as_deref(), stored)?;
-    let ended = end_sessions(role_oid)?;
+    let ended = end_sessions(record.role_oid)?;
     audit::record(
         "regenerate",
         &record.subject(),
@@ -271,9 +270,10 @@ pub fn purge(role: &str) -> Result<()> {
 /// database manages is refused (src/custody.rs: a copy never manages the
 /// original's roles).
 fn open(role: &str) -> Result<(Record, Status)> {
-    let record = records::lock(role)?;
+    let mut record = records::lock(role)?;
     if record.stored == Status::Pending && record.replayed {
         records::set_status(&record, Status::Active)?;
+        record.stored = Status::Active;
     }
     if record.role_exists() && record.stored != Status::Deleted {
         crate::custody::require_marked_here(role, record.custody_mark.as_deref())?;
@@ -366,9 +366,9 @@ fn new_password(role: &str, key: &key::SealingKey) -> Result<(String, Vec<u8>, S
 }
 
 /// The role of a record whose role is gone, as generate made it, with the
-/// record's expiry and connection limit; the record is current again.
-/// Returns the new role's oid.
-fn recreate_role(record: &Record) -> Result<pg_sys::Oid> {
+/// record's expiry and connection limit; the record is current again (and
+/// `record` says so: its stored status and its role's oid).
+fn recreate_role(record: &mut Record) -> Result<()> {
     let options = LoginOptions {
         valid_until: record.valid_until.clone(),
         connection_limit: record.connection_limit,
@@ -376,7 +376,10 @@ fn recreate_role(record: &Record) -> Result<pg_sys::Oid> {
     roles::create_login(&record.role, &roles::reader_group()?, &options)?;
     let status = first_status(settings::replica_application_name().is_some());
     records::set_recreated(record, status)?;
-    roles::oid(&record.role)?.ok_or_else(|| internal("a role just created is missing"))
+    record.stored = status;
+    record.role_oid =
+        Some(roles::oid(&record.role)?.ok_or_else(|| internal("a role just created is missing"))?);
+    Ok(())
 }
 
 fn end_sessions(role_oid: Option<pg_sys::Oid>) -> Result<usize> {

@@ -344,6 +344,107 @@ pub fn set_deleted(record: &Record) -> Result<()> {
     )
 }
 
+/// Which sealed secrets (records with a secret) a statement is about.
+pub enum Sealed<'a> {
+    All,
+    /// Sealed by 0.1.0's key file: no fingerprint.
+    Legacy,
+    With(&'a str),
+    /// Not sealed with this key (None: with any key but 0.1.0's).
+    NotWith(Option<&'a str>),
+}
+
+impl Sealed<'_> {
+    fn condition(&self) -> &'static str {
+        match self {
+            Sealed::All => "true",
+            Sealed::Legacy => "sealed_with IS NULL",
+            Sealed::With(_) => "sealed_with = $1",
+            Sealed::NotWith(_) => "sealed_with IS DISTINCT FROM $1",
+        }
+    }
+
+    fn args(&self) -> Vec<pgrx::datum::DatumWithOid<'_>> {
+        match self {
+            Sealed::All | Sealed::Legacy => vec![],
+            Sealed::With(fingerprint) => vec![(*fingerprint).into()],
+            Sealed::NotWith(fingerprint) => vec![(*fingerprint).into()],
+        }
+    }
+}
+
+pub fn count_sealed(which: Sealed) -> Result<i64> {
+    Ok(db::first::<i64>(
+        &format!(
+            "SELECT count(*) FROM bi_access.credential WHERE secret IS NOT NULL AND {}",
+            which.condition()
+        ),
+        &which.args(),
+    )?
+    .unwrap_or(0))
+}
+
+/// (id, role, sealed secret) of each.
+pub fn sealed_secrets(which: Sealed) -> Result<Vec<(i64, String, Vec<u8>)>> {
+    Spi::connect(|client| {
+        let mut rows = Vec::new();
+        for row in client.select(
+            &format!(
+                "SELECT id, role_name::text, secret FROM bi_access.credential \
+                 WHERE secret IS NOT NULL AND {}",
+                which.condition()
+            ),
+            None,
+            &which.args(),
+        )? {
+            rows.push((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+            ));
+        }
+        Ok(rows)
+    })
+}
+
+pub fn set_sealed_with(id: i64, fingerprint: &str) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET sealed_with = $2 WHERE id = $1",
+        &[id.into(), fingerprint.into()],
+    )
+}
+
+pub fn reseal(id: i64, secret: Vec<u8>, fingerprint: &str) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET secret = $2, sealed_with = $3 WHERE id = $1",
+        &[id.into(), secret.into(), fingerprint.into()],
+    )
+}
+
+/// Forgets every sealed secret, saying why in `last_error`; their roles.
+pub fn forget_secrets(why: &str) -> Result<Vec<String>> {
+    Spi::connect_mut(|client| {
+        let mut roles = Vec::new();
+        for row in client.update(
+            "UPDATE bi_access.credential \
+             SET secret = NULL, sealed_with = NULL, updated_at = now(), last_error = $1 \
+             WHERE secret IS NOT NULL RETURNING role_name::text",
+            None,
+            &[why.into()],
+        )? {
+            roles.extend(row.get::<String>(1)?);
+        }
+        Ok(roles)
+    })
+}
+
+pub fn unmark_sealed_with(fingerprint: &str) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET sealed_with = NULL WHERE sealed_with = $1",
+        &[fingerprint.into()],
+    )
+}
+
 /// How many current records exist (DROP EXTENSION is refused while any do).
 pub fn count_current() -> Result<i64> {
     Ok(db::first::<i64>(

@@ -158,3 +158,15 @@ pub(crate) fn plain_admin(name: &str) {
         "CREATE ROLE {name} NOLOGIN IN ROLE bi_access_admin"
     ));
 }
+
+/// The plan of `sql`, as EXPLAIN prints it.
+pub(crate) fn explain(sql: &str) -> String {
+    Spi::connect(|client| {
+        client
+            .select(&format!("EXPLAIN {sql}"), None, &[])
+            .unwrap()
+            .map(|row| row.get::<String>(1).unwrap().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}

@@ -184,14 +184,7 @@ mod tests {
         as_role(&user, || {
             assert_eq!(one::<i64>("SELECT count(*) FROM public.accounts"), 500);
             run("SET LOCAL enable_seqscan = off");
-            let plan: String = Spi::connect(|client| {
-                client
-                    .select("EXPLAIN SELECT * FROM public.accounts", None, &[])
-                    .unwrap()
-                    .map(|row| row.get::<String>(1).unwrap().unwrap())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            let plan = explain("SELECT * FROM public.accounts");
             assert!(plan.contains("accounts_org"), "{plan}");
         });
     }

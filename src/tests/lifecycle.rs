@@ -211,6 +211,26 @@ mod tests {
     }
 
     #[pg_test]
+    fn regenerate_recreates_a_missing_role_and_the_credential_works_again() {
+        for stored in ["active", "failed"] {
+            let (user, _) = generate(&format!("acme-{stored}"));
+            run(&format!("DROP ROLE {user}"));
+            run(&format!(
+                "UPDATE bi_access.credential SET status = '{stored}' WHERE role_name = '{user}'"
+            ));
+            assert_eq!(status(&user), "failed");
+            let password: String = one(&format!(
+                "SELECT password FROM bi_access.regenerate('{user}')"
+            ));
+            assert_eq!(status(&user), "active", "stored {stored}");
+            let revealed: String = one(&format!(
+                "SELECT password FROM bi_access.connection_details('{user}')"
+            ));
+            assert_eq!(revealed, password);
+        }
+    }
+
+    #[pg_test]
     fn a_deactivated_credential_can_be_rotated_and_deleted_but_not_revealed() {
         let (user, old) = generate("acme");
         run(&format!("SELECT bi_access.revoke('{user}')"));

@@ -33,14 +33,7 @@ mod tests {
         let (acme, _) = generate(ACME);
         let plan: String = as_role(&acme, || {
             run("SET LOCAL enable_seqscan = off");
-            Spi::connect(|client| {
-                client
-                    .select("EXPLAIN SELECT * FROM public.projects", None, &[])
-                    .unwrap()
-                    .map(|row| row.get::<String>(1).unwrap().unwrap())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
+            explain("SELECT * FROM public.projects")
         });
         assert!(plan.contains("InitPlan"), "{plan}");
         assert!(plan.contains("projects_org_id_idx"), "{plan}");
