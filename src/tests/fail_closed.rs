@@ -21,19 +21,20 @@ mod tests {
         run("SELECT bi_access.expose_table('public.part')");
         run("GRANT SELECT ON public.part_acme TO PUBLIC");
         let (acme, _) = generate(ACME);
+        let sequence = projects_sequence();
         as_login(&acme, || {
             assert_eq!(one::<i64>("SELECT count(*) FROM public.projects"), 3);
             assert_eq!(one::<i64>("SELECT count(*) FROM public.part"), 0);
             assert!(one::<i64>("SELECT count(*) FROM pg_catalog.pg_class") > 0);
             assert!(one::<i64>("SELECT count(*) FROM information_schema.tables") > 0);
             for sql in [
-                "SELECT count(*) FROM public.leaky",
-                "SELECT count(*) FROM public.leaky_view",
-                "SELECT count(*) FROM public.part_acme",
-                "SELECT count(*) FROM public.projects_id_seq",
-                "WITH x AS (SELECT * FROM public.leaky) SELECT count(*) FROM x",
+                "SELECT count(*) FROM public.leaky".to_string(),
+                "SELECT count(*) FROM public.leaky_view".to_string(),
+                "SELECT count(*) FROM public.part_acme".to_string(),
+                format!("SELECT count(*) FROM {sequence}"),
+                "WITH x AS (SELECT * FROM public.leaky) SELECT count(*) FROM x".to_string(),
             ] {
-                fails_with(sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
+                fails_with(&sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
             }
         });
     }
@@ -94,6 +95,8 @@ mod tests {
         saas();
         let (acme, _) = generate(ACME);
         let reader: String = one("SELECT reader_role::text FROM bi_access.config");
+        let sequence: u32 =
+            one::<pg_sys::Oid>(&format!("SELECT '{}'::regclass::oid", projects_sequence())).into();
         for group in ["bi_access_credential", reader.as_str()] {
             as_login(&acme, || {
                 let set_role = format!("SET ROLE {}", pgrx::spi::quote_identifier(group));
@@ -114,7 +117,9 @@ mod tests {
                     "SELECT pg_notify('app_events', 'forged')",
                     "SELECT pg_advisory_lock(1)",
                     "SELECT pg_try_advisory_xact_lock(1)",
-                    "SELECT nextval(c.oid) FROM pg_catalog.pg_class c WHERE c.relname = 'projects_id_seq'",
+                    &format!(
+                        "SELECT nextval(c.oid) FROM pg_catalog.pg_class c WHERE c.oid = {sequence}"
+                    ),
                 ] {
                     fails_with(sql, ERRCODE_INSUFFICIENT_PRIVILEGE);
                 }

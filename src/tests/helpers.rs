@@ -170,3 +170,10 @@ pub(crate) fn explain(sql: &str) -> String {
             .join("\n")
     })
 }
+
+/// saas()'s `public.projects` id sequence, by its name in this transaction:
+/// a concurrent test's uncommitted `public.projects` can make it
+/// `projects_id_seq1`.
+pub(crate) fn projects_sequence() -> String {
+    one("SELECT pg_get_serial_sequence('public.projects', 'id')")
+}

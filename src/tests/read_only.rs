@@ -12,9 +12,7 @@ mod tests {
     fn credential_cannot_write() {
         saas();
         let (acme, _) = generate(ACME);
-        // Its name, not `projects_id_seq`: a concurrent test's uncommitted
-        // public.projects can make it `projects_id_seq1`.
-        let sequence: String = one("SELECT pg_get_serial_sequence('public.projects', 'id')");
+        let sequence = projects_sequence();
         let writes = [
             format!("INSERT INTO public.projects (org_id, name) VALUES ('{ACME}'::uuid, 'x')"),
             "UPDATE public.projects SET name = 'x'".to_string(),
