@@ -580,6 +580,31 @@ pub fn live_verifier(username: &str) -> Result<Option<(String, String)>> {
     })
 }
 
+/// For the session guard's org connection limit: how many other sessions of
+/// this database belong to credentials of the login's org; None where this
+/// database has no bi_access (a credential of another database visiting).
+/// Runs under the session's search_path: every name is schema-qualified.
+pub fn other_sessions_of_my_org() -> Result<Option<i64>> {
+    let managed_here = db::first::<bool>(
+        "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false);
+    if !managed_here {
+        return Ok(None);
+    }
+    db::first::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
+         JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
+         WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
+           AND a.datid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
+                            WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
+           AND c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
+                            WHERE k.role_name OPERATOR(pg_catalog.=) session_user)",
+        &[],
+    )
+}
+
 /// The first step of `CALL bi_access.sync()`: which backend syncs. Every
 /// current credential reads `syncing` while that backend runs the procedure
 /// (`sync_running`), and at no other time: nothing is written on the

@@ -185,26 +185,8 @@ fn connection_limits() {
         .ok()
         .flatten()
         .unwrap_or(0);
-        let managed_here = db::first::<bool>(
-            "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false);
-        let of_org = if managed_here && org_limit.is_some() {
-            db::first::<i64>(
-                "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
-                 JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
-                 WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
-                   AND a.datid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
-                                    WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
-                   AND c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
-                                    WHERE k.role_name OPERATOR(pg_catalog.=) session_user)",
-                &[],
-            )
-            .ok()
-            .flatten()
+        let of_org = if org_limit.is_some() {
+            crate::records::other_sessions_of_my_org().ok().flatten()
         } else {
             None
         };
