@@ -605,6 +605,34 @@ pub fn other_sessions_of_my_org() -> Result<Option<i64>> {
     )
 }
 
+/// check(): (object, fix) of each credential role of this database with an
+/// attribute or a membership bi_access never gives; `settable` is the SQL
+/// condition on `m` (pg_auth_members) of a membership that allows SET ROLE
+/// (`false` before 16), `regrant` how the fix words the memberships.
+pub fn overgranted_roles(
+    reader: &str,
+    settable: &str,
+    regrant: &str,
+) -> Result<Vec<(String, String)>> {
+    db::text_pairs(
+        &format!(
+            "SELECT 'role ' || quote_ident(r.rolname), \
+                format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
+                        then REVOKE from it every role but %I and bi_access_credential{regrant}', \
+                       r.rolname, $1::text) \
+         FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+         WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
+            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                       JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential')) \
+            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                       WHERE m.member = r.oid AND {settable}) \
+         ORDER BY 1",
+        ),
+        &[reader.into()],
+    )
+}
+
 /// The first step of `CALL bi_access.sync()`: which backend syncs. Every
 /// current credential reads `syncing` while that backend runs the procedure
 /// (`sync_running`), and at no other time: nothing is written on the
