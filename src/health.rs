@@ -341,30 +341,12 @@ const READER_GROUPS: &str = "WITH readers AS ( \
 /// Credential roles of the cluster that no database manages any more: they
 /// can still log in wherever PUBLIC may connect, and read nothing there.
 fn orphaned_credentials(_: &Context) -> Result<Vec<Finding>> {
-    rows(
-        &format!(
-            "{READER_GROUPS} \
-             SELECT 'role ' || quote_ident(r.rolname), format('DROP ROLE %I;', r.rolname) \
-             FROM pg_catalog.pg_roles r \
-             JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
-             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid AND g.rolname = $2 \
-             WHERE NOT starts_with(r.rolname, $1) \
-               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
-                               JOIN readers rd ON rd.oid = rm.roleid \
-                               WHERE rm.member = r.oid AND rd.alive) \
-               AND NOT EXISTS (SELECT FROM bi_access.credential c \
-                               WHERE c.role_name = r.rolname AND c.status::text <> $3) \
-             ORDER BY 1"
-        ),
-        &[
-            names::READER_GROUP_PREFIX.into(),
-            names::CREDENTIAL_GROUP.into(),
-            crate::status::Status::Deleted.as_str().into(),
-        ],
+    Ok(words(
+        records::unmanaged_credential_roles(READER_GROUPS)?,
         "error",
         "a bi_access credential role that no database manages any more (its database was dropped, \
          or bi_access was removed there past its drop guard); it can still log in",
-    )
+    ))
 }
 
 /// Reader groups whose database lost bi_access: the statements that finish

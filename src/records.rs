@@ -633,6 +633,34 @@ pub fn overgranted_roles(
     )
 }
 
+/// check(): (object, fix) of each credential role of the cluster (a member
+/// of bi_access_credential) that no database manages any more: not in a live
+/// reader group (`reader_groups`: a `WITH readers` CTE, health.rs) and not
+/// recorded here as anything but deleted.
+pub fn unmanaged_credential_roles(reader_groups: &str) -> Result<Vec<(String, String)>> {
+    db::text_pairs(
+        &format!(
+            "{reader_groups} \
+             SELECT 'role ' || quote_ident(r.rolname), format('DROP ROLE %I;', r.rolname) \
+             FROM pg_catalog.pg_roles r \
+             JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
+             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid AND g.rolname = $2 \
+             WHERE NOT starts_with(r.rolname, $1) \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
+                               JOIN readers rd ON rd.oid = rm.roleid \
+                               WHERE rm.member = r.oid AND rd.alive) \
+               AND NOT EXISTS (SELECT FROM bi_access.credential c \
+                               WHERE c.role_name = r.rolname AND c.status::text <> $3) \
+             ORDER BY 1"
+        ),
+        &[
+            crate::names::READER_GROUP_PREFIX.into(),
+            crate::names::CREDENTIAL_GROUP.into(),
+            Status::Deleted.as_str().into(),
+        ],
+    )
+}
+
 /// The first step of `CALL bi_access.sync()`: which backend syncs. Every
 /// current credential reads `syncing` while that backend runs the procedure
 /// (`sync_running`), and at no other time: nothing is written on the
