@@ -73,3 +73,17 @@ pub fn as_superuser<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
     .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(user, context) })
     .execute()
 }
+
+/// Every row's first two columns as text (NULL as empty).
+pub fn text_pairs(sql: &str, args: &[DatumWithOid]) -> Result<Vec<(String, String)>> {
+    Spi::connect(|client| {
+        let mut pairs = Vec::new();
+        for row in client.select(sql, None, args)? {
+            pairs.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok(pairs)
+    })
+}

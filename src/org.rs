@@ -93,28 +93,13 @@ fn live_org(role: &str, user: pg_sys::Oid) -> Result<Option<String>> {
     // operator is schema-qualified, so no object of the caller's can stand in.
     // A role another database manages (this one is a copy) or one not yet
     // adopted after a restore gets no org here (src/custody.rs).
-    const LIVE: &str = "SELECT c.org_id FROM bi_access.credential c \
-         WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
-           AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) \
-               ANY ('{pending,active,syncing}'::pg_catalog.text[])";
-    let org = db::first::<String>(
-        &format!(
-            "{LIVE} AND coalesce(pg_catalog.shobj_description($2, 'pg_authid'), $3) \
-                        OPERATOR(pg_catalog.=) $3"
-        ),
-        &[
-            role.into(),
-            user.into(),
-            crate::custody::mark_here()?.as_str().into(),
-        ],
-    )?;
-    if org.is_some() {
-        return Ok(org);
+    if let Some(org) = crate::records::live_org_of(role, user, &crate::custody::mark_here()?)? {
+        return Ok(Some(org));
     }
     // A mark that is not this database's exact one can still be: pg_upgrade
     // gives the cluster a new system identifier (src/custody.rs), and the
     // role is this database's until a sync re-marks it.
-    let Some(org) = db::first::<String>(LIVE, &[role.into()])? else {
+    let Some(org) = crate::records::live_org_of_any_mark(role)? else {
         return Ok(None);
     };
     Ok((crate::custody::of(role)? == crate::custody::Custody::Here).then_some(org))

@@ -19,7 +19,7 @@ DECLARE
 BEGIN
     FOR t IN SELECT tbl FROM bi_access.exposed_table WHERE NOT hidden AND rls_enabled_by_bi_access LOOP
         BEGIN
-            PERFORM bi_access_internal.sync_one(t::oid);
+            PERFORM bi_access_internal.sync_table(t::oid);
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'bi_access 0.2.0: % was not synced (%); bi_access.check() reports it', t, SQLERRM;
         END;

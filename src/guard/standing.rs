@@ -18,9 +18,8 @@ use std::cell::Cell;
 use std::ffi::CStr;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use crate::error::BiError;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use crate::db;
 use crate::names;
@@ -152,17 +151,8 @@ fn standing() -> Standing {
     }
 }
 
-fn end(why: &str) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
-        format!("terminating connection: this bi_access credential {why}"),
-        "bi_access",
-    )
-    .set_hint(
-        "Ask the organization's administrator for the credential's current connection details.",
-    )
-    .report(PgLogLevel::FATAL);
-    unreachable!("FATAL does not return")
+fn end(why: &'static str) -> ! {
+    BiError::Ended(why).raise_fatal()
 }
 
 /// The other backends whose login (PGPROC's roleId: the session user, which
@@ -199,27 +189,8 @@ fn bi_sessions_on_server() -> i64 {
     }
 }
 
-/// Whether this database has bi_access's records (a credential of another
-/// database of the cluster may log in here).
-fn managed_here() -> bool {
-    db::first::<bool>(
-        "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
-        &[],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
-}
-
 fn too_many(what: String) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_TOO_MANY_CONNECTIONS,
-        what,
-        "bi_access",
-    )
-    .set_hint("Close another session of this organization's BI tools, or ask its administrator to raise the limit.")
-    .report(PgLogLevel::FATAL);
-    unreachable!("FATAL does not return")
+    BiError::TooManyConnections(what).raise_fatal()
 }
 
 /// Counts other BI sessions on this server from the proc array (no query:
@@ -240,25 +211,7 @@ fn connection_limits() {
     // skipped.
     let org_may_be_over = org_limit.is_some_and(|limit| on_server >= i64::from(limit));
     let of_org = if org_may_be_over {
-        db::as_superuser(|| {
-            if !managed_here() {
-                return None;
-            }
-            // db::first runs read-only: it assigns no transaction id, which
-            // a standby could not.
-            db::first::<i64>(
-                "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
-                 JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
-                 WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
-                   AND a.datid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
-                                    WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
-                   AND c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
-                                    WHERE k.role_name OPERATOR(pg_catalog.=) session_user)",
-                &[],
-            )
-            .ok()
-            .flatten()
-        })
+        db::as_superuser(|| crate::records::other_sessions_of_my_org().ok().flatten())
     } else {
         None
     };
