@@ -109,8 +109,17 @@ BI_SETTINGS = {
     "bi_access.actor": "evil",
     "bi_access.audit_reads": "off",
 }
-# The one setting any role may set (the application names its user with it).
-USERSET_BI_SETTINGS = {"bi_access.actor"}
+# The settings a credential's own session defines: those its session guard
+# reads (src/settings.rs). The others (management: where and how credentials
+# are made, and bi_access.actor, the one setting any role may set) are not
+# defined there at all: on 15 and later the reserved prefix refuses their
+# names (42602); 14 has no reservation, and a SET makes a placeholder that
+# nothing reads.
+GUARD_BI_SETTINGS = {"bi_access.statement_timeout", "bi_access.idle_in_transaction_session_timeout",
+                     "bi_access.idle_session_timeout", "bi_access.work_mem", "bi_access.temp_file_limit",
+                     "bi_access.org_connection_limit", "bi_access.max_bi_connections"}
+INVALID_PARAMETER_NAME = "42602"
+UNDEFINED_SETTING_OUTCOME = INVALID_PARAMETER_NAME if PG_MAJOR >= 15 else OK
 
 PLACEHOLDERS = {"app.org": ORG_B, "myapp.tenant": "all"}
 
@@ -310,27 +319,42 @@ def test_every_bi_access_setting_is_listed(pair, hostile):
 
 
 @pytest.mark.parametrize("how", ["SET", "set_config", "RESET"])
-@pytest.mark.parametrize("name", BI_SETTINGS,
-                         ids=lambda n: f"{n} -> {'ok' if n in USERSET_BI_SETTINGS else '42501'}")
-def test_bi_access_setting_cannot_be_changed(sess, pair, server, expected, name, how):
+@pytest.mark.parametrize("name", sorted(GUARD_BI_SETTINGS), ids=code(PERMISSION_DENIED))
+def test_guard_setting_cannot_be_changed(sess, pair, server, expected, name, how):
     """A credential's role loads bi_access at login (session_preload_libraries,
     which only a superuser may change), so from the session's first statement
-    bi_access's settings are the superuser's: SET, set_config and RESET fail
-    with 42501, except bi_access.actor; either way no row changes. (There is
-    no "before the library is loaded" state for a SET to exploit.)"""
+    the settings its guard reads are the superuser's: SET, set_config and
+    RESET fail with 42501 and no row changes. (There is no "before the library
+    is loaded" state for a SET to exploit.)"""
     config = pair.primary.value("SELECT rolconfig FROM pg_roles WHERE rolname = %s", (sess_role(sess),))
     assert "session_preload_libraries=bi_access" in config, config
-    value = BI_SETTINGS[name]
-    stmt = {"SET": f"SET {name} = '{value}'", "RESET": f"RESET {name}",
-            "set_config": f"SELECT set_config('{name}', '{value}', false)"}[how]
+    stmt = setting_statement(how, name)
     outcome = sess.run(stmt)  # the session's first statement
-    if name in USERSET_BI_SETTINGS:
-        expect(outcome, OK)
-    else:
-        expect(outcome, PERMISSION_DENIED)
-        assert f'permission denied to set parameter "{name}"' in outcome.message, str(outcome)
-        assert sess.value(f"SELECT current_setting('{name}')") == server_setting(server, name)
+    expect(outcome, PERMISSION_DENIED)
+    assert f'permission denied to set parameter "{name}"' in outcome.message, str(outcome)
+    assert sess.value(f"SELECT current_setting('{name}')") == server_setting(server, name)
     assert_sees_exactly(sess, expected[ORG_A], f"after {stmt}")
+
+
+@pytest.mark.parametrize("how", ["SET", "set_config", "RESET"])
+@pytest.mark.parametrize("name", sorted(set(BI_SETTINGS) - GUARD_BI_SETTINGS), ids=code(UNDEFINED_SETTING_OUTCOME))
+def test_management_setting_does_not_exist_in_a_credential_session(sess, expected, name, how):
+    """The settings only management reads are not defined in a credential's
+    session (defining one costs every login a sort of the server's settings
+    on 14 and 15): 42602 for the reserved prefix from 15 on, a placeholder
+    nothing reads on 14; no row changes either way."""
+    stmt = setting_statement(how, name)
+    outcome = sess.run(stmt)  # the session's first statement
+    expect(outcome, UNDEFINED_SETTING_OUTCOME)
+    if PG_MAJOR >= 15:
+        assert f'invalid configuration parameter name "{name}"' in outcome.message, str(outcome)
+    assert_sees_exactly(sess, expected[ORG_A], f"after {stmt}")
+
+
+def setting_statement(how: str, name: str) -> str:
+    value = BI_SETTINGS[name]
+    return {"SET": f"SET {name} = '{value}'", "RESET": f"RESET {name}",
+            "set_config": f"SELECT set_config('{name}', '{value}', false)"}[how]
 
 
 def test_bi_access_setting_in_the_startup_packet_refuses_the_login(cred, server):
@@ -339,7 +363,7 @@ def test_bi_access_setting_in_the_startup_packet_refuses_the_login(cred, server)
     replace the server's before the library could refuse it, so a credential
     asking for any bi_access.* setting is not let in at all (42501)."""
     options = " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}" for name, value in BI_SETTINGS.items()
-                       if name not in USERSET_BI_SETTINGS)
+                       if name != "bi_access.actor")
     with pytest.raises(psycopg2.OperationalError) as info:
         login({**cred.login_args(server), "options": options}).close()
     assert "a bi_access credential may not set bi_access." in str(info.value), str(info.value)

@@ -29,7 +29,7 @@ FROM bi_access.credential c
 CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
 CROSS JOIN LATERAL bi_access_internal.credential_state(
     c.status::text, c.role_name::text, c.target, c.created_lsn::text,
-    coalesce(c.valid_until <= now(), false), s.running) st;
+    coalesce(c.valid_until <= now(), false), s.running, c.xmin::text) st;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
 
@@ -325,7 +325,7 @@ GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
-    bi_access_internal.credential_state(text, text, text, text, boolean, boolean),
+    bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text),
     bi_access_internal.sync_running(),
     bi_access_internal.targets()
 TO bi_access_viewer;

@@ -171,52 +171,27 @@ CREATE FUNCTION bi_access."rotate_key"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
-CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
-CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'init_key_wrapper';
-CREATE FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-CREATE FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* pg_sys :: Oid */
-	"org_column" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-CREATE FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-CREATE FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
 CREATE FUNCTION bi_access_internal."credential_state"(
 	"stored" TEXT, /* & str */
 	"role_name" TEXT, /* & str */
 	"target" TEXT, /* Option < & str > */
 	"lsn" TEXT, /* Option < & str > */
 	"expired" bool, /* bool */
-	"syncing" bool /* bool */
+	"syncing" bool, /* bool */
+	"written_by" TEXT /* & str */
 ) RETURNS TABLE (
 	"status" TEXT,  /* String */
 	"problem" TEXT  /* Option < String > */
@@ -225,22 +200,53 @@ STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'credential_state_wrapper';
-CREATE FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
+CREATE FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+CREATE FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* & str */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"host" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"sslmode" TEXT,  /* String */
+	"standby" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'targets_wrapper';
+CREATE FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* pg_sys :: Oid */
+	"org_column" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-CREATE FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 CREATE FUNCTION bi_access_internal."regenerate"(
 	"role" TEXT, /* & str */
 	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
@@ -249,18 +255,99 @@ CREATE FUNCTION bi_access_internal."regenerate"(
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
-CREATE FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* & str */
+CREATE FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
 CREATE FUNCTION bi_access_internal."purge"(
 	"role" TEXT /* & str */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'purge_wrapper';
+CREATE FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+CREATE FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+CREATE FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+CREATE FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+CREATE FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+CREATE FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+CREATE FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+CREATE FUNCTION bi_access_internal."set_target"(
+	"name" TEXT, /* Option < & str > */
+	"host" TEXT, /* Option < & str > */
+	"port" INT, /* Option < i32 > */
+	"sslmode" TEXT, /* Option < & str > */
+	"standby" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_target_wrapper';
+CREATE FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+CREATE FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 CREATE FUNCTION bi_access_internal."generate"(
 	"org_id" TEXT, /* Option < & str > */
 	"label" TEXT, /* Option < & str > */
@@ -274,100 +361,14 @@ CREATE FUNCTION bi_access_internal."generate"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'generate_wrapper';
-CREATE FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* & str */
-) RETURNS void
+CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-CREATE FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-CREATE FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
+AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
+CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
-CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-CREATE FUNCTION bi_access_internal."set_target"(
-	"name" TEXT, /* Option < & str > */
-	"host" TEXT, /* Option < & str > */
-	"port" INT, /* Option < i32 > */
-	"sslmode" TEXT, /* Option < & str > */
-	"standby" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_target_wrapper';
-CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
-	"name" TEXT,  /* String */
-	"host" TEXT,  /* String */
-	"port" INT,  /* i32 */
-	"sslmode" TEXT,  /* String */
-	"standby" TEXT  /* Option < String > */
-)
-STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'targets_wrapper';
-CREATE FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
-CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-CREATE FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* & str */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"org_column" TEXT,  /* String */
-	"reason" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-CREATE FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
 CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -405,7 +406,7 @@ FROM bi_access.credential c
 CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
 CROSS JOIN LATERAL bi_access_internal.credential_state(
     c.status::text, c.role_name::text, c.target, c.created_lsn::text,
-    coalesce(c.valid_until <= now(), false), s.running) st;
+    coalesce(c.valid_until <= now(), false), s.running, c.xmin::text) st;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
 
@@ -701,7 +702,7 @@ GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
-    bi_access_internal.credential_state(text, text, text, text, boolean, boolean),
+    bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text),
     bi_access_internal.sync_running(),
     bi_access_internal.targets()
 TO bi_access_viewer;

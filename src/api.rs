@@ -132,9 +132,16 @@ mod bi_access_internal {
         lsn: Option<&str>,
         expired: bool,
         syncing: bool,
+        written_by: &str,
     ) -> TableIterator<'static, (name!(status, String), name!(problem, Option<String>))> {
         let (status, problem) = or_raise(crate::records::shown_state(
-            stored, role_name, target, lsn, expired, syncing,
+            stored,
+            role_name,
+            target,
+            lsn,
+            expired,
+            syncing,
+            written_by.parse().ok(),
         ));
         TableIterator::once((status.as_str().to_string(), problem))
     }

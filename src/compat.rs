@@ -120,14 +120,25 @@ pub const GUC_PREFIX_RESERVED: bool = cfg!(not(feature = "pg14"));
 /// about the placeholders that exist when it runs, and a later `SET` of an
 /// unknown `bi_access.` name still creates one. bi_access reads no setting it
 /// did not define, so such a placeholder steers nothing.
-pub fn reserve_guc_prefix(prefix: &'static CStr) {
+///
+/// `quietly`: without the WARNING each remaining placeholder (a setting of
+/// the server's configuration this session chose not to define) would give
+/// the client and the log.
+pub fn reserve_guc_prefix(prefix: &'static CStr, quietly: bool) {
     // SAFETY: called from _PG_init with a static C string; both functions
-    // copy the prefix and only walk the GUC table.
+    // copy the prefix and only walk the GUC table. The message levels are
+    // this backend's own variables, restored right after.
     unsafe {
+        let levels = (pg_sys::client_min_messages, pg_sys::log_min_messages);
+        if quietly {
+            pg_sys::client_min_messages = pg_sys::PGERROR as i32;
+            pg_sys::log_min_messages = pg_sys::PGERROR as i32;
+        }
         #[cfg(feature = "pg14")]
         pg_sys::EmitWarningsOnPlaceholders(prefix.as_ptr());
         #[cfg(not(feature = "pg14"))]
         pg_sys::MarkGUCPrefixReserved(prefix.as_ptr());
+        (pg_sys::client_min_messages, pg_sys::log_min_messages) = levels;
     }
 }
 

@@ -67,7 +67,11 @@ pub extern "C-unwind" fn _PG_init() {
     // so the hook records nothing.
     std::panic::set_hook(Box::new(|_| {}));
     let asked = settings::asked_for_by_the_client();
-    settings::init();
+    settings::init(if guard::credential_at_start() {
+        settings::Scope::CredentialSession
+    } else {
+        settings::Scope::All
+    });
     guard::install();
     guard::refuse_client_settings(&asked);
     org::init();

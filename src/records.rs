@@ -164,18 +164,23 @@ pub fn lock(role: &str) -> Result<Record> {
         return Err(BiError::NoSuchCredential(role.into()));
     };
     if matches!(record.stored, Status::Pending | Status::Deleted) {
-        record.replayed = replayed(Some(&record.target), lsn.as_deref())?;
+        record.replayed = replayed(Some(&record.target), lsn.as_deref(), false)?;
     }
     Ok(record)
 }
 
 /// Whether the standby of the credential's target has replayed past `lsn`
 /// (true when the target has no standby: the change is usable at commit).
-pub fn replayed(target: Option<&str>, lsn: Option<&str>) -> Result<bool> {
+pub fn replayed(target: Option<&str>, lsn: Option<&str>, uncommitted: bool) -> Result<bool> {
     let Some(lsn) = lsn else {
         return Ok(true);
     };
     let standby = targets::standby_of(target.unwrap_or(targets::DEFAULT))?;
+    // Written by this very transaction: nothing of it is on the standby
+    // before its commit is, whatever WAL the standby has replayed already.
+    if standby.is_some() && uncommitted {
+        return Ok(false);
+    }
     targets::replayed(standby.as_deref(), Some(lsn))
 }
 
@@ -712,8 +717,13 @@ pub fn shown_state(
     lsn: Option<&str>,
     expired: bool,
     syncing: bool,
+    written_by: Option<u32>,
 ) -> Result<(Status, Option<String>)> {
     let stored = Status::parse(stored)?;
+    // SAFETY: a check of this backend's own transaction state.
+    let uncommitted = written_by.is_some_and(|xid| unsafe {
+        pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid))
+    });
     let facts = if matches!(stored, Status::Failed | Status::Deleted | Status::Deleting) {
         Facts {
             role_exists: true,
@@ -734,5 +744,5 @@ pub fn shown_state(
             syncing,
         }
     };
-    status::effective(stored, &facts, || replayed(target, lsn))
+    status::effective(stored, &facts, || replayed(target, lsn, uncommitted))
 }

@@ -81,7 +81,79 @@ const NAMES: [&std::ffi::CStr; 20] = [
     c"bi_access.audit_reads",
 ];
 
-pub fn init() {
+/// Which settings a session defines: every one, or in a credential's own
+/// session only those its session guard reads (the caps and the connection
+/// limits). Defining a setting costs a sort of every setting the server has
+/// on 14 and 15, about 65 µs each on the bench's machine, at every login;
+/// management settings are never read where no management call can run.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Scope {
+    All,
+    CredentialSession,
+}
+
+static MANAGEMENT_DEFINED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+pub fn init(scope: Scope) {
+    int(
+        c"bi_access.statement_timeout",
+        c"Cap on statement_timeout in every credential session; 0: no cap.",
+        &STATEMENT_TIMEOUT,
+        0,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"bi_access.idle_in_transaction_session_timeout",
+        c"Cap on idle_in_transaction_session_timeout in every credential session; 0: no cap.",
+        &IDLE_IN_TRANSACTION_TIMEOUT,
+        0,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"bi_access.idle_session_timeout",
+        c"Cap on idle_session_timeout in every credential session; 0: no cap.",
+        &IDLE_SESSION_TIMEOUT,
+        0,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"bi_access.work_mem",
+        c"Cap on work_mem, maintenance_work_mem and temp_buffers in every credential session; 0: no cap.",
+        &WORK_MEM,
+        0,
+        GucFlags::UNIT_KB,
+    );
+    int(
+        c"bi_access.temp_file_limit",
+        c"temp_file_limit of every credential session; -1: no limit.",
+        &TEMP_FILE_LIMIT,
+        -1,
+        GucFlags::UNIT_KB,
+    );
+    int(
+        c"bi_access.org_connection_limit",
+        c"Sessions of all of one org's credentials on one server; 0: no limit.",
+        &ORG_CONNECTION_LIMIT,
+        0,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.max_bi_connections",
+        c"Sessions of all credentials on one server; -1: half of max_connections, 0: no limit.",
+        &MAX_BI_CONNECTIONS,
+        -1,
+        GucFlags::default(),
+    );
+    if scope == Scope::All {
+        define_management_settings();
+    }
+    // From now on a session cannot invent bi_access.* placeholders (on 15
+    // and later; see compat).
+    crate::compat::reserve_guc_prefix(crate::names::EXTENSION_C, scope == Scope::CredentialSession);
+}
+
+fn define_management_settings() {
     text(
         c"bi_access.host",
         c"Host name BI clients are told to connect to (usually a read replica).",
@@ -136,58 +208,9 @@ pub fn init() {
         &DISPLAY_NAME_FORMAT,
     );
     int(
-        c"bi_access.statement_timeout",
-        c"Cap on statement_timeout in every credential session; 0: no cap.",
-        &STATEMENT_TIMEOUT,
-        0,
-        GucFlags::UNIT_MS,
-    );
-    int(
-        c"bi_access.idle_in_transaction_session_timeout",
-        c"Cap on idle_in_transaction_session_timeout in every credential session; 0: no cap.",
-        &IDLE_IN_TRANSACTION_TIMEOUT,
-        0,
-        GucFlags::UNIT_MS,
-    );
-    int(
-        c"bi_access.idle_session_timeout",
-        c"Cap on idle_session_timeout in every credential session; 0: no cap.",
-        &IDLE_SESSION_TIMEOUT,
-        0,
-        GucFlags::UNIT_MS,
-    );
-    int(
-        c"bi_access.work_mem",
-        c"Cap on work_mem, maintenance_work_mem and temp_buffers in every credential session; 0: no cap.",
-        &WORK_MEM,
-        0,
-        GucFlags::UNIT_KB,
-    );
-    int(
-        c"bi_access.temp_file_limit",
-        c"temp_file_limit of every credential session; -1: no limit.",
-        &TEMP_FILE_LIMIT,
-        -1,
-        GucFlags::UNIT_KB,
-    );
-    int(
         c"bi_access.default_connection_limit",
         c"Connection limit of a credential generated without one; -1: none.",
         &DEFAULT_CONNECTION_LIMIT,
-        -1,
-        GucFlags::default(),
-    );
-    int(
-        c"bi_access.org_connection_limit",
-        c"Sessions of all of one org's credentials on one server; 0: no limit.",
-        &ORG_CONNECTION_LIMIT,
-        0,
-        GucFlags::default(),
-    );
-    int(
-        c"bi_access.max_bi_connections",
-        c"Sessions of all credentials on one server; -1: half of max_connections, 0: no limit.",
-        &MAX_BI_CONNECTIONS,
         -1,
         GucFlags::default(),
     );
@@ -217,9 +240,15 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    // From now on a session cannot invent bi_access.* placeholders (on 15
-    // and later; see compat).
-    crate::compat::reserve_guc_prefix(crate::names::EXTENSION_C);
+    MANAGEMENT_DEFINED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A management setting read where it was not defined would be its
+/// built-in default, not the server's value: an error instead.
+fn management(name: &str) {
+    if !MANAGEMENT_DEFINED.load(std::sync::atomic::Ordering::Relaxed) {
+        pgrx::error!("bi_access.{name} is not defined in a credential's session");
+    }
 }
 
 fn text(
@@ -264,31 +293,38 @@ fn get(setting: &Text) -> Option<String> {
 }
 
 pub fn host() -> Option<String> {
+    management("host");
     get(&HOST)
 }
 
 /// 0 when unset: the caller substitutes this server's port.
 pub fn port() -> i32 {
+    management("port");
     PORT.get()
 }
 
 pub fn sslmode() -> String {
+    management("sslmode");
     get(&SSLMODE).unwrap_or_else(|| "require".into())
 }
 
 pub fn replica_application_name() -> Option<String> {
+    management("replica_application_name");
     get(&REPLICA_APPLICATION_NAME)
 }
 
 pub fn role_prefix() -> String {
+    management("role_prefix");
     get(&ROLE_PREFIX).unwrap_or_default()
 }
 
 pub fn org_column() -> String {
+    management("org_column");
     get(&ORG_COLUMN).unwrap_or_else(|| "org_id".into())
 }
 
 pub fn exposed_schemas() -> Vec<String> {
+    management("exposed_schemas");
     get(&EXPOSED_SCHEMAS)
         .unwrap_or_default()
         .split(',')
@@ -298,10 +334,12 @@ pub fn exposed_schemas() -> Vec<String> {
 }
 
 pub fn auto_expose() -> bool {
+    management("auto_expose");
     AUTO_EXPOSE.get()
 }
 
 pub fn display_name_format() -> String {
+    management("display_name_format");
     get(&DISPLAY_NAME_FORMAT).unwrap_or_else(|| "BI - {org_name}".into())
 }
 
@@ -332,6 +370,7 @@ pub fn temp_file_limit_kb() -> Option<i32> {
 }
 
 pub fn default_connection_limit() -> i32 {
+    management("default_connection_limit");
     DEFAULT_CONNECTION_LIMIT.get()
 }
 
@@ -350,13 +389,16 @@ pub fn max_bi_connections() -> Option<i32> {
 }
 
 pub fn default_valid_for() -> Option<String> {
+    management("default_valid_for");
     get(&DEFAULT_VALID_FOR)
 }
 
 pub fn actor() -> Option<String> {
+    management("actor");
     get(&ACTOR)
 }
 
 pub fn audit_reads() -> bool {
+    management("audit_reads");
     AUDIT_READS.get()
 }

@@ -124,6 +124,14 @@ pub fn session_is_credential() -> bool {
     member
 }
 
+/// Whether the library is being loaded at the start of a credential's own
+/// session (its role's session_preload_libraries), before any query.
+pub fn credential_at_start() -> bool {
+    // SAFETY: a read of backend-local state.
+    let before_any_query = unsafe { pg_sys::debug_query_string.is_null() };
+    before_any_query && crate::compat::at_session_start(session_is_credential) == Some(true)
+}
+
 /// A credential that sends bi_access.* settings in its startup packet would
 /// have its session fall back to the built-in defaults (see
 /// `settings::asked_for_by_the_client`): its login is refused instead.
