@@ -19,6 +19,12 @@ CREATE POLICY org_only ON rls.order_items FOR SELECT TO rls_reader USING (org_id
 -- kind of password (32 random-looking alphanumerics, SCRAM-SHA-256).
 CREATE ROLE plain_login LOGIN PASSWORD 'Zq8rT2mW9xK4vB7nH3pL6cF1sD5gJ0aY';
 
+-- 2b. The application role again, as a role whose sessions preload
+-- bi_access (README: where the application's sessions load the library,
+-- the pass-through policy is decided before planning).
+CREATE ROLE app_pre LOGIN PASSWORD 'app_pre' IN ROLE app_rw;
+ALTER ROLE app_pre SET session_preload_libraries = 'bi_access';
+
 -- 3. `generate` written by hand: the same catalog work bi_access.generate
 -- does (sql/bootstrap.sql, src/credentials.rs, src/roles.rs): the record
 -- inserted first (its unique index serializes concurrent calls), CREATE ROLE

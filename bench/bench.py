@@ -305,7 +305,7 @@ class Bench:
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relname IN ('orders', 'order_items') AND c.relkind = 'r' "
             "AND n.nspname IN ('public', 'plain') ORDER BY 1, 2")
-        keys = ("before", "after", "beforeB", "afterB")
+        keys = ("before", "after", "beforeB", "afterB", "beforeP", "afterP")
         res = {name: {k: [] for k in keys} | {"n": []} for name in QUERIES}
         rng = random.Random(2)
         for r in range(-1, R):
@@ -314,11 +314,15 @@ class Bench:
             s2 = self.login("A", "app_rw", "app_rw")
             s3 = self.login("B", "app_rw", "app_rw")
             s4 = self.login("B", "app_rw", "app_rw")
+            # app_pre: app_rw's privileges, its sessions preload bi_access
+            s5 = self.login("A", "app_pre", "app_pre")
+            s6 = self.login("A", "app_pre", "app_pre")
             sides = [("before", s1), ("after", s1), ("before", s2), ("after", s2),
-                     ("beforeB", s3), ("afterB", s3), ("beforeB", s4), ("afterB", s4)]
+                     ("beforeB", s3), ("afterB", s3), ("beforeB", s4), ("afterB", s4),
+                     ("beforeP", s5), ("afterP", s5), ("beforeP", s6), ("afterP", s6)]
             for name, q in QUERIES.items():
                 if q.get("hand_setup"):
-                    for s in (s1, s2, s3, s4):
+                    for s in (s1, s2, s3, s4, s5, s6):
                         with s.cursor() as cur:
                             for schema in ("plain", "public"):
                                 cur.execute(q["hand_setup"].format(schema=schema, org=org))
@@ -327,13 +331,14 @@ class Bench:
                     rid = org_row_id(org, rng)
                     before = q["hand"].format(schema="plain", org=org, id=rid)
                     after = q["hand"].format(schema="public", org=org, id=rid)
-                    return {"before": before, "after": after, "beforeB": before, "afterB": after}
+                    return {"before": before, "after": after, "beforeB": before, "afterB": after,
+                            "beforeP": before, "afterP": after}
                 lat = self.lockstep(sides, sqls, 1 if r < 0 else T, seed=r)
                 if r >= 0:
                     for k in keys:
                         res[name][k].append(median(lat[k]))
                     res[name]["n"].append(len(lat["before"]))
-            for c in (s1, s2, s3, s4):
+            for c in (s1, s2, s3, s4, s5, s6):
                 c.close()
             if r >= 0:
                 log(f"  round {r + 1}/{R} done")
@@ -851,6 +856,12 @@ class Bench:
                          "`pg_auth_members` lookup runs against all their memberships)\n",
                          "never exposed", "exposed", app, "beforeB", "afterB")
             ratio_rows("2.", f"app role, exposed / never-exposed table, {nb} credentials", t2b,
+                       lambda n: TARGET_APP)
+            t2p = qtable("### 2. The same role with bi_access preloaded in its sessions (`app_pre`: app_rw's "
+                         "privileges, `session_preload_libraries = 'bi_access'`), cluster A: the pass-through "
+                         "policy is decided before planning\n",
+                         "never exposed", "exposed", app, "beforeP", "afterP")
+            ratio_rows("2.", "app role whose sessions preload bi_access, exposed / never-exposed table", t2p,
                        lambda n: TARGET_APP)
             orgs, updated = self.app_check
             self.add("2. app role after exposure: reads every org's rows, may write", "1000 orgs, 1 row updated",

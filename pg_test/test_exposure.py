@@ -437,6 +437,43 @@ def test_org_lookup_never_runs_per_row(pair, plan_db, plan_creds, scan):
         pair.primary.sql(f"ALTER ROLE {cred.role} IN DATABASE {PLAN_DB} RESET track_functions")
 
 
+PLAN_APP, PLAN_APP_PASSWORD = "plan_app", "plan-app-password"
+
+
+@pytest.fixture(scope="module")
+def plan_app(pair, plan_db):
+    """An application role (not the owner) of the plan database."""
+    pair.primary.sql(f"CREATE ROLE {PLAN_APP} LOGIN PASSWORD '{PLAN_APP_PASSWORD}'")
+    pair.primary.sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {PLAN_APP}", dbname=PLAN_DB)
+    pair.wait_replayed()
+    return PLAN_APP
+
+
+@pytest.mark.parametrize("preloaded", [False, True], ids=["plain session", "bi_access preloaded"])
+def test_application_plans_with_and_without_the_library(pair, plan_db, plan_app, preloaded):
+    """The application role's plan on an exposed table: in a plain session the
+    pass-through policy is one InitPlan (`<> 1`, so row estimates stay as
+    they were); where its sessions load bi_access (session_preload_libraries)
+    the condition is decided before planning and the plan is the table's
+    own, no sub-plan, no filter. Every row either way."""
+    if preloaded:
+        pair.primary.sql(f"ALTER ROLE {plan_app} IN DATABASE {PLAN_DB} SET session_preload_libraries = 'bi_access'")
+    try:
+        conn = psycopg2.connect(**pair.primary.tcp_args(PLAN_DB, plan_app, PLAN_APP_PASSWORD))
+        try:
+            s = Session(conn)
+            plan = "\n".join(r[0] for r in s.rows("EXPLAIN SELECT * FROM big_int WHERE id = 1"))
+            assert s.value("SELECT count(*) FROM big_int") == ROWS
+        finally:
+            conn.close()
+    finally:
+        pair.primary.sql(f"ALTER ROLE {plan_app} IN DATABASE {PLAN_DB} RESET session_preload_libraries")
+    if preloaded:
+        assert "InitPlan" not in plan and "Filter" not in plan, plan
+    else:
+        assert "InitPlan" in plan and "<> 1)" in plan, plan
+
+
 @pytest.mark.parametrize("server_name", ["primary", "replica"])
 def test_parallel_query_sees_only_the_org(pair, plan_db, plan_creds, server_name):
     """Parallel workers evaluate the policies too; a hostile session may ask

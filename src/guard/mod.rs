@@ -13,8 +13,9 @@
 //! - `calls`: creating or altering any catalog object is refused, and so are
 //!   the built-in functions that write without a table privilege (large
 //!   objects, NOTIFY, advisory locks, sequences);
-//! - `plans`: in a credential's plans, the pass-through policy's condition
-//!   is decided (false) before planning, so it costs nothing;
+//! - `plans`: the pass-through policy's condition is decided before
+//!   planning (false for a credential, true for anyone else), so it costs
+//!   nothing;
 //! - `caps`: the guardrails, settings a session may lower but never raise;
 //! - `standing`: at every statement, the login must still be what it was
 //!   (not revoked, deleted, rotated or expired) and within the connection

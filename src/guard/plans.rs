@@ -1,18 +1,24 @@
-//! Planning in a credential session: the pass-through policy's condition is
-//! decided before the planner sees it.
+//! Planning wherever the library is loaded: the pass-through policy's
+//! condition is decided before the planner sees it.
 //!
 //! Where bi_access turned row-level security on, every query on the table
-//! carries `bi_access_passthrough`, OR-ed with the reader policy: `(SELECT
-//! pg_has_role('bi_access_credential', 'MEMBER')::int4) <> 1`. Its value is
-//! known when a credential's query is planned: the current role is a member
-//! of the credential group (a credential, or a group it SET ROLE to), so the
-//! condition is false. Replacing it with `false` lets the planner drop it
-//! with its sub-select, so a credential's plan is the reader policy's alone,
-//! as cheap to plan and run as a hand-written policy. The answer is the one
-//! the sub-select would give when the plan runs: PostgreSQL plans a query
-//! that row-level security touched again when the current role changes.
-//! Anything the walk does not reach (a sub-select in an expression) keeps
-//! the condition as it is, which answers the same at run time.
+//! carries `bi_access_passthrough` (OR-ed, for a credential, with the reader
+//! policy): `(SELECT pg_has_role('bi_access_credential', 'MEMBER')::int4) <> 1`.
+//! Its value is known when the query is planned: false when the current role
+//! is a member of the credential group (a credential, or a group it SET ROLE
+//! to), true otherwise. Replacing it with that constant lets the planner drop
+//! it with its sub-select: a credential's plan is the reader policy's alone,
+//! and an application role's is the table's own, as if it were never
+//! exposed. The answer is the one the sub-select would give when the plan
+//! runs: PostgreSQL plans a query that row-level security touched again when
+//! the current role changes. Anything the walk does not reach (a sub-select
+//! in an expression) keeps the condition as it is, which answers the same at
+//! run time.
+//!
+//! A credential's session always loads the library. An application's
+//! sessions do where the server or its role preloads it
+//! (`shared_preload_libraries`, or `ALTER ROLE … SET session_preload_libraries
+//! = 'bi_access'`); elsewhere the sub-select runs, once per query.
 
 use std::ffi::CStr;
 
@@ -41,8 +47,8 @@ unsafe extern "C-unwind" fn planner(
     cursor_options: std::ffi::c_int,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    if super::session_is_credential() && current_role_is_a_credential() {
-        decide_passthrough(parse);
+    if let Some(member) = current_role_is_a_credential() {
+        decide_passthrough(parse, !member);
     }
     match PREVIOUS {
         Some(previous) => previous(parse, query_string, cursor_options, bound_params),
@@ -50,12 +56,13 @@ unsafe extern "C-unwind" fn planner(
     }
 }
 
-/// What `pg_has_role(…, 'MEMBER')` answers for the current role.
-fn current_role_is_a_credential() -> bool {
+/// What `pg_has_role(…, 'MEMBER')` answers for the current role; None where
+/// it raises (the group does not exist), which the query then does itself.
+fn current_role_is_a_credential() -> Option<bool> {
     // SAFETY: syscache lookups of this backend; none raises for a missing role.
     unsafe {
         let group = pg_sys::get_role_oid(names::CREDENTIAL_GROUP_C.as_ptr(), true);
-        group != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetUserId(), group)
+        (group != pg_sys::InvalidOid).then(|| pg_sys::is_member_of_role(pg_sys::GetUserId(), group))
     }
 }
 
@@ -64,20 +71,20 @@ fn current_role_is_a_credential() -> bool {
 ///
 /// # Safety
 /// `query` must be a valid Query (the planner's input, which it may modify).
-unsafe fn decide_passthrough(query: *mut pg_sys::Query) {
+unsafe fn decide_passthrough(query: *mut pg_sys::Query, value: bool) {
     if query.is_null() {
         return;
     }
     for entry in PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).iter_ptr() {
-        decide_in_quals((*entry).securityQuals);
+        decide_in_quals((*entry).securityQuals, value);
         if (*entry).rtekind == pg_sys::RTEKind::RTE_SUBQUERY {
-            decide_passthrough((*entry).subquery);
+            decide_passthrough((*entry).subquery, value);
         }
     }
     for cte in PgList::<pg_sys::CommonTableExpr>::from_pg((*query).cteList).iter_ptr() {
         let inner = (*cte).ctequery;
         if !inner.is_null() && (*inner).type_ == pg_sys::NodeTag::T_Query {
-            decide_passthrough(inner as *mut pg_sys::Query);
+            decide_passthrough(inner as *mut pg_sys::Query, value);
         }
     }
 }
@@ -87,17 +94,17 @@ unsafe fn decide_passthrough(query: *mut pg_sys::Query) {
 ///
 /// # Safety
 /// `quals` must be a List of expressions (or NULL).
-unsafe fn decide_in_quals(quals: *mut pg_sys::List) {
+unsafe fn decide_in_quals(quals: *mut pg_sys::List, value: bool) {
     for cell in list_cells(quals) {
         let qual = (*cell).ptr_value as *mut pg_sys::Node;
         if is_passthrough(qual) {
-            (*cell).ptr_value = false_constant().cast();
+            (*cell).ptr_value = constant(value).cast();
         } else if is(qual, pg_sys::NodeTag::T_BoolExpr)
             && (*(qual as *mut pg_sys::BoolExpr)).boolop == pg_sys::BoolExprType::OR_EXPR
         {
             for arm in list_cells((*(qual as *mut pg_sys::BoolExpr)).args) {
                 if is_passthrough((*arm).ptr_value as *mut pg_sys::Node) {
-                    (*arm).ptr_value = false_constant().cast();
+                    (*arm).ptr_value = constant(value).cast();
                 }
             }
         }
@@ -115,9 +122,9 @@ unsafe fn list_cells(list: *mut pg_sys::List) -> Vec<*mut pg_sys::ListCell> {
         .collect()
 }
 
-fn false_constant() -> *mut pg_sys::Node {
+fn constant(value: bool) -> *mut pg_sys::Node {
     // SAFETY: allocates a Const in the current (planning) memory context.
-    unsafe { pg_sys::makeBoolConst(false, false) }
+    unsafe { pg_sys::makeBoolConst(value, false) }
 }
 
 /// `(SELECT pg_catalog.pg_has_role('bi_access_credential', 'MEMBER')::int4) <> 1`,
