@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::audit::{self, Subject};
 use crate::connection::{Details, Org};
+use crate::custom_schema;
 use crate::db;
 use crate::error::{BiError, Result};
 use crate::key;
@@ -94,6 +95,8 @@ pub fn generate(
         .connection_limit
         .unwrap_or_else(settings::default_connection_limit);
     let target = targets::for_generate(request.target)?;
+    let scope = custom_schema::scope(request.scope)?;
+    custom_schema::check_target(scope, &target)?;
     replace_failed(org_id, label)?;
 
     let role = roles::new_role_name()?;
@@ -104,8 +107,8 @@ pub fn generate(
     };
     let inserted = db::first_mut::<i64>(
         "INSERT INTO bi_access.credential \
-             (org_id, org_name, label, role_name, status, valid_until, connection_limit, target) \
-         VALUES ($1, $2, $3, $4, $5::bi_access.credential_status, $6::timestamptz, $7, $8) \
+             (org_id, org_name, label, role_name, status, valid_until, connection_limit, target, scope) \
+         VALUES ($1, $2, $3, $4, $5::bi_access.credential_status, $6::timestamptz, $7, $8, $9) \
          ON CONFLICT (org_id, label) WHERE status NOT IN ('failed', 'deleted') DO NOTHING \
          RETURNING id",
         &[
@@ -117,6 +120,7 @@ pub fn generate(
             valid_until.as_deref().into(),
             connection_limit.into(),
             target.name.as_str().into(),
+            scope.into(),
         ],
     )?;
     if inserted.is_none() {
@@ -128,6 +132,7 @@ pub fn generate(
         connection_limit: Some(connection_limit),
     };
     roles::create_login(&role, &roles::reader_group()?, &options)?;
+    custom_schema::join(&role, org_id, scope)?;
     let (password, sealed, sealed_with) = new_password(&role, &key)?;
     // created_lsn: the WAL position the standby must replay before the role
     // can log in there.
@@ -154,7 +159,7 @@ pub fn generate(
     audit::record(
         "generate",
         &subject,
-        json!({ "label": label, "status": status, "target": target.name }),
+        json!({ "label": label, "status": status, "target": target.name, "scope": scope }),
     )?;
     Details::new(&role, password, &org, &target)?.into_tuple()
 }
@@ -397,9 +402,6 @@ fn validate<'a>(request: &Request<'a>) -> Result<(&'a str, &'a str)> {
             "label must be 1 to {MAX_LABEL_LEN} bytes and not blank"
         ));
     }
-    if let Some(scope) = request.scope.filter(|scope| *scope != "read") {
-        return bad(format!("scope {scope:?} is not one of: read"));
-    }
     match request.connection_limit {
         Some(limit) if limit != -1 && !(1..=MAX_CONNECTION_LIMIT).contains(&limit) => bad(format!(
             "connection_limit must be -1 (no limit) or 1 to {MAX_CONNECTION_LIMIT}, not {limit}"
@@ -550,6 +552,8 @@ fn recreate_role(record: &Record) -> Result<()> {
         connection_limit,
     };
     roles::create_login(&record.role, &roles::reader_group()?, &options)?;
+    let (scope, _) = custom_schema::of_credential(&record.role)?;
+    custom_schema::join(&record.role, &record.org_id, &scope)?;
     let status = if settings::replica_application_name().is_some() {
         "pending"
     } else {

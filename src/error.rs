@@ -42,6 +42,17 @@ pub enum BiError {
     #[error("org {0:?} has no bi_access credential")]
     NoSuchOrg(String),
 
+    #[error("a read_write credential writes on the primary, but target {0:?} points at a standby")]
+    ReadWriteOnStandby(String),
+
+    #[error("org {0:?} has no custom schema")]
+    NoCustomSchema(String),
+
+    #[error(
+        "org {org_id:?} has {credentials} current read_write credential(s) using its custom schema"
+    )]
+    CustomSchemaInUse { org_id: String, credentials: i64 },
+
     #[error("{0} is not a table bi_access can expose")]
     WrongObjectType(String),
 
@@ -112,9 +123,12 @@ impl BiError {
         match self {
             BiError::InvalidParameter(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             BiError::Duplicate { .. } => ERRCODE_UNIQUE_VIOLATION,
-            BiError::NoSuchCredential(_) | BiError::NoSuchTarget(_) | BiError::NoSuchOrg(_) => {
-                ERRCODE_UNDEFINED_OBJECT
-            }
+            BiError::NoSuchCredential(_)
+            | BiError::NoSuchTarget(_)
+            | BiError::NoSuchOrg(_)
+            | BiError::NoCustomSchema(_) => ERRCODE_UNDEFINED_OBJECT,
+            BiError::ReadWriteOnStandby(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            BiError::CustomSchemaInUse { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::TargetInUse { .. } | BiError::TargetGone { .. } => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
@@ -151,6 +165,19 @@ impl BiError {
                 Some("bi_access.credentials lists the roles bi_access manages.".into())
             }
             BiError::NoSuchTarget(_) => Some("bi_access.targets lists the targets.".into()),
+            BiError::ReadWriteOnStandby(_) => Some(
+                "Name a target without a standby (the primary): bi_access.set_target('primary', host, port) \
+                 and generate(..., scope => 'read_write', target => 'primary')."
+                    .into(),
+            ),
+            BiError::NoCustomSchema(_) => Some(
+                "An org's custom schema is created with its first read_write credential.".into(),
+            ),
+            BiError::CustomSchemaInUse { org_id, .. } => Some(format!(
+                "Delete them first: SELECT bi_access.delete(role_name) FROM bi_access.credentials \
+                 WHERE org_id = {} AND scope = 'read_write' AND status <> 'deleted';",
+                pgrx::spi::quote_literal(org_id)
+            )),
             BiError::TargetInUse { target, .. } => Some(format!(
                 "Delete them first; bi_access.credentials lists them (WHERE target = {}).",
                 pgrx::spi::quote_literal(target)

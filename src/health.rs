@@ -320,13 +320,17 @@ fn credential_attributes(context: &Context) -> Result<Vec<Finding>> {
         &format!(
             "SELECT 'role ' || quote_ident(r.rolname), \
                 format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
-                        then REVOKE from it every role but %I and bi_access_credential{regrant}', \
+                        then REVOKE from it every role but %I, bi_access_credential and its org''s custom schema groups{regrant}', \
                        r.rolname, $1::text) \
          FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
          WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
             OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
                        JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
-                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential')) \
+                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential') \
+                         AND NOT EXISTS (SELECT FROM bi_access.custom_schema cs \
+                                         WHERE cs.org_id = c.org_id \
+                                           AND (g.rolname = cs.reader_role \
+                                                OR (c.scope = 'read_write' AND g.rolname = cs.owner_role)))) \
             OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
                        WHERE m.member = r.oid AND {settable}) \
          ORDER BY 1"

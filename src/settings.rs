@@ -34,6 +34,8 @@ static MAX_BI_CONNECTIONS: Int = Int::new(-1);
 static DEFAULT_VALID_FOR: Text = Text::new(None);
 static ACTOR: Text = Text::new(None);
 static AUDIT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
+// The size of each org's custom schema (kB); 0 means no quota.
+static CUSTOM_SCHEMA_QUOTA: Int = Int::new(1024 * 1024);
 
 /// The bi_access.* settings a client asked for in its startup packet, read
 /// before they are defined: until then they are placeholders, and a client's
@@ -58,7 +60,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 20] = [
+const NAMES: [&std::ffi::CStr; 21] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -79,6 +81,7 @@ const NAMES: [&std::ffi::CStr; 20] = [
     c"bi_access.default_valid_for",
     c"bi_access.actor",
     c"bi_access.audit_reads",
+    c"bi_access.custom_schema_quota",
 ];
 
 pub fn init() {
@@ -190,6 +193,13 @@ pub fn init() {
         &MAX_BI_CONNECTIONS,
         -1,
         GucFlags::default(),
+    );
+    int(
+        c"bi_access.custom_schema_quota",
+        c"Size of each org's custom schema past which its writes that grow it are refused; 0: no quota.",
+        &CUSTOM_SCHEMA_QUOTA,
+        0,
+        GucFlags::UNIT_KB,
     );
     text(
         c"bi_access.default_valid_for",
@@ -359,4 +369,11 @@ pub fn actor() -> Option<String> {
 
 pub fn audit_reads() -> bool {
     AUDIT_READS.get()
+}
+
+/// The quota of each org's custom schema in bytes, or None for no quota.
+pub fn custom_schema_quota_bytes() -> Option<i64> {
+    Some(CUSTOM_SCHEMA_QUOTA.get())
+        .filter(|kb| *kb > 0)
+        .map(|kb| i64::from(kb) * 1024)
 }

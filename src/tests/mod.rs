@@ -5,6 +5,8 @@
 
 use pgrx::prelude::*;
 
+mod read_write;
+
 #[pg_schema]
 mod tests {
     use pgrx::pg_sys::panic::CaughtError;
