@@ -19,7 +19,7 @@
 //! and everything in it.
 
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_literal};
+use pgrx::spi::quote_identifier;
 use rand::rngs::OsRng;
 use rand::Rng;
 use serde_json::json;
@@ -182,10 +182,8 @@ pub fn join(role: &str, org_id: &str, scope: &str) -> Result<Option<String>> {
     for statement in [
         // It writes: its sessions start read-write, in its schema first.
         format!("ALTER ROLE {quoted} SET default_transaction_read_only = 'off'"),
-        format!(
-            "ALTER ROLE {quoted} SET search_path = {}",
-            quote_literal(format!("{name}, public"))
-        ),
+        // A list of identifiers: one quoted string would be one schema.
+        format!("ALTER ROLE {quoted} SET search_path = {name}, public"),
         format!(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {quoted} IN SCHEMA {name} GRANT ALL ON TABLES TO {owner}"
         ),

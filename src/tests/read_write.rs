@@ -135,6 +135,14 @@ mod tests {
         assert!(!one::<bool>(&format!(
             "SELECT has_schema_privilege('{reader}', '{schema}', 'CREATE')"
         )));
+        let config: String = one(&format!(
+            "SELECT array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = '{writer}'"
+        ));
+        assert!(
+            config.contains(&format!("search_path={schema}, public"))
+                && config.contains("default_transaction_read_only=off"),
+            "{config}"
+        );
         // A second read_write credential of the org shares the schema.
         let (_, _, again) = generate("acme-42", "second", "read_write");
         assert_eq!(again.as_deref(), Some(schema.as_str()));
