@@ -28,6 +28,9 @@ QUOTA_EXCEEDED = "53400"
 
 APP = """
 CREATE TABLE public.deals (id int PRIMARY KEY, org_id text NOT NULL, amount int NOT NULL);
+-- A careless grant: nextval() of an application sequence is for the guard to refuse.
+CREATE SEQUENCE public.deals_seq;
+GRANT USAGE, UPDATE ON SEQUENCE public.deals_seq TO PUBLIC;
 INSERT INTO public.deals
 SELECT i, CASE WHEN i % 3 = 0 THEN '9852' ELSE '7431' END, i * 10 FROM generate_series(1, 30) i;
 """
@@ -133,7 +136,7 @@ def test_the_analyst_loads_with_psql_and_psycopg2_and_joins_with_its_orgs_rows(r
     assert psycopg2_rows(a_rw.url, join) == [[str(v) for v in expected[0]]]
     # Its own sequences and views work too.
     with session(a_rw, pair.primary) as s:
-        for sql in ["CREATE TABLE notes (id serial PRIMARY KEY, deal_id int, note text)",
+        for sql in ["CREATE TABLE notes (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, deal_id int, note text)",
                     "INSERT INTO notes (deal_id, note) VALUES (1, 'check'), (3, 'not ours')",
                     "CREATE INDEX ON notes (deal_id)",
                     "CREATE VIEW margins AS SELECT d.id, b.budget - d.amount AS margin "
@@ -169,6 +172,7 @@ def refused_writes(own: str, other: str) -> dict[str, str]:
         "large object": "SELECT lo_create(0)",
         "advisory lock": "SELECT pg_advisory_lock(1)",
         "notify": "NOTIFY app_events",
+        "nextval of an app sequence": "SELECT nextval('deals_seq')",
     }
 
 

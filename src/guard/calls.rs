@@ -79,14 +79,11 @@ unsafe extern "C-unwind" fn object_access_hook(
             "BI logins may read their organization's rows and nothing else.",
         ),
         OAT_FUNCTION_EXECUTE if guarded() => {
-            // A read_write session's own sequences (serial columns): the
-            // sequence privileges decide, which only its custom schema's
-            // sequences grant it.
-            let writer = super::custom::writer().is_some();
-            if let Some(name) = builtin_name(object_id)
-                .filter(|name| forbidden(name))
-                .filter(|name| !(writer && matches!(name.as_str(), "nextval" | "setval")))
-            {
+            // nextval/setval too for a read_write session: the hook does
+            // not see which sequence, and a stray grant on an application
+            // sequence would let it write there. Its tables number rows with
+            // identity columns (no function call).
+            if let Some(name) = builtin_name(object_id).filter(|name| forbidden(name)) {
                 refuse(
                     format!("a bi_access credential may not call {name}()"),
                     "Large objects, NOTIFY, advisory locks and sequences are not available to BI logins.",
