@@ -396,7 +396,24 @@ mod tests {
             run(&format!("TRUNCATE {schema}.big"));
             run(&format!("INSERT INTO {schema}.big VALUES ('fits again')"));
             run(&format!("DROP TABLE {schema}.big"));
+            run(&format!(
+                "CREATE TABLE {schema}.big AS SELECT repeat('x', 100) AS x FROM generate_series(1, 2000)"
+            ));
         });
+        // check() names the schema past its quota, and says nothing once it fits.
+        let finding = format!(
+            "SELECT count(*) FROM bi_access.check() WHERE object = 'schema {schema}' \
+             AND finding LIKE '%past bi_access.custom_schema_quota%'"
+        );
+        assert_eq!(one::<i64>(&finding), 1);
+        run(&format!("DROP TABLE {schema}.big"));
+        assert_eq!(one::<i64>(&finding), 0);
+        // An org's custom schema is never exposed.
+        run(&format!("CREATE TABLE {schema}.t (org_id text)"));
+        fails_with(
+            &format!("SELECT bi_access.expose_table('{schema}.t')"),
+            ERRCODE_WRONG_OBJECT_TYPE,
+        );
     }
 
     #[pg_test]
