@@ -73,9 +73,17 @@ pub(super) fn session_schema() -> Option<SessionSchema> {
     if LOOKING.with(Cell::get) || unsafe { !pg_sys::IsTransactionState() } {
         return None;
     }
+    /// Clears LOOKING however the lookup ends (an error unwinds through it).
+    struct Looking;
+    impl Drop for Looking {
+        fn drop(&mut self) {
+            LOOKING.with(|looking| looking.set(false));
+        }
+    }
     LOOKING.with(|looking| looking.set(true));
+    let looking = Looking;
     let found = lookup(login);
-    LOOKING.with(|looking| looking.set(false));
+    drop(looking);
     let schema = found.ok().flatten();
     SESSION_SCHEMA.with(|cached| cached.set(Some((login, schema))));
     schema
