@@ -199,6 +199,51 @@ pub fn join(role: &str, org_id: &str, scope: &str) -> Result<Option<String>> {
     Ok(Some(schema.name))
 }
 
+/// At a sync: every current credential of an org with a custom schema is a
+/// member of its reader group, and a read_write one of its owner group too
+/// (a membership revoked by hand, a role restored without it). Roles another
+/// database manages (a copy) are left alone. Returns how many memberships
+/// were granted.
+pub fn sync_memberships() -> Result<i64> {
+    let missing = Spi::connect(|client| {
+        let mut missing = Vec::new();
+        for row in client.select(
+            "SELECT c.role_name::text, g.rolname::text \
+             FROM bi_access.credential c \
+             JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
+             JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+             JOIN pg_catalog.pg_roles g \
+               ON g.rolname = cs.reader_role \
+               OR (c.scope = 'read_write' AND g.rolname = cs.owner_role) \
+             WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                               WHERE m.member = r.oid AND m.roleid = g.oid) \
+             ORDER BY 1, 2",
+            None,
+            &[],
+        )? {
+            if let (Some(role), Some(group)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+                missing.push((role, group));
+            }
+        }
+        Ok::<_, BiError>(missing)
+    })?;
+    let mut granted = 0;
+    for (role, group) in missing {
+        if matches!(
+            crate::custody::of(&role)?,
+            crate::custody::Custody::Here | crate::custody::Custody::Unmarked
+        ) {
+            Spi::run(&compat::grant_membership_sql(
+                &[quote_identifier(&group)],
+                &quote_identifier(&role),
+            ))?;
+            granted += 1;
+        }
+    }
+    Ok(granted)
+}
+
 /// The custom schema shown in a credential's connection details (NULL for
 /// a read credential), and its scope.
 pub fn of_credential(role: &str) -> Result<(String, Option<String>)> {

@@ -192,6 +192,8 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
     }
     // Credentials' pgaudit read logging follows bi_access.audit_reads.
     crate::roles::sync_audit_reads()?;
+    // Each credential is in its org's custom schema groups.
+    crate::custom_schema::sync_memberships()?;
     let changed = done
         .iter()
         .filter(|(_, action)| action != "unchanged")
@@ -666,6 +668,8 @@ pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     expose_new_tables()?;
     // Credentials' pgaudit read logging follows bi_access.audit_reads.
     crate::roles::sync_audit_reads()?;
+    // Each credential is in its org's custom schema groups.
+    crate::custom_schema::sync_memberships()?;
     db::exec(
         "UPDATE bi_access.config SET sync_pid = pg_catalog.pg_backend_pid()",
         &[],

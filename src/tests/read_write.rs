@@ -164,6 +164,35 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_sync_restores_the_custom_schema_memberships_and_delete_org_keeps_the_schema() {
+        let (writer, _, schema) = generate("a", "analyst", "read_write");
+        let schema = schema.unwrap();
+        let (reader, _, _) = generate("a", "default", "read");
+        let (owner, reader_group): (String, String) = Spi::get_two::<String, String>(
+            "SELECT owner_role::text, reader_role::text FROM bi_access.custom_schema WHERE org_id = 'a'",
+        )
+        .map(|(o, r)| (o.unwrap(), r.unwrap()))
+        .unwrap();
+        run(&format!("REVOKE {reader_group} FROM {reader}"));
+        run(&format!("REVOKE {owner} FROM {writer}"));
+        run("SELECT * FROM bi_access.sync_tables()");
+        assert!(one::<bool>(&format!(
+            "SELECT pg_has_role('{reader}', '{reader_group}', 'MEMBER')"
+        )));
+        assert!(one::<bool>(&format!(
+            "SELECT pg_has_role('{writer}', '{owner}', 'MEMBER')"
+        )));
+        assert!(!one::<bool>(&format!(
+            "SELECT pg_has_role('{reader}', '{owner}', 'MEMBER')"
+        )));
+        run("SELECT count(*) FROM bi_access.delete_org('a')");
+        assert!(one::<bool>(&format!(
+            "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = '{schema}')"
+        )));
+        run("SELECT bi_access.drop_custom_schema('a')");
+    }
+
+    #[pg_test]
     fn unknown_scope_and_a_standby_target_are_refused() {
         fails_with(
             "SELECT bi_access.generate('acme', scope => 'write')",
