@@ -258,12 +258,19 @@ def test_past_the_quota_writes_that_grow_are_refused(rw, pair):
                     "CREATE INDEX ON big (x)"]:
             outcome = s.run(sql)
             assert outcome.state == QUOTA_EXCEEDED, str(outcome)
+        # check() names the schema for the administrator.
+        schema = c_rw.details["custom_schema"]
+        findings = bi.query("SELECT severity, finding FROM bi_access.check() WHERE object = %s",
+                            (f"schema {schema}",))
+        assert [f["severity"] for f in findings] == ["warning"], findings
+        assert "past bi_access.custom_schema_quota" in findings[0]["finding"], findings
         # Reads, DELETE, TRUNCATE and DROP still work.
         assert s.value("SELECT count(*) FROM big") == 4000
         assert s.run("DELETE FROM big WHERE x = 'nothing'").ok
         assert s.run("TRUNCATE big").ok
         assert s.run("INSERT INTO big VALUES ('fits again')").ok
         assert s.run("DROP TABLE big").state == OK
+        assert bi.query("SELECT 1 FROM bi_access.check() WHERE object = %s", (f"schema {schema}",)) == []
         # The quota is the superuser's: a credential cannot raise it.
         assert s.run("SET bi_access.custom_schema_quota = '1GB'").state == PERMISSION_DENIED
 
