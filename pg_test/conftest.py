@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from bi import ADMIN_PASSWORD, ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, BiAccess
-from cluster import REPLICA_APP_NAME, ReplicaPair
+from bi import ADMIN_PASSWORD, ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE
+from cluster import PG_MAJOR, REPLICA_APP_NAME, VIEWS_CAN_BE_SECURITY_INVOKER, ReplicaPair
+from probe import bi_for, create_database, session
 from tenants import CRM, SAAS, TenantDb, assert_orgs_distinguishable, visible
 
 
@@ -85,24 +86,74 @@ def crm_db(pair, saas_db) -> TenantDb:
     return load_tenant_db(pair, CRM)
 
 
-def _bi_fixture(request, pair, dbname: str, secrets: set[str]) -> BiAccess:
-    bi = BiAccess(pair, dbname, secrets)
-    request.addfinalizer(bi.close)
-    return bi
-
-
 @pytest.fixture(scope="session")
 def bi(request, pair, saas_db, secrets) -> BiAccess:
     """bi_access on the saas database, called as the application's admin role."""
-    return _bi_fixture(request, pair, saas_db.dbname, secrets)
+    return bi_for(request, pair, saas_db.dbname, secrets)
 
 
 @pytest.fixture(scope="session")
 def crm_bi(request, pair, crm_db, secrets) -> BiAccess:
-    return _bi_fixture(request, pair, crm_db.dbname, secrets)
+    return bi_for(request, pair, crm_db.dbname, secrets)
 
 
 @pytest.fixture(scope="session")
 def tenants(saas_db, bi, crm_db, crm_bi) -> dict[str, tuple[TenantDb, BiAccess]]:
     """Both sample databases by name, for tests parametrized over them."""
     return {saas_db.dbname: (saas_db, bi), crm_db.dbname: (crm_db, crm_bi)}
+
+
+@pytest.fixture(params=["primary", "replica"])
+def server(request, pair):
+    """A test that takes it runs once on the primary and once on the replica."""
+    return getattr(pair, request.param)
+
+
+@pytest.fixture
+def sess(cred, server):
+    """A session of the module's `cred` fixture on each server."""
+    with session(cred, server) as s:
+        yield s
+
+
+# --------------------------------------------------------------------------
+# expo_check: a clean setup for check() (test_check.py plants each
+# misconfiguration into it) with an exposed security_invoker view
+# (test_exposure.py).
+
+CHECK_DB = "expo_check"
+CHECK_SCHEMA = """
+CREATE TABLE accounts (id serial PRIMARY KEY, org_id integer NOT NULL, name text NOT NULL);
+INSERT INTO accounts (org_id, name) VALUES (1, 'a'), (2, 'b'), (2, 'c');
+CREATE TABLE ledger (id serial PRIMARY KEY, org_id integer NOT NULL, amount integer NOT NULL);
+INSERT INTO ledger (org_id, amount) VALUES (1, 10), (1, 20), (2, 30);
+CREATE TABLE app_config (key text PRIMARY KEY, value text);
+"""
+# PostgreSQL 14 has no security_invoker views, and bi_access exposes no view there.
+INVOKER_VIEW = "CREATE VIEW accounts_v WITH (security_invoker = true) AS SELECT id, org_id, name FROM accounts;"
+
+
+@pytest.fixture(scope="session")
+def check_db(pair, bi):
+    if PG_MAJOR < 15:
+        # 14 lets PUBLIC create in schema public, which check() reports; a
+        # clean setup revokes it, as 15 and later do by default.
+        schema = "REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n" + CHECK_SCHEMA
+    else:
+        schema = CHECK_SCHEMA
+    if VIEWS_CAN_BE_SECURITY_INVOKER:
+        create_database(pair, CHECK_DB, schema + INVOKER_VIEW,
+                        "SELECT * FROM bi_access.sync_tables(); SELECT bi_access.expose_table('accounts_v');")
+    else:
+        create_database(pair, CHECK_DB, schema, "SELECT * FROM bi_access.sync_tables();")
+    return CHECK_DB
+
+
+@pytest.fixture(scope="session")
+def check_bi(request, pair, check_db, secrets):
+    return bi_for(request, pair, check_db, secrets)
+
+
+@pytest.fixture(scope="session")
+def check_cred(check_bi):
+    return check_bi.generate("1")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import psycopg2
 import psycopg2.extensions
 
-from bi import Credential, login
+from bi import BiAccess, Credential, login
 from cluster import Server
 
 OK = "ok"
@@ -31,6 +31,23 @@ def create_database(pair, dbname: str, before_extension: str = "", after_extensi
     pair.primary.sql("CREATE EXTENSION bi_access", dbname=dbname)
     if after_extension:
         pair.primary.sql(after_extension, dbname=dbname)
+
+
+def tenant_database(pair, dbname: str, schema: str, expose: str) -> str:
+    """A tenant database of a test module's own (the shape test_fail_closed.py
+    and test_hostile.py share): the application's schema, CREATE EXTENSION
+    bi_access, `expose`, and the replica caught up. Returns its name."""
+    create_database(pair, dbname, schema, expose)
+    pair.wait_replayed()
+    return dbname
+
+
+def bi_for(request, pair, dbname: str, secrets: set[str]) -> BiAccess:
+    """bi_access on `dbname`, called as the application's admin role, closed
+    when the requesting fixture's scope ends."""
+    b = BiAccess(pair, dbname, secrets)
+    request.addfinalizer(b.close)
+    return b
 
 
 def ensure_login_role(pair, role: str, password: str) -> None:

@@ -58,11 +58,6 @@ def other(db: str) -> str:
     return DBS[1] if db == DBS[0] else DBS[0]
 
 
-@pytest.fixture(params=["primary", "replica"])
-def server(request, pair):
-    return getattr(pair, request.param)
-
-
 def visit(cred, server, dbname: str) -> Session:
     """The credential's login pointed at another database of the cluster."""
     return Session(login({**cred.login_args(server), "dbname": dbname}))

@@ -1,7 +1,8 @@
 """Exposure and syncing end to end: what the application sees before and after
 (row for row), what a credential sees where the application has row-level
 security of its own, the plans a credential's queries get, syncing under the
-application's locks (one table at a time), the `syncing` status, and check().
+application's locks (one table at a time), the `syncing` status, and views
+(check() is test_check.py).
 
 Each part has a database of its own:
 - `expo_app`: the application's tables, some with RLS policies of its own,
@@ -9,8 +10,8 @@ Each part has a database of its own:
 - `expo_plan`: 50k rows over 100 orgs in tables whose org column is integer,
   bigint, text, citext and uuid, each with an index on it;
 - `expo_sync`: 50 small tables for the sync procedure;
-- `expo_check`: a clean setup for check(), and the misconfigurations planted
-  into it one by one."""
+- `expo_check` (conftest.py, shared with test_check.py): an exposed
+  security_invoker view, and a view that is not one."""
 
 from __future__ import annotations
 
@@ -22,17 +23,11 @@ import psycopg2
 import pytest
 
 from cluster import PG_MAJOR, VIEWS_CAN_BE_SECURITY_INVOKER, wait_until
-from probe import (LOCK_NOT_AVAILABLE, OK, PERMISSION_DENIED, Background, Session, create_database,
-                   ensure_login_role, reader_group, session, table_locked)
-from bi import BiAccess, login
+from probe import (LOCK_NOT_AVAILABLE, OK, PERMISSION_DENIED, Background, Session, bi_for, create_database,
+                   ensure_login_role, session, table_locked)
+from bi import login
 
 APP_ROLE, APP_PASSWORD = "app_writer", "app-writer-password-not-a-bi-secret"
-
-
-def bi_for(request, pair, dbname, secrets) -> BiAccess:
-    b = BiAccess(pair, dbname, secrets)
-    request.addfinalizer(b.close)
-    return b
 
 
 def policies(server, dbname: str, table: str) -> list[tuple]:
@@ -669,81 +664,8 @@ def test_sync_is_idempotent(pair, sync_db, sync_bi):
 
 
 # ==========================================================================
-# check()
-
-CHECK_DB = "expo_check"
-CHECK_SCHEMA = """
-CREATE TABLE accounts (id serial PRIMARY KEY, org_id integer NOT NULL, name text NOT NULL);
-INSERT INTO accounts (org_id, name) VALUES (1, 'a'), (2, 'b'), (2, 'c');
-CREATE TABLE ledger (id serial PRIMARY KEY, org_id integer NOT NULL, amount integer NOT NULL);
-INSERT INTO ledger (org_id, amount) VALUES (1, 10), (1, 20), (2, 30);
-CREATE TABLE app_config (key text PRIMARY KEY, value text);
-"""
-# PostgreSQL 14 has no security_invoker views, and bi_access exposes no view there.
-INVOKER_VIEW = "CREATE VIEW accounts_v WITH (security_invoker = true) AS SELECT id, org_id, name FROM accounts;"
-
-
-@pytest.fixture(scope="module")
-def check_db(pair, bi):
-    if PG_MAJOR < 15:
-        # 14 lets PUBLIC create in schema public, which check() reports; a
-        # clean setup revokes it, as 15 and later do by default.
-        schema = "REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n" + CHECK_SCHEMA
-    else:
-        schema = CHECK_SCHEMA
-    if VIEWS_CAN_BE_SECURITY_INVOKER:
-        create_database(pair, CHECK_DB, schema + INVOKER_VIEW,
-                        "SELECT * FROM bi_access.sync_tables(); SELECT bi_access.expose_table('accounts_v');")
-    else:
-        create_database(pair, CHECK_DB, schema, "SELECT * FROM bi_access.sync_tables();")
-    return CHECK_DB
-
-
-@pytest.fixture(scope="module")
-def check_bi(request, pair, check_db, secrets):
-    return bi_for(request, pair, check_db, secrets)
-
-
-@pytest.fixture(scope="module")
-def check_cred(check_bi):
-    return check_bi.generate("1")
-
-
-@pytest.fixture
-def clean(pair, check_db, check_cred):
-    """What a clean setup takes beyond the defaults: no other database that
-    PUBLIC may connect to (restored afterwards, other tests need it)."""
-    others = [d for (d,) in pair.primary.sql(
-        "SELECT datname FROM pg_database d WHERE datallowconn AND NOT datistemplate AND datname <> %s "
-        "AND (datacl IS NULL OR EXISTS (SELECT FROM aclexplode(datacl) a WHERE a.grantee = 0 "
-        "AND a.privilege_type = 'CONNECT'))", (check_db,))]
-    for d in others:
-        pair.primary.sql(f'REVOKE CONNECT ON DATABASE "{d}" FROM PUBLIC')
-    assert pair.primary.value("SHOW bi_access.sslmode") in ("disable", "allow", "prefer")
-    assert pair.primary.value("SHOW ssl") == "off"
-    yield
-    for d in others:
-        pair.primary.sql(f'GRANT CONNECT ON DATABASE "{d}" TO PUBLIC')
-
-
-def findings(check_bi) -> list[tuple]:
-    return [(r["severity"], r["object"], r["finding"], r["fix"])
-            for r in check_bi.query("SELECT * FROM bi_access.check()")]
-
-
-def test_check_is_silent_on_a_clean_setup(check_bi, clean):
-    assert findings(check_bi) == []
-
-
-def test_check_reports_public_connect_on_another_database(pair, check_bi, clean):
-    pair.primary.sql("GRANT CONNECT ON DATABASE postgres TO PUBLIC")
-    try:
-        found = findings(check_bi)
-    finally:
-        pair.primary.sql("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC")
-    assert [f[1] for f in found] == ["database postgres"], found
-    assert found[0][3] == "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;"
-
+# Views: exposed when security_invoker, refused otherwise (in check_db,
+# conftest.py)
 
 @pytest.mark.skipif(not VIEWS_CAN_BE_SECURITY_INVOKER, reason="PostgreSQL 14 has no security_invoker views")
 def test_credential_sees_its_org_through_an_exposed_security_invoker_view(pair, check_db, check_cred):
@@ -759,90 +681,3 @@ def test_expose_table_refuses_a_view_that_is_not_security_invoker(pair, check_db
         assert info.value.pgcode == "42809", info.value.pgerror
     finally:
         pair.primary.sql("DROP VIEW accounts_definer", dbname=check_db)
-
-
-# (plant, undo, expected object, words of the finding, whether running the fix clears it)
-PLANTS = {
-    "PUBLIC CREATE on an exposed schema": (
-        "GRANT CREATE ON SCHEMA public TO PUBLIC", "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-        "schema public", "create", True),
-    "SECURITY DEFINER function executable by PUBLIC": (
-        "CREATE FUNCTION public.all_accounts() RETURNS SETOF accounts LANGUAGE sql SECURITY DEFINER "
-        "AS 'SELECT * FROM accounts'", "DROP FUNCTION public.all_accounts()",
-        "function public.all_accounts()", "security definer", True),
-    "exposed table with RLS off": (
-        "ALTER TABLE ledger DISABLE ROW LEVEL SECURITY", "ALTER TABLE ledger ENABLE ROW LEVEL SECURITY",
-        "ledger", "row level security", True),
-    "exposed table without its guard policy": (
-        "DROP POLICY bi_access_guard ON ledger", "SELECT * FROM bi_access.sync_tables()",
-        "ledger", "polic", True),
-    "exposed table without its grant": (
-        "REVOKE SELECT ON ledger FROM {reader}", "SELECT * FROM bi_access.sync_tables()",
-        "ledger", "grant", True),
-    "view readable by BI roles, not security_invoker": (
-        "CREATE VIEW ledger_totals AS SELECT sum(amount) AS total FROM ledger; "
-        "GRANT SELECT ON ledger_totals TO {reader}", "DROP VIEW ledger_totals",
-        "ledger_totals", "security_invoker", True),
-    "PUBLIC SELECT on a table without RLS": (
-        "GRANT SELECT ON app_config TO PUBLIC", "REVOKE SELECT ON app_config FROM PUBLIC",
-        "app_config", "public", True),
-    "credential role with CREATEDB": (
-        "ALTER ROLE {cred} CREATEDB", "ALTER ROLE {cred} NOCREATEDB", "role {cred}", "attribute", False),
-    "credential role in another group": (
-        "GRANT bi_access_admin TO {cred}", "REVOKE bi_access_admin FROM {cred}", "role {cred}", "membership", False),
-    "new table with the org column, not exposed": (
-        "CREATE TABLE newcomer (id serial PRIMARY KEY, org_id integer NOT NULL)", "DROP TABLE newcomer",
-        "newcomer", "new table", True),
-}
-
-
-@pytest.mark.parametrize("plant", PLANTS)
-def test_check_reports_a_planted_misconfiguration(pair, check_db, check_bi, check_cred, clean, plant):
-    sql, undo, obj, words, fix_clears = PLANTS[plant]
-    names = {"reader": reader_group(pair.primary, check_db), "cred": check_cred.role}
-    pair.primary.sql(sql.format(**names), dbname=check_db)
-    try:
-        found = findings(check_bi)
-        assert len(found) >= 1, f"{plant}: check() found nothing"
-        mine = [f for f in found if obj.format(**names) in f[1]]
-        assert mine, f"{plant}: no finding names {obj.format(**names)}: {found}"
-        assert any(words in f[2].lower() for f in mine), mine
-        assert all(f[0] in ("error", "warning", "info") and f[3] for f in found), found
-        if fix_clears:
-            pair.primary.sql(mine[0][3], dbname=check_db)
-            assert findings(check_bi) == [], f"{plant}: the fix {mine[0][3]!r} did not clear it"
-    finally:
-        pair.primary.sql(undo.format(**names), dbname=check_db)
-    assert findings(check_bi) == [], f"{plant}: not clean again after the undo"
-
-
-@pytest.mark.parametrize("setting, value, obj", [
-    ("bi_access.sslmode", "require", "setting ssl"),
-    ("bi_access.sslmode", "verify-full", "setting ssl"),
-    ("password_encryption", "md5", "setting password_encryption"),
-])
-def test_check_reports_a_planted_setting(pair, check_db, check_bi, clean, setting, value, obj):
-    pair.primary.sql(f"ALTER ROLE bi_app IN DATABASE {check_db} SET {setting} = '{value}'")
-    try:
-        b = BiAccess(pair, check_db, set())
-        try:
-            found = findings(b)
-        finally:
-            b.close()
-    finally:
-        pair.primary.sql(f"ALTER ROLE bi_app IN DATABASE {check_db} RESET {setting}")
-    assert [f[1] for f in found] == [obj], found
-    assert found[0][3], "a fix"
-
-
-def test_check_reports_a_table_every_login_may_read_through_the_passthrough(pair, check_db, check_bi, clean):
-    """An exposed table bi_access turned RLS on for has a pass-through policy
-    TO PUBLIC; granted SELECT to PUBLIC, every login of the cluster reads
-    every row of it (credentials of other databases included: see
-    test_databases). check() must say so."""
-    pair.primary.sql("GRANT SELECT ON ledger TO PUBLIC", dbname=check_db)
-    try:
-        found = findings(check_bi)
-    finally:
-        pair.primary.sql("REVOKE SELECT ON ledger FROM PUBLIC", dbname=check_db)
-    assert any("ledger" in f[1] for f in found), found

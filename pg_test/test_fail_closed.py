@@ -16,7 +16,7 @@ import pytest
 
 from bi import BiAccess
 from cluster import MEMBERSHIPS_ALLOW_SET_ROLE, SUPERUSER
-from probe import OK, PERMISSION_DENIED, Session, create_database, reader_group, session
+from probe import OK, PERMISSION_DENIED, Session, bi_for, create_database, reader_group, session, tenant_database
 
 DB = "failclosed"
 ORG_A, ORG_B = "4101", "4202"
@@ -49,32 +49,17 @@ TABLES = ("accounts", "notes", "events")
 
 @pytest.fixture(scope="module")
 def fdb(pair, saas_db):
-    create_database(pair, DB, SCHEMA, EXPOSE)
-    pair.wait_replayed()
-    return DB
+    return tenant_database(pair, DB, SCHEMA, EXPOSE)
 
 
 @pytest.fixture(scope="module")
 def fbi(request, pair, fdb, secrets):
-    b = BiAccess(pair, fdb, secrets)
-    request.addfinalizer(b.close)
-    return b
+    return bi_for(request, pair, fdb, secrets)
 
 
 @pytest.fixture(scope="module")
 def cred(fbi):
     return fbi.generate(ORG_A)
-
-
-@pytest.fixture(params=["primary", "replica"])
-def server(request, pair):
-    return getattr(pair, request.param)
-
-
-@pytest.fixture
-def sess(cred, server):
-    with session(cred, server) as s:
-        yield s
 
 
 def own_rows(pair, dbname: str, table: str, org: str = ORG_A) -> list:

@@ -34,11 +34,6 @@ RAISES = {
 }
 
 
-@pytest.fixture(params=["primary", "replica"])
-def server(request, pair):
-    return getattr(pair, request.param)
-
-
 @pytest.fixture(scope="module")
 def cred(bi):
     return bi.generate(ORG_A)

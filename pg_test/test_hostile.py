@@ -22,10 +22,10 @@ import io
 import psycopg2
 import pytest
 
-from bi import ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, BiAccess, login
+from bi import ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, login
 from cluster import MEMBERSHIPS_ALLOW_SET_ROLE, PG_MAJOR, SUPERUSER
-from probe import (OK, PERMISSION_DENIED, READ_ONLY_TRANSACTION, Session, create_database, leaks, reader_group,
-                   session)
+from probe import (OK, PERMISSION_DENIED, READ_ONLY_TRANSACTION, Session, bi_for, leaks, reader_group, session,
+                   tenant_database)
 
 DB = "hostile"
 ORG_A, ORG_B, ORG_C = "7301001", "7302002", "7303003"
@@ -127,17 +127,13 @@ def code(sqlstate: str):
 @pytest.fixture(scope="module")
 def hostile(pair, bi):
     """The hostile database, its tables exposed and analyzed, replayed."""
-    create_database(pair, DB, SCHEMA, EXPOSE)
-    pair.primary.sql(f"GRANT SELECT ON docs TO {PLAIN_ROLE}", dbname=DB)
-    pair.wait_replayed()
+    tenant_database(pair, DB, SCHEMA, EXPOSE + f"GRANT SELECT ON docs TO {PLAIN_ROLE};")
     return DB
 
 
 @pytest.fixture(scope="module")
 def hbi(request, pair, hostile, secrets):
-    b = BiAccess(pair, hostile, secrets)
-    request.addfinalizer(b.close)
-    return b
+    return bi_for(request, pair, hostile, secrets)
 
 
 @pytest.fixture(scope="module")
@@ -168,17 +164,6 @@ def expected(pair, hostile) -> dict:
             out[org][table] = pair.primary.sql(f"SELECT * FROM {table} {where} ORDER BY 1",
                                                None if org is None else (org,), dbname=hostile)
     return out
-
-
-@pytest.fixture(params=["primary", "replica"])
-def server(request, pair):
-    return getattr(pair, request.param)
-
-
-@pytest.fixture
-def sess(cred, server):
-    with session(cred, server) as s:
-        yield s
 
 
 def foreign(org: str = ORG_A) -> dict[str, str]:

@@ -193,3 +193,11 @@ def test_reset_forgets_what_a_lost_key_sealed_and_regenerate_recovers(pair, keye
     assert "lost" in bi.record(cred.role)["last_error"]
     new = bi.regenerate(cred.role)
     assert reveal(bi, cred.role) == new.password
+
+
+def test_no_key_file_is_written_to_the_data_directory(bi, pair):
+    """Since 0.2.0 the key lives in a table: no file of the data directory
+    holds it."""
+    bi.generate("203")
+    assert pair.primary.value("SELECT count(*) FROM bi_access.sealing_key", dbname=bi.dbname) == 1
+    assert not (pair.primary.datadir / "bi_access.key").exists()

@@ -40,11 +40,3 @@ def test_delete_ends_sessions(bi, pair):
     session = login(cred.login_args(pair.primary))
     bi.one("delete", cred.role)
     assert_session_ended(session)
-
-
-def test_no_key_file_is_written_to_the_data_directory(bi, pair):
-    """Since 0.2.0 the key lives in a table (pg_test/test_key.py): no file of
-    the data directory holds it."""
-    bi.generate(ORG)
-    assert pair.primary.value("SELECT count(*) FROM bi_access.sealing_key", dbname=bi.dbname) == 1
-    assert not (pair.primary.datadir / "bi_access.key").exists()

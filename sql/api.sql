@@ -13,47 +13,24 @@ SELECT c.id,
        c.scope,
        c.target,
        c.role_name,
-       -- Precedence: deleted, deleting, failed, deactivated, expired,
-       -- pending, syncing, active (src/credentials.rs reads it the same way).
-       -- pending and deleting wait for the standby of the credential's target.
-       -- 'expired' goes through text: the upgrade from 0.1.0 adds that enum
-       -- value in the same transaction that creates this view, where a
-       -- literal of the new value could not be parsed yet.
-       CASE WHEN c.status = 'deleted' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
-            THEN 'deleting'::bi_access.credential_status
-            WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
-            WHEN r.role_missing OR r.custody IS NOT NULL THEN 'failed'::bi_access.credential_status
-            WHEN c.status = 'deactivated' THEN c.status
-            WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
-            WHEN c.status = 'pending' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
-            THEN c.status
-            WHEN s.running THEN 'syncing'::bi_access.credential_status
-            ELSE 'active'::bi_access.credential_status
-       END AS status,
+       -- Decided once, in src/status.rs (bi_access_internal.credential_state):
+       -- the first that applies of deleted, deleting, failed, deactivated,
+       -- expired, pending, syncing, active. It goes through text: the
+       -- upgrade from 0.1.0 adds the 'expired' enum value in the same
+       -- transaction that creates this view.
+       st.status::bi_access.credential_status AS status,
        c.created_at,
        c.updated_at,
        c.rotated_at,
        c.valid_until,
        c.connection_limit,
-       coalesce(c.last_error,
-                CASE WHEN r.role_missing
-                     THEN 'its role does not exist: dropped outside bi_access, or the database was '
-                          'restored without its roles; regenerate recreates it'
-                END,
-                r.custody) AS last_error
+       coalesce(c.last_error, st.problem) AS last_error
 FROM bi_access.credential c
--- Once per query: whether CALL bi_access.sync() runs now (src/exposure.rs).
+-- Once per query: whether CALL bi_access.sync() runs now (src/records.rs).
 CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
-CROSS JOIN LATERAL (
-    SELECT c.status NOT IN ('failed', 'deleted')
-           AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
-) m
-CROSS JOIN LATERAL (
-    -- Which database manages the role (src/custody.rs): NULL when this one.
-    SELECT m.role_missing,
-           CASE WHEN c.status NOT IN ('failed', 'deleted') AND NOT m.role_missing
-                THEN bi_access_internal.custody_problem(c.role_name::text) END AS custody
-) r;
+CROSS JOIN LATERAL bi_access_internal.credential_state(
+    c.status::text, c.role_name::text, c.target, c.created_lsn::text,
+    coalesce(c.valid_until <= now(), false), s.running) st;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
 
@@ -241,9 +218,10 @@ CREATE FUNCTION bi_access_internal.step_sync_begin() RETURNS regclass[]
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.sync_begin()::regclass[] $$;
 
-CREATE FUNCTION bi_access_internal.step_sync_table(tbl regclass) RETURNS text
+-- Whether the table changed.
+CREATE FUNCTION bi_access_internal.step_sync_table(tbl regclass) RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.sync_one(tbl::oid) $$;
+AS $$ SELECT bi_access_internal.sync_table(tbl::oid) $$;
 
 CREATE FUNCTION bi_access_internal.step_sync_end(synced integer, unchanged integer, skipped text[])
 RETURNS void
@@ -255,7 +233,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     tables pg_catalog.regclass[];
     t pg_catalog.regclass;
-    action text;
+    changed boolean;
     attempt integer;
     why text;
     synced integer := 0;
@@ -265,13 +243,13 @@ BEGIN
     tables := bi_access_internal.step_sync_begin();
     COMMIT;
     FOREACH t IN ARRAY tables LOOP
-        action := NULL;
+        changed := NULL;
         attempt := 0;
         why := NULL;
         LOOP
             BEGIN
                 PERFORM pg_catalog.set_config('lock_timeout', sync.lock_timeout, true);
-                action := bi_access_internal.step_sync_table(t);
+                changed := bi_access_internal.step_sync_table(t);
             EXCEPTION
                 WHEN lock_not_available THEN
                     attempt := attempt + 1;
@@ -281,13 +259,13 @@ BEGIN
                     why := SQLERRM;
                     EXIT;
             END;
-            EXIT WHEN action IS NOT NULL OR attempt > retries;
+            EXIT WHEN changed IS NOT NULL OR attempt > retries;
             PERFORM pg_catalog.pg_sleep(0.1 * attempt);
         END LOOP;
-        IF action IS NULL THEN
+        IF changed IS NULL THEN
             skipped := skipped || t::text;
             RAISE NOTICE 'bi_access.sync: skipped %: %; it is left as it was', t, why;
-        ELSIF action = 'unchanged' THEN
+        ELSIF NOT changed THEN
             unchanged := unchanged + 1;
         ELSE
             synced := synced + 1;
@@ -356,8 +334,7 @@ GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
-    bi_access_internal.replayed(text, text),
-    bi_access_internal.custody_problem(text),
+    bi_access_internal.credential_state(text, text, text, text, boolean, boolean),
     bi_access_internal.sync_running(),
     bi_access_internal.targets()
 TO bi_access_viewer;

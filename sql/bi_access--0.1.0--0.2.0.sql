@@ -187,48 +187,20 @@ CREATE FUNCTION bi_access."rotate_key"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
-CREATE FUNCTION bi_access_internal."custody_problem"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'custody_problem_wrapper';
 CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
-CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'init_key_wrapper';
-CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
-CREATE FUNCTION bi_access_internal."replayed"(
-	"target" TEXT, /* Option < & str > */
-	"lsn" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'replayed_wrapper';
-CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-CREATE FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* pg_sys :: Oid */
-	"org_column" TEXT /* Option < & str > */
+CREATE FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
 CREATE FUNCTION bi_access_internal."set_target"(
 	"name" TEXT, /* Option < & str > */
 	"host" TEXT, /* Option < & str > */
@@ -239,63 +211,34 @@ CREATE FUNCTION bi_access_internal."set_target"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_target_wrapper';
-CREATE FUNCTION bi_access_internal."activate"(
+CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+CREATE FUNCTION bi_access_internal."delete"(
 	"role" TEXT /* & str */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-CREATE FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+CREATE FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* pg_sys :: Oid */
+	"org_column" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-CREATE FUNCTION bi_access_internal."delete_org"(
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+CREATE FUNCTION bi_access_internal."revoke_org"(
 	"org_id" TEXT /* Option < & str > */
 ) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
-CREATE FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-CREATE FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
-CREATE FUNCTION bi_access_internal."sync_one"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_one_wrapper';
-CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
 CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
 	"name" TEXT,  /* String */
 	"host" TEXT,  /* String */
@@ -307,18 +250,92 @@ STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'targets_wrapper';
-CREATE FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
-CREATE FUNCTION bi_access_internal."revoke_org"(
+CREATE FUNCTION bi_access_internal."delete_org"(
 	"org_id" TEXT /* Option < & str > */
 ) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+CREATE FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* & str */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+CREATE FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+CREATE FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* & str */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+CREATE FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+CREATE FUNCTION bi_access_internal."credential_state"(
+	"stored" TEXT, /* & str */
+	"role_name" TEXT, /* & str */
+	"target" TEXT, /* Option < & str > */
+	"lsn" TEXT, /* Option < & str > */
+	"expired" bool, /* bool */
+	"syncing" bool /* bool */
+) RETURNS TABLE (
+	"status" TEXT,  /* String */
+	"problem" TEXT  /* Option < String > */
+)
+STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'credential_state_wrapper';
+CREATE FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+CREATE FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
 CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
 	"org_column" TEXT,  /* String */
@@ -327,21 +344,6 @@ CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-CREATE FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
 CREATE FUNCTION bi_access_internal."generate"(
 	"org_id" TEXT, /* Option < & str > */
 	"label" TEXT, /* Option < & str > */
@@ -355,14 +357,12 @@ CREATE FUNCTION bi_access_internal."generate"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'generate_wrapper';
-CREATE FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* & str */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
+CREATE FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
 CREATE FUNCTION bi_access_internal."purge"(
 	"role" TEXT /* & str */
 ) RETURNS void
@@ -374,19 +374,20 @@ STRICT STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-CREATE FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* & str */
+CREATE FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* pg_sys :: Oid */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-CREATE FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* & str */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
+CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
 
 -- The SQL surface, as sql/api.sql creates it.
 -- bi_access: the SQL surface. Runs after every generated object.
@@ -404,47 +405,24 @@ SELECT c.id,
        c.scope,
        c.target,
        c.role_name,
-       -- Precedence: deleted, deleting, failed, deactivated, expired,
-       -- pending, syncing, active (src/credentials.rs reads it the same way).
-       -- pending and deleting wait for the standby of the credential's target.
-       -- 'expired' goes through text: the upgrade from 0.1.0 adds that enum
-       -- value in the same transaction that creates this view, where a
-       -- literal of the new value could not be parsed yet.
-       CASE WHEN c.status = 'deleted' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
-            THEN 'deleting'::bi_access.credential_status
-            WHEN c.status IN ('deleted', 'deleting', 'failed') THEN c.status
-            WHEN r.role_missing OR r.custody IS NOT NULL THEN 'failed'::bi_access.credential_status
-            WHEN c.status = 'deactivated' THEN c.status
-            WHEN c.valid_until <= now() THEN 'expired'::text::bi_access.credential_status
-            WHEN c.status = 'pending' AND NOT bi_access_internal.replayed(c.target, c.created_lsn::text)
-            THEN c.status
-            WHEN s.running THEN 'syncing'::bi_access.credential_status
-            ELSE 'active'::bi_access.credential_status
-       END AS status,
+       -- Decided once, in src/status.rs (bi_access_internal.credential_state):
+       -- the first that applies of deleted, deleting, failed, deactivated,
+       -- expired, pending, syncing, active. It goes through text: the
+       -- upgrade from 0.1.0 adds the 'expired' enum value in the same
+       -- transaction that creates this view.
+       st.status::bi_access.credential_status AS status,
        c.created_at,
        c.updated_at,
        c.rotated_at,
        c.valid_until,
        c.connection_limit,
-       coalesce(c.last_error,
-                CASE WHEN r.role_missing
-                     THEN 'its role does not exist: dropped outside bi_access, or the database was '
-                          'restored without its roles; regenerate recreates it'
-                END,
-                r.custody) AS last_error
+       coalesce(c.last_error, st.problem) AS last_error
 FROM bi_access.credential c
--- Once per query: whether CALL bi_access.sync() runs now (src/exposure.rs).
+-- Once per query: whether CALL bi_access.sync() runs now (src/records.rs).
 CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
-CROSS JOIN LATERAL (
-    SELECT c.status NOT IN ('failed', 'deleted')
-           AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = c.role_name) AS role_missing
-) m
-CROSS JOIN LATERAL (
-    -- Which database manages the role (src/custody.rs): NULL when this one.
-    SELECT m.role_missing,
-           CASE WHEN c.status NOT IN ('failed', 'deleted') AND NOT m.role_missing
-                THEN bi_access_internal.custody_problem(c.role_name::text) END AS custody
-) r;
+CROSS JOIN LATERAL bi_access_internal.credential_state(
+    c.status::text, c.role_name::text, c.target, c.created_lsn::text,
+    coalesce(c.valid_until <= now(), false), s.running) st;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
 
@@ -632,9 +610,10 @@ CREATE FUNCTION bi_access_internal.step_sync_begin() RETURNS regclass[]
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.sync_begin()::regclass[] $$;
 
-CREATE FUNCTION bi_access_internal.step_sync_table(tbl regclass) RETURNS text
+-- Whether the table changed.
+CREATE FUNCTION bi_access_internal.step_sync_table(tbl regclass) RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.sync_one(tbl::oid) $$;
+AS $$ SELECT bi_access_internal.sync_table(tbl::oid) $$;
 
 CREATE FUNCTION bi_access_internal.step_sync_end(synced integer, unchanged integer, skipped text[])
 RETURNS void
@@ -646,7 +625,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     tables pg_catalog.regclass[];
     t pg_catalog.regclass;
-    action text;
+    changed boolean;
     attempt integer;
     why text;
     synced integer := 0;
@@ -656,13 +635,13 @@ BEGIN
     tables := bi_access_internal.step_sync_begin();
     COMMIT;
     FOREACH t IN ARRAY tables LOOP
-        action := NULL;
+        changed := NULL;
         attempt := 0;
         why := NULL;
         LOOP
             BEGIN
                 PERFORM pg_catalog.set_config('lock_timeout', sync.lock_timeout, true);
-                action := bi_access_internal.step_sync_table(t);
+                changed := bi_access_internal.step_sync_table(t);
             EXCEPTION
                 WHEN lock_not_available THEN
                     attempt := attempt + 1;
@@ -672,13 +651,13 @@ BEGIN
                     why := SQLERRM;
                     EXIT;
             END;
-            EXIT WHEN action IS NOT NULL OR attempt > retries;
+            EXIT WHEN changed IS NOT NULL OR attempt > retries;
             PERFORM pg_catalog.pg_sleep(0.1 * attempt);
         END LOOP;
-        IF action IS NULL THEN
+        IF changed IS NULL THEN
             skipped := skipped || t::text;
             RAISE NOTICE 'bi_access.sync: skipped %: %; it is left as it was', t, why;
-        ELSIF action = 'unchanged' THEN
+        ELSIF NOT changed THEN
             unchanged := unchanged + 1;
         ELSE
             synced := synced + 1;
@@ -747,8 +726,7 @@ GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
-    bi_access_internal.replayed(text, text),
-    bi_access_internal.custody_problem(text),
+    bi_access_internal.credential_state(text, text, text, text, boolean, boolean),
     bi_access_internal.sync_running(),
     bi_access_internal.targets()
 TO bi_access_viewer;

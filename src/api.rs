@@ -105,13 +105,24 @@ mod bi_access_internal {
         or_raise(credentials::purge(role))
     }
 
-    /// Whether the standby of a credential's target has replayed its latest
-    /// change; the credentials view tells `pending` from `active` and
-    /// `deleting` from `deleted` with it.
+    /// The status a credential shows, and why when it failed: the
+    /// credentials view calls it once per record (src/status.rs decides).
+    /// SECURITY DEFINER: it reads the role's custody mark and the standby's
+    /// replay position.
     #[pg_extern(stable, parallel_safe, security_definer)]
     #[search_path(pg_catalog, pg_temp)]
-    fn replayed(target: Option<&str>, lsn: Option<&str>) -> bool {
-        or_raise(credentials::replayed(target, lsn))
+    fn credential_state(
+        stored: &str,
+        role_name: &str,
+        target: Option<&str>,
+        lsn: Option<&str>,
+        expired: bool,
+        syncing: bool,
+    ) -> TableIterator<'static, (name!(status, String), name!(problem, Option<String>))> {
+        let (status, problem) = or_raise(crate::records::shown_state(
+            stored, role_name, target, lsn, expired, syncing,
+        ));
+        TableIterator::once((status.as_str().to_string(), problem))
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
@@ -181,9 +192,10 @@ mod bi_access_internal {
         or_raise(exposure::hide_table(tbl))
     }
 
+    /// One table of `CALL bi_access.sync()`: whether it changed.
     #[pg_extern(volatile, parallel_unsafe)]
-    fn sync_one(tbl: pg_sys::Oid) -> String {
-        or_raise(exposure::sync_one(tbl)).to_string()
+    fn sync_table(tbl: pg_sys::Oid) -> bool {
+        or_raise(exposure::sync_table(tbl)).changed()
     }
 
     #[pg_extern(stable, parallel_unsafe)]
@@ -218,7 +230,7 @@ mod bi_access_internal {
     #[pg_extern(stable, parallel_safe, security_definer)]
     #[search_path(pg_catalog, pg_temp)]
     fn sync_running() -> bool {
-        or_raise(exposure::sync_running())
+        or_raise(crate::records::sync_running())
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
@@ -249,7 +261,7 @@ mod bi_access_internal {
     > {
         let rows = or_raise(exposure::unsynced_tables())
             .into_iter()
-            .map(|pending| (pending.tbl, pending.org_column, pending.reason));
+            .map(|pending| (pending.tbl, pending.org_column, pending.reason.to_string()));
         TableIterator::new(rows.collect::<Vec<_>>())
     }
 
@@ -264,6 +276,9 @@ mod bi_access_internal {
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_tables() -> TableIterator<'static, (name!(tbl, pg_sys::Oid), name!(action, String))> {
-        TableIterator::new(or_raise(exposure::sync_tables()))
+        let rows = or_raise(exposure::sync_tables())
+            .into_iter()
+            .map(|(tbl, action)| (tbl, action.as_str().to_string()));
+        TableIterator::new(rows.collect::<Vec<_>>())
     }
 }

@@ -85,12 +85,15 @@ pub fn mark(role: &str) -> Result<()> {
 
 /// Who manages the role, by its mark.
 pub fn of(role: &str) -> Result<Custody> {
-    let comment = db::first::<String>(
+    judge(comment_of(role)?.as_deref())
+}
+
+fn comment_of(role: &str) -> Result<Option<String>> {
+    db::first::<String>(
         "SELECT pg_catalog.shobj_description(r.oid, 'pg_authid') FROM pg_catalog.pg_roles r \
          WHERE r.rolname = $1",
         &[role.into()],
-    )?;
-    judge(comment.as_deref())
+    )
 }
 
 fn judge(comment: Option<&str>) -> Result<Custody> {
@@ -122,8 +125,9 @@ fn parse(comment: &str) -> Option<(String, u32)> {
 
 /// Refuses to manage a role another database manages (55000 naming it), or
 /// one restored from elsewhere that no sync has adopted yet.
-pub fn require_here(role: &str) -> Result<()> {
-    match of(role)? {
+/// (`comment`: the role's comment, its custody mark, as records::lock read it.)
+pub fn require_marked_here(role: &str, comment: Option<&str>) -> Result<()> {
+    match judge(comment)? {
         Custody::Here | Custody::Unmarked => Ok(()),
         Custody::Copy { database } => Err(BiError::ManagedElsewhere {
             role: role.into(),
@@ -152,12 +156,7 @@ pub fn problem(role: &str) -> Result<Option<String>> {
 /// cluster, or whose managing database is gone, becomes this database's
 /// (marked, and a member of this database's reader group). Returns how many.
 pub fn adopt_all() -> Result<i64> {
-    let roles = db::column::<String>(
-        "SELECT c.role_name::text FROM bi_access.credential c \
-         JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
-         WHERE c.status NOT IN ('failed', 'deleted') ORDER BY 1",
-        &[],
-    )?;
+    let roles = crate::records::current_roles(false)?;
     let reader = roles::reader_group()?;
     let mut adopted = 0;
     for role in roles {
@@ -193,12 +192,6 @@ mod unit {
 mod bi_access_internal {
     use pgrx::prelude::*;
 
-    /// For the credentials view: why a role is not managed here, or NULL.
-    #[pg_extern(stable, parallel_safe)]
-    fn custody_problem(role: &str) -> Option<String> {
-        crate::error::or_raise(super::problem(role))
-    }
-
     /// Called once by the update from 0.1.0: 0.1.0 left its roles unmarked.
     #[pg_extern(volatile, parallel_unsafe)]
     fn mark_credentials() -> i64 {
@@ -209,13 +202,7 @@ mod bi_access_internal {
 /// Marks every current credential role of this database that has no mark.
 fn mark_unmarked() -> Result<i64> {
     let mut marked = 0;
-    for role in db::column::<String>(
-        "SELECT c.role_name::text FROM bi_access.credential c \
-         JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
-         WHERE c.status NOT IN ('failed', 'deleted') \
-           AND pg_catalog.shobj_description(r.oid, 'pg_authid') IS NULL",
-        &[],
-    )? {
+    for role in crate::records::current_roles(true)? {
         mark(&role)?;
         marked += 1;
     }

@@ -24,11 +24,12 @@ use rand::rngs::OsRng;
 use rand::Rng;
 use serde_json::json;
 
-use crate::audit::{self, Subject};
+use crate::audit;
 use crate::compat;
 use crate::db;
 use crate::error::{BiError, Result};
 use crate::names::{CUSTOM_OWNER_PREFIX, CUSTOM_READER_PREFIX, CUSTOM_SCHEMA_PREFIX};
+use crate::records::{self, Subject};
 use crate::targets::Target;
 
 pub const READ: &str = "read";
@@ -138,15 +139,8 @@ fn ensure(org_id: &str, new_role: &str) -> Result<CustomSchema> {
     ] {
         Spi::run(&statement)?;
     }
-    // Every current credential of the org reads it from now on.
-    let roles = db::column::<String>(
-        "SELECT c.role_name::text FROM bi_access.credential c \
-         JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
-         WHERE c.org_id = $1 AND c.role_name <> $2 AND c.status NOT IN ('failed', 'deleted') \
-         ORDER BY c.id",
-        &[org_id.into(), new_role.into()],
-    )?;
-    for role in roles {
+    // Every other current credential of the org reads it from now on.
+    for role in records::current_roles_of_org(org_id, new_role)? {
         Spi::run(&compat::grant_membership_sql(
             std::slice::from_ref(&reader),
             &quote_identifier(&role),
@@ -205,29 +199,7 @@ pub fn join(role: &str, org_id: &str, scope: &str) -> Result<Option<String>> {
 /// database manages (a copy) are left alone. Returns how many memberships
 /// were granted.
 pub fn sync_memberships() -> Result<i64> {
-    let missing = Spi::connect(|client| {
-        let mut missing = Vec::new();
-        for row in client.select(
-            "SELECT c.role_name::text, g.rolname::text \
-             FROM bi_access.credential c \
-             JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
-             JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
-             JOIN pg_catalog.pg_roles g \
-               ON g.rolname = cs.reader_role \
-               OR (c.scope = 'read_write' AND g.rolname = cs.owner_role) \
-             WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
-               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-                               WHERE m.member = r.oid AND m.roleid = g.oid) \
-             ORDER BY 1, 2",
-            None,
-            &[],
-        )? {
-            if let (Some(role), Some(group)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
-                missing.push((role, group));
-            }
-        }
-        Ok::<_, BiError>(missing)
-    })?;
+    let missing = records::missing_custom_schema_memberships()?;
     let mut granted = 0;
     for (role, group) in missing {
         if matches!(
@@ -247,26 +219,14 @@ pub fn sync_memberships() -> Result<i64> {
 /// The custom schema shown in a credential's connection details (NULL for
 /// a read credential), and its scope.
 pub fn of_credential(role: &str) -> Result<(String, Option<String>)> {
-    let (scope, schema) = Spi::get_two_with_args::<String, String>(
-        "SELECT c.scope, cs.schema_name::text FROM bi_access.credential c \
-         LEFT JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id AND c.scope = 'read_write' \
-         WHERE c.role_name = $1",
-        &[role.into()],
-    )?;
-    Ok((scope.unwrap_or_else(|| READ.into()), schema))
+    records::scope_and_custom_schema(role)
 }
 
 /// Who inherits what a credential role owns when it is dropped: the owner
 /// group of its org's custom schema for a read_write credential (None: the
 /// extension's owner, as before).
 pub fn heir_of(role: &str) -> Result<Option<String>> {
-    db::first::<String>(
-        "SELECT cs.owner_role::text FROM bi_access.credential c \
-         JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
-         JOIN pg_catalog.pg_roles r ON r.rolname = cs.owner_role \
-         WHERE c.role_name = $1 AND c.scope = 'read_write'",
-        &[role.into()],
-    )
+    records::custom_schema_owner_of(role)
 }
 
 /// Drops the org's custom schema with everything in it, and its groups.
@@ -282,13 +242,7 @@ pub fn drop(org_id: Option<&str>) -> Result<()> {
     else {
         return Err(BiError::NoCustomSchema(org_id.into()));
     };
-    let writers = db::first_mut::<i64>(
-        "SELECT count(*) FROM (SELECT FROM bi_access.credential \
-         WHERE org_id = $1 AND scope = 'read_write' AND status NOT IN ('failed', 'deleted') \
-         FOR UPDATE) c",
-        &[org_id.into()],
-    )?
-    .unwrap_or(0);
+    let writers = records::lock_current_writers(org_id)?;
     if writers > 0 {
         return Err(BiError::CustomSchemaInUse {
             org_id: org_id.into(),

@@ -48,3 +48,17 @@ pub fn exec(sql: &str, args: &[DatumWithOid]) -> Result<()> {
     Spi::run_with_args(sql, args)?;
     Ok(())
 }
+
+/// Every row's first two columns as text (NULL as empty).
+pub fn text_pairs(sql: &str, args: &[DatumWithOid]) -> Result<Vec<(String, String)>> {
+    Spi::connect(|client| {
+        let mut pairs = Vec::new();
+        for row in client.select(sql, None, args)? {
+            pairs.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok(pairs)
+    })
+}

@@ -25,7 +25,7 @@ pub enum BiError {
     #[error("bi_access credential {role:?} is {status}; {action} needs it {needs}")]
     WrongStatus {
         role: String,
-        status: String,
+        status: crate::status::Status,
         action: &'static str,
         needs: &'static str,
     },
@@ -99,6 +99,34 @@ pub enum BiError {
     #[error("the role {0:?} was restored from another cluster and is not adopted yet")]
     NotAdopted(String),
 
+    #[error("bi_access.config has no reader group: this database's bi_access is incomplete")]
+    NoConfig,
+
+    #[error("{0} runs only as an event trigger")]
+    NotAnEventTrigger(&'static str),
+
+    /// The session guard: what a credential's session may not do.
+    #[error("{message}")]
+    Refused { message: String, hint: String },
+
+    /// A read_write session's write that would grow its custom schema
+    /// past bi_access.custom_schema_quota (src/guard/custom.rs).
+    #[error("the custom schema is past its quota: {size} bytes of {quota} (bi_access.custom_schema_quota)")]
+    QuotaExceeded { size: i64, quota: i64 },
+
+    /// The session guard at login: a startup option naming a bi_access setting.
+    #[error("a bi_access credential may not set {0} when it connects")]
+    ClientSettings(String),
+
+    /// The session guard: the login was revoked, deleted, given a new
+    /// password or expired (`why` completes "this bi_access credential …").
+    #[error("terminating connection: this bi_access credential {0}")]
+    Ended(&'static str),
+
+    /// The session guard: an org's or the server's limit of BI sessions.
+    #[error("{0}")]
+    TooManyConnections(String),
+
     #[error(transparent)]
     Secret(#[from] SecretError),
 
@@ -148,6 +176,12 @@ impl BiError {
             BiError::ManagedElsewhere { .. } | BiError::NotAdopted(_) => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
+            BiError::NoConfig => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            BiError::NotAnEventTrigger(_) => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            BiError::Refused { .. } | BiError::ClientSettings(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            BiError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
+            BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -219,6 +253,26 @@ impl BiError {
                 "SELECT * FROM bi_access.sync_tables(); adopts every restored credential of this database."
                     .into(),
             ),
+            BiError::NoConfig => Some(
+                "Reinstall it: DROP EXTENSION bi_access; CREATE EXTENSION bi_access; (once no credential is current)."
+                    .into(),
+            ),
+            BiError::Refused { hint, .. } => Some(hint.clone()),
+            BiError::QuotaExceeded { .. } => Some(
+                "Reads, DELETE, TRUNCATE and DROP still work: free space, or ask an administrator to raise bi_access.custom_schema_quota."
+                    .into(),
+            ),
+            BiError::ClientSettings(_) => Some(
+                "Remove the bi_access settings from the connection's options (PGOPTIONS).".into(),
+            ),
+            BiError::Ended(_) => Some(
+                "Ask the organization's administrator for the credential's current connection details."
+                    .into(),
+            ),
+            BiError::TooManyConnections(_) => Some(
+                "Close another session of this organization's BI tools, or ask its administrator to raise the limit."
+                    .into(),
+            ),
             BiError::Secret(error) => error.hint(),
             _ => None,
         }
@@ -245,14 +299,32 @@ impl BiError {
     }
 }
 
+impl BiError {
+    /// Whether it is a refusal a caller can act on (a wrong kind of table, a
+    /// missing column…), as opposed to a failure of bi_access itself (SPI,
+    /// an internal error), which is never turned into a reason or a finding.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, BiError::Spi(_) | BiError::Internal(_))
+    }
+
+    /// Raises it as an ERROR.
+    pub fn raise(self) -> ! {
+        self.report().report(PgLogLevel::ERROR);
+        unreachable!("an ERROR does not return")
+    }
+
+    /// Raises it as a FATAL error: the session ends.
+    pub fn raise_fatal(self) -> ! {
+        self.report().report(PgLogLevel::FATAL);
+        unreachable!("FATAL does not return")
+    }
+}
+
 /// At the SQL boundary: the value, or the error raised with its SQLSTATE,
 /// hint and detail.
 pub fn or_raise<T>(result: Result<T>) -> T {
     match result {
         Ok(value) => value,
-        Err(error) => {
-            error.report().report(PgLogLevel::ERROR);
-            unreachable!("an ERROR does not return")
-        }
+        Err(error) => error.raise(),
     }
 }

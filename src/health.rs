@@ -8,6 +8,7 @@ use crate::db;
 use crate::error::Result;
 use crate::exposure;
 use crate::names;
+use crate::records;
 use crate::roles;
 use crate::settings;
 use crate::targets;
@@ -64,18 +65,20 @@ fn rows(
     severity: &'static str,
     finding: &str,
 ) -> Result<Vec<Finding>> {
-    Spi::connect(|client| {
-        let mut findings = Vec::new();
-        for row in client.select(sql, None, args)? {
-            findings.push(Finding {
-                severity,
-                object: row.get::<String>(1)?.unwrap_or_default(),
-                finding: finding.to_string(),
-                fix: row.get::<String>(2)?.unwrap_or_default(),
-            });
-        }
-        Ok(findings)
-    })
+    Ok(words(db::text_pairs(sql, args)?, severity, finding))
+}
+
+/// Each (object, fix) as a finding.
+fn words(pairs: Vec<(String, String)>, severity: &'static str, finding: &str) -> Vec<Finding> {
+    pairs
+        .into_iter()
+        .map(|(object, fix)| Finding {
+            severity,
+            object,
+            finding: finding.to_string(),
+            fix,
+        })
+        .collect()
 }
 
 /// Custom schemas (scope read_write) past bi_access.custom_schema_quota:
@@ -206,7 +209,7 @@ fn unsynced(_: &Context) -> Result<Vec<Finding>> {
     Ok(exposure::unsynced_tables()?
         .into_iter()
         .map(|pending| Finding {
-            severity: if pending.reason.starts_with("new table") {
+            severity: if pending.reason.is_new_table() {
                 "info"
             } else {
                 "error"
@@ -215,7 +218,7 @@ fn unsynced(_: &Context) -> Result<Vec<Finding>> {
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
-            finding: pending.reason,
+            finding: pending.reason.to_string(),
             fix: "SELECT * FROM bi_access.sync_tables();".into(),
         })
         .collect())
@@ -355,29 +358,11 @@ fn credential_attributes(context: &Context) -> Result<Vec<Finding>> {
     } else {
         ("false", "")
     };
-    rows(
-        &format!(
-            "SELECT 'role ' || quote_ident(r.rolname), \
-                format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
-                        then REVOKE from it every role but %I, bi_access_credential and its org''s custom schema groups{regrant}', \
-                       r.rolname, $1::text) \
-         FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
-         WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
-            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-                       JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
-                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential') \
-                         AND NOT EXISTS (SELECT FROM bi_access.custom_schema cs \
-                                         WHERE cs.org_id = c.org_id \
-                                           AND (g.rolname = cs.reader_role \
-                                                OR (c.scope = 'read_write' AND g.rolname = cs.owner_role)))) \
-            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-                       WHERE m.member = r.oid AND {settable}) \
-         ORDER BY 1"
-        ),
-        &[context.reader.as_str().into()],
+    Ok(words(
+        records::overgranted_roles(&context.reader, settable, regrant)?,
         "error",
         "a credential role has an attribute or a membership bi_access never gives",
-    )
+    ))
 }
 
 /// A reader group is alive while the org lookups of its database are granted
@@ -395,29 +380,12 @@ const READER_GROUPS: &str = "WITH readers AS ( \
 /// Credential roles of the cluster that no database manages any more: they
 /// can still log in wherever PUBLIC may connect, and read nothing there.
 fn orphaned_credentials(_: &Context) -> Result<Vec<Finding>> {
-    rows(
-        &format!(
-            "{READER_GROUPS} \
-             SELECT 'role ' || quote_ident(r.rolname), format('DROP ROLE %I;', r.rolname) \
-             FROM pg_catalog.pg_roles r \
-             JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
-             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid AND g.rolname = $2 \
-             WHERE NOT starts_with(r.rolname, $1) \
-               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
-                               JOIN readers rd ON rd.oid = rm.roleid \
-                               WHERE rm.member = r.oid AND rd.alive) \
-               AND NOT EXISTS (SELECT FROM bi_access.credential c \
-                               WHERE c.role_name = r.rolname AND c.status <> 'deleted') \
-             ORDER BY 1"
-        ),
-        &[
-            names::READER_GROUP_PREFIX.into(),
-            names::CREDENTIAL_GROUP.into(),
-        ],
+    Ok(words(
+        records::unmanaged_credential_roles(READER_GROUPS)?,
         "error",
         "a bi_access credential role that no database manages any more (its database was dropped, \
          or bi_access was removed there past its drop guard); it can still log in",
-    )
+    ))
 }
 
 /// Reader groups whose database lost bi_access: the statements that finish

@@ -29,6 +29,7 @@ use crate::audit::{self, Subject, NO_SUBJECT};
 use crate::compat;
 use crate::db;
 use crate::error::{BiError, Result};
+use crate::records::{self, Sealed};
 use crate::secrets::{self, SecretError};
 
 pub const KEY_LEN: usize = 32;
@@ -96,12 +97,7 @@ fn store(key: &SealingKey) -> Result<()> {
 /// Fingerprints of keys that sealed secrets but are not the current one
 /// (NULL: sealed by 0.1.0's key file, never adopted).
 fn sealed_with_other_keys(current: Option<&str>) -> Result<i64> {
-    Ok(db::first::<i64>(
-        "SELECT count(*) FROM bi_access.credential \
-         WHERE secret IS NOT NULL AND sealed_with IS DISTINCT FROM $1",
-        &[current.into()],
-    )?
-    .unwrap_or(0))
+    records::count_sealed(Sealed::NotWith(current))
 }
 
 /// The key a new secret is sealed with: the stored one, or a new one if no
@@ -120,11 +116,7 @@ pub fn for_sealing() -> Result<SealingKey> {
 }
 
 fn sealed_with_any() -> Result<bool> {
-    Ok(db::first::<bool>(
-        "SELECT EXISTS (SELECT FROM bi_access.credential WHERE secret IS NOT NULL)",
-        &[],
-    )?
-    .unwrap_or(false))
+    Ok(records::count_sealed(Sealed::All)? > 0)
 }
 
 /// The key that sealed a secret, or why it is not here.
@@ -199,47 +191,17 @@ pub fn import(text: &str) -> Result<()> {
 }
 
 fn sealed_by(fingerprint: &str) -> Result<i64> {
-    Ok(db::first::<i64>(
-        "SELECT count(*) FROM bi_access.credential WHERE secret IS NOT NULL AND sealed_with = $1",
-        &[fingerprint.into()],
-    )?
-    .unwrap_or(0))
-}
-
-/// (id, role, sealed secret) of every record with a secret that also meets
-/// `condition` (SQL over the credential table, written here, never input).
-fn sealed_secrets(condition: &str) -> Result<Vec<(i64, String, Vec<u8>)>> {
-    Spi::connect(|client| {
-        let mut rows = Vec::new();
-        for row in client.select(
-            &format!(
-                "SELECT id, role_name::text, secret FROM bi_access.credential \
-                 WHERE secret IS NOT NULL AND {condition}"
-            ),
-            None,
-            &[],
-        )? {
-            rows.push((
-                row.get::<i64>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<Vec<u8>>(3)?.unwrap_or_default(),
-            ));
-        }
-        Ok(rows)
-    })
+    records::count_sealed(Sealed::With(fingerprint))
 }
 
 /// Secrets sealed by 0.1.0 (no fingerprint) that this key opens are marked
 /// as sealed with it.
 fn adopt_legacy_secrets(key: &SealingKey) -> Result<i64> {
-    let legacy = sealed_secrets("sealed_with IS NULL")?;
+    let legacy = records::sealed_secrets(Sealed::Legacy)?;
     let mut adopted = 0;
     for (id, role, sealed) in legacy {
         if secrets::open_with(&key.key, &role, &sealed).is_ok() {
-            db::exec(
-                "UPDATE bi_access.credential SET sealed_with = $2 WHERE id = $1",
-                &[id.into(), key.fingerprint.as_str().into()],
-            )?;
+            records::set_sealed_with(id, &key.fingerprint)?;
             adopted += 1;
         }
     }
@@ -259,15 +221,12 @@ pub fn rotate() -> Result<i64> {
         .into());
     }
     let new = SealingKey::generate();
-    let sealed = sealed_secrets("true")?;
+    let sealed = records::sealed_secrets(Sealed::All)?;
     let count = sealed.len() as i64;
     for (id, role, secret) in sealed {
         let password = secrets::open_with(&old.key, &role, &secret)?;
         let resealed = secrets::seal_with(&new.key, &role, &password)?;
-        db::exec(
-            "UPDATE bi_access.credential SET secret = $2, sealed_with = $3 WHERE id = $1",
-            &[id.into(), resealed.into(), new.fingerprint.as_str().into()],
-        )?;
+        records::reseal(id, resealed, &new.fingerprint)?;
     }
     store(&new)?;
     audit::record(
@@ -284,20 +243,8 @@ pub fn rotate() -> Result<i64> {
 pub fn reset() -> Result<i64> {
     require_superuser("reset_key")?;
     let new = SealingKey::generate();
-    let forgotten = Spi::connect_mut(|client| {
-        let mut roles = Vec::new();
-        for row in client.update(
-            "UPDATE bi_access.credential \
-             SET secret = NULL, sealed_with = NULL, updated_at = now(), \
-                 last_error = 'its password was sealed with a key that is lost; regenerate it' \
-             WHERE secret IS NOT NULL RETURNING role_name::text",
-            None,
-            &[],
-        )? {
-            roles.extend(row.get::<String>(1)?);
-        }
-        Ok::<_, BiError>(roles)
-    })?;
+    let forgotten =
+        records::forget_secrets("its password was sealed with a key that is lost; regenerate it")?;
     store(&new)?;
     for role in &forgotten {
         let subject = Subject {
@@ -338,21 +285,14 @@ pub fn adopt_legacy_file() -> Result<()> {
         return Ok(());
     }
     let key = SealingKey::new(&bytes);
-    let legacy = db::first::<i64>(
-        "SELECT count(*) FROM bi_access.credential WHERE secret IS NOT NULL AND sealed_with IS NULL",
-        &[],
-    )?
-    .unwrap_or(0);
+    let legacy = records::count_sealed(Sealed::Legacy)?;
     let adopted = adopt_legacy_secrets(&key)?;
     if adopted < legacy {
         pgrx::warning!(
             "bi_access: {} does not open the sealed secrets ({adopted} of {legacy}); it was not adopted",
             path.display()
         );
-        db::exec(
-            "UPDATE bi_access.credential SET sealed_with = NULL WHERE sealed_with = $1",
-            &[key.fingerprint.as_str().into()],
-        )?;
+        records::unmark_sealed_with(&key.fingerprint)?;
         return Ok(());
     }
     store(&key)?;

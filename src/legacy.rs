@@ -23,6 +23,21 @@ fn before_drop() {
     or_raise(crate::uninstall::before_drop())
 }
 
+/// 0.1.0's `replayed(lsn)`, which its credentials view calls: the default
+/// target was the only one.
+#[pg_extern(sql = false)]
+fn replayed(lsn: Option<&str>) -> bool {
+    or_raise(crate::records::replayed(None, lsn))
+}
+
+/// 0.1.0's step of `CALL bi_access.sync()`, which returned the action.
+#[pg_extern(sql = false)]
+fn sync_one(tbl: pg_sys::Oid) -> String {
+    or_raise(crate::exposure::sync_table(tbl))
+        .as_str()
+        .to_string()
+}
+
 /// 0.1.0's `regenerate(role)`, before `valid_until` existed.
 #[pg_extern(sql = false)]
 fn regenerate(role: &str) -> pgrx::composite_type!('static, "bi_access.connection") {

@@ -2,7 +2,10 @@
 //! isolated by row-level security.
 //!
 //! Where things are:
-//! - `credentials`: the lifecycle (generate … purge);
+//! - `status`: where a credential's status is decided (the `Status` type,
+//!   live/current, the shown status, what each call does in each status);
+//! - `records`: every statement on the credential and event tables;
+//! - `credentials`: the lifecycle (generate … purge), orchestration only;
 //! - `org`: the org lookup every policy calls;
 //! - `custody`: which database manages a credential role (copies, restores);
 //! - `roles`: creating, altering and dropping PostgreSQL roles;
@@ -43,10 +46,12 @@ mod names;
 mod org;
 mod policies;
 mod pooler;
+mod records;
 mod roles;
 mod secrets;
 mod sessions;
 mod settings;
+mod status;
 mod targets;
 mod uninstall;
 

@@ -14,7 +14,6 @@ use std::cell::RefCell;
 
 use pgrx::prelude::*;
 
-use crate::db;
 use crate::error::Result;
 
 thread_local! {
@@ -76,18 +75,7 @@ fn look_up(user: pg_sys::Oid) -> Result<Option<String>> {
     // operator is schema-qualified, so no object of the caller's can stand in.
     // A role another database manages (this one is a copy) or one not yet
     // adopted after a restore gets no org here (src/custody.rs).
-    db::first::<String>(
-        "SELECT c.org_id FROM bi_access.credential c \
-         WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
-           AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) \
-               ANY ('{pending,active,syncing}'::pg_catalog.text[]) \
-           AND coalesce(pg_catalog.shobj_description($2, 'pg_authid'), $3) OPERATOR(pg_catalog.=) $3",
-        &[
-            role.as_str().into(),
-            user.into(),
-            crate::custody::mark_here()?.as_str().into(),
-        ],
-    )
+    crate::records::live_org_of(&role, user, &crate::custody::mark_here()?)
 }
 
 /// The SQL a policy compares its org column with, by the column's type

@@ -24,7 +24,7 @@ const MAX_PREFIX_LEN: usize = 40;
 /// roles are its members.
 pub fn reader_group() -> Result<String> {
     db::first::<String>("SELECT reader_role::text FROM bi_access.config", &[])?
-        .ok_or_else(|| BiError::InvalidParameter("bi_access.config has no reader group".into()))
+        .ok_or(BiError::NoConfig)
 }
 
 pub fn new_role_name() -> Result<String> {
@@ -163,21 +163,9 @@ pub fn sync_audit_reads() -> Result<i64> {
     if settings::audit_reads() && !wanted {
         return Ok(0);
     }
-    let roles = db::column::<String>(
-        "SELECT c.role_name::text \
-         FROM bi_access.credential c \
-         JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) c.role_name \
-         WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
-           AND EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s \
-                       WHERE s.setrole OPERATOR(pg_catalog.=) r.oid \
-                         AND s.setdatabase OPERATOR(pg_catalog.=) 0::pg_catalog.oid \
-                         AND $1::text OPERATOR(pg_catalog.=) ANY (s.setconfig)) \
-               IS DISTINCT FROM $2::boolean \
-         ORDER BY 1",
-        &[
-            format!("{AUDIT_SETTING}={AUDIT_VALUE}").into(),
-            wanted.into(),
-        ],
+    let roles = crate::records::current_roles_setting_differs(
+        &format!("{AUDIT_SETTING}={AUDIT_VALUE}"),
+        wanted,
     )?;
     let mut changed = 0;
     for role in &roles {

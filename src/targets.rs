@@ -13,6 +13,7 @@ use crate::audit::{self, NO_SUBJECT};
 use crate::db;
 use crate::error::{BiError, Result};
 use crate::settings;
+use crate::status::Status;
 
 pub const DEFAULT: &str = "default";
 
@@ -229,14 +230,7 @@ pub fn drop_target(name: Option<&str>) -> Result<()> {
     }
     // Lock the credentials that use it, so no generate for this target
     // commits in between (generate reads the target row FOR SHARE).
-    let in_use = db::first_mut::<i64>(
-        "SELECT count(*) FROM (SELECT FROM bi_access.credential \
-                               WHERE target = $1 AND status NOT IN ('failed', 'deleted') \
-                                 AND EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) \
-                               FOR UPDATE) c",
-        &[name.into()],
-    )?
-    .unwrap_or(0);
+    let in_use = crate::records::lock_current_using(name)?;
     if in_use > 0 {
         return Err(BiError::TargetInUse {
             target: name.into(),
@@ -302,10 +296,14 @@ pub fn waiting_on_absent_standbys() -> Result<Vec<(String, String, i64)>> {
         };
         let waiting = db::first::<i64>(
             "SELECT count(*) FROM bi_access.credentials \
-             WHERE target = $1 AND status IN ('pending', 'deleting') \
+             WHERE target = $1 AND status::text = ANY ($3) \
                AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_replication \
                                WHERE application_name = $2)",
-            &[target.name.as_str().into(), standby.as_str().into()],
+            &[
+                target.name.as_str().into(),
+                standby.as_str().into(),
+                vec![Status::Pending.as_str(), Status::Deleting.as_str()].into(),
+            ],
         )?
         .unwrap_or(0);
         if waiting > 0 {

@@ -44,11 +44,7 @@ pub fn before_drop() -> Result<()> {
 /// 2BP01 while current credentials exist: their roles would outlive the
 /// records that explain them.
 fn refuse_while_current() -> Result<()> {
-    let current = db::first::<i64>(
-        "SELECT count(*) FROM bi_access.credential WHERE status NOT IN ('failed', 'deleted')",
-        &[],
-    )?
-    .unwrap_or(0);
+    let current = crate::records::count_current()?;
     if current > 0 {
         return Err(BiError::LiveCredentials(current));
     }
@@ -152,9 +148,7 @@ pub unsafe extern "C-unwind" fn bi_access_drop_guard(
 ) -> pg_sys::Datum {
     let context = (*fcinfo).context;
     if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
-        or_raise::<()>(Err(BiError::InvalidParameter(
-            "bi_access_internal.drop_guard() runs only as an event trigger".into(),
-        )));
+        BiError::NotAnEventTrigger("bi_access_internal.drop_guard()").raise();
     }
     let statement = (*(context as *mut pg_sys::EventTriggerData)).parsetree;
     match or_raise(removal(statement)) {

@@ -17,9 +17,7 @@
 use std::cell::Cell;
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use crate::names;
 
@@ -165,15 +163,7 @@ pub(super) fn refuse_past_quota(namespace: pg_sys::Oid) {
     .flatten()
     .unwrap_or(i64::MAX);
     if size > quota {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            format!(
-                "the custom schema is past its quota: {size} bytes of {quota} (bi_access.custom_schema_quota)"
-            ),
-            "bi_access",
-        )
-        .set_hint("Reads, DELETE, TRUNCATE and DROP still work: free space, or ask an administrator to raise bi_access.custom_schema_quota.")
-        .report(PgLogLevel::ERROR);
+        crate::error::BiError::QuotaExceeded { size, quota }.raise();
     }
 }
 

@@ -35,9 +35,8 @@ mod statements;
 
 use std::cell::Cell;
 
+use crate::error::BiError;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use crate::names;
 
@@ -138,16 +137,7 @@ pub fn refuse_client_settings(asked: &[String]) {
     {
         return;
     }
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        format!(
-            "a bi_access credential may not set {} when it connects",
-            asked.join(", ")
-        ),
-        "bi_access",
-    )
-    .set_hint("Remove the bi_access settings from the connection's options (PGOPTIONS).")
-    .report(PgLogLevel::FATAL);
+    BiError::ClientSettings(asked.join(", ")).raise_fatal();
 }
 
 /// The answer of `session_is_credential` if this session already knows it;
@@ -193,12 +183,9 @@ pub fn held_from_the_start() -> bool {
 
 /// Raises 42501 for what a credential may not do.
 pub(crate) fn refuse(message: String, hint: &str) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+    BiError::Refused {
         message,
-        "bi_access",
-    )
-    .set_hint(hint)
-    .report(PgLogLevel::ERROR);
-    unreachable!("an ERROR does not return")
+        hint: hint.into(),
+    }
+    .raise()
 }

@@ -18,10 +18,9 @@ use std::cell::Cell;
 use std::ffi::CStr;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use crate::error::BiError;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use crate::db;
 use crate::names;
@@ -153,28 +152,12 @@ fn standing() -> Standing {
     }
 }
 
-fn end(why: &str) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
-        format!("terminating connection: this bi_access credential {why}"),
-        "bi_access",
-    )
-    .set_hint(
-        "Ask the organization's administrator for the credential's current connection details.",
-    )
-    .report(PgLogLevel::FATAL);
-    unreachable!("FATAL does not return")
+fn end(why: &'static str) -> ! {
+    BiError::Ended(why).raise_fatal()
 }
 
 fn too_many(what: String) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_TOO_MANY_CONNECTIONS,
-        what,
-        "bi_access",
-    )
-    .set_hint("Close another session of this organization's BI tools, or ask its administrator to raise the limit.")
-    .report(PgLogLevel::FATAL);
-    unreachable!("FATAL does not return")
+    BiError::TooManyConnections(what).raise_fatal()
 }
 
 /// Counts other BI sessions on this server, as the bootstrap superuser: the
@@ -202,26 +185,8 @@ fn connection_limits() {
         .ok()
         .flatten()
         .unwrap_or(0);
-        let managed_here = db::first::<bool>(
-            "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false);
-        let of_org = if managed_here && org_limit.is_some() {
-            db::first::<i64>(
-                "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
-                 JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
-                 WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
-                   AND a.datid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
-                                    WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
-                   AND c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
-                                    WHERE k.role_name OPERATOR(pg_catalog.=) session_user)",
-                &[],
-            )
-            .ok()
-            .flatten()
+        let of_org = if org_limit.is_some() {
+            crate::records::other_sessions_of_my_org().ok().flatten()
         } else {
             None
         };

@@ -1,0 +1,338 @@
+//! Syncing: bringing each exposed table to its exposed state, in the
+//! caller's transaction (sync_tables) or table by table (the steps of CALL
+//! bi_access.sync()); and what a sync would change (unsynced_tables).
+
+use std::time::{Duration, Instant};
+
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use serde_json::json;
+
+use super::catalog::{target, vet, Vet};
+use super::registry::{exposed_row, exposed_tables, new_tables};
+use super::ChangingTables;
+use crate::audit::{self, NO_SUBJECT};
+use crate::db;
+use crate::error::{BiError, Result};
+use crate::policies::{self, Target};
+use crate::roles;
+use crate::settings;
+
+/// What unsynced_tables reports for one table.
+pub struct Pending {
+    pub tbl: pg_sys::Oid,
+    pub org_column: String,
+    pub reason: Unsynced,
+}
+
+/// Why a table is not in its exposed state.
+pub enum Unsynced {
+    NoGrant,
+    RlsOff,
+    StalePolicies,
+    /// An exposed table a sync cannot bring back as it stands (the refusal
+    /// that stops it: a refused kind, a dropped org column…).
+    CannotSync(BiError),
+    /// A new table a sync exposes (with bi_access.auto_expose).
+    NewTable,
+    /// A new table a sync would not expose, and why.
+    NewTableRefused(BiError),
+}
+
+impl Unsynced {
+    /// A new table is news, not a weakening (check() reports it as info).
+    pub fn is_new_table(&self) -> bool {
+        matches!(self, Unsynced::NewTable | Unsynced::NewTableRefused(_))
+    }
+}
+
+impl std::fmt::Display for Unsynced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsynced::NoGrant => f.write_str("the reader group has no SELECT grant"),
+            Unsynced::RlsOff => f.write_str("row level security is off"),
+            Unsynced::StalePolicies => f.write_str("bi_access policies are missing or stale"),
+            Unsynced::CannotSync(error) => write!(f, "{error}"),
+            Unsynced::NewTable => f.write_str("new table with the org column, not exposed"),
+            Unsynced::NewTableRefused(error) => {
+                write!(f, "new table with the org column, not exposable: {error}")
+            }
+        }
+    }
+}
+
+/// What a sync did to one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncAction {
+    /// A new table, exposed by this sync.
+    Exposed,
+    /// Its RLS, policies or grant were put back.
+    Synced,
+    Unchanged,
+    /// Not exposed (any more) when its turn came.
+    NotExposed,
+}
+
+impl SyncAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncAction::Exposed => "exposed",
+            SyncAction::Synced => "synced",
+            SyncAction::Unchanged => "unchanged",
+            SyncAction::NotExposed => "not exposed",
+        }
+    }
+
+    pub fn changed(self) -> bool {
+        self != SyncAction::Unchanged
+    }
+}
+
+/// What a sync would change: exposed tables missing their grant, RLS or
+/// policies, and new tables (in an exposed schema, with the org column,
+/// neither exposed nor hidden). A refusal is a reason; any other error is
+/// raised.
+pub fn unsynced_tables() -> Result<Vec<Pending>> {
+    let reader = roles::reader_group()?;
+    let mut pending = Vec::new();
+    for (tbl, column) in exposed_tables()? {
+        let reasons = match target(tbl, &column) {
+            Ok(target) => missing(&target, &reader)?,
+            Err(error) if error.is_refusal() => vec![Unsynced::CannotSync(error)],
+            Err(error) => return Err(error),
+        };
+        pending.extend(reasons.into_iter().map(|reason| Pending {
+            tbl,
+            org_column: column.clone(),
+            reason,
+        }));
+    }
+    for (tbl, column) in new_tables()? {
+        let reason = match vet(tbl, &column, Vet::New) {
+            Ok(_) => Unsynced::NewTable,
+            Err(error) if error.is_refusal() => Unsynced::NewTableRefused(error),
+            Err(error) => return Err(error),
+        };
+        pending.push(Pending {
+            tbl,
+            org_column: column,
+            reason,
+        });
+    }
+    Ok(pending)
+}
+
+/// Brings every exposed table (and, with bi_access.auto_expose, every new
+/// table) to its exposed state in the caller's transaction. Idempotent.
+pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
+    crate::custody::adopt_all()?;
+    let mut done = Vec::new();
+    for tbl in expose_new_tables()? {
+        sync_table(tbl)?;
+        done.push((tbl, SyncAction::Exposed));
+    }
+    for (tbl, _) in exposed_tables()? {
+        if done.iter().any(|(exposed, _)| *exposed == tbl) {
+            continue;
+        }
+        done.push((tbl, sync_table(tbl)?));
+    }
+    // Credentials' pgaudit read logging follows bi_access.audit_reads.
+    crate::roles::sync_audit_reads()?;
+    // Each credential is in its org's custom schema groups.
+    crate::custom_schema::sync_memberships()?;
+    let changed = done.iter().filter(|(_, action)| action.changed()).count();
+    audit::record(
+        "sync_tables",
+        &NO_SUBJECT,
+        json!({ "tables": done.len(), "changed": changed }),
+    )?;
+    Ok(done)
+}
+
+/// With bi_access.auto_expose, records every new table that can be exposed
+/// as exposed (not yet synced); returns them.
+pub(super) fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
+    if !settings::auto_expose() {
+        return Ok(Vec::new());
+    }
+    let mut exposed = Vec::new();
+    for (tbl, column) in new_tables()? {
+        if vet(tbl, &column, Vet::New).is_err() {
+            continue; // unsynced_tables() says why
+        }
+        db::exec(
+            "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",
+            &[tbl.into(), column.as_str().into()],
+        )?;
+        exposed.push(tbl);
+    }
+    Ok(exposed)
+}
+
+/// Syncs one exposed table: Synced if anything changed, else Unchanged.
+/// The exclusive lock is taken only when RLS or a policy must change, and
+/// never for longer than lock_timeout.
+///
+/// The grant comes last: a table is readable only once its RLS and policies
+/// are in place, never the other way round.
+pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
+    let Some((column, rls_by_us)) = exposed_row(tbl)? else {
+        return Ok(SyncAction::NotExposed);
+    };
+    let _changing = ChangingTables::begin();
+    let target = target(tbl, &column)?;
+    let reader = roles::reader_group()?;
+    let mut changed = false;
+    if !target.is_view {
+        // A security_invoker view runs with the BI role's rights, so the
+        // policies of the tables under it apply; it needs only the grant.
+        let rls_on = target.rls;
+        let policies_ok = policies::reader_policies_ok(&target, &reader)?;
+        let passthrough_ok = !rls_by_us || policies::passthrough_ok(&target)?;
+        if !rls_on || !policies_ok || !passthrough_ok {
+            lock_exclusively(&target)?;
+            if !rls_on {
+                enable_rls(&target)?;
+            } else if !passthrough_ok {
+                policies::create_passthrough(&target)?;
+            }
+            if !policies_ok {
+                policies::create_reader_policies(&target, &reader)?;
+            }
+            changed = true;
+        }
+    }
+    changed |= grant_read(&target, &reader)?;
+    finish_sync(tbl, changed)
+}
+
+pub(super) fn finish_sync(tbl: pg_sys::Oid, changed: bool) -> Result<SyncAction> {
+    if !changed {
+        return Ok(SyncAction::Unchanged);
+    }
+    db::exec(
+        "UPDATE bi_access.exposed_table SET synced_at = now() WHERE tbl = $1::regclass",
+        &[tbl.into()],
+    )?;
+    Ok(SyncAction::Synced)
+}
+
+pub(super) fn enable_rls(target: &Target) -> Result<()> {
+    Spi::run(&format!(
+        "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
+        target.name
+    ))?;
+    policies::create_passthrough(target)?;
+    db::exec(
+        "UPDATE bi_access.exposed_table SET rls_enabled_by_bi_access = true WHERE tbl = $1::regclass",
+        &[target.oid.into()],
+    )
+}
+
+/// USAGE on the table's schema and SELECT on the table, for the reader group.
+pub(super) fn grant_read(target: &Target, reader: &str) -> Result<bool> {
+    let (has_usage, has_select) = Spi::get_two_with_args::<bool, bool>(
+        "SELECT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE'), \
+                EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
+                        JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+                        WHERE r.rolname = $2 AND a.privilege_type = 'SELECT') \
+         FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[target.oid.into(), reader.into()],
+    )?;
+    let quoted_reader = quote_identifier(reader);
+    if !has_usage.unwrap_or(false) {
+        let schema = db::first::<String>(
+            "SELECT n.nspname::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[target.oid.into()],
+        )?
+        .unwrap_or_default();
+        Spi::run(&format!(
+            "GRANT USAGE ON SCHEMA {} TO {quoted_reader}",
+            quote_identifier(schema)
+        ))?;
+    }
+    if !has_select.unwrap_or(false) {
+        Spi::run(&format!(
+            "GRANT SELECT ON {} TO {quoted_reader}",
+            target.name
+        ))?;
+    }
+    Ok(!has_usage.unwrap_or(false) || !has_select.unwrap_or(false))
+}
+
+pub(super) fn missing(target: &Target, reader: &str) -> Result<Vec<Unsynced>> {
+    let mut reasons = Vec::new();
+    let has_select = db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a \
+                        JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+                        WHERE c.oid = $1 AND r.rolname = $2 AND a.privilege_type = 'SELECT')",
+        &[target.oid.into(), reader.into()],
+    )?
+    .unwrap_or(false);
+    if !has_select {
+        reasons.push(Unsynced::NoGrant);
+    }
+    if target.is_view {
+        return Ok(reasons);
+    }
+    if !target.rls {
+        reasons.push(Unsynced::RlsOff);
+    }
+    if !policies::reader_policies_ok(target, reader)? {
+        reasons.push(Unsynced::StalePolicies);
+    }
+    Ok(reasons)
+}
+
+/// AccessExclusiveLock within lock_timeout (55P03 naming the table), polling
+/// a conditional lock so the error can say which table it was.
+pub(super) fn lock_exclusively(target: &Target) -> Result<()> {
+    let mode = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: reading a GUC variable of this backend.
+    let timeout_ms = unsafe { pg_sys::LockTimeout };
+    if timeout_ms <= 0 {
+        // SAFETY: an ordinary heavyweight lock, released at transaction end.
+        unsafe { pg_sys::LockRelationOid(target.oid, mode) };
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
+    loop {
+        // SAFETY: as above; returns false instead of waiting.
+        if unsafe { pg_sys::ConditionalLockRelationOid(target.oid, mode) } {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BiError::LockNotAvailable(target.name.clone()));
+        }
+        pgrx::check_for_interrupts!();
+        // SAFETY: sleeps this backend only.
+        unsafe { pg_sys::pg_usleep(5_000) };
+    }
+}
+
+/// First step of `CALL bi_access.sync()`: exposes new tables (with
+/// bi_access.auto_expose), records which backend syncs (credentials read
+/// `syncing` meanwhile: `records::begin_sync`), and returns the tables to
+/// sync, one transaction each.
+pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
+    crate::custody::adopt_all()?;
+    expose_new_tables()?;
+    // Credentials' pgaudit read logging follows bi_access.audit_reads.
+    crate::roles::sync_audit_reads()?;
+    // Each credential is in its org's custom schema groups.
+    crate::custom_schema::sync_memberships()?;
+    crate::records::begin_sync()?;
+    Ok(exposed_tables()?.into_iter().map(|(tbl, _)| tbl).collect())
+}
+
+/// Last step: one event tells what was done.
+pub fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) -> Result<()> {
+    crate::records::end_sync()?;
+    audit::record(
+        "sync",
+        &NO_SUBJECT,
+        json!({ "synced": synced, "unchanged": unchanged, "skipped": skipped }),
+    )
+}

@@ -1,0 +1,811 @@
+//! The credential records and the event log: every statement on
+//! `bi_access.credential` and `bi_access.event` of the lifecycle is here.
+//! `lock` reads a record together with its role (oid, custody mark,
+//! membership) in one query and decides nothing; `status` decides, and
+//! `credentials` orchestrates.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::connection::Org;
+use crate::db;
+use crate::error::{BiError, Result};
+use crate::settings;
+use crate::status::{self, Facts, Status};
+use crate::targets::{self, Target};
+
+/// The predicate of the partial unique index `credential_live_org_label`
+/// (sql/bootstrap.sql) on the stored status: a current record
+/// (`Status::is_current`; `deleting` is stored as `deleted`). `ON CONFLICT`
+/// must spell it as the index does.
+pub const CURRENT: &str = "status NOT IN ('failed', 'deleted')";
+
+/// Who an event is about.
+pub struct Subject<'a> {
+    pub role_name: Option<&'a str>,
+    pub org_id: Option<&'a str>,
+}
+
+pub const NO_SUBJECT: Subject<'static> = Subject {
+    role_name: None,
+    org_id: None,
+};
+
+/// Appends one event (`actor`: the login, plus the application's user when
+/// it set `bi_access.actor`).
+pub fn append_event(action: &str, subject: &Subject, detail: serde_json::Value) -> Result<()> {
+    db::exec(
+        "INSERT INTO bi_access.event (action, role_name, org_id, actor, detail) \
+         VALUES ($1, $2, $3, session_user || coalesce(' (' || $4 || ')', ''), $5)",
+        &[
+            action.into(),
+            subject.role_name.into(),
+            subject.org_id.into(),
+            settings::actor().into(),
+            JsonB(detail).into(),
+        ],
+    )
+}
+
+/// One record, locked FOR UPDATE for the rest of the transaction, with what
+/// the catalogs say of its role when it was read.
+pub struct Record {
+    pub id: i64,
+    pub org_id: String,
+    pub org_name: Option<String>,
+    pub label: String,
+    pub role: String,
+    /// The status as stored (`status()` is the one it shows).
+    pub stored: Status,
+    pub target: String,
+    pub valid_until: Option<String>,
+    pub connection_limit: Option<i32>,
+    pub secret: Option<Vec<u8>>,
+    pub sealed_with: Option<String>,
+    /// The role's oid; None when the role does not exist.
+    pub role_oid: Option<pg_sys::Oid>,
+    /// The role's comment: which database manages it (src/custody.rs).
+    pub custody_mark: Option<String>,
+    /// `valid_until` has passed.
+    pub expired: bool,
+    /// The target's standby has replayed the record's latest change (read
+    /// for a pending or deleted record only; true otherwise).
+    pub replayed: bool,
+}
+
+impl Record {
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            role_name: Some(&self.role),
+            org_id: Some(&self.org_id),
+        }
+    }
+
+    pub fn org(&self) -> Org<'_> {
+        Org {
+            org_id: &self.org_id,
+            org_name: self.org_name.as_deref(),
+            label: &self.label,
+        }
+    }
+
+    pub fn role_exists(&self) -> bool {
+        self.role_oid.is_some()
+    }
+
+    /// The status it shows (src/status.rs), as the credentials view does;
+    /// which database manages the role is checked by the caller, which
+    /// refuses to manage another's (custody::require_marked_here).
+    pub fn status(&self) -> Status {
+        let facts = Facts {
+            role_exists: self.role_exists(),
+            custody_problem: None,
+            expired: self.expired,
+            syncing: false,
+        };
+        status::effective(self.stored, &facts, || Ok(self.replayed))
+            .map(|(status, _)| status)
+            .unwrap_or(self.stored)
+    }
+
+    /// Its target, resolved; a named target that was removed behind
+    /// bi_access's back is an error, never a silent fallback.
+    pub fn target(&self) -> Result<Target> {
+        targets::find(&self.target)?.ok_or_else(|| BiError::TargetGone {
+            role: self.role.clone(),
+            target: self.target.clone(),
+        })
+    }
+}
+
+/// The record of `role` and its role, locked FOR UPDATE; 42704 if none.
+pub fn lock(role: &str) -> Result<Record> {
+    let found = Spi::connect_mut(|client| {
+        let table = client.update(
+            "SELECT c.id, c.org_id, c.org_name, c.label, c.status::text, c.created_lsn::text, \
+                    coalesce(c.valid_until <= now(), false), c.target, c.valid_until::text, \
+                    c.connection_limit, c.secret, c.sealed_with, \
+                    r.oid, pg_catalog.shobj_description(r.oid, 'pg_authid') \
+             FROM bi_access.credential c \
+             LEFT JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+             WHERE c.role_name = $1 FOR UPDATE OF c",
+            Some(1),
+            &[role.into()],
+        )?;
+        if table.is_empty() {
+            return Ok::<_, BiError>(None);
+        }
+        let row = table.first();
+        let stored = Status::parse(&row.get::<String>(5)?.unwrap_or_default())?;
+        Ok(Some((
+            Record {
+                id: row.get::<i64>(1)?.unwrap_or_default(),
+                org_id: row.get::<String>(2)?.unwrap_or_default(),
+                org_name: row.get::<String>(3)?,
+                label: row.get::<String>(4)?.unwrap_or_default(),
+                role: role.to_string(),
+                stored,
+                target: row
+                    .get::<String>(8)?
+                    .unwrap_or_else(|| targets::DEFAULT.into()),
+                valid_until: row.get::<String>(9)?,
+                connection_limit: row.get::<i32>(10)?,
+                secret: row.get::<Vec<u8>>(11)?,
+                sealed_with: row.get::<String>(12)?,
+                role_oid: row.get::<pg_sys::Oid>(13)?,
+                custody_mark: row.get::<String>(14)?,
+                expired: row.get::<bool>(7)?.unwrap_or(false),
+                replayed: true,
+            },
+            row.get::<String>(6)?,
+        )))
+    })?;
+    let Some((mut record, lsn)) = found else {
+        return Err(BiError::NoSuchCredential(role.into()));
+    };
+    if matches!(record.stored, Status::Pending | Status::Deleted) {
+        record.replayed = replayed(Some(&record.target), lsn.as_deref())?;
+    }
+    Ok(record)
+}
+
+/// Whether the standby of the credential's target has replayed past `lsn`
+/// (true when the target has no standby: the change is usable at commit).
+pub fn replayed(target: Option<&str>, lsn: Option<&str>) -> Result<bool> {
+    let Some(lsn) = lsn else {
+        return Ok(true);
+    };
+    let standby = targets::standby_of(target.unwrap_or(targets::DEFAULT))?;
+    targets::replayed(standby.as_deref(), Some(lsn))
+}
+
+/// Every record of the org, locked in one order (so two offboarding calls
+/// cannot deadlock); their roles.
+pub fn lock_org(org_id: &str) -> Result<Vec<String>> {
+    Spi::connect_mut(|client| {
+        let mut roles = Vec::new();
+        let table = client.update(
+            "SELECT role_name::text FROM bi_access.credential WHERE org_id = $1 \
+             ORDER BY id FOR UPDATE",
+            None,
+            &[org_id.into()],
+        )?;
+        for row in table {
+            if let Some(role) = row.get::<String>(1)? {
+                roles.push(role);
+            }
+        }
+        Ok(roles)
+    })
+}
+
+/// A new record, as generate asks for it.
+pub struct New<'a> {
+    pub org_id: &'a str,
+    pub org_name: Option<&'a str>,
+    pub label: &'a str,
+    pub role: &'a str,
+    pub status: Status,
+    pub valid_until: Option<&'a str>,
+    pub connection_limit: i32,
+    pub target: &'a str,
+    /// `read` or `read_write` (src/custom_schema.rs).
+    pub scope: &'a str,
+}
+
+/// Inserts the record; false when a current one holds its (org_id, label)
+/// (concurrent generates serialize on the partial unique index).
+pub fn insert(new: &New) -> Result<bool> {
+    let inserted = db::first_mut::<i64>(
+        &format!(
+            "INSERT INTO bi_access.credential \
+                 (org_id, org_name, label, role_name, status, valid_until, connection_limit, target, scope) \
+             VALUES ($1, $2, $3, $4, $5::bi_access.credential_status, $6::timestamptz, $7, $8, $9) \
+             ON CONFLICT (org_id, label) WHERE {CURRENT} DO NOTHING \
+             RETURNING id"
+        ),
+        &[
+            new.org_id.into(),
+            new.org_name.into(),
+            new.label.into(),
+            new.role.into(),
+            new.status.as_str().into(),
+            new.valid_until.into(),
+            new.connection_limit.into(),
+            new.target.into(),
+            new.scope.into(),
+        ],
+    )?;
+    Ok(inserted.is_some())
+}
+
+/// The role of the current record of (org_id, label), for 23505's hint.
+pub fn current_role_of(org_id: &str, label: &str) -> Result<Option<String>> {
+    db::first::<String>(
+        &format!(
+            "SELECT role_name::text FROM bi_access.credential \
+             WHERE org_id = $1 AND label = $2 AND {CURRENT}"
+        ),
+        &[org_id.into(), label.into()],
+    )
+}
+
+/// Records of (org_id, label) that generate replaces: failed, or current
+/// with their role gone.
+pub fn replaceable(org_id: &str, label: &str) -> Result<Vec<String>> {
+    db::column::<String>(
+        "SELECT role_name::text FROM bi_access.credential \
+         WHERE org_id = $1 AND label = $2 \
+           AND (status = $3::bi_access.credential_status \
+                OR (status <> $4::bi_access.credential_status \
+                    AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name)))",
+        &[
+            org_id.into(),
+            label.into(),
+            Status::Failed.as_str().into(),
+            Status::Deleted.as_str().into(),
+        ],
+    )
+}
+
+pub fn remove_by_role(role: &str) -> Result<()> {
+    db::exec(
+        "DELETE FROM bi_access.credential WHERE role_name = $1",
+        &[role.into()],
+    )
+}
+
+pub fn remove(record: &Record) -> Result<()> {
+    db::exec(
+        "DELETE FROM bi_access.credential WHERE id = $1",
+        &[record.id.into()],
+    )
+}
+
+/// The sealed password of a new role, and the WAL position the standby must
+/// replay before the role can log in there.
+pub fn store_first_secret(role: &str, sealed: Vec<u8>, sealed_with: &str) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential \
+         SET secret = $2, sealed_with = $3, created_lsn = pg_catalog.pg_current_wal_insert_lsn() \
+         WHERE role_name = $1",
+        &[role.into(), sealed.into(), sealed_with.into()],
+    )
+}
+
+/// A new password (sealed), an expiry if given, and the status it has now.
+pub fn store_new_password(
+    record: &Record,
+    sealed: Vec<u8>,
+    sealed_with: &str,
+    valid_until: Option<&str>,
+    status: Status,
+) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential \
+         SET secret = $2, sealed_with = $4, rotated_at = now(), updated_at = now(), last_error = NULL, \
+             valid_until = coalesce($3::timestamptz, valid_until), \
+             created_lsn = pg_catalog.pg_current_wal_insert_lsn(), \
+             status = $5::bi_access.credential_status \
+         WHERE id = $1",
+        &[
+            record.id.into(),
+            sealed.into(),
+            valid_until.into(),
+            sealed_with.into(),
+            status.as_str().into(),
+        ],
+    )
+}
+
+pub fn set_status(record: &Record, status: Status) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential \
+         SET status = $2::bi_access.credential_status, updated_at = now() WHERE id = $1",
+        &[record.id.into(), status.as_str().into()],
+    )
+}
+
+/// Its role was recreated: the status it starts with, and the WAL position
+/// of the creation.
+pub fn set_recreated(record: &Record, status: Status) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET status = $2::bi_access.credential_status, \
+             created_lsn = pg_catalog.pg_current_wal_insert_lsn() WHERE id = $1",
+        &[record.id.into(), status.as_str().into()],
+    )
+}
+
+/// Deleted, its secret forgotten; `deleting` until the target's standby has
+/// replayed past the drop (created_lsn).
+pub fn set_deleted(record: &Record) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET status = $2::bi_access.credential_status, secret = NULL, \
+                updated_at = now(), created_lsn = pg_catalog.pg_current_wal_insert_lsn() \
+         WHERE id = $1",
+        &[record.id.into(), Status::Deleted.as_str().into()],
+    )
+}
+
+/// Which sealed secrets (records with a secret) a statement is about.
+pub enum Sealed<'a> {
+    All,
+    /// Sealed by 0.1.0's key file: no fingerprint.
+    Legacy,
+    With(&'a str),
+    /// Not sealed with this key (None: with any key but 0.1.0's).
+    NotWith(Option<&'a str>),
+}
+
+impl Sealed<'_> {
+    fn condition(&self) -> &'static str {
+        match self {
+            Sealed::All => "true",
+            Sealed::Legacy => "sealed_with IS NULL",
+            Sealed::With(_) => "sealed_with = $1",
+            Sealed::NotWith(_) => "sealed_with IS DISTINCT FROM $1",
+        }
+    }
+
+    fn args(&self) -> Vec<pgrx::datum::DatumWithOid<'_>> {
+        match self {
+            Sealed::All | Sealed::Legacy => vec![],
+            Sealed::With(fingerprint) => vec![(*fingerprint).into()],
+            Sealed::NotWith(fingerprint) => vec![(*fingerprint).into()],
+        }
+    }
+}
+
+pub fn count_sealed(which: Sealed) -> Result<i64> {
+    Ok(db::first::<i64>(
+        &format!(
+            "SELECT count(*) FROM bi_access.credential WHERE secret IS NOT NULL AND {}",
+            which.condition()
+        ),
+        &which.args(),
+    )?
+    .unwrap_or(0))
+}
+
+/// (id, role, sealed secret) of each.
+pub fn sealed_secrets(which: Sealed) -> Result<Vec<(i64, String, Vec<u8>)>> {
+    Spi::connect(|client| {
+        let mut rows = Vec::new();
+        for row in client.select(
+            &format!(
+                "SELECT id, role_name::text, secret FROM bi_access.credential \
+                 WHERE secret IS NOT NULL AND {}",
+                which.condition()
+            ),
+            None,
+            &which.args(),
+        )? {
+            rows.push((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+            ));
+        }
+        Ok(rows)
+    })
+}
+
+pub fn set_sealed_with(id: i64, fingerprint: &str) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET sealed_with = $2 WHERE id = $1",
+        &[id.into(), fingerprint.into()],
+    )
+}
+
+pub fn reseal(id: i64, secret: Vec<u8>, fingerprint: &str) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET secret = $2, sealed_with = $3 WHERE id = $1",
+        &[id.into(), secret.into(), fingerprint.into()],
+    )
+}
+
+/// Forgets every sealed secret, saying why in `last_error`; their roles.
+pub fn forget_secrets(why: &str) -> Result<Vec<String>> {
+    Spi::connect_mut(|client| {
+        let mut roles = Vec::new();
+        for row in client.update(
+            "UPDATE bi_access.credential \
+             SET secret = NULL, sealed_with = NULL, updated_at = now(), last_error = $1 \
+             WHERE secret IS NOT NULL RETURNING role_name::text",
+            None,
+            &[why.into()],
+        )? {
+            roles.extend(row.get::<String>(1)?);
+        }
+        Ok(roles)
+    })
+}
+
+pub fn unmark_sealed_with(fingerprint: &str) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential SET sealed_with = NULL WHERE sealed_with = $1",
+        &[fingerprint.into()],
+    )
+}
+
+/// How many current records exist (DROP EXTENSION is refused while any do).
+pub fn count_current() -> Result<i64> {
+    Ok(db::first::<i64>(
+        &format!("SELECT count(*) FROM bi_access.credential WHERE {CURRENT}"),
+        &[],
+    )?
+    .unwrap_or(0))
+}
+
+/// How many current records whose role exists point at `target`, locked so
+/// no generate for it commits in between (generate reads the target row FOR
+/// SHARE).
+pub fn lock_current_using(target: &str) -> Result<i64> {
+    Ok(db::first_mut::<i64>(
+        &format!(
+            "SELECT count(*) FROM (SELECT FROM bi_access.credential \
+                                   WHERE target = $1 AND {CURRENT} \
+                                     AND EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) \
+                                   FOR UPDATE) c"
+        ),
+        &[target.into()],
+    )?
+    .unwrap_or(0))
+}
+
+/// Roles of current records whose role exists (`unmarked`: only those
+/// whose role has no custody mark yet).
+pub fn current_roles(unmarked: bool) -> Result<Vec<String>> {
+    db::column::<String>(
+        "SELECT c.role_name::text FROM bi_access.credential c \
+         JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+         WHERE c.status::text <> ALL ($1) \
+           AND (NOT $2 OR pg_catalog.shobj_description(r.oid, 'pg_authid') IS NULL) \
+         ORDER BY 1",
+        &[Status::names(|s| !s.is_current()).into(), unmarked.into()],
+    )
+}
+
+/// Roles of current records whose role has the role setting `setting`
+/// (`name=value`, for every database) when `wanted` is false, or lacks it
+/// when it is true.
+pub fn current_roles_setting_differs(setting: &str, wanted: bool) -> Result<Vec<String>> {
+    db::column::<String>(
+        "SELECT c.role_name::text \
+         FROM bi_access.credential c \
+         JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) c.role_name \
+         WHERE c.status::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ($3::pg_catalog.text[]) \
+           AND EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s \
+                       WHERE s.setrole OPERATOR(pg_catalog.=) r.oid \
+                         AND s.setdatabase OPERATOR(pg_catalog.=) 0::pg_catalog.oid \
+                         AND $1::text OPERATOR(pg_catalog.=) ANY (s.setconfig)) \
+               IS DISTINCT FROM $2::boolean \
+         ORDER BY 1",
+        &[
+            setting.into(),
+            wanted.into(),
+            Status::names(|s| !s.is_current()).into(),
+        ],
+    )
+}
+
+/// The org key of a live credential role of this database, for the org
+/// lookup every BI query makes (src/org.rs). It runs under the caller's
+/// search_path: every name and operator is schema-qualified. `mark` is this
+/// database's custody mark: a role another database manages gets nothing.
+pub fn live_org_of(role: &str, role_oid: pg_sys::Oid, mark: &str) -> Result<Option<String>> {
+    db::first::<String>(
+        "SELECT c.org_id FROM bi_access.credential c \
+         WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
+           AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[]) \
+           AND coalesce(pg_catalog.shobj_description($2, 'pg_authid'), $3) OPERATOR(pg_catalog.=) $3",
+        &[
+            role.into(),
+            role_oid.into(),
+            mark.into(),
+            Status::names(Status::is_live).into(),
+        ],
+    )
+}
+
+/// The role and its verifier, only when all of these hold:
+/// - this database's bi_access has a record for it whose status is live
+///   (pending, active or syncing: on a standby, what the primary recorded and
+///   this server replayed together with the role's password) and that has
+///   not expired;
+/// - the role can log in now (LOGIN, VALID UNTIL in the future), so a revoked
+///   or expired credential gets no row even before its record says so;
+/// - it is a member of this database's reader group and of
+///   bi_access_credential, and its custody mark (src/custody.rs) says this
+///   database manages it: a copy of the database (restored, or created from
+///   it as a template) never vouches for the original's roles, nor does a
+///   restore into another cluster before a sync adopted them;
+/// - its password is a SCRAM-SHA-256 verifier (PgBouncer's
+///   auth_type = scram-sha-256 needs one; bi_access never stores anything
+///   else) and it has no attribute a credential never has.
+const LIVE_VERIFIER: &str = "\
+SELECT a.rolname::pg_catalog.text, a.rolpassword \
+FROM bi_access.credential c \
+JOIN pg_catalog.pg_authid a ON a.rolname OPERATOR(pg_catalog.=) c.role_name \
+WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
+  AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) \
+  AND (c.valid_until IS NULL OR c.valid_until OPERATOR(pg_catalog.>) pg_catalog.now()) \
+  AND a.rolcanlogin \
+  AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil OPERATOR(pg_catalog.>) pg_catalog.now()) \
+  AND NOT (a.rolsuper OR a.rolreplication OR a.rolbypassrls OR a.rolcreaterole OR a.rolcreatedb) \
+  AND pg_catalog.starts_with(a.rolpassword, 'SCRAM-SHA-256$') \
+  AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+              JOIN pg_catalog.pg_authid g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
+              JOIN bi_access.config cfg ON g.rolname OPERATOR(pg_catalog.=) cfg.reader_role \
+              WHERE m.member OPERATOR(pg_catalog.=) a.oid) \
+  AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+              JOIN pg_catalog.pg_authid g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
+              WHERE m.member OPERATOR(pg_catalog.=) a.oid \
+                AND g.rolname OPERATOR(pg_catalog.=) 'bi_access_credential')";
+
+/// PgBouncer's auth_query (src/pooler.rs): the role and SCRAM verifier of
+/// `username` if it is a live credential as above.
+pub fn live_verifier(username: &str) -> Result<Option<(String, String)>> {
+    Spi::connect(|client| {
+        let table = client.select(
+            LIVE_VERIFIER,
+            Some(1),
+            &[username.into(), Status::names(Status::is_live).into()],
+        )?;
+        for row in table {
+            let role = row.get::<String>(1)?;
+            let secret = row.get::<String>(2)?;
+            if let (Some(role), Some(secret)) = (role, secret) {
+                return Ok(Some((role, secret)));
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// For the session guard's org connection limit: how many other sessions of
+/// this database belong to credentials of the login's org; None where this
+/// database has no bi_access (a credential of another database visiting).
+/// Runs under the session's search_path: every name is schema-qualified.
+pub fn other_sessions_of_my_org() -> Result<Option<i64>> {
+    let managed_here = db::first::<bool>(
+        "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false);
+    if !managed_here {
+        return Ok(None);
+    }
+    db::first::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
+         JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
+         WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
+           AND a.datid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
+                            WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
+           AND c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
+                            WHERE k.role_name OPERATOR(pg_catalog.=) session_user)",
+        &[],
+    )
+}
+
+/// check(): (object, fix) of each credential role of this database with an
+/// attribute or a membership bi_access never gives; `settable` is the SQL
+/// condition on `m` (pg_auth_members) of a membership that allows SET ROLE
+/// (`false` before 16), `regrant` how the fix words the memberships.
+pub fn overgranted_roles(
+    reader: &str,
+    settable: &str,
+    regrant: &str,
+) -> Result<Vec<(String, String)>> {
+    db::text_pairs(
+        &format!(
+            "SELECT 'role ' || quote_ident(r.rolname), \
+                format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
+                        then REVOKE from it every role but %I, bi_access_credential and its org''s custom schema groups{regrant}', \
+                       r.rolname, $1::text) \
+         FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+         WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
+            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                       JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential') \
+                         AND NOT EXISTS (SELECT FROM bi_access.custom_schema cs \
+                                         WHERE cs.org_id = c.org_id \
+                                           AND (g.rolname = cs.reader_role \
+                                                OR (c.scope = 'read_write' AND g.rolname = cs.owner_role)))) \
+            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                       WHERE m.member = r.oid AND {settable}) \
+         ORDER BY 1",
+        ),
+        &[reader.into()],
+    )
+}
+
+/// check(): (object, fix) of each credential role of the cluster (a member
+/// of bi_access_credential) that no database manages any more: not in a live
+/// reader group (`reader_groups`: a `WITH readers` CTE, health.rs) and not
+/// recorded here as anything but deleted.
+pub fn unmanaged_credential_roles(reader_groups: &str) -> Result<Vec<(String, String)>> {
+    db::text_pairs(
+        &format!(
+            "{reader_groups} \
+             SELECT 'role ' || quote_ident(r.rolname), format('DROP ROLE %I;', r.rolname) \
+             FROM pg_catalog.pg_roles r \
+             JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
+             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid AND g.rolname = $2 \
+             WHERE NOT starts_with(r.rolname, $1) \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members rm \
+                               JOIN readers rd ON rd.oid = rm.roleid \
+                               WHERE rm.member = r.oid AND rd.alive) \
+               AND NOT EXISTS (SELECT FROM bi_access.credential c \
+                               WHERE c.role_name = r.rolname AND c.status::text <> $3) \
+             ORDER BY 1"
+        ),
+        &[
+            crate::names::READER_GROUP_PREFIX.into(),
+            crate::names::CREDENTIAL_GROUP.into(),
+            Status::Deleted.as_str().into(),
+        ],
+    )
+}
+
+/// The first step of `CALL bi_access.sync()`: which backend syncs. Every
+/// current credential reads `syncing` while that backend runs the procedure
+/// (`sync_running`), and at no other time: nothing is written on the
+/// records, so a sync cancelled, timed out or killed leaves nothing
+/// `syncing`, and no step waits on a credential's row.
+pub fn begin_sync() -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.config SET sync_pid = pg_catalog.pg_backend_pid()",
+        &[],
+    )
+}
+
+pub fn end_sync() -> Result<()> {
+    db::exec("UPDATE bi_access.config SET sync_pid = NULL", &[])
+}
+
+/// Whether `CALL bi_access.sync()` runs now in this database: the backend
+/// that began the last one is still running that statement.
+pub fn sync_running() -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a, bi_access.config c \
+                        WHERE a.pid = c.sync_pid AND a.datid = (SELECT oid FROM pg_catalog.pg_database \
+                                                                 WHERE datname = current_database()) \
+                          AND a.state = 'active' AND a.query ~* '\\mcall\\s+bi_access\\.sync\\M')",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
+/// The status a credential shows and, when it failed, why: the credentials
+/// view's one call per row (`bi_access_internal.credential_state`).
+pub fn shown_state(
+    stored: &str,
+    role: &str,
+    target: Option<&str>,
+    lsn: Option<&str>,
+    expired: bool,
+    syncing: bool,
+) -> Result<(Status, Option<String>)> {
+    let stored = Status::parse(stored)?;
+    let facts = if matches!(stored, Status::Failed | Status::Deleted | Status::Deleting) {
+        Facts {
+            role_exists: true,
+            custody_problem: None,
+            expired,
+            syncing,
+        }
+    } else {
+        let role_exists = crate::roles::exists(role)?;
+        Facts {
+            role_exists,
+            custody_problem: if role_exists {
+                crate::custody::problem(role)?
+            } else {
+                None
+            },
+            expired,
+            syncing,
+        }
+    };
+    status::effective(stored, &facts, || replayed(target, lsn))
+}
+
+// ------------------------------------------------------ custom schemas
+// (scope read_write, src/custom_schema.rs)
+
+/// A credential's scope, and its org's custom schema if it is read_write.
+pub fn scope_and_custom_schema(role: &str) -> Result<(String, Option<String>)> {
+    let (scope, schema) = Spi::get_two_with_args::<String, String>(
+        "SELECT c.scope, cs.schema_name::text FROM bi_access.credential c \
+         LEFT JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id AND c.scope = 'read_write' \
+         WHERE c.role_name = $1",
+        &[role.into()],
+    )?;
+    Ok((scope.unwrap_or_else(|| "read".into()), schema))
+}
+
+/// The owner group of a read_write credential's custom schema, if it exists.
+pub fn custom_schema_owner_of(role: &str) -> Result<Option<String>> {
+    db::first::<String>(
+        "SELECT cs.owner_role::text FROM bi_access.credential c \
+         JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
+         JOIN pg_catalog.pg_roles r ON r.rolname = cs.owner_role \
+         WHERE c.role_name = $1 AND c.scope = 'read_write'",
+        &[role.into()],
+    )
+}
+
+/// The current credential roles of an org (their roles exist), but `except`.
+pub fn current_roles_of_org(org_id: &str, except: &str) -> Result<Vec<String>> {
+    db::column::<String>(
+        &format!(
+            "SELECT c.role_name::text FROM bi_access.credential c \
+             JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+             WHERE c.org_id = $1 AND c.role_name <> $2 AND c.{CURRENT} ORDER BY c.id"
+        ),
+        &[org_id.into(), except.into()],
+    )
+}
+
+/// How many current read_write credentials the org has, their records
+/// locked for the rest of the transaction.
+pub fn lock_current_writers(org_id: &str) -> Result<i64> {
+    Ok(db::first_mut::<i64>(
+        &format!(
+            "SELECT count(*) FROM (SELECT FROM bi_access.credential \
+             WHERE org_id = $1 AND scope = 'read_write' AND {CURRENT} FOR UPDATE) c"
+        ),
+        &[org_id.into()],
+    )?
+    .unwrap_or(0))
+}
+
+/// (role, group) of every membership in its org's custom schema groups that
+/// a current credential lacks: the reader group for each, the owner group
+/// for a read_write one.
+pub fn missing_custom_schema_memberships() -> Result<Vec<(String, String)>> {
+    Spi::connect(|client| {
+        let mut missing = Vec::new();
+        for row in client.select(
+            "SELECT c.role_name::text, g.rolname::text \
+             FROM bi_access.credential c \
+             JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
+             JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+             JOIN pg_catalog.pg_roles g \
+               ON g.rolname = cs.reader_role \
+               OR (c.scope = 'read_write' AND g.rolname = cs.owner_role) \
+             WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                               WHERE m.member = r.oid AND m.roleid = g.oid) \
+             ORDER BY 1, 2",
+            None,
+            &[],
+        )? {
+            if let (Some(role), Some(group)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+                missing.push((role, group));
+            }
+        }
+        Ok(missing)
+    })
+}

@@ -1,0 +1,127 @@
+//! The security check, `check()`: each planted misconfiguration is a finding.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use crate::tests::helpers::*;
+    use pgrx::prelude::*;
+
+    /// From 16 on bi_access's memberships are WITH SET FALSE, so one that
+    /// allows SET ROLE was given by hand: check() names the credential.
+    #[pg_test]
+    fn check_reports_a_membership_that_allows_set_role() {
+        let (acme, _) = generate(ACME);
+        let about_acme = format!(
+            "SELECT count(*) FROM bi_access.check() WHERE object = 'role ' || quote_ident('{acme}')"
+        );
+        assert_eq!(one::<i64>(&about_acme), 0, "as generated");
+        if !crate::compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+            return; // before 16 every membership allows SET ROLE
+        }
+        run(&format!("GRANT {} TO {acme} WITH SET TRUE", reader()));
+        assert_eq!(
+            one::<i64>(&about_acme),
+            1,
+            "a membership that allows SET ROLE"
+        );
+    }
+
+    /// A clean posture reports nothing; each planted misconfiguration is
+    /// reported with its fix.
+    #[pg_test]
+    fn check_reports_each_planted_misconfiguration() {
+        run("SET LOCAL bi_access.sslmode = 'disable'");
+        run("SET LOCAL password_encryption = 'scram-sha-256'");
+        run("REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+        let others: Vec<String> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT datname::text FROM pg_database \
+                     WHERE datname <> current_database() AND datallowconn AND NOT datistemplate",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|row| row.get::<String>(1).unwrap().unwrap())
+                .collect()
+        });
+        for db in others {
+            run(&format!(
+                "REVOKE CONNECT ON DATABASE {} FROM PUBLIC",
+                pgrx::spi::quote_identifier(db)
+            ));
+        }
+        saas();
+        let (acme, _) = generate(ACME);
+        let findings = "SELECT coalesce(string_agg(severity || '|' || object || '|' || fix, E'\\n' ORDER BY object), '') FROM bi_access.check()";
+        assert_eq!(one::<String>(findings), "", "a clean setup reports nothing");
+
+        run("GRANT CREATE ON SCHEMA public TO PUBLIC");
+        run("CREATE FUNCTION public.definer() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'");
+        run("CREATE VIEW public.leaky AS SELECT * FROM public.projects");
+        run("GRANT SELECT ON public.leaky TO PUBLIC");
+        run("DROP POLICY bi_access_guard ON public.invoices");
+        run(&format!("ALTER ROLE {acme} CREATEDB"));
+        run("SET LOCAL bi_access.sslmode = 'require'");
+        run("SET LOCAL password_encryption = 'md5'");
+        let report: String = one(findings);
+        for expected in [
+            "schema public|REVOKE CREATE ON SCHEMA public FROM PUBLIC;".to_string(),
+            "function public.definer()|REVOKE EXECUTE ON FUNCTION public.definer() FROM PUBLIC;"
+                .into(),
+            if crate::compat::VIEWS_HAVE_SECURITY_INVOKER {
+                "public.leaky|ALTER VIEW public.leaky SET (security_invoker = true);".into()
+            } else {
+                format!(
+                    "public.leaky|REVOKE SELECT ON public.leaky FROM PUBLIC, {};",
+                    reader()
+                )
+            },
+            "public.leaky|REVOKE SELECT ON public.leaky FROM PUBLIC;".into(),
+            "public.invoices|SELECT * FROM bi_access.sync_tables();".into(),
+            format!("role {acme}|ALTER ROLE {acme} NOSUPERUSER"),
+            "setting ssl|".into(),
+            "setting password_encryption|ALTER SYSTEM SET password_encryption".into(),
+        ] {
+            assert!(
+                report.contains(&expected),
+                "missing {expected:?} in\n{report}"
+            );
+        }
+    }
+
+    #[pg_test]
+    fn check_reports_every_definer_view_and_refused_org_columns() {
+        run("CREATE VIEW public.quiet AS SELECT 1 AS x");
+        run("CREATE TABLE public.legacy_flags (flag boolean)");
+        // As an older version recorded it, before boolean org columns were refused.
+        run("INSERT INTO bi_access.exposed_table (tbl, org_column) \
+             VALUES ('public.legacy_flags', 'flag')");
+        let report: String = one(
+            "SELECT coalesce(string_agg(severity || '|' || object || '|' || fix, E'\\n' ORDER BY object), '') \
+             FROM bi_access.check()",
+        );
+        if crate::compat::VIEWS_HAVE_SECURITY_INVOKER {
+            assert!(
+                report.contains(
+                    "warning|public.quiet|ALTER VIEW public.quiet SET (security_invoker = true);"
+                ),
+                "{report}"
+            );
+        } else {
+            // 14: every view is one; only those BI roles may read are reported.
+            assert!(!report.contains("public.quiet"), "{report}");
+        }
+        assert!(
+            report.contains(
+                "error|public.legacy_flags|SELECT bi_access.hide_table('public.legacy_flags');"
+            ),
+            "{report}"
+        );
+        run(&format!("GRANT SELECT ON public.quiet TO {}", reader()));
+        let readable: String =
+            one("SELECT severity FROM bi_access.check() WHERE object = 'public.quiet'");
+        assert_eq!(readable, "error");
+    }
+}
