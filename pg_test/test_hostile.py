@@ -108,6 +108,7 @@ BI_SETTINGS = {
     "bi_access.default_valid_for": "1 year",
     "bi_access.actor": "evil",
     "bi_access.audit_reads": "off",
+    "bi_access.custom_schema_quota": "0",
 }
 # The settings a credential's own session defines: those its session guard
 # reads (src/settings.rs). The others (management: where and how credentials
@@ -117,7 +118,8 @@ BI_SETTINGS = {
 # nothing reads.
 GUARD_BI_SETTINGS = {"bi_access.statement_timeout", "bi_access.idle_in_transaction_session_timeout",
                      "bi_access.idle_session_timeout", "bi_access.work_mem", "bi_access.temp_file_limit",
-                     "bi_access.org_connection_limit", "bi_access.max_bi_connections"}
+                     "bi_access.org_connection_limit", "bi_access.max_bi_connections",
+                     "bi_access.custom_schema_quota"}
 INVALID_PARAMETER_NAME = "42602"
 UNDEFINED_SETTING_OUTCOME = INVALID_PARAMETER_NAME if PG_MAJOR >= 15 else OK
 
@@ -150,9 +152,15 @@ def creds(hbi):
     return {org: hbi.generate(org, org_name=NAMES[org]) for org in (ORG_A, ORG_B, ORG_C)}
 
 
-@pytest.fixture(scope="module")
-def cred(creds):
-    return creds[ORG_A]
+@pytest.fixture(scope="module", params=["read", "read_write"])
+def cred(request, creds, hbi, pair):
+    """Org A's credential the attacks run as: its read credential, and a
+    read_write one (issue 17), for which everything outside its org's custom
+    schema is refused exactly as for a read credential."""
+    if request.param == "read":
+        return creds[ORG_A]
+    hbi.call("set_target", "primary", "127.0.0.1", pair.primary.port, "prefer", None)
+    return hbi.generate(ORG_A, org_name=NAMES[ORG_A], scope="read_write", target="primary")
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +212,15 @@ def sess_role(s: Session) -> str:
     return s.conn.info.user
 
 
+# What the session guard says when it refuses a statement: a read
+# credential is read-only; a read_write one writes only in its custom schema.
+GUARD_REFUSALS = ("a bi_access credential is read-only", "a bi_access read_write credential")
+
+
+def refused_by_the_guard(outcome) -> bool:
+    return any(message in outcome.message for message in GUARD_REFUSALS)
+
+
 def read_write(s: Session) -> None:
     """Turns the session's read-only default off, as any role may."""
     s.rows("SET default_transaction_read_only = off")
@@ -244,14 +261,22 @@ POSTGRESQL_REFUSES = {
 }
 
 
-def test_baseline_postgresql_refuses_an_ordinary_role(sess, creds, server, hostile, expected):
+def test_baseline_postgresql_refuses_an_ordinary_role(sess, cred, creds, server, hostile, expected):
     role = creds[ORG_A].role
-    attributes = server.sql("SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
-                            "FROM pg_roles WHERE rolname = %s", (role,))
-    assert attributes == [(False, False, False, False, False)], attributes
-    groups = {g for (g,) in server.sql("SELECT roleid::regrole::text FROM pg_auth_members "
-                                       "WHERE member = %s::regrole", (role,))}
-    assert groups == {reader_group(server, hostile), "bi_access_credential"}, groups
+    # Once org A has a custom schema (its read_write credential made it),
+    # each of its credentials reads it through the schema's reader group; a
+    # read_write one also belongs to the owner group. Nothing else.
+    custom = server.sql("SELECT owner_role::text, reader_role::text FROM bi_access.custom_schema "
+                        "WHERE org_id = %s", (ORG_A,), dbname=hostile)
+    base = {reader_group(server, hostile), "bi_access_credential"} | {r for (_, r) in custom}
+    for login, scope in {(role, "read"), (cred.role, cred.details["scope"])}:
+        attributes = server.sql("SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
+                                "FROM pg_roles WHERE rolname = %s", (login,))
+        assert attributes == [(False, False, False, False, False)], attributes
+        groups = {g for (g,) in server.sql("SELECT roleid::regrole::text FROM pg_auth_members "
+                                           "WHERE member = %s::regrole", (login,))}
+        owner = {o for (o, _) in custom} if scope == "read_write" else set()
+        assert groups == base | owner, (scope, groups)
     with session(creds[ORG_B], server) as victim:
         pid = victim.pid()
         observed = {what: sess.run(sql.format(other=creds[ORG_B].role, victim=pid)).state
@@ -262,7 +287,7 @@ def test_baseline_postgresql_refuses_an_ordinary_role(sess, creds, server, hosti
     observed["row_security = off"] = sess.run("SELECT * FROM docs").state
     sess.rows("RESET row_security")
     assert observed == {what: PERMISSION_DENIED for what in observed}
-    assert sess.rows("SELECT session_user, current_user") == [(role, role)]
+    assert sess.rows("SELECT session_user, current_user") == [(cred.role, cred.role)]
     assert_sees_exactly(sess, expected[ORG_A], "after PostgreSQL's refusals")
 
 
@@ -381,13 +406,21 @@ def test_invented_bi_access_setting_is_refused(sess, expected):
     assert_sees_exactly(sess, expected[ORG_A], "after SET bi_access.org")
 
 
-def test_reset_all_keeps_the_session_read_only_and_in_its_org(sess, expected):
+def test_reset_all_keeps_the_session_read_only_and_in_its_org(sess, cred, expected):
+    """RESET ALL brings back the role's own settings: read-only with
+    search_path public for a read credential; for a read_write one, its
+    custom schema first (and writes there only, as every other test shows)."""
     for name, value in PLACEHOLDERS.items():
         sess.rows(f"SET {name} = '{value}'")
-    sess.rows("SET default_transaction_read_only = off")
+    sess.rows("SET default_transaction_read_only = on" if cred.details["scope"] == "read_write"
+              else "SET default_transaction_read_only = off")
     expect(sess.run("RESET ALL"), OK)
-    assert sess.value("SHOW default_transaction_read_only") == "on"
-    assert sess.value("SHOW search_path") == "public"
+    if cred.details["scope"] == "read_write":
+        assert sess.value("SHOW default_transaction_read_only") == "off"
+        assert sess.value("SHOW search_path") == f"{cred.details['custom_schema']}, public"
+    else:
+        assert sess.value("SHOW default_transaction_read_only") == "on"
+        assert sess.value("SHOW search_path") == "public"
     assert_sees_exactly(sess, expected[ORG_A], "after RESET ALL")
     expect(sess.run("DISCARD ALL"), OK)
     assert_sees_exactly(sess, expected[ORG_A], "after DISCARD ALL")
@@ -568,7 +601,7 @@ def test_create_is_refused_after_leaving_read_only(sess, server, expected, what)
     read_write(sess)
     outcome = sess.run(CREATES[what])
     expect(outcome, PERMISSION_DENIED)
-    assert "a bi_access credential is read-only" in outcome.message, str(outcome)
+    assert refused_by_the_guard(outcome), str(outcome)
     assert sess.rows("SELECT relname FROM pg_class WHERE relname IN ('v', 't', 'mv') "
                      "UNION ALL SELECT proname FROM pg_proc WHERE proname = 'f'") == []
     assert_sees_exactly(sess, expected[ORG_A], f"after {what}")

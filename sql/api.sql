@@ -10,6 +10,7 @@ SELECT c.id,
        c.org_id,
        c.org_name,
        c.label,
+       c.scope,
        c.target,
        c.role_name,
        -- Decided once, in src/status.rs (bi_access_internal.credential_state):
@@ -68,7 +69,7 @@ AS $$
                                               scope, target)
 $$;
 COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text) IS
-    'Creates a read-only login for an org: role, password, record; returns the connection details once';
+    'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
 LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -154,6 +155,14 @@ CREATE FUNCTION bi_access.drop_target(name text) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.drop_target(name) $$;
 COMMENT ON FUNCTION bi_access.drop_target(text) IS 'Removes a named target no current credential uses';
+
+-- Custom schemas (src/custom_schema.rs): one per org, created with its
+-- first read_write credential; it outlives them until this call.
+CREATE FUNCTION bi_access.drop_custom_schema(org_id text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.drop_custom_schema(org_id) $$;
+COMMENT ON FUNCTION bi_access.drop_custom_schema(text) IS
+    'Drops an org''s custom schema and everything in it, once no current read_write credential of the org exists';
 
 CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -346,6 +355,7 @@ GRANT EXECUTE ON FUNCTION
     bi_access.delete_org(text),
     bi_access.set_target(text, text, integer, text, text),
     bi_access.drop_target(text),
+    bi_access.drop_custom_schema(text),
     bi_access.expose_table(regclass, name),
     bi_access.hide_table(regclass),
     bi_access.sync_tables(),

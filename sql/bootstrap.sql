@@ -58,6 +58,10 @@ CREATE TYPE bi_access.connection AS (
     url text,
     jdbc_url text,
     display_name text,
+    -- 'read' or 'read_write'
+    scope text,
+    -- the org's custom schema, for a read_write credential (NULL for read)
+    custom_schema text,
     -- the bi_access.targets row the details come from
     target text
 );
@@ -114,6 +118,9 @@ CREATE TABLE bi_access.credential (
     -- bi_access.host/port/sslmode/replica_application_name settings) or a
     -- row of bi_access.target.
     target text NOT NULL DEFAULT 'default',
+    -- read: SELECT on exposed tables; read_write: also writes in the org's
+    -- custom schema (src/custom_schema.rs).
+    scope text NOT NULL DEFAULT 'read' CONSTRAINT credential_scope_check CHECK (scope IN ('read', 'read_write')),
     CONSTRAINT credential_org_id_check CHECK (org_id <> '' AND length(org_id) <= 256),
     CONSTRAINT credential_label_check CHECK (label <> '' AND length(label) <= 63)
 );
@@ -188,6 +195,19 @@ CREATE TABLE bi_access.target (
 );
 CREATE INDEX credential_target ON bi_access.credential (target);
 
+-- One custom schema per org (src/custom_schema.rs), created with its first
+-- read_write credential. Its name and its two NOLOGIN groups carry no org
+-- key: the owner group (its read_write credentials are members; what a
+-- deleted one created is reassigned to it) and the reader group (every
+-- credential of the org is a member: USAGE and SELECT).
+CREATE TABLE bi_access.custom_schema (
+    org_id text PRIMARY KEY,
+    schema_name name NOT NULL UNIQUE,
+    owner_role name NOT NULL UNIQUE,
+    reader_role name NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- pg_dump keeps the records, the log and the exposure list.
 SELECT pg_catalog.pg_extension_config_dump('bi_access.credential', '');
 SELECT pg_catalog.pg_extension_config_dump('bi_access.credential_id_seq', '');
@@ -195,5 +215,6 @@ SELECT pg_catalog.pg_extension_config_dump('bi_access.event', '');
 SELECT pg_catalog.pg_extension_config_dump('bi_access.event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('bi_access.exposed_table', '');
 SELECT pg_catalog.pg_extension_config_dump('bi_access.target', '');
+SELECT pg_catalog.pg_extension_config_dump('bi_access.custom_schema', '');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;

@@ -178,6 +178,11 @@ mod bi_access_internal {
         or_raise(targets::drop_target(name))
     }
 
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn drop_custom_schema(org_id: Option<&str>) {
+        or_raise(crate::custom_schema::drop(org_id))
+    }
+
     /// The rows of the targets view, `default` first, each with its
     /// effective values.
     #[pg_extern(stable, parallel_unsafe, security_definer)]

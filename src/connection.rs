@@ -16,6 +16,8 @@ pub struct Details {
     pub schema: String,
     pub sslmode: String,
     pub display_name: String,
+    pub scope: String,
+    pub custom_schema: Option<String>,
     pub target: String,
 }
 
@@ -27,6 +29,7 @@ pub struct Org<'a> {
 
 impl Details {
     pub fn new(username: &str, password: String, org: &Org, target: &Target) -> Result<Self> {
+        let (scope, custom_schema) = crate::custom_schema::of_credential(username)?;
         Ok(Details {
             host: target.host.clone(),
             port: target.port,
@@ -37,6 +40,8 @@ impl Details {
             schema: "public".into(),
             sslmode: target.sslmode.clone(),
             display_name: display_name(&settings::display_name_format(), org),
+            scope,
+            custom_schema,
             target: target.name.clone(),
         })
     }
@@ -97,6 +102,12 @@ impl Details {
         tuple
             .set_by_name("display_name", self.display_name)
             .map_err(internal)?;
+        tuple.set_by_name("scope", self.scope).map_err(internal)?;
+        if let Some(schema) = self.custom_schema {
+            tuple
+                .set_by_name("custom_schema", schema)
+                .map_err(internal)?;
+        }
         tuple.set_by_name("target", self.target).map_err(internal)?;
         Ok(tuple)
     }
@@ -149,6 +160,8 @@ mod unit {
             schema: "public".into(),
             sslmode: "require".into(),
             display_name: "BI - Acme".into(),
+            scope: "read".into(),
+            custom_schema: None,
             target: "default".into(),
         }
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::audit;
 use crate::connection::{Details, Org};
+use crate::custom_schema;
 use crate::error::{internal, BiError, Result};
 use crate::key;
 use crate::records::{self, Record, Subject};
@@ -45,6 +46,8 @@ pub fn generate(
         .connection_limit
         .unwrap_or_else(settings::default_connection_limit);
     let target = targets::for_generate(request.target)?;
+    let scope = custom_schema::scope(request.scope)?;
+    custom_schema::check_target(scope, &target)?;
     replace_failed(org_id, label)?;
 
     let role = roles::new_role_name()?;
@@ -58,6 +61,7 @@ pub fn generate(
         valid_until: valid_until.as_deref(),
         connection_limit,
         target: &target.name,
+        scope,
     })?;
     if !inserted {
         return Err(BiError::Duplicate {
@@ -72,6 +76,7 @@ pub fn generate(
         connection_limit: Some(connection_limit),
     };
     roles::create_login(&role, &roles::reader_group()?, &options)?;
+    custom_schema::join(&role, org_id, scope)?;
     let (password, sealed, sealed_with) = new_password(&role, &key)?;
     records::store_first_secret(&role, sealed, &sealed_with)?;
 
@@ -87,7 +92,7 @@ pub fn generate(
     audit::record(
         "generate",
         &subject,
-        json!({ "label": label, "status": status.as_str(), "target": target.name }),
+        json!({ "label": label, "status": status.as_str(), "target": target.name, "scope": scope }),
     )?;
     Details::new(&role, password, &org, &target)?.into_tuple()
 }
@@ -306,9 +311,6 @@ fn validate<'a>(request: &Request<'a>) -> Result<(&'a str, &'a str)> {
             "label must be 1 to {MAX_LABEL_LEN} bytes and not blank"
         ));
     }
-    if let Some(scope) = request.scope.filter(|scope| *scope != "read") {
-        return bad(format!("scope {scope:?} is not one of: read"));
-    }
     match request.connection_limit {
         Some(limit) if limit != -1 && !(1..=MAX_CONNECTION_LIMIT).contains(&limit) => bad(format!(
             "connection_limit must be -1 (no limit) or 1 to {MAX_CONNECTION_LIMIT}, not {limit}"
@@ -374,6 +376,8 @@ fn recreate_role(record: &mut Record) -> Result<()> {
         connection_limit: record.connection_limit,
     };
     roles::create_login(&record.role, &roles::reader_group()?, &options)?;
+    let (scope, _) = custom_schema::of_credential(&record.role)?;
+    custom_schema::join(&record.role, &record.org_id, &scope)?;
     let status = first_status(settings::replica_application_name().is_some());
     records::set_recreated(record, status)?;
     record.stored = status;

@@ -42,6 +42,17 @@ pub enum BiError {
     #[error("org {0:?} has no bi_access credential")]
     NoSuchOrg(String),
 
+    #[error("a read_write credential writes on the primary, but target {0:?} points at a standby")]
+    ReadWriteOnStandby(String),
+
+    #[error("org {0:?} has no custom schema")]
+    NoCustomSchema(String),
+
+    #[error(
+        "org {org_id:?} has {credentials} current read_write credential(s) using its custom schema"
+    )]
+    CustomSchemaInUse { org_id: String, credentials: i64 },
+
     #[error("{0} is not a table bi_access can expose")]
     WrongObjectType(String),
 
@@ -98,6 +109,11 @@ pub enum BiError {
     #[error("{message}")]
     Refused { message: String, hint: String },
 
+    /// A read_write session's write that would grow its custom schema
+    /// past bi_access.custom_schema_quota (src/guard/custom.rs).
+    #[error("the custom schema is past its quota: {size} bytes of {quota} (bi_access.custom_schema_quota)")]
+    QuotaExceeded { size: i64, quota: i64 },
+
     /// The session guard at login: a startup option naming a bi_access setting.
     #[error("a bi_access credential may not set {0} when it connects")]
     ClientSettings(String),
@@ -135,9 +151,12 @@ impl BiError {
         match self {
             BiError::InvalidParameter(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             BiError::Duplicate { .. } => ERRCODE_UNIQUE_VIOLATION,
-            BiError::NoSuchCredential(_) | BiError::NoSuchTarget(_) | BiError::NoSuchOrg(_) => {
-                ERRCODE_UNDEFINED_OBJECT
-            }
+            BiError::NoSuchCredential(_)
+            | BiError::NoSuchTarget(_)
+            | BiError::NoSuchOrg(_)
+            | BiError::NoCustomSchema(_) => ERRCODE_UNDEFINED_OBJECT,
+            BiError::ReadWriteOnStandby(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            BiError::CustomSchemaInUse { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::TargetInUse { .. } | BiError::TargetGone { .. } => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
@@ -160,6 +179,7 @@ impl BiError {
             BiError::NoConfig => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::NotAnEventTrigger(_) => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             BiError::Refused { .. } | BiError::ClientSettings(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            BiError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
             BiError::Secret(error) => error.code(),
@@ -179,6 +199,19 @@ impl BiError {
                 Some("bi_access.credentials lists the roles bi_access manages.".into())
             }
             BiError::NoSuchTarget(_) => Some("bi_access.targets lists the targets.".into()),
+            BiError::ReadWriteOnStandby(_) => Some(
+                "Name a target without a standby (the primary): bi_access.set_target('primary', host, port) \
+                 and generate(..., scope => 'read_write', target => 'primary')."
+                    .into(),
+            ),
+            BiError::NoCustomSchema(_) => Some(
+                "An org's custom schema is created with its first read_write credential.".into(),
+            ),
+            BiError::CustomSchemaInUse { org_id, .. } => Some(format!(
+                "Delete them first: SELECT bi_access.delete(role_name) FROM bi_access.credentials \
+                 WHERE org_id = {} AND scope = 'read_write' AND status <> 'deleted';",
+                pgrx::spi::quote_literal(org_id)
+            )),
             BiError::TargetInUse { target, .. } => Some(format!(
                 "Delete them first; bi_access.credentials lists them (WHERE target = {}).",
                 pgrx::spi::quote_literal(target)
@@ -225,6 +258,10 @@ impl BiError {
                     .into(),
             ),
             BiError::Refused { hint, .. } => Some(hint.clone()),
+            BiError::QuotaExceeded { .. } => Some(
+                "Reads, DELETE, TRUNCATE and DROP still work: free space, or ask an administrator to raise bi_access.custom_schema_quota."
+                    .into(),
+            ),
             BiError::ClientSettings(_) => Some(
                 "Remove the bi_access settings from the connection's options (PGOPTIONS).".into(),
             ),

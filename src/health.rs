@@ -32,7 +32,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 16] = [
+    let probes: [Probe; 17] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -49,6 +49,7 @@ pub fn check() -> Result<Vec<Finding>> {
         sealing_key,
         absent_standbys,
         audit_reads,
+        custom_schemas,
     ];
     let mut findings = Vec::new();
     for probe in probes {
@@ -78,6 +79,44 @@ fn words(pairs: Vec<(String, String)>, severity: &'static str, finding: &str) ->
             fix,
         })
         .collect()
+}
+
+/// Custom schemas (scope read_write) past bi_access.custom_schema_quota:
+/// their read_write credentials' writes that grow them are refused; and
+/// records whose schema or groups are gone (dropped by hand).
+fn custom_schemas(_: &Context) -> Result<Vec<Finding>> {
+    let mut findings = rows(
+        "SELECT 'schema ' || quote_ident(cs.schema_name), \
+                format('SELECT bi_access.drop_custom_schema(%L); once its read_write credentials are deleted \
+                        (or recreate schema %I owned by %I, with USAGE for %I)', \
+                       cs.org_id, cs.schema_name, cs.owner_role, cs.reader_role) \
+         FROM bi_access.custom_schema cs \
+         WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n WHERE n.nspname = cs.schema_name) \
+            OR NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = cs.owner_role) \
+            OR NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = cs.reader_role) \
+         ORDER BY 1",
+        &[],
+        "error",
+        "an org's custom schema or one of its groups is missing: its read_write credentials cannot write there",
+    )?;
+    if let Some(quota) = settings::custom_schema_quota_bytes() {
+        findings.extend(rows(
+            "SELECT 'schema ' || quote_ident(s.nspname), \
+                    format('Free space in it (DELETE, TRUNCATE, DROP), or raise bi_access.custom_schema_quota \
+                            (now %s bytes; the schema holds %s)', $1::bigint, s.size) \
+             FROM (SELECT n.nspname, \
+                          (SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0) \
+                           FROM pg_catalog.pg_class c \
+                           WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S'))::bigint AS size \
+                   FROM bi_access.custom_schema cs \
+                   JOIN pg_catalog.pg_namespace n ON n.nspname = cs.schema_name) s \
+             WHERE s.size > $1::bigint ORDER BY 1",
+            &[quota.into()],
+            "warning",
+            "an org's custom schema is past bi_access.custom_schema_quota: writes that grow it are refused",
+        )?);
+    }
+    Ok(findings)
 }
 
 /// A target's standby that is not connected while credentials wait for it:

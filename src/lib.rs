@@ -16,6 +16,7 @@
 //! - `health`: `check()`, the security posture;
 //! - `pooler`: PgBouncer's auth_query (`pgbouncer_auth`);
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
+//! - `custom_schema`: scope read_write, each org's custom schema and its groups;
 //! - `targets`: named targets (host, port, sslmode, standby) credentials point at;
 //! - `guard`: the session guard: what a credential's own session may do;
 //! - `uninstall`: the drop guard, and what removing the extension does first;
@@ -33,6 +34,7 @@ mod compat;
 mod connection;
 mod credentials;
 mod custody;
+mod custom_schema;
 mod db;
 mod error;
 mod exposure;

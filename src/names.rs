@@ -24,3 +24,11 @@ pub const POLICY_PASSTHROUGH: &str = "bi_access_passthrough";
 /// The functions the reader policies call (schema `bi_access`): the session
 /// guard recognises a genuine policy by them.
 pub const ORG_LOOKUPS: [&str; 3] = ["current_org", "current_org_bigint", "current_org_uuid"];
+
+/// Custom schemas (scope read_write, src/custom_schema.rs): the schema's name
+/// prefix, and the prefixes of its two per-org groups, which share one random
+/// suffix (the session guard finds the reader group from the owner's name).
+/// None carries an org key.
+pub const CUSTOM_SCHEMA_PREFIX: &str = "bi_custom_";
+pub const CUSTOM_OWNER_PREFIX: &str = "bi_access_cs_owner_";
+pub const CUSTOM_READER_PREFIX: &str = "bi_access_cs_reader_";

@@ -214,6 +214,8 @@ pub struct New<'a> {
     pub valid_until: Option<&'a str>,
     pub connection_limit: i32,
     pub target: &'a str,
+    /// `read` or `read_write` (src/custom_schema.rs).
+    pub scope: &'a str,
 }
 
 /// Inserts the record; false when a current one holds its (org_id, label)
@@ -222,8 +224,8 @@ pub fn insert(new: &New) -> Result<bool> {
     let inserted = db::first_mut::<i64>(
         &format!(
             "INSERT INTO bi_access.credential \
-                 (org_id, org_name, label, role_name, status, valid_until, connection_limit, target) \
-             VALUES ($1, $2, $3, $4, $5::bi_access.credential_status, $6::timestamptz, $7, $8) \
+                 (org_id, org_name, label, role_name, status, valid_until, connection_limit, target, scope) \
+             VALUES ($1, $2, $3, $4, $5::bi_access.credential_status, $6::timestamptz, $7, $8, $9) \
              ON CONFLICT (org_id, label) WHERE {CURRENT} DO NOTHING \
              RETURNING id"
         ),
@@ -236,6 +238,7 @@ pub fn insert(new: &New) -> Result<bool> {
             new.valid_until.into(),
             new.connection_limit.into(),
             new.target.into(),
+            new.scope.into(),
         ],
     )?;
     Ok(inserted.is_some())
@@ -636,13 +639,17 @@ pub fn overgranted_roles(
         &format!(
             "SELECT 'role ' || quote_ident(r.rolname), \
                 format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
-                        then REVOKE from it every role but %I and bi_access_credential{regrant}', \
+                        then REVOKE from it every role but %I, bi_access_credential and its org''s custom schema groups{regrant}', \
                        r.rolname, $1::text) \
          FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
          WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
             OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
                        JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
-                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential')) \
+                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential') \
+                         AND NOT EXISTS (SELECT FROM bi_access.custom_schema cs \
+                                         WHERE cs.org_id = c.org_id \
+                                           AND (g.rolname = cs.reader_role \
+                                                OR (c.scope = 'read_write' AND g.rolname = cs.owner_role)))) \
             OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
                        WHERE m.member = r.oid AND {settable}) \
          ORDER BY 1",
@@ -745,4 +752,83 @@ pub fn shown_state(
         }
     };
     status::effective(stored, &facts, || replayed(target, lsn, uncommitted))
+}
+
+// ------------------------------------------------------ custom schemas
+// (scope read_write, src/custom_schema.rs)
+
+/// A credential's scope, and its org's custom schema if it is read_write.
+pub fn scope_and_custom_schema(role: &str) -> Result<(String, Option<String>)> {
+    let (scope, schema) = Spi::get_two_with_args::<String, String>(
+        "SELECT c.scope, cs.schema_name::text FROM bi_access.credential c \
+         LEFT JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id AND c.scope = 'read_write' \
+         WHERE c.role_name = $1",
+        &[role.into()],
+    )?;
+    Ok((scope.unwrap_or_else(|| "read".into()), schema))
+}
+
+/// The owner group of a read_write credential's custom schema, if it exists.
+pub fn custom_schema_owner_of(role: &str) -> Result<Option<String>> {
+    db::first::<String>(
+        "SELECT cs.owner_role::text FROM bi_access.credential c \
+         JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
+         JOIN pg_catalog.pg_roles r ON r.rolname = cs.owner_role \
+         WHERE c.role_name = $1 AND c.scope = 'read_write'",
+        &[role.into()],
+    )
+}
+
+/// The current credential roles of an org (their roles exist), but `except`.
+pub fn current_roles_of_org(org_id: &str, except: &str) -> Result<Vec<String>> {
+    db::column::<String>(
+        &format!(
+            "SELECT c.role_name::text FROM bi_access.credential c \
+             JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+             WHERE c.org_id = $1 AND c.role_name <> $2 AND c.{CURRENT} ORDER BY c.id"
+        ),
+        &[org_id.into(), except.into()],
+    )
+}
+
+/// How many current read_write credentials the org has, their records
+/// locked for the rest of the transaction.
+pub fn lock_current_writers(org_id: &str) -> Result<i64> {
+    Ok(db::first_mut::<i64>(
+        &format!(
+            "SELECT count(*) FROM (SELECT FROM bi_access.credential \
+             WHERE org_id = $1 AND scope = 'read_write' AND {CURRENT} FOR UPDATE) c"
+        ),
+        &[org_id.into()],
+    )?
+    .unwrap_or(0))
+}
+
+/// (role, group) of every membership in its org's custom schema groups that
+/// a current credential lacks: the reader group for each, the owner group
+/// for a read_write one.
+pub fn missing_custom_schema_memberships() -> Result<Vec<(String, String)>> {
+    Spi::connect(|client| {
+        let mut missing = Vec::new();
+        for row in client.select(
+            "SELECT c.role_name::text, g.rolname::text \
+             FROM bi_access.credential c \
+             JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
+             JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+             JOIN pg_catalog.pg_roles g \
+               ON g.rolname = cs.reader_role \
+               OR (c.scope = 'read_write' AND g.rolname = cs.owner_role) \
+             WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                               WHERE m.member = r.oid AND m.roleid = g.oid) \
+             ORDER BY 1, 2",
+            None,
+            &[],
+        )? {
+            if let (Some(role), Some(group)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+                missing.push((role, group));
+            }
+        }
+        Ok(missing)
+    })
 }

@@ -285,7 +285,8 @@ pub fn set_login(role: &str, login: bool) -> Result<()> {
 
 /// Drops the role with every privilege, membership and role setting, even
 /// ones granted by hand. Objects it owns in this database are not destroyed
-/// but handed to the extension's owner; returns how many there were.
+/// but handed on (a read_write credential's to its org's custom schema owner
+/// group, anything else to the extension's owner); returns how many there were.
 pub fn drop_login(role: &str) -> Result<i64> {
     let Some(role_oid) = oid(role)? else {
         return Ok(0);
@@ -295,7 +296,10 @@ pub fn drop_login(role: &str) -> Result<i64> {
     if owned > 0 {
         Spi::run(&format!(
             "REASSIGN OWNED BY {quoted} TO {}",
-            quote_identifier(extension_owner()?)
+            quote_identifier(&match crate::custom_schema::heir_of(role)? {
+                Some(group) => group,
+                None => extension_owner()?,
+            })
         ))?;
     }
     Spi::run(&format!("DROP OWNED BY {quoted}"))?;

@@ -34,6 +34,8 @@ static MAX_BI_CONNECTIONS: Int = Int::new(-1);
 static DEFAULT_VALID_FOR: Text = Text::new(None);
 static ACTOR: Text = Text::new(None);
 static AUDIT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
+// The size of each org's custom schema (kB); 0 means no quota.
+static CUSTOM_SCHEMA_QUOTA: Int = Int::new(1024 * 1024);
 
 /// The bi_access.* settings a client asked for in its startup packet, read
 /// before they are defined: until then they are placeholders, and a client's
@@ -58,7 +60,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 20] = [
+const NAMES: [&std::ffi::CStr; 21] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -79,11 +81,12 @@ const NAMES: [&std::ffi::CStr; 20] = [
     c"bi_access.default_valid_for",
     c"bi_access.actor",
     c"bi_access.audit_reads",
+    c"bi_access.custom_schema_quota",
 ];
 
 /// Which settings a session defines: every one, or in a credential's own
-/// session only those its session guard reads (the caps and the connection
-/// limits). Defining a setting costs a sort of every setting the server has
+/// session only those its session guard reads (the caps, the connection
+/// limits and the custom schema's quota). Defining a setting costs a sort of every setting the server has
 /// on 14 and 15, about 65 µs each on the bench's machine, at every login;
 /// management settings are never read where no management call can run.
 #[derive(Clone, Copy, PartialEq)]
@@ -144,6 +147,13 @@ pub fn init(scope: Scope) {
         &MAX_BI_CONNECTIONS,
         -1,
         GucFlags::default(),
+    );
+    int(
+        c"bi_access.custom_schema_quota",
+        c"Size of each org's custom schema past which its writes that grow it are refused; 0: no quota.",
+        &CUSTOM_SCHEMA_QUOTA,
+        0,
+        GucFlags::UNIT_KB,
     );
     if scope == Scope::All {
         define_management_settings();
@@ -401,4 +411,11 @@ pub fn actor() -> Option<String> {
 pub fn audit_reads() -> bool {
     management("audit_reads");
     AUDIT_READS.get()
+}
+
+/// The quota of each org's custom schema in bytes, or None for no quota.
+pub fn custom_schema_quota_bytes() -> Option<i64> {
+    Some(CUSTOM_SCHEMA_QUOTA.get())
+        .filter(|kb| *kb > 0)
+        .map(|kb| i64::from(kb) * 1024)
 }

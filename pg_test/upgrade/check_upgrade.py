@@ -70,15 +70,15 @@ SELECT pg_describe_object(classid, objid, objsubid),
                                   ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
                    || ' acl=' || coalesce(c.relacl::text, '') || ' rls=' || c.relrowsecurity
-                   || ' indexes=' || coalesce((SELECT string_agg(pg_get_indexdef(i.indexrelid), '; ' ORDER BY 1)
+                   || ' indexes=' || coalesce((SELECT string_agg(pg_get_indexdef(i.indexrelid), '; ' ORDER BY pg_get_indexdef(i.indexrelid))
                                                FROM pg_index i WHERE i.indrelid = c.oid), '')
                    || ' constraints=' || coalesce((SELECT string_agg(k.conname || ' ' || pg_get_constraintdef(k.oid),
-                                                                     '; ' ORDER BY 1)
+                                                                     '; ' ORDER BY k.conname)
                                                    FROM pg_constraint k WHERE k.conrelid = c.oid), '')
-                   || ' triggers=' || coalesce((SELECT string_agg(pg_get_triggerdef(t.oid), '; ' ORDER BY 1)
+                   || ' triggers=' || coalesce((SELECT string_agg(pg_get_triggerdef(t.oid), '; ' ORDER BY t.tgname)
                                                 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal), '')
                    || ' policies=' || coalesce((SELECT string_agg(p.polname || ' ' || pg_get_expr(p.polqual, p.polrelid),
-                                                                  '; ' ORDER BY 1)
+                                                                  '; ' ORDER BY p.polname)
                                                 FROM pg_policy p WHERE p.polrelid = c.oid), '')
             FROM pg_class c WHERE c.oid = objid)
        WHEN 'pg_type'::regclass THEN

@@ -97,8 +97,13 @@ $upgrade$;
 
 -- Named targets (src/targets.rs): every 0.1.0 credential points at
 -- 'default', the settings' target, as before.
-ALTER TYPE bi_access.connection ADD ATTRIBUTE target text;
+-- Scopes (read, read_write) come with the targets: the connection type
+-- gains scope, custom_schema and target in that order, as a fresh install's.
+ALTER TYPE bi_access.connection ADD ATTRIBUTE scope text, ADD ATTRIBUTE custom_schema text,
+    ADD ATTRIBUTE target text;
 ALTER TABLE bi_access.credential ADD COLUMN target text NOT NULL DEFAULT 'default';
+ALTER TABLE bi_access.credential ADD COLUMN scope text NOT NULL DEFAULT 'read'
+    CONSTRAINT credential_scope_check CHECK (scope IN ('read', 'read_write'));
 CREATE TABLE bi_access.target (
     name text PRIMARY KEY,
     host text NOT NULL,
@@ -113,3 +118,14 @@ CREATE TABLE bi_access.target (
 CREATE INDEX credential_target ON bi_access.credential (target);
 SELECT pg_catalog.pg_extension_config_dump('bi_access.target', '');
 REVOKE ALL ON bi_access.target FROM PUBLIC;
+
+-- Custom schemas of read_write credentials (src/custom_schema.rs).
+CREATE TABLE bi_access.custom_schema (
+    org_id text PRIMARY KEY,
+    schema_name name NOT NULL UNIQUE,
+    owner_role name NOT NULL UNIQUE,
+    reader_role name NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('bi_access.custom_schema', '');
+REVOKE ALL ON bi_access.custom_schema FROM PUBLIC;

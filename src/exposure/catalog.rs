@@ -24,13 +24,15 @@ pub(super) struct Relation {
 }
 
 /// Schemas whose relations are never exposed or hidden: bi_access's own
-/// (its records hold sealed secrets) and the system's. Every `pg_*` schema
-/// name is reserved to the system (pg_catalog, pg_toast, pg_temp_N…).
+/// (its records hold sealed secrets), the orgs' custom schemas (each
+/// belongs to one org: src/custom_schema.rs) and the system's. Every `pg_*`
+/// schema name is reserved to the system (pg_catalog, pg_toast, pg_temp_N…).
 pub(super) fn refused_schema(schema: &str) -> bool {
     matches!(
         schema,
         "bi_access" | "bi_access_internal" | "information_schema"
     ) || schema.starts_with("pg_")
+        || schema.starts_with(crate::names::CUSTOM_SCHEMA_PREFIX)
 }
 
 /// How much `vet` checks.

@@ -17,7 +17,10 @@ use crate::roles;
 /// From the ddl_command_end event trigger: name new tables, and withdraw the
 /// grant of exposed tables the statement weakened.
 pub fn after_ddl() -> Result<()> {
-    if ChangingTables::active() {
+    // A read_write credential's DDL: its session guard let it touch its
+    // org's custom schema only, which is never exposed, so there is nothing
+    // to name or withdraw (and its session defines no management settings).
+    if ChangingTables::active() || crate::guard::session_is_credential() {
         return Ok(());
     }
     note_new_tables()?;

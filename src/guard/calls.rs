@@ -66,11 +66,23 @@ unsafe extern "C-unwind" fn object_access_hook(
     }
     use pg_sys::ObjectAccessType::*;
     match access {
+        OAT_POST_CREATE | OAT_POST_ALTER
+            if guarded() && super::custom::may_change(class_id) => {}
+        OAT_POST_CREATE | OAT_POST_ALTER if guarded() && super::custom::writer().is_some() => {
+            refuse(
+                "a bi_access read_write credential creates and alters only tables, views, indexes and sequences of its custom schema".into(),
+                "Temporary objects, functions, triggers and objects in other schemas are not available to BI logins.",
+            )
+        }
         OAT_POST_CREATE | OAT_POST_ALTER if guarded() => refuse(
             "a bi_access credential is read-only: creating or altering a database object is not allowed".into(),
             "BI logins may read their organization's rows and nothing else.",
         ),
         OAT_FUNCTION_EXECUTE if guarded() => {
+            // nextval/setval too for a read_write session: the hook does
+            // not see which sequence, and a stray grant on an application
+            // sequence would let it write there. Its tables number rows with
+            // identity columns (no function call).
             if let Some(name) = builtin_name(object_id).filter(|name| forbidden(name)) {
                 refuse(
                     format!("a bi_access credential may not call {name}()"),

@@ -7,9 +7,12 @@
 //!
 //! - `statements`: a utility statement is refused (42501) unless it only
 //!   reads or manages the session;
-//! - `reads`: a relation is readable only if it is a system catalog, or an
+//! - `reads`: a relation is readable only if it is a system catalog, an
 //!   exposed table whose row-level security and bi_access policies are in
-//!   place (a stray grant to PUBLIC, a view, a partition admit nothing);
+//!   place (a stray grant to PUBLIC, a view, a partition admit nothing), or
+//!   in its org's custom schema;
+//! - `custom`: the session's custom schema; a read_write credential writes
+//!   there and nowhere else, within its quota;
 //! - `calls`: creating or altering any catalog object is refused, and so are
 //!   the built-in functions that write without a table privilege (large
 //!   objects, NOTIFY, advisory locks, sequences);
@@ -28,6 +31,7 @@
 
 mod calls;
 pub mod caps;
+mod custom;
 mod plans;
 mod reads;
 mod standing;
@@ -62,6 +66,7 @@ pub fn install() {
     reads::install();
     calls::install();
     plans::install();
+    custom::install();
     caps::install();
     standing::install();
     // Loaded by the role's session_preload_libraries, after authentication

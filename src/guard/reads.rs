@@ -116,6 +116,12 @@ fn relation_name(relid: pg_sys::Oid) -> String {
 }
 
 fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal> {
+    // The session's custom schema (scope read_write): its own rules.
+    match super::custom::verdict(relid, required) {
+        Some(true) => return Ok(()),
+        Some(false) => return Err(Refusal::Write),
+        None => {}
+    }
     if required & !(pg_sys::ACL_SELECT as pg_sys::AclMode) != 0 {
         return Err(Refusal::Write);
     }

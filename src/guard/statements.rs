@@ -51,6 +51,66 @@ fn allowed(statement: *mut pg_sys::Node) -> bool {
     }
 }
 
+/// What a read_write session may do besides (src/guard/custom.rs): create,
+/// alter, drop and truncate relations, COPY FROM. PostgreSQL's own
+/// privileges keep these to the relations it owns or may write; the
+/// object-access hook keeps what it creates in its custom schema. Another
+/// DROP than of a relation (its schema!), triggers, functions, rules,
+/// GRANT and SET SCHEMA are refused.
+fn allowed_for_writer(statement: *mut pg_sys::Node) -> bool {
+    use pg_sys::NodeTag::*;
+    use pg_sys::ObjectType::*;
+    // SAFETY: a utility statement from a PlannedStmt is a valid Node.
+    let tag = unsafe { (*statement).type_ };
+    match tag {
+        T_CreateStmt | T_CreateTableAsStmt | T_ViewStmt | T_IndexStmt | T_CreateSeqStmt
+        | T_AlterSeqStmt | T_AlterTableStmt | T_CopyStmt => true,
+        // SAFETY: the tag says it is a DropStmt.
+        T_DropStmt => unsafe {
+            matches!(
+                (*(statement as *mut pg_sys::DropStmt)).removeType,
+                OBJECT_TABLE | OBJECT_VIEW | OBJECT_INDEX | OBJECT_SEQUENCE
+            )
+        },
+        // SAFETY: the tag says it is a TruncateStmt.
+        T_TruncateStmt => unsafe { truncates_only(statement as *mut pg_sys::TruncateStmt) },
+        _ => false,
+    }
+}
+
+/// Statements that can grow the custom schema: refused past its quota.
+fn grows(statement: *mut pg_sys::Node) -> bool {
+    use pg_sys::NodeTag::*;
+    // SAFETY: a utility statement from a PlannedStmt is a valid Node.
+    matches!(
+        unsafe { (*statement).type_ },
+        T_CreateStmt | T_CreateTableAsStmt | T_IndexStmt | T_AlterTableStmt | T_CreateSeqStmt
+    )
+}
+
+/// Whether every relation a TRUNCATE names is in the session's custom
+/// schema (PostgreSQL checks the TRUNCATE privilege itself).
+///
+/// # Safety
+/// `statement` must be a valid TruncateStmt.
+unsafe fn truncates_only(statement: *mut pg_sys::TruncateStmt) -> bool {
+    let Some(schema) = super::custom::writer() else {
+        return false;
+    };
+    pgrx::PgList::<pg_sys::RangeVar>::from_pg((*statement).relations)
+        .iter_ptr()
+        .all(|relation| {
+            let relid = pg_sys::RangeVarGetRelidExtended(
+                relation,
+                pg_sys::NoLock as pg_sys::LOCKMODE,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            );
+            relid != pg_sys::InvalidOid && pg_sys::get_rel_namespace(relid) == schema.namespace
+        })
+}
+
 #[pg_guard]
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn utility_hook(
@@ -68,10 +128,37 @@ unsafe extern "C-unwind" fn utility_hook(
     if guarded {
         every_statement();
     }
-    if guarded && !allowed(statement) {
+    let writer = if guarded && !allowed(statement) {
+        super::custom::writer()
+    } else {
+        None
+    };
+    let mut admitted = None;
+    if let Some(schema) = writer.filter(|_| allowed_for_writer(statement)) {
+        match super::custom::works_in(statement) {
+            Some(namespace) if namespace != schema.namespace => refuse(
+                "a bi_access read_write credential creates and alters only tables, views, indexes and sequences of its custom schema".into(),
+                "Temporary objects and objects in other schemas are not available to BI logins; name the custom schema (bi_access.connection's custom_schema).",
+            ),
+            _ => {}
+        }
+        if grows(statement) {
+            super::custom::refuse_past_quota(schema.namespace);
+        }
+        admitted = Some(super::custom::Admitted::enter());
+    } else if guarded && !allowed(statement) {
         let tag = CStr::from_ptr(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag(
             statement,
         )));
+        if writer.is_some() {
+            refuse(
+                format!(
+                    "a bi_access read_write credential writes only in its custom schema: {} is not allowed",
+                    tag.to_string_lossy()
+                ),
+                "It may create, alter, drop, truncate and load tables, views, indexes and sequences of its organization's custom schema.",
+            );
+        }
         refuse(
             format!(
                 "a bi_access credential is read-only: {} is not allowed",
@@ -102,6 +189,7 @@ unsafe extern "C-unwind" fn utility_hook(
             qc,
         ),
     }
+    drop(admitted);
     if guarded {
         // SET ROLE, RESET, DISCARD ALL… may have brought back a value above a
         // cap that was lowered since it was set.

@@ -17,5 +17,6 @@ mod isolation;
 mod lifecycle;
 mod management;
 mod read_only;
+mod read_write;
 mod scales;
 mod secrets;

@@ -1,0 +1,289 @@
+//! Custom schemas: scope `read_write`. Each org gets one schema, created with
+//! its first read_write credential, where its read_write credentials create
+//! tables, views, indexes and sequences and write them; every credential of
+//! the org reads it. The session guard (src/guard/custom.rs) keeps a
+//! read_write credential's writes inside it.
+//!
+//! Names carry no org key: the schema is `bi_custom_` plus random characters,
+//! owned by a NOLOGIN group `bi_access_cs_owner_<suffix>` whose members are
+//! the org's read_write credentials; `bi_access_cs_reader_<suffix>` (the same
+//! suffix) has USAGE on it and SELECT on its tables, and every credential of
+//! the org is its member. Before PostgreSQL 16 every membership allows SET
+//! ROLE, so read credentials are never members of the owner group.
+//!
+//! Objects a read_write credential creates are its own; default privileges
+//! give the owner group all rights on them (the org's other read_write
+//! credentials write them too) and the reader group SELECT. Deleting the
+//! credential reassigns them to the owner group (`heir_of`): never lost,
+//! never another org's. `drop_custom_schema` removes the schema, its groups
+//! and everything in it.
+
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use rand::rngs::OsRng;
+use rand::Rng;
+use serde_json::json;
+
+use crate::audit;
+use crate::compat;
+use crate::db;
+use crate::error::{BiError, Result};
+use crate::names::{CUSTOM_OWNER_PREFIX, CUSTOM_READER_PREFIX, CUSTOM_SCHEMA_PREFIX};
+use crate::records::{self, Subject};
+use crate::targets::Target;
+
+pub const READ: &str = "read";
+pub const READ_WRITE: &str = "read_write";
+
+const SUFFIX_LEN: usize = 16;
+const SUFFIX_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// An org's custom schema and its two groups.
+pub struct CustomSchema {
+    pub name: String,
+    pub owner: String,
+    pub reader: String,
+}
+
+/// The scope asked for, checked: 22023 for anything but read and read_write.
+pub fn scope(asked: Option<&str>) -> Result<&'static str> {
+    match asked.unwrap_or(READ) {
+        READ => Ok(READ),
+        READ_WRITE => Ok(READ_WRITE),
+        other => Err(BiError::InvalidParameter(format!(
+            "scope {other:?} is not one of: read, read_write"
+        ))),
+    }
+}
+
+/// A read_write credential writes on the primary: its target must name no
+/// standby (22023, with a hint to name a primary target).
+pub fn check_target(scope: &str, target: &Target) -> Result<()> {
+    if scope == READ_WRITE && target.standby.is_some() {
+        return Err(BiError::ReadWriteOnStandby(target.name.clone()));
+    }
+    Ok(())
+}
+
+fn suffix() -> String {
+    (0..SUFFIX_LEN)
+        .map(|_| SUFFIX_ALPHABET[OsRng.gen_range(0..SUFFIX_ALPHABET.len())] as char)
+        .collect()
+}
+
+fn read_row(sql: &str, org_id: &str) -> Result<Option<CustomSchema>> {
+    Spi::connect_mut(|client| {
+        let table = client.update(sql, Some(1), &[org_id.into()])?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let row = table.first();
+        Ok(Some(CustomSchema {
+            name: row.get::<String>(1)?.unwrap_or_default(),
+            owner: row.get::<String>(2)?.unwrap_or_default(),
+            reader: row.get::<String>(3)?.unwrap_or_default(),
+        }))
+    })
+}
+
+/// The org's custom schema, if it has one.
+pub fn find(org_id: &str) -> Result<Option<CustomSchema>> {
+    read_row(
+        "SELECT schema_name::text, owner_role::text, reader_role::text \
+         FROM bi_access.custom_schema WHERE org_id = $1",
+        org_id,
+    )
+}
+
+/// The org's custom schema, created if it has none yet. Concurrent calls
+/// for one org serialize on the row's primary key: one creates it.
+fn ensure(org_id: &str, new_role: &str) -> Result<CustomSchema> {
+    if let Some(existing) = find(org_id)? {
+        return Ok(existing);
+    }
+    let suffix = suffix();
+    let schema = CustomSchema {
+        name: format!("{CUSTOM_SCHEMA_PREFIX}{}", &suffix[..12]),
+        owner: format!("{CUSTOM_OWNER_PREFIX}{suffix}"),
+        reader: format!("{CUSTOM_READER_PREFIX}{suffix}"),
+    };
+    let inserted = db::first_mut::<bool>(
+        "INSERT INTO bi_access.custom_schema (org_id, schema_name, owner_role, reader_role) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (org_id) DO NOTHING RETURNING true",
+        &[
+            org_id.into(),
+            schema.name.as_str().into(),
+            schema.owner.as_str().into(),
+            schema.reader.as_str().into(),
+        ],
+    )?;
+    if inserted.is_none() {
+        return find(org_id)?.ok_or_else(|| BiError::NoCustomSchema(org_id.into()));
+    }
+    let (name, owner, reader) = (
+        quote_identifier(&schema.name),
+        quote_identifier(&schema.owner),
+        quote_identifier(&schema.reader),
+    );
+    for statement in [
+        format!("CREATE ROLE {owner} NOLOGIN NOINHERIT"),
+        format!("CREATE ROLE {reader} NOLOGIN NOINHERIT"),
+        format!("CREATE SCHEMA {name} AUTHORIZATION {owner}"),
+        format!("REVOKE ALL ON SCHEMA {name} FROM PUBLIC"),
+        format!("GRANT USAGE ON SCHEMA {name} TO {reader}"),
+        // What the owner group itself comes to own (a deleted credential's
+        // objects, or objects made under SET ROLE before 16) stays readable.
+        format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {name} GRANT SELECT ON TABLES TO {reader}"
+        ),
+    ] {
+        Spi::run(&statement)?;
+    }
+    // Every other current credential of the org reads it from now on.
+    for role in records::current_roles_of_org(org_id, new_role)? {
+        Spi::run(&compat::grant_membership_sql(
+            std::slice::from_ref(&reader),
+            &quote_identifier(&role),
+        ))?;
+    }
+    Ok(schema)
+}
+
+/// Gives a new credential role what its scope needs of its org's custom
+/// schema; returns the schema's name for a read_write credential. A read
+/// credential joins the reader group if the org has a schema already.
+pub fn join(role: &str, org_id: &str, scope: &str) -> Result<Option<String>> {
+    let quoted = quote_identifier(role);
+    if scope != READ_WRITE {
+        if let Some(schema) = find(org_id)? {
+            Spi::run(&compat::grant_membership_sql(
+                &[quote_identifier(&schema.reader)],
+                &quoted,
+            ))?;
+        }
+        return Ok(None);
+    }
+    let schema = ensure(org_id, role)?;
+    let (name, owner, reader) = (
+        quote_identifier(&schema.name),
+        quote_identifier(&schema.owner),
+        quote_identifier(&schema.reader),
+    );
+    Spi::run(&compat::grant_membership_sql(
+        &[owner.clone(), reader.clone()],
+        &quoted,
+    ))?;
+    for statement in [
+        // It writes: its sessions start read-write, in its schema first.
+        format!("ALTER ROLE {quoted} SET default_transaction_read_only = 'off'"),
+        // A list of identifiers: one quoted string would be one schema.
+        format!("ALTER ROLE {quoted} SET search_path = {name}, public"),
+        format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {quoted} IN SCHEMA {name} GRANT ALL ON TABLES TO {owner}"
+        ),
+        format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {quoted} IN SCHEMA {name} GRANT SELECT ON TABLES TO {reader}"
+        ),
+        format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {quoted} IN SCHEMA {name} GRANT ALL ON SEQUENCES TO {owner}"
+        ),
+    ] {
+        Spi::run(&statement)?;
+    }
+    Ok(Some(schema.name))
+}
+
+/// At a sync: every current credential of an org with a custom schema is a
+/// member of its reader group, and a read_write one of its owner group too
+/// (a membership revoked by hand, a role restored without it). Roles another
+/// database manages (a copy) are left alone. Returns how many memberships
+/// were granted.
+pub fn sync_memberships() -> Result<i64> {
+    let missing = records::missing_custom_schema_memberships()?;
+    let mut granted = 0;
+    for (role, group) in missing {
+        if matches!(
+            crate::custody::of(&role)?,
+            crate::custody::Custody::Here | crate::custody::Custody::Unmarked
+        ) {
+            Spi::run(&compat::grant_membership_sql(
+                &[quote_identifier(&group)],
+                &quote_identifier(&role),
+            ))?;
+            granted += 1;
+        }
+    }
+    Ok(granted)
+}
+
+/// The custom schema shown in a credential's connection details (NULL for
+/// a read credential), and its scope.
+pub fn of_credential(role: &str) -> Result<(String, Option<String>)> {
+    records::scope_and_custom_schema(role)
+}
+
+/// Who inherits what a credential role owns when it is dropped: the owner
+/// group of its org's custom schema for a read_write credential (None: the
+/// extension's owner, as before).
+pub fn heir_of(role: &str) -> Result<Option<String>> {
+    records::custom_schema_owner_of(role)
+}
+
+/// Drops the org's custom schema with everything in it, and its groups.
+/// 42704 when the org has none; 55000 while a current read_write credential
+/// of the org exists.
+pub fn drop(org_id: Option<&str>) -> Result<()> {
+    let org_id = org_id.unwrap_or_default();
+    let Some(schema) = read_row(
+        "SELECT schema_name::text, owner_role::text, reader_role::text \
+         FROM bi_access.custom_schema WHERE org_id = $1 FOR UPDATE",
+        org_id,
+    )?
+    else {
+        return Err(BiError::NoCustomSchema(org_id.into()));
+    };
+    let writers = records::lock_current_writers(org_id)?;
+    if writers > 0 {
+        return Err(BiError::CustomSchemaInUse {
+            org_id: org_id.into(),
+            credentials: writers,
+        });
+    }
+    let objects = size_and_count(&schema.name)?.1;
+    Spi::run(&format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+        quote_identifier(&schema.name)
+    ))?;
+    for group in [&schema.owner, &schema.reader] {
+        if crate::roles::exists(group)? {
+            let quoted = quote_identifier(group);
+            Spi::run(&format!("DROP OWNED BY {quoted}"))?;
+            Spi::run(&format!("DROP ROLE {quoted}"))?;
+        }
+    }
+    db::exec(
+        "DELETE FROM bi_access.custom_schema WHERE org_id = $1",
+        &[org_id.into()],
+    )?;
+    audit::record(
+        "drop_custom_schema",
+        &Subject {
+            role_name: None,
+            org_id: Some(org_id),
+        },
+        json!({ "schema": schema.name, "relations": objects }),
+    )
+}
+
+/// The schema's size in bytes (tables with their indexes and TOAST,
+/// materialized views, sequences) and how many relations it holds.
+pub fn size_and_count(schema: &str) -> Result<(i64, i64)> {
+    let (size, count) = Spi::get_two_with_args::<i64, i64>(
+        "SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) \
+                  FILTER (WHERE c.relkind IN ('r', 'm', 'S')), 0)::bigint, count(*) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1",
+        &[schema.into()],
+    )?;
+    Ok((size.unwrap_or(0), count.unwrap_or(0)))
+}
