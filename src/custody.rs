@@ -91,6 +91,12 @@ pub fn mark(role: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether this database may change the role (a copy of the database
+/// leaves the original's roles alone).
+pub fn manages(role: &str) -> Result<bool> {
+    Ok(matches!(of(role)?, Custody::Here | Custody::Unmarked))
+}
+
 /// Who manages the role, by its mark.
 pub fn of(role: &str) -> Result<Custody> {
     judge(role, comment_of(role)?.as_deref())

@@ -202,10 +202,7 @@ pub fn sync_memberships() -> Result<i64> {
     let missing = records::missing_custom_schema_memberships()?;
     let mut granted = 0;
     for (role, group) in missing {
-        if matches!(
-            crate::custody::of(&role)?,
-            crate::custody::Custody::Here | crate::custody::Custody::Unmarked
-        ) {
+        if crate::custody::manages(&role)? {
             Spi::run(&compat::grant_membership_sql(
                 &[quote_identifier(&group)],
                 &quote_identifier(&role),

@@ -34,15 +34,7 @@ thread_local! {
 }
 
 pub fn init() {
-    // SAFETY: registers a callback for the life of the backend; called once
-    // from _PG_init.
-    unsafe {
-        pg_sys::CacheRegisterSyscacheCallback(
-            pg_sys::SysCacheIdentifier::AUTHOID as i32,
-            Some(forget),
-            pg_sys::Datum::from(0),
-        );
-    }
+    crate::guard::on_catalog_change(&[pg_sys::SysCacheIdentifier::AUTHOID], forget);
 }
 
 /// Runs during invalidation processing: no catalog access, no error.

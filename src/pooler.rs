@@ -10,7 +10,7 @@
 
 use pgrx::prelude::*;
 
-use crate::custody::{self, Custody};
+use crate::custody;
 use crate::error::Result;
 
 /// At most one (role, verifier) pair; none for anything that is not a live
@@ -21,14 +21,7 @@ pub fn verifier(username: &str) -> Result<Option<(String, String)>> {
         return Ok(None);
     }
     crate::records::live_verifier(username).and_then(|found| match found {
-        Some((role, secret)) => Ok(managed_here(&role)?.then_some((role, secret))),
+        Some((role, secret)) => Ok(custody::manages(&role)?.then_some((role, secret))),
         None => Ok(None),
     })
-}
-
-fn managed_here(role: &str) -> Result<bool> {
-    Ok(matches!(
-        custody::of(role)?,
-        Custody::Here | Custody::Unmarked
-    ))
 }

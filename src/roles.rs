@@ -126,10 +126,7 @@ pub fn sync_memberships() -> Result<i64> {
     let mut changed = 0;
     for role in &roles {
         // A copy of the database leaves the original's roles alone.
-        if matches!(
-            crate::custody::of(role)?,
-            crate::custody::Custody::Here | crate::custody::Custody::Unmarked
-        ) {
+        if crate::custody::manages(role)? {
             Spi::run(&compat::grant_membership_sql(
                 &[
                     quote_identifier(&reader),
@@ -220,10 +217,7 @@ pub fn sync_audit_reads() -> Result<i64> {
     for role in &roles {
         // A copy of the database (CREATE DATABASE … TEMPLATE) has the
         // original's records: it leaves the original's roles alone.
-        if matches!(
-            crate::custody::of(role)?,
-            crate::custody::Custody::Here | crate::custody::Custody::Unmarked
-        ) {
+        if crate::custody::manages(role)? {
             set_audit(role, wanted)?;
             changed += 1;
         }

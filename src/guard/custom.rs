@@ -34,21 +34,14 @@ thread_local! {
 }
 
 pub(super) fn install() {
-    // SAFETY: registers callbacks for the life of the backend; called once
-    // from _PG_init.
-    unsafe {
-        for cache in [
+    super::on_catalog_change(
+        &[
             pg_sys::SysCacheIdentifier::NAMESPACEOID,
             pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
             pg_sys::SysCacheIdentifier::AUTHOID,
-        ] {
-            pg_sys::CacheRegisterSyscacheCallback(
-                cache as i32,
-                Some(forget),
-                pg_sys::Datum::from(0),
-            );
-        }
-    }
+        ],
+        forget,
+    );
 }
 
 /// Runs during invalidation processing: no catalog access, no error.
@@ -207,6 +200,28 @@ pub(super) fn may_change(class_id: pg_sys::Oid) -> bool {
         && COMES_WITH_A_RELATION.contains(&u32::from(class_id))
 }
 
+/// The namespace of an existing relation a statement names (InvalidOid for
+/// none found).
+///
+/// # Safety
+/// `relation` must be a valid RangeVar (or NULL).
+pub(super) unsafe fn namespace_of(relation: *mut pg_sys::RangeVar) -> pg_sys::Oid {
+    if relation.is_null() {
+        return pg_sys::InvalidOid;
+    }
+    let relid = pg_sys::RangeVarGetRelidExtended(
+        relation,
+        pg_sys::NoLock as pg_sys::LOCKMODE,
+        pg_sys::RVROption::RVR_MISSING_OK,
+        None,
+        std::ptr::null_mut(),
+    );
+    if relid == pg_sys::InvalidOid {
+        return pg_sys::InvalidOid;
+    }
+    pg_sys::get_rel_namespace(relid)
+}
+
 /// The namespace a statement creates in or alters (InvalidOid: a temporary
 /// relation, or none found), for the statements that name one; None for the
 /// others.
@@ -223,22 +238,6 @@ pub(super) unsafe fn works_in(statement: *mut pg_sys::Node) -> Option<pg_sys::Oi
         }
         pg_sys::RangeVarGetCreationNamespace(relation)
     }
-    unsafe fn existing(relation: *mut pg_sys::RangeVar) -> pg_sys::Oid {
-        if relation.is_null() {
-            return pg_sys::InvalidOid;
-        }
-        let relid = pg_sys::RangeVarGetRelidExtended(
-            relation,
-            pg_sys::NoLock as pg_sys::LOCKMODE,
-            pg_sys::RVROption::RVR_MISSING_OK,
-            None,
-            std::ptr::null_mut(),
-        );
-        if relid == pg_sys::InvalidOid {
-            return pg_sys::InvalidOid;
-        }
-        pg_sys::get_rel_namespace(relid)
-    }
     Some(match (*statement).type_ {
         T_CreateStmt => creating((*(statement as *mut pg_sys::CreateStmt)).relation),
         T_CreateTableAsStmt => {
@@ -251,9 +250,9 @@ pub(super) unsafe fn works_in(statement: *mut pg_sys::Node) -> Option<pg_sys::Oi
         }
         T_ViewStmt => creating((*(statement as *mut pg_sys::ViewStmt)).view),
         T_CreateSeqStmt => creating((*(statement as *mut pg_sys::CreateSeqStmt)).sequence),
-        T_IndexStmt => existing((*(statement as *mut pg_sys::IndexStmt)).relation),
-        T_AlterTableStmt => existing((*(statement as *mut pg_sys::AlterTableStmt)).relation),
-        T_AlterSeqStmt => existing((*(statement as *mut pg_sys::AlterSeqStmt)).sequence),
+        T_IndexStmt => namespace_of((*(statement as *mut pg_sys::IndexStmt)).relation),
+        T_AlterTableStmt => namespace_of((*(statement as *mut pg_sys::AlterTableStmt)).relation),
+        T_AlterSeqStmt => namespace_of((*(statement as *mut pg_sys::AlterSeqStmt)).sequence),
         _ => return None,
     })
 }

@@ -81,16 +81,29 @@ pub fn install() {
             }
         });
     }
-    // SAFETY: registers callbacks for the life of the backend; called once
-    // from _PG_init.
-    unsafe {
-        for cache in [
+    on_catalog_change(
+        &[
             pg_sys::SysCacheIdentifier::AUTHOID,
             pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
-        ] {
+        ],
+        forget_identity,
+    );
+}
+
+/// Registers `forget` for every change to the catalog entries of `caches`,
+/// committed anywhere (replayed on a standby too), for the life of the
+/// backend. Called from _PG_init only.
+pub(crate) fn on_catalog_change(
+    caches: &[pg_sys::SysCacheIdentifier::Type],
+    forget: unsafe extern "C-unwind" fn(pg_sys::Datum, std::ffi::c_int, u32),
+) {
+    for cache in caches {
+        // SAFETY: registers a callback for the life of the backend, in its
+        // only thread; PostgreSQL keeps room for this many.
+        unsafe {
             pg_sys::CacheRegisterSyscacheCallback(
-                cache as i32,
-                Some(forget_identity),
+                *cache as i32,
+                Some(forget),
                 pg_sys::Datum::from(0),
             );
         }

@@ -26,7 +26,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use super::reads::is;
+use super::reads::{is, sole_target_of_sublink};
 use crate::names;
 
 static mut PREVIOUS: pg_sys::planner_hook_type = None;
@@ -164,26 +164,10 @@ unsafe fn is_int4_one(node: *mut pg_sys::Node) -> bool {
 /// # Safety
 /// `node` must be a valid node (or NULL).
 unsafe fn is_membership_sublink(node: *mut pg_sys::Node) -> bool {
-    if !is(node, pg_sys::NodeTag::T_SubLink) {
-        return false;
-    }
-    let sublink = node as *mut pg_sys::SubLink;
-    let query = (*sublink).subselect;
-    if (*sublink).subLinkType != pg_sys::SubLinkType::EXPR_SUBLINK
-        || !is(query, pg_sys::NodeTag::T_Query)
-    {
-        return false;
-    }
-    let query = query as *mut pg_sys::Query;
-    let targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
-    if !(*query).rtable.is_null() || targets.len() != 1 {
-        return false;
-    }
-    let Some(target) = targets.get_ptr(0) else {
+    let Some(cast) = sole_target_of_sublink(node) else {
         return false;
     };
     // The int4 cast of the boolean, then the call.
-    let cast = (*target).expr as *mut pg_sys::Node;
     if !is(cast, pg_sys::NodeTag::T_FuncExpr) {
         return false;
     }

@@ -297,25 +297,33 @@ unsafe fn is_org_lookup_call(node: *mut pg_sys::Node) -> bool {
 /// # Safety
 /// `node` must be a valid node (or NULL).
 unsafe fn is_org_lookup_sublink(node: *mut pg_sys::Node) -> bool {
+    sole_target_of_sublink(node).is_some_and(|target| is_org_lookup_call(without_casts(target)))
+}
+
+/// The expression of `(SELECT expression)`: an expression sub-select with
+/// no FROM and one output column, as bi_access's policies write them.
+///
+/// # Safety
+/// `node` must be a valid node (or NULL).
+pub(super) unsafe fn sole_target_of_sublink(node: *mut pg_sys::Node) -> Option<*mut pg_sys::Node> {
     if !is(node, pg_sys::NodeTag::T_SubLink) {
-        return false;
+        return None;
     }
     let sublink = node as *mut pg_sys::SubLink;
     let query = (*sublink).subselect;
     if (*sublink).subLinkType != pg_sys::SubLinkType::EXPR_SUBLINK
         || !is(query, pg_sys::NodeTag::T_Query)
     {
-        return false;
+        return None;
     }
     let query = query as *mut pg_sys::Query;
     let targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
     if !(*query).rtable.is_null() || targets.len() != 1 {
-        return false;
+        return None;
     }
-    let Some(target) = targets.get_ptr(0) else {
-        return false;
-    };
-    is_org_lookup_call(without_casts((*target).expr as *mut pg_sys::Node))
+    targets
+        .get_ptr(0)
+        .map(|target| (*target).expr as *mut pg_sys::Node)
 }
 
 fn is_org_lookup(function: pg_sys::Oid) -> bool {

@@ -45,15 +45,7 @@ enum Standing {
 }
 
 pub(super) fn install() {
-    // SAFETY: registers a callback for the life of the backend; called once
-    // from _PG_init.
-    unsafe {
-        pg_sys::CacheRegisterSyscacheCallback(
-            pg_sys::SysCacheIdentifier::AUTHOID as i32,
-            Some(forget_standing),
-            pg_sys::Datum::from(0),
-        );
-    }
+    super::on_catalog_change(&[pg_sys::SysCacheIdentifier::AUTHOID], forget_standing);
 }
 
 /// Runs during invalidation processing: no catalog access, no error.

@@ -100,14 +100,8 @@ unsafe fn truncates_only(statement: *mut pg_sys::TruncateStmt) -> bool {
     pgrx::PgList::<pg_sys::RangeVar>::from_pg((*statement).relations)
         .iter_ptr()
         .all(|relation| {
-            let relid = pg_sys::RangeVarGetRelidExtended(
-                relation,
-                pg_sys::NoLock as pg_sys::LOCKMODE,
-                pg_sys::RVROption::RVR_MISSING_OK,
-                None,
-                std::ptr::null_mut(),
-            );
-            relid != pg_sys::InvalidOid && pg_sys::get_rel_namespace(relid) == schema.namespace
+            let namespace = super::custom::namespace_of(relation);
+            namespace != pg_sys::InvalidOid && namespace == schema.namespace
         })
 }
 

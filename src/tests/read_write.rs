@@ -8,73 +8,18 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use pgrx::pg_sys::panic::CaughtError;
     use pgrx::prelude::*;
-    use pgrx::PgSqlErrorCode::{self, *};
+    use pgrx::PgSqlErrorCode::*;
 
-    fn sqlstate(sql: &str) -> Option<PgSqlErrorCode> {
-        // SAFETY: a subtransaction rolled back on error, as PL/pgSQL's
-        // EXCEPTION blocks do (the same as src/tests/mod.rs).
-        unsafe {
-            let context = pg_sys::CurrentMemoryContext;
-            let owner = pg_sys::CurrentResourceOwner;
-            pg_sys::BeginInternalSubTransaction(std::ptr::null());
-            pg_sys::MemoryContextSwitchTo(context);
-            let failed = PgTryBuilder::new(|| {
-                Spi::run(sql).expect("SPI");
-                None
-            })
-            .catch_others(|error| match error {
-                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-                    Some(report.sql_error_code())
-                }
-                CaughtError::RustPanic { ereport, .. } => Some(ereport.sql_error_code()),
-            })
-            .execute();
-            if failed.is_some() {
-                pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            } else {
-                pg_sys::ReleaseCurrentSubTransaction();
-            }
-            pg_sys::MemoryContextSwitchTo(context);
-            pg_sys::CurrentResourceOwner = owner;
-            failed
-        }
-    }
+    use crate::tests::helpers::{as_login, fails_with, one, run};
 
-    fn fails_with(sql: &str, code: PgSqlErrorCode) {
-        assert_eq!(sqlstate(sql), Some(code), "{sql}");
-    }
-
-    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .unwrap_or_else(|| panic!("{sql}: NULL"))
-    }
-
-    fn run(sql: &str) {
-        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    /// A credential's session. The session guard keeps one login per
-    /// backend (a second one reads as a new password), so each test logs in
-    /// as one credential at most; setup as another is a SET ROLE.
-    fn as_login<T>(role: &str, f: impl FnOnce() -> T) -> T {
-        run(&format!(
-            "SET SESSION AUTHORIZATION {}",
-            pgrx::spi::quote_identifier(role)
-        ));
-        let result = f();
-        run("RESET SESSION AUTHORIZATION");
-        result
-    }
-
+    /// Setup as a role (SET ROLE: not a login).
     fn as_role(role: &str, sql: &[String]) {
-        run(&format!("SET ROLE {}", pgrx::spi::quote_identifier(role)));
-        for statement in sql {
-            run(statement);
-        }
-        run("RESET ROLE");
+        crate::tests::helpers::as_role(role, || {
+            for statement in sql {
+                run(statement);
+            }
+        });
     }
 
     /// An exposed application table with rows of orgs 'a' (3) and 'b' (2).
@@ -232,10 +177,7 @@ mod tests {
     #[pg_test]
     fn a_writer_writes_in_its_custom_schema_and_nowhere_else() {
         app();
-        let (writer, _, schema) = generate("a", "analyst", "read_write");
-        let schema = schema.unwrap();
-        let (other_writer, _, other_schema) = generate("b", "analyst", "read_write");
-        let other_schema = other_schema.unwrap();
+        let (writer, schema, other_writer, other_schema) = two_writers();
         as_role(
             &other_writer,
             &[
@@ -306,13 +248,17 @@ mod tests {
         });
     }
 
+    /// The read_write credentials of orgs a and b, with their custom schemas.
+    fn two_writers() -> (String, String, String, String) {
+        let (writer, _, schema) = generate("a", "analyst", "read_write");
+        let (other_writer, _, other_schema) = generate("b", "analyst", "read_write");
+        (writer, schema.unwrap(), other_writer, other_schema.unwrap())
+    }
+
     /// Org a's tables, made by its writer (as SET ROLE: setup, not a login).
     fn org_a_tables() -> (String, String) {
         app();
-        let (writer, _, schema) = generate("a", "analyst", "read_write");
-        let schema = schema.unwrap();
-        let (other_writer, _, other_schema) = generate("b", "analyst", "read_write");
-        let other_schema = other_schema.unwrap();
+        let (writer, schema, other_writer, other_schema) = two_writers();
         as_role(
             &writer,
             &[
