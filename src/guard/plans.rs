@@ -47,8 +47,14 @@ unsafe extern "C-unwind" fn planner(
     cursor_options: std::ffi::c_int,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    if let Some(member) = current_role_is_a_credential() {
-        decide_passthrough(parse, !member);
+    // The role is looked up only for a query that carries the policy:
+    // every statement of the session is planned here.
+    let mut found = Vec::new();
+    find_passthrough(parse, &mut found);
+    if let (false, Some(member)) = (found.is_empty(), current_role_is_a_credential()) {
+        for cell in found {
+            (*cell).ptr_value = constant(!member).cast();
+        }
     }
     match PREVIOUS {
         Some(previous) => previous(parse, query_string, cursor_options, bound_params),
@@ -66,25 +72,26 @@ fn current_role_is_a_credential() -> Option<bool> {
     }
 }
 
-/// Every range table entry of the query, of its sub-queries (views
-/// included) and of its CTEs.
+/// The list cells holding the pass-through's condition, in every range
+/// table entry of the query, of its sub-queries (views included) and of its
+/// CTEs.
 ///
 /// # Safety
 /// `query` must be a valid Query (the planner's input, which it may modify).
-unsafe fn decide_passthrough(query: *mut pg_sys::Query, value: bool) {
+unsafe fn find_passthrough(query: *mut pg_sys::Query, found: &mut Vec<*mut pg_sys::ListCell>) {
     if query.is_null() {
         return;
     }
     for entry in PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).iter_ptr() {
-        decide_in_quals((*entry).securityQuals, value);
+        find_in_quals((*entry).securityQuals, found);
         if (*entry).rtekind == pg_sys::RTEKind::RTE_SUBQUERY {
-            decide_passthrough((*entry).subquery, value);
+            find_passthrough((*entry).subquery, found);
         }
     }
     for cte in PgList::<pg_sys::CommonTableExpr>::from_pg((*query).cteList).iter_ptr() {
         let inner = (*cte).ctequery;
         if !inner.is_null() && (*inner).type_ == pg_sys::NodeTag::T_Query {
-            decide_passthrough(inner as *mut pg_sys::Query, value);
+            find_passthrough(inner as *mut pg_sys::Query, found);
         }
     }
 }
@@ -94,19 +101,19 @@ unsafe fn decide_passthrough(query: *mut pg_sys::Query, value: bool) {
 ///
 /// # Safety
 /// `quals` must be a List of expressions (or NULL).
-unsafe fn decide_in_quals(quals: *mut pg_sys::List, value: bool) {
+unsafe fn find_in_quals(quals: *mut pg_sys::List, found: &mut Vec<*mut pg_sys::ListCell>) {
     for cell in list_cells(quals) {
         let qual = (*cell).ptr_value as *mut pg_sys::Node;
         if is_passthrough(qual) {
-            (*cell).ptr_value = constant(value).cast();
+            found.push(cell);
         } else if is(qual, pg_sys::NodeTag::T_BoolExpr)
             && (*(qual as *mut pg_sys::BoolExpr)).boolop == pg_sys::BoolExprType::OR_EXPR
         {
-            for arm in list_cells((*(qual as *mut pg_sys::BoolExpr)).args) {
-                if is_passthrough((*arm).ptr_value as *mut pg_sys::Node) {
-                    (*arm).ptr_value = constant(value).cast();
-                }
-            }
+            found.extend(
+                list_cells((*(qual as *mut pg_sys::BoolExpr)).args)
+                    .into_iter()
+                    .filter(|arm| is_passthrough((**arm).ptr_value as *mut pg_sys::Node)),
+            );
         }
     }
 }
