@@ -297,7 +297,7 @@ class Bench:
     # ---- item 2 ----------------------------------------------------------
     def queries_application(self):
         T, R = self.a.seconds, self.a.rounds
-        log(f"item 2: app_rw, {len(QUERIES)} queries x (plain.* never exposed, public.* exposed) x (A, B), "
+        log(f"item 2: app_rw, {len(QUERIES)} queries x (never exposed, exposed: public.* and plain.* take turns) x (A, B), "
             f"lockstep, {R} rounds x {T} s")
         self.rls_state = self.run_sql(
             "A", "bench", "SELECT n.nspname, c.relname, c.relrowsecurity, "
@@ -308,40 +308,16 @@ class Bench:
         keys = ("before", "after", "beforeB", "afterB", "beforeP", "afterP")
         res = {name: {k: [] for k in keys} | {"n": []} for name in QUERIES}
         rng = random.Random(2)
-        for r in range(-1, R):
-            org = self.creds[max(r, 0) % len(self.creds)][0]
-            s1 = self.login("A", "app_rw", "app_rw")
-            s2 = self.login("A", "app_rw", "app_rw")
-            s3 = self.login("B", "app_rw", "app_rw")
-            s4 = self.login("B", "app_rw", "app_rw")
-            # app_pre: app_rw's privileges, its sessions preload bi_access
-            s5 = self.login("A", "app_pre", "app_pre")
-            s6 = self.login("A", "app_pre", "app_pre")
-            sides = [("before", s1), ("after", s1), ("before", s2), ("after", s2),
-                     ("beforeB", s3), ("afterB", s3), ("beforeB", s4), ("afterB", s4),
-                     ("beforeP", s5), ("afterP", s5), ("beforeP", s6), ("afterP", s6)]
-            for name, q in QUERIES.items():
-                if q.get("hand_setup"):
-                    for s in (s1, s2, s3, s4, s5, s6):
-                        with s.cursor() as cur:
-                            for schema in ("plain", "public"):
-                                cur.execute(q["hand_setup"].format(schema=schema, org=org))
-
-                def sqls(i, q=q, org=org):
-                    rid = org_row_id(org, rng)
-                    before = q["hand"].format(schema="plain", org=org, id=rid)
-                    after = q["hand"].format(schema="public", org=org, id=rid)
-                    return {"before": before, "after": after, "beforeB": before, "afterB": after,
-                            "beforeP": before, "afterP": after}
-                lat = self.lockstep(sides, sqls, 1 if r < 0 else T, seed=r)
-                if r >= 0:
-                    for k in keys:
-                        res[name][k].append(median(lat[k]))
-                    res[name]["n"].append(len(lat["before"]))
-            for c in (s1, s2, s3, s4, s5, s6):
-                c.close()
-            if r >= 0:
-                log(f"  round {r + 1}/{R} done")
+        try:
+            for r in range(-1, R):
+                # Odd rounds swap the twins: plain.* exposed, public.* hidden,
+                # so a difference between the two physical copies (buffer and
+                # cache placement) cancels out in the median of the rounds.
+                exposed = "plain" if r >= 0 and r % 2 else "public"
+                self.expose_twin(exposed)
+                self.application_round(r, exposed, res, keys, rng)
+        finally:
+            self.expose_twin("public")
         # the application role still reads every org's rows and may write
         conn = self.login("A", "app_rw", "app_rw")
         with conn.cursor() as cur:
@@ -354,6 +330,56 @@ class Bench:
         conn.close()
         self.app_check = (orgs, updated)
         return res
+
+    def expose_twin(self, schema):
+        """Exposes schema's orders and order_items on A and B and hides the
+        other twins (bi_access.hide_table puts a table back as it was before
+        its exposure: RLS off, no policies)."""
+        other = "plain" if schema == "public" else "public"
+        twins = ("orders", "order_items")
+        hide = ("SELECT bi_access.hide_table(t::regclass) FROM unnest(%s::text[]) t "
+                "WHERE EXISTS (SELECT FROM bi_access.exposed_table e WHERE e.tbl = t::regclass AND NOT e.hidden)")
+        for cluster in ("A", "B"):
+            self.run_sql(cluster, "bench", "BEGIN", (hide, ([f"{other}.{t}" for t in twins],)),
+                         *(f"SELECT bi_access.expose_table('{schema}.{t}')" for t in twins), "COMMIT")
+
+    def application_round(self, r, exposed, res, keys, rng):
+        """One round of item 2: the app role's statements on the never-exposed
+        twin and on the exposed one, side by side."""
+        hidden = "plain" if exposed == "public" else "public"
+        org = self.creds[max(r, 0) % len(self.creds)][0]
+        s1 = self.login("A", "app_rw", "app_rw")
+        s2 = self.login("A", "app_rw", "app_rw")
+        s3 = self.login("B", "app_rw", "app_rw")
+        s4 = self.login("B", "app_rw", "app_rw")
+        # app_pre: app_rw's privileges, its sessions preload bi_access
+        s5 = self.login("A", "app_pre", "app_pre")
+        s6 = self.login("A", "app_pre", "app_pre")
+        sides = [("before", s1), ("after", s1), ("before", s2), ("after", s2),
+                 ("beforeB", s3), ("afterB", s3), ("beforeB", s4), ("afterB", s4),
+                 ("beforeP", s5), ("afterP", s5), ("beforeP", s6), ("afterP", s6)]
+        for name, q in QUERIES.items():
+            if q.get("hand_setup"):
+                for s in (s1, s2, s3, s4, s5, s6):
+                    with s.cursor() as cur:
+                        for schema in ("plain", "public"):
+                            cur.execute(q["hand_setup"].format(schema=schema, org=org))
+
+            def sqls(i, q=q, org=org):
+                rid = org_row_id(org, rng)
+                before = q["hand"].format(schema=hidden, org=org, id=rid)
+                after = q["hand"].format(schema=exposed, org=org, id=rid)
+                return {"before": before, "after": after, "beforeB": before, "afterB": after,
+                        "beforeP": before, "afterP": after}
+            lat = self.lockstep(sides, sqls, 1 if r < 0 else self.a.seconds, seed=r)
+            if r >= 0:
+                for k in keys:
+                    res[name][k].append(median(lat[k]))
+                res[name]["n"].append(len(lat["before"]))
+        for c in (s1, s2, s3, s4, s5, s6):
+            c.close()
+        if r >= 0:
+            log(f"  round {r + 1}/{self.a.rounds} done ({exposed}.* exposed)")
 
     # ---- server-side split ------------------------------------------------
     def explains(self, n=20):
@@ -848,8 +874,10 @@ class Bench:
             ratio_rows("1b.", "credential / hand-written RLS policy (literal org key)", t1b, lambda n: TARGET_RLS)
             # 2
             state = "; ".join(f"{n}.{t}: RLS {'on' if rls else 'off'}, {k} policies" for n, t, rls, k in self.rls_state)
-            t2 = qtable("### 2. Non-owner application role (app_rw): tables never exposed (`plain.*`) vs exposed "
-                        f"(`public.*`), twins with the same rows and indexes, cluster A ({state})\n",
+            t2 = qtable("### 2. Non-owner application role (app_rw): a table never exposed vs its exposed twin "
+                        "(same rows and indexes; `public.*` exposed and `plain.*` never exposed in even rounds, "
+                        "the other way round in odd rounds, through `bi_access.expose_table` and `hide_table`), "
+                        f"cluster A (at the start: {state})\n",
                         "never exposed", "exposed", app, "before", "after")
             ratio_rows("2.", "app role, exposed / never-exposed table", t2, lambda n: TARGET_APP)
             t2b = qtable(f"### 2. The same on cluster B ({nb} credentials: the pass-through policy's "

@@ -20,6 +20,7 @@
 //! (`shared_preload_libraries`, or `ALTER ROLE … SET session_preload_libraries
 //! = 'bi_access'`); elsewhere the sub-select runs, once per query.
 
+use std::cell::Cell;
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
@@ -31,6 +32,12 @@ use crate::names;
 
 static mut PREVIOUS: pg_sys::planner_hook_type = None;
 
+thread_local! {
+    /// The last role asked about and the answer of
+    /// `current_role_is_a_credential` for it.
+    static MEMBERSHIP: Cell<Option<(pg_sys::Oid, Option<bool>)>> = const { Cell::new(None) };
+}
+
 pub(super) fn install() {
     // SAFETY: called once from _PG_init, in the backend's only thread; the
     // previous hook is kept and called in turn.
@@ -38,6 +45,13 @@ pub(super) fn install() {
         PREVIOUS = pg_sys::planner_hook;
         pg_sys::planner_hook = Some(planner);
     }
+    super::on_catalog_change(
+        &[
+            pg_sys::SysCacheIdentifier::AUTHOID,
+            pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
+        ],
+        forget_membership,
+    );
 }
 
 #[pg_guard]
@@ -64,12 +78,28 @@ unsafe extern "C-unwind" fn planner(
 
 /// What `pg_has_role(…, 'MEMBER')` answers for the current role; None where
 /// it raises (the group does not exist), which the query then does itself.
+/// Remembered per role until roles or memberships change: this runs for
+/// every query that touches an exposed table.
 fn current_role_is_a_credential() -> Option<bool> {
-    // SAFETY: syscache lookups of this backend; none raises for a missing role.
-    unsafe {
-        let group = pg_sys::get_role_oid(names::CREDENTIAL_GROUP_C.as_ptr(), true);
-        (group != pg_sys::InvalidOid).then(|| pg_sys::is_member_of_role(pg_sys::GetUserId(), group))
+    // SAFETY: a read of backend-local state.
+    let role = unsafe { pg_sys::GetUserId() };
+    if let Some((known_role, answer)) = MEMBERSHIP.with(Cell::get) {
+        if known_role == role {
+            return answer;
+        }
     }
+    // SAFETY: syscache lookups of this backend; none raises for a missing role.
+    let answer = unsafe {
+        let group = pg_sys::get_role_oid(names::CREDENTIAL_GROUP_C.as_ptr(), true);
+        (group != pg_sys::InvalidOid).then(|| pg_sys::is_member_of_role(role, group))
+    };
+    MEMBERSHIP.with(|known| known.set(Some((role, answer))));
+    answer
+}
+
+/// Runs during invalidation processing: no catalog access, no error.
+unsafe extern "C-unwind" fn forget_membership(_: pg_sys::Datum, _: std::ffi::c_int, _: u32) {
+    MEMBERSHIP.with(|known| known.set(None));
 }
 
 /// The list cells holding the pass-through's condition, in every range
@@ -145,9 +175,13 @@ unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
     }
     let operator = node as *mut pg_sys::OpExpr;
     let args = PgList::<pg_sys::Node>::from_pg((*operator).args);
-    if pg_sys::get_opcode((*operator).opno) != pg_sys::Oid::from(pg_sys::F_INT4NE)
-        || args.len() != 2
-    {
+    // The function is in the stored expression; get_opcode only for a
+    // node built without it.
+    let function = match (*operator).opfuncid {
+        pg_sys::InvalidOid => pg_sys::get_opcode((*operator).opno),
+        known => known,
+    };
+    if function != pg_sys::Oid::from(pg_sys::F_INT4NE) || args.len() != 2 {
         return false;
     }
     let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) else {
@@ -201,15 +235,16 @@ unsafe fn is_credential_membership_call(node: *mut pg_sys::Node) -> bool {
     let (Some(role), Some(mode)) = (args.get_ptr(0), args.get_ptr(1)) else {
         return false;
     };
-    constant_text(role, pg_sys::NAMEOID).as_deref() == Some(names::CREDENTIAL_GROUP)
-        && constant_text(mode, pg_sys::TEXTOID).as_deref() == Some("MEMBER")
+    constant_bytes(role, pg_sys::NAMEOID) == Some(names::CREDENTIAL_GROUP.as_bytes())
+        && constant_bytes(mode, pg_sys::TEXTOID) == Some(b"MEMBER".as_slice())
 }
 
-/// A non-null constant of `kind` (name or text) as a string.
+/// The bytes of a non-null constant of `kind` (name or text), read in
+/// place: this runs for every query that touches an exposed table.
 ///
 /// # Safety
-/// `node` must be a valid node (or NULL).
-unsafe fn constant_text(node: *mut pg_sys::Node, kind: pg_sys::Oid) -> Option<String> {
+/// `node` must be a valid node (or NULL); the slice lives as long as it.
+unsafe fn constant_bytes<'a>(node: *mut pg_sys::Node, kind: pg_sys::Oid) -> Option<&'a [u8]> {
     if !is(node, pg_sys::NodeTag::T_Const) {
         return None;
     }
@@ -220,12 +255,12 @@ unsafe fn constant_text(node: *mut pg_sys::Node, kind: pg_sys::Oid) -> Option<St
     let value = (*constant).constvalue;
     if kind == pg_sys::NAMEOID {
         let name = value.cast_mut_ptr::<pg_sys::NameData>();
-        Some(
-            CStr::from_ptr((*name).data.as_ptr())
-                .to_string_lossy()
-                .into_owned(),
-        )
+        Some(CStr::from_ptr((*name).data.as_ptr()).to_bytes())
     } else {
-        String::from_datum(value, false)
+        // A short constant is never compressed; one that were would not
+        // match, and the query would keep its sub-select.
+        Some(pgrx::varlena::varlena_to_byte_slice(
+            value.cast_mut_ptr::<pg_sys::varlena>(),
+        ))
     }
 }
