@@ -880,8 +880,8 @@ class Bench:
                         f"cluster A (at the start: {state})\n",
                         "never exposed", "exposed", app, "before", "after")
             ratio_rows("2.", "app role, exposed / never-exposed table", t2, lambda n: TARGET_APP)
-            t2b = qtable(f"### 2. The same on cluster B ({nb} credentials: the pass-through policy's "
-                         "`pg_auth_members` lookup runs against all their memberships)\n",
+            t2b = qtable(f"### 2. The same on cluster B ({nb} credentials, all members of "
+                         "`bi_access_credential`, the role the pass-through policy asks about)\n",
                          "never exposed", "exposed", app, "beforeB", "afterB")
             ratio_rows("2.", f"app role, exposed / never-exposed table, {nb} credentials", t2b,
                        lambda n: TARGET_APP)
