@@ -246,7 +246,7 @@ pub fn drop(org_id: Option<&str>) -> Result<()> {
             credentials: writers,
         });
     }
-    let objects = size_and_count(&schema.name)?.1;
+    let objects = relation_count(&schema.name)?;
     Spi::run(&format!(
         "DROP SCHEMA IF EXISTS {} CASCADE",
         quote_identifier(&schema.name)
@@ -272,15 +272,24 @@ pub fn drop(org_id: Option<&str>) -> Result<()> {
     )
 }
 
-/// The schema's size in bytes (tables with their indexes and TOAST,
-/// materialized views, sequences) and how many relations it holds.
-pub fn size_and_count(schema: &str) -> Result<(i64, i64)> {
-    let (size, count) = Spi::get_two_with_args::<i64, i64>(
-        "SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) \
-                  FILTER (WHERE c.relkind IN ('r', 'm', 'S')), 0)::bigint, count(*) \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1",
+/// A schema's size in bytes as its quota counts it (tables with their
+/// indexes and TOAST, materialized views, sequences): the SQL of a bigint,
+/// for the schema whose oid is the SQL `namespace`. The session guard's
+/// quota check and check()'s finding use this one definition.
+pub fn size_sql(namespace: &str) -> String {
+    format!(
+        "(SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint \
+          FROM pg_catalog.pg_class c \
+          WHERE c.relnamespace = {namespace} AND c.relkind IN ('r', 'm', 'S'))"
+    )
+}
+
+/// How many relations the schema holds.
+fn relation_count(schema: &str) -> Result<i64> {
+    Ok(db::first::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1",
         &[schema.into()],
-    )?;
-    Ok((size.unwrap_or(0), count.unwrap_or(0)))
+    )?
+    .unwrap_or(0))
 }

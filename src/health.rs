@@ -101,16 +101,16 @@ fn custom_schemas(_: &Context) -> Result<Vec<Finding>> {
     )?;
     if let Some(quota) = settings::custom_schema_quota_bytes() {
         findings.extend(rows(
-            "SELECT 'schema ' || quote_ident(s.nspname), \
+            &format!(
+                "SELECT 'schema ' || quote_ident(s.nspname), \
                     format('Free space in it (DELETE, TRUNCATE, DROP), or raise bi_access.custom_schema_quota \
                             (now %s bytes; the schema holds %s)', $1::bigint, s.size) \
-             FROM (SELECT n.nspname, \
-                          (SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0) \
-                           FROM pg_catalog.pg_class c \
-                           WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S'))::bigint AS size \
+             FROM (SELECT n.nspname, {} AS size \
                    FROM bi_access.custom_schema cs \
                    JOIN pg_catalog.pg_namespace n ON n.nspname = cs.schema_name) s \
              WHERE s.size > $1::bigint ORDER BY 1",
+                crate::custom_schema::size_sql("n.oid")
+            ),
             &[quota.into()],
             "warning",
             "an org's custom schema is past bi_access.custom_schema_quota: writes that grow it are refused",

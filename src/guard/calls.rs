@@ -70,7 +70,7 @@ unsafe extern "C-unwind" fn object_access_hook(
             if guarded() && super::custom::may_change(class_id) => {}
         OAT_POST_CREATE | OAT_POST_ALTER if guarded() && super::custom::writer().is_some() => {
             refuse(
-                "a bi_access read_write credential creates and alters only tables, views, indexes and sequences of its custom schema".into(),
+                super::custom::ONLY_ITS_SCHEMA.into(),
                 "Temporary objects, functions, triggers and objects in other schemas are not available to BI logins.",
             )
         }

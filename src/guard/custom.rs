@@ -21,6 +21,10 @@ use pgrx::prelude::*;
 
 use crate::names;
 
+/// The refusal of a read_write session's DDL outside its custom schema, by
+/// the utility hook (the statement) or the object-access hook (the object).
+pub(super) const ONLY_ITS_SCHEMA: &str = "a bi_access read_write credential creates and alters only tables, views, indexes and sequences of its custom schema";
+
 #[derive(Clone, Copy, Debug)]
 pub(super) struct SessionSchema {
     pub namespace: pg_sys::Oid,
@@ -148,8 +152,7 @@ pub(super) fn refuse_past_quota(namespace: pg_sys::Oid) {
         return;
     };
     let size = Spi::get_one_with_args::<i64>(
-        "SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint \
-         FROM pg_catalog.pg_class c WHERE c.relnamespace = $1 AND c.relkind IN ('r', 'm', 'S')",
+        &format!("SELECT {}", crate::custom_schema::size_sql("$1")),
         &[namespace.into()],
     )
     .ok()

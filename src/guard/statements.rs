@@ -57,7 +57,7 @@ fn allowed(statement: *mut pg_sys::Node) -> bool {
 /// object-access hook keeps what it creates in its custom schema. Another
 /// DROP than of a relation (its schema!), triggers, functions, rules,
 /// GRANT and SET SCHEMA are refused.
-fn allowed_for_writer(statement: *mut pg_sys::Node) -> bool {
+fn allowed_for_writer(statement: *mut pg_sys::Node, schema: pg_sys::Oid) -> bool {
     use pg_sys::NodeTag::*;
     use pg_sys::ObjectType::*;
     // SAFETY: a utility statement from a PlannedStmt is a valid Node.
@@ -73,7 +73,7 @@ fn allowed_for_writer(statement: *mut pg_sys::Node) -> bool {
             )
         },
         // SAFETY: the tag says it is a TruncateStmt.
-        T_TruncateStmt => unsafe { truncates_only(statement as *mut pg_sys::TruncateStmt) },
+        T_TruncateStmt => unsafe { truncates_only(statement as *mut pg_sys::TruncateStmt, schema) },
         _ => false,
     }
 }
@@ -88,20 +88,17 @@ fn grows(statement: *mut pg_sys::Node) -> bool {
     )
 }
 
-/// Whether every relation a TRUNCATE names is in the session's custom
-/// schema (PostgreSQL checks the TRUNCATE privilege itself).
+/// Whether every relation a TRUNCATE names is in `schema`, the session's
+/// custom schema (PostgreSQL checks the TRUNCATE privilege itself).
 ///
 /// # Safety
 /// `statement` must be a valid TruncateStmt.
-unsafe fn truncates_only(statement: *mut pg_sys::TruncateStmt) -> bool {
-    let Some(schema) = super::custom::writer() else {
-        return false;
-    };
+unsafe fn truncates_only(statement: *mut pg_sys::TruncateStmt, schema: pg_sys::Oid) -> bool {
     pgrx::PgList::<pg_sys::RangeVar>::from_pg((*statement).relations)
         .iter_ptr()
         .all(|relation| {
             let namespace = super::custom::namespace_of(relation);
-            namespace != pg_sys::InvalidOid && namespace == schema.namespace
+            namespace != pg_sys::InvalidOid && namespace == schema
         })
 }
 
@@ -122,16 +119,17 @@ unsafe extern "C-unwind" fn utility_hook(
     if guarded {
         every_statement();
     }
-    let writer = if guarded && !allowed(statement) {
+    let refused = guarded && !allowed(statement);
+    let writer = if refused {
         super::custom::writer()
     } else {
         None
     };
     let mut admitted = None;
-    if let Some(schema) = writer.filter(|_| allowed_for_writer(statement)) {
+    if let Some(schema) = writer.filter(|schema| allowed_for_writer(statement, schema.namespace)) {
         match super::custom::works_in(statement) {
             Some(namespace) if namespace != schema.namespace => refuse(
-                "a bi_access read_write credential creates and alters only tables, views, indexes and sequences of its custom schema".into(),
+                super::custom::ONLY_ITS_SCHEMA.into(),
                 "Temporary objects and objects in other schemas are not available to BI logins; name the custom schema (bi_access.connection's custom_schema).",
             ),
             _ => {}
@@ -140,7 +138,7 @@ unsafe extern "C-unwind" fn utility_hook(
             super::custom::refuse_past_quota(schema.namespace);
         }
         admitted = Some(super::custom::Admitted::enter());
-    } else if guarded && !allowed(statement) {
+    } else if refused {
         let tag = CStr::from_ptr(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag(
             statement,
         )));
