@@ -13,7 +13,7 @@
 
 The upgrade test (pg_test/upgrade/) proves that an upgraded install equals a
 fresh one. Run after any change to src/ or sql/ that touches the schema:
-    python3 scripts/upgrade_script.py 0.1.0 0.2.0
+    python3 scripts/upgrade_script.py 0.2.0 0.3.0
 """
 
 import re
@@ -23,7 +23,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOKUPS = {"current_org", "current_org_bigint", "current_org_uuid"}
+# Replaced in place, never dropped: the policies on application tables depend
+# on the org lookups, and the lookups on their planner support function.
+LOOKUPS = {"current_org", "current_org_bigint", "current_org_uuid", "org_lookup_support"}
 BLOCK = re.compile(r"/\* <begin connected objects> \*/\n(.*?)/\* </end connected objects> \*/", re.S)
 FUNCTION = re.compile(r'CREATE  FUNCTION (?:(\w+)\.)?"(\w+)"')
 

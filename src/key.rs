@@ -261,15 +261,23 @@ pub fn reset() -> Result<i64> {
     Ok(forgotten.len() as i64)
 }
 
-/// From the upgrade from 0.1.0: the key file of the data directory moves
-/// into the table, if it opens the secrets 0.1.0 sealed (then the file is
-/// removed: roles with pg_read_server_files could read it). A missing or
-/// different file changes nothing: check() reports it, and import_key or
-/// reset_key is the fix.
-pub fn adopt_legacy_file() -> Result<()> {
+/// 0.1.0's key file: one per cluster, shared by every database that had
+/// bi_access 0.1.0.
+fn legacy_file() -> PathBuf {
     // SAFETY: DataDir is set once at postmaster start and never freed.
     let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) };
-    let path = PathBuf::from(data_dir.to_string_lossy().into_owned()).join(LEGACY_KEY_FILE);
+    PathBuf::from(data_dir.to_string_lossy().into_owned()).join(LEGACY_KEY_FILE)
+}
+
+/// From the upgrade from 0.1.0: the key file of the data directory is copied
+/// into the table, if it opens the secrets 0.1.0 sealed. The file stays:
+/// every database of the cluster that had 0.1.0 sealed with it and adopts it
+/// at its own update, which may come later; check() asks the DBA to remove
+/// it once they are all updated (roles with pg_read_server_files could read
+/// it). A missing or different file changes nothing: check() reports it, and
+/// import_key or reset_key is the fix.
+pub fn adopt_legacy_file() -> Result<()> {
+    let path = legacy_file();
     let Ok(bytes) = fs::read(&path) else {
         if sealed_with_any()? {
             pgrx::warning!(
@@ -301,7 +309,6 @@ pub fn adopt_legacy_file() -> Result<()> {
         &NO_SUBJECT,
         json!({ "fingerprint": key.fingerprint, "from": "0.1.0 key file", "legacy_secrets_adopted": adopted }),
     )?;
-    let _ = fs::remove_file(&path);
     Ok(())
 }
 
@@ -328,6 +335,23 @@ pub fn findings() -> Result<Vec<(&'static str, String, String, String)>> {
                 "SELECT bi_access.import_key('…'); -- the key that sealed them, or bi_access.reset_key()".to_string(),
             ));
         }
+    }
+    let file = legacy_file();
+    if file.exists() {
+        found.push((
+            "warning",
+            "bi_access key".to_string(),
+            format!(
+                "0.1.0's key file {} is still in the data directory, where members of \
+                 pg_read_server_files could read it",
+                file.display()
+            ),
+            format!(
+                "once every database of this cluster that had bi_access 0.1.0 is updated \
+                 (ALTER EXTENSION bi_access UPDATE), remove the file: rm {}",
+                file.display()
+            ),
+        ));
     }
     // Roles that could read the key: the table's files on disk, or the
     // table past row-level security. Before 16, CREATEROLE may grant itself

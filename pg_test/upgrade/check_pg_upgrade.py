@@ -24,6 +24,7 @@ pg_upgrade (copy mode) moves the 15 cluster into it. Then, on 17:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -42,7 +43,9 @@ from tenants import CRM, SAAS, TenantDb, assert_orgs_distinguishable, visible
 
 OLD_BIN = Path(os.environ.get("BI_PG_UPGRADE_OLD_BIN", "/nonexistent"))
 NEW_BIN = cluster.PG_BIN
-VERSION = "0.2.0"
+# The version this tree builds (Cargo.toml's, as the control file gets it).
+VERSION = re.search(r'^version = "([^"]+)"', (Path(__file__).resolve().parents[2] / "Cargo.toml").read_text(),
+                    re.M).group(1)
 DATABASES = (SAAS, CRM)
 REVOKED_ORG = "202"  # saas org with a revoked credential besides its live one
 # check() names every other database PUBLIC may connect to: each database is

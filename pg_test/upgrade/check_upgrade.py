@@ -1,23 +1,31 @@
-"""ALTER EXTENSION bi_access UPDATE from the real 0.1.0 (run by run.sh, which
-prepares a private PostgreSQL 15 installation whose bi_access is 0.1.0's
-library and frozen install script; PG_BIN points at it).
+"""ALTER EXTENSION bi_access UPDATE along every released path (run by run.sh,
+which prepares a private PostgreSQL 15 installation whose bi_access is first
+0.1.0's library and frozen install script; PG_BIN points at it).
 
-0.1.0 is installed and used on a primary and its streaming replica: exposed
-tables, live credentials, logins on the replica. Then the servers stop, this
-tree's library and scripts replace 0.1.0's (as a package upgrade would), the
-servers start, and ALTER EXTENSION bi_access UPDATE runs. Afterwards:
+Three databases take the three paths to this tree's version, on one primary
+and its streaming replica:
+- `via_020`: created with the real 0.1.0, updated to 0.2.0 under the real
+  0.2.0 library, then to this version: the chain a user who took every
+  release walked;
+- `from_010`: created with 0.1.0, updated once under this tree's library (the
+  update chains both scripts);
+- `from_020`: created with the real 0.2.0, updated under this tree's library.
+Each is used on the way (exposed tables, live credentials, logins on the
+replica). Each library is swapped in as a package upgrade would (the servers
+stop, the files change, the servers start). Afterwards, for each database:
 - the extension's objects equal a fresh install's of the new version, object
   by object (definitions, columns, grants, enum labels, event triggers; the
   random reader-group name aside);
 - the existing credentials log in on the replica, see only their org's rows,
   and every reveal still works;
-- the exposed tables' policies are in the new form (the pass-through policy
-  no longer admits credentials).
+- the exposed tables' policies are in the current form (the pass-through
+  policy no longer admits credentials).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -28,12 +36,17 @@ from bi import ADMIN_PASSWORD, ADMIN_ROLE, BiAccess, can_login
 from cluster import ReplicaPair, run_as_postgres
 from probe import PERMISSION_DENIED, session
 
-OLD = Path(os.environ.get("BI_UPGRADE_OLD", "/nonexistent"))
-NEW = Path(os.environ.get("BI_UPGRADE_NEW", "/nonexistent"))
+ROOT = Path(os.environ.get("BI_UPGRADE_ROOT", "/nonexistent"))
+# Each version's files as its package has them (run.sh lays them out).
+V010, V020, NEW = ROOT / "0.1.0", ROOT / "0.2.0", ROOT / "new"
 LIB = Path(os.environ.get("BI_UPGRADE_LIB", "/nonexistent"))
 EXT = Path(os.environ.get("BI_UPGRADE_EXT", "/nonexistent"))
-OLD_VERSION, NEW_VERSION = "0.1.0", "0.2.0"
-DB, FRESH = "upgraded", "fresh"
+# The version this tree builds (Cargo.toml's, as the control file gets it).
+NEW_VERSION = re.search(r'^version = "([^"]+)"', (Path(__file__).resolve().parents[2] / "Cargo.toml").read_text(),
+                        re.M).group(1)
+# Database -> the version it was created with.
+PATHS = {"via_020": "0.1.0", "from_010": "0.1.0", "from_020": "0.2.0"}
+FRESH = "fresh"
 
 SCHEMA = """
 CREATE TABLE accounts (id serial PRIMARY KEY, org_id bigint NOT NULL, name text NOT NULL);
@@ -119,55 +132,93 @@ def install_version(files: Path) -> None:
         install(path, (LIB if path.suffix == ".so" else EXT) / path.name)
 
 
-def swap_in_the_new_build(pair) -> None:
+def swap_in(pair, files: Path = NEW) -> None:
     """What a package upgrade does: the servers stop, the files change, the
     servers start (the library is never replaced under a running server)."""
     for server in (pair.replica, pair.primary):
         server.stop()
-    install_version(NEW)
+    install_version(files)
     pair.primary.start()
     pair.replica.start()
     pair.wait_streaming()
 
 
+def version_of(pair, dbname: str) -> str:
+    return pair.primary.value("SELECT extversion FROM pg_extension WHERE extname = 'bi_access'", dbname=dbname)
+
+
+def install_and_use(pair, dbname: str, secrets) -> dict:
+    """The application's tables, the extension at the installed default
+    version, its tables exposed, and a live credential per org that logs in
+    on the replica."""
+    pair.primary.sql(f"CREATE DATABASE {dbname}")
+    pair.primary.sql(SCHEMA, dbname=dbname)
+    pair.primary.sql("CREATE EXTENSION bi_access", dbname=dbname)
+    pair.primary.sql(EXPOSE, dbname=dbname)
+    if not pair.primary.sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (ADMIN_ROLE,)):
+        # bi_access_admin exists once the extension does (roles are cluster-wide).
+        pair.primary.sql(f"CREATE ROLE {ADMIN_ROLE} LOGIN PASSWORD %s IN ROLE bi_access_admin", (ADMIN_PASSWORD,))
+    bi = BiAccess(pair, dbname, secrets)
+    try:
+        creds = {org: bi.generate(org) for org in ("1", "2")}
+    finally:
+        bi.close()
+    pair.wait_replayed()
+    for cred in creds.values():
+        assert can_login(cred.login_args(pair.replica)), f"{version_of(pair, dbname)} works before the upgrade"
+    return creds
+
+
 @pytest.fixture(scope="module")
 def upgraded(pair, secrets):
+    """Database -> its credentials, once every database took its path."""
     assert (NEW / "bi_access.so").exists(), "run through pg_test/upgrade/run.sh"
-    pair.primary.sql(f"CREATE DATABASE {DB}")
-    pair.primary.sql(SCHEMA, dbname=DB)
-    pair.primary.sql("CREATE EXTENSION bi_access", dbname=DB)
-    assert pair.primary.value("SELECT extversion FROM pg_extension WHERE extname = 'bi_access'",
-                              dbname=DB) == OLD_VERSION
-    pair.primary.sql(EXPOSE, dbname=DB)
-    pair.primary.sql(f"CREATE ROLE {ADMIN_ROLE} LOGIN PASSWORD %s IN ROLE bi_access_admin", (ADMIN_PASSWORD,))
-    bi = BiAccess(pair, DB, secrets)
-    creds = {org: bi.generate(org) for org in ("1", "2")}
-    for cred in creds.values():
-        assert can_login(cred.login_args(pair.replica)), "0.1.0 works before the upgrade"
-    bi.close()
-    swap_in_the_new_build(pair)
-    pair.primary.sql("ALTER EXTENSION bi_access UPDATE", dbname=DB)
+    creds = {}
+    for db in ("via_020", "from_010"):
+        creds[db] = install_and_use(pair, db, secrets)
+        assert version_of(pair, db) == "0.1.0"
+    swap_in(pair, V020)
+    pair.primary.sql("ALTER EXTENSION bi_access UPDATE TO '0.2.0'", dbname="via_020")
+    creds["from_020"] = install_and_use(pair, "from_020", secrets)
+    assert version_of(pair, "from_020") == "0.2.0"
+    for cred in creds["via_020"].values():
+        assert can_login(cred.login_args(pair.replica)), "0.2.0 works after its own update"
+    swap_in(pair, NEW)
+    for db in PATHS:
+        pair.primary.sql("ALTER EXTENSION bi_access UPDATE", dbname=db)
+    # 0.1.0 kept one key file per cluster, and 0.2.0's update removed it once
+    # the first database had adopted it (0.3.0's keeps it): from_010, still
+    # at 0.1.0 then, finds no file at its update and says so. README's fix:
+    # the key of a database that adopted it.
+    assert pair.primary.sql("SELECT severity FROM bi_access.check() WHERE object = 'bi_access key'",
+                            dbname="from_010") == [("error",)]
+    exported = pair.primary.value("SELECT bi_access.export_key()", dbname="via_020")
+    pair.primary.sql("SELECT bi_access.import_key(%s)", (exported,), dbname="from_010")
     pair.wait_replayed()
     pair.primary.sql(f"CREATE DATABASE {FRESH}")
     pair.primary.sql("CREATE EXTENSION bi_access", dbname=FRESH)
     return creds
 
 
-def test_the_upgrade_reaches_the_new_version(pair, upgraded):
-    assert pair.primary.value("SELECT extversion FROM pg_extension WHERE extname = 'bi_access'",
-                              dbname=DB) == NEW_VERSION
+@pytest.fixture(params=list(PATHS))
+def db(request) -> str:
+    return request.param
 
 
-def test_the_upgraded_extension_equals_a_fresh_install(pair, upgraded):
-    upgraded_objects, fresh_objects = describe(pair, DB), describe(pair, FRESH)
+def test_the_upgrade_reaches_the_new_version(pair, upgraded, db):
+    assert version_of(pair, db) == NEW_VERSION
+
+
+def test_the_upgraded_extension_equals_a_fresh_install(pair, upgraded, db):
+    upgraded_objects, fresh_objects = describe(pair, db), describe(pair, FRESH)
     assert [o for o, _ in upgraded_objects] == [o for o, _ in fresh_objects]
     different = [(o, a, b) for (o, a), (_, b) in zip(upgraded_objects, fresh_objects) if a != b]
     assert different == []
-    assert pair.primary.sql(CONFIG_DUMP, dbname=DB) == pair.primary.sql(CONFIG_DUMP, dbname=FRESH)
+    assert pair.primary.sql(CONFIG_DUMP, dbname=db) == pair.primary.sql(CONFIG_DUMP, dbname=FRESH)
 
 
-def test_existing_credentials_log_in_and_stay_in_their_org(pair, upgraded):
-    for org, cred in upgraded.items():
+def test_existing_credentials_log_in_and_stay_in_their_org(pair, upgraded, db):
+    for org, cred in upgraded[db].items():
         for server in (pair.primary, pair.replica):
             with session(cred, server) as s:
                 assert s.rows("SELECT DISTINCT org_id::text FROM accounts") == [(org,)]
@@ -176,26 +227,26 @@ def test_existing_credentials_log_in_and_stay_in_their_org(pair, upgraded):
                 assert s.run("CREATE TEMP TABLE t (x int)").state == PERMISSION_DENIED
 
 
-def test_every_reveal_still_works(pair, upgraded, secrets):
-    bi = BiAccess(pair, DB, secrets)
+def test_every_reveal_still_works(pair, upgraded, secrets, db):
+    bi = BiAccess(pair, db, secrets)
     try:
-        for cred in upgraded.values():
+        for cred in upgraded[db].values():
             details = bi.one("connection_details", cred.role)
             assert details["password"] == cred.password
     finally:
         bi.close()
 
 
-def test_policies_are_in_the_new_form(pair, upgraded):
+def test_policies_are_in_the_new_form(pair, upgraded, db):
     for table in ("accounts", "projects"):
         qual = pair.primary.value(
             "SELECT pg_get_expr(polqual, polrelid) FROM pg_policy "
-            "WHERE polrelid = %s::regclass AND polname = 'bi_access_passthrough'", (table,), dbname=DB)
+            "WHERE polrelid = %s::regclass AND polname = 'bi_access_passthrough'", (table,), dbname=db)
         assert "pg_has_role" in qual, qual
 
 
-def test_a_new_credential_works_after_the_upgrade(pair, upgraded, secrets):
-    bi = BiAccess(pair, DB, secrets)
+def test_a_new_credential_works_after_the_upgrade(pair, upgraded, secrets, db):
+    bi = BiAccess(pair, db, secrets)
     try:
         cred = bi.generate("1")
         with session(cred, pair.replica) as s:
@@ -216,12 +267,14 @@ KEY_FILE_STATES = {
 @pytest.mark.parametrize("state", list(KEY_FILE_STATES))
 def test_the_update_adopts_the_key_file_only_if_it_opens_the_secrets(secrets, state):
     """0.1.0 kept its key in $PGDATA/bi_access.key. The update moves it into
-    bi_access.sealing_key (and removes the file) when it opens the passwords
-    0.1.0 sealed; a missing or different file changes nothing, and the
+    bi_access.sealing_key when it opens the passwords 0.1.0 sealed, and keeps
+    the file (every database of the cluster that had 0.1.0 adopts it at its
+    own update; check() asks for its removal); a missing or different file
+    changes nothing, and the
     reveal then fails with 55000 naming import_key, as check() does, while a
     new key is never made behind the DBA's back."""
     action, adopted = KEY_FILE_STATES[state]
-    install_version(OLD)
+    install_version(V010)
     pair = ReplicaPair()
     try:
         pair.start()
@@ -234,20 +287,27 @@ def test_the_update_adopts_the_key_file_only_if_it_opens_the_secrets(secrets, st
         key = pair.primary.datadir / "bi_access.key"
         assert key.exists(), "0.1.0 keeps its key in a file"
         run_as_postgres(["sh", "-c", action.format(key=key)])
-        swap_in_the_new_build(pair)
+        swap_in(pair, NEW)
         pair.primary.sql("ALTER EXTENSION bi_access UPDATE", dbname="keyfile")
         bi = BiAccess(pair, "keyfile", secrets)
         try:
             if adopted:
                 assert bi.one("connection_details", cred.role)["password"] == cred.password
-                assert not key.exists(), "the adopted file is removed"
+                assert key.exists(), "another database of the cluster may still need the file"
+                leftover = "SELECT severity, fix FROM bi_access.check() WHERE finding LIKE '0.1.0''s key file%'"
+                assert pair.primary.sql(leftover, dbname="keyfile") == [("warning", f"once every database of this "
+                    f"cluster that had bi_access 0.1.0 is updated (ALTER EXTENSION bi_access UPDATE), remove the "
+                    f"file: rm {key}")]
+                run_as_postgres(["rm", str(key)])
+                assert pair.primary.sql(leftover, dbname="keyfile") == []
+                assert bi.one("connection_details", cred.role)["password"] == cred.password
             else:
                 with pytest.raises(psycopg2.Error) as info:
                     bi.one("connection_details", cred.role)
                 assert info.value.pgcode == "55000"
                 assert "import_key" in info.value.diag.message_hint
-                found = pair.primary.sql("SELECT object FROM bi_access.check() WHERE object = 'bi_access key'",
-                                         dbname="keyfile")
+                found = pair.primary.sql("SELECT object FROM bi_access.check() "
+                                         "WHERE object = 'bi_access key' AND severity = 'error'", dbname="keyfile")
                 assert found == [("bi_access key",)]
                 assert pair.primary.value("SELECT count(*) FROM bi_access.sealing_key", dbname="keyfile") == 0
         finally:

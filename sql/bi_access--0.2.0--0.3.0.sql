@@ -1,0 +1,705 @@
+-- bi_access 0.2.0 -> 0.3.0. Written by scripts/upgrade_script.py: edit
+-- sql/upgrade/0.2.0--0.3.0.pre.sql / .post.sql and run it again.
+
+\echo Use "ALTER EXTENSION bi_access UPDATE" to load this file. \quit
+
+-- Before the SQL surface is rebuilt: schema and data changes from 0.2.0.
+
+-- The SQL surface of 0.2.0 (its sql/api.sql) goes: every view, wrapper,
+-- procedure and event trigger is recreated below exactly as a fresh install
+-- creates it. The event triggers go first: they would fire on the DDL below.
+-- Functions returning bi_access.credentials depend on the view.
+DROP EVENT TRIGGER IF EXISTS bi_access_after_ddl;
+DROP EVENT TRIGGER IF EXISTS bi_access_forget_dropped;
+DROP EVENT TRIGGER IF EXISTS bi_access_drop_guard;
+DROP FUNCTION bi_access_internal.on_ddl_command_end();
+DROP FUNCTION bi_access_internal.on_sql_drop();
+DROP FUNCTION bi_access_internal.drop_guard();
+DROP PROCEDURE bi_access.sync(text, integer);
+DROP FUNCTION bi_access_internal.step_sync_begin();
+DROP FUNCTION bi_access_internal.step_sync_table(regclass);
+DROP FUNCTION bi_access_internal.step_sync_end(integer, integer, text[]);
+DROP FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text);
+DROP FUNCTION bi_access.connection_details(name);
+DROP FUNCTION bi_access.regenerate(name, timestamptz);
+DROP FUNCTION bi_access.revoke(name);
+DROP FUNCTION bi_access.activate(name);
+DROP FUNCTION bi_access.delete(name);
+DROP FUNCTION bi_access.purge(name);
+DROP FUNCTION bi_access.revoke_org(text);
+DROP FUNCTION bi_access.delete_org(text);
+DROP FUNCTION bi_access.set_target(text, text, integer, text, text);
+DROP FUNCTION bi_access.drop_target(text);
+DROP FUNCTION bi_access.drop_custom_schema(text);
+DROP FUNCTION bi_access.expose_table(regclass, name);
+DROP FUNCTION bi_access.hide_table(regclass);
+DROP FUNCTION bi_access.unsynced_tables();
+DROP FUNCTION bi_access.sync_tables();
+DROP FUNCTION bi_access."check"();
+DROP FUNCTION bi_access.pgbouncer_auth(text);
+DROP VIEW bi_access.targets;
+DROP VIEW bi_access.events;
+DROP VIEW bi_access.credentials;
+
+-- The Rust workers of the old version.
+DROP FUNCTION bi_access."export_key";
+DROP FUNCTION bi_access."import_key";
+DROP FUNCTION bi_access."reset_key";
+DROP FUNCTION bi_access."rotate_key";
+DROP FUNCTION bi_access_internal."init_key";
+DROP FUNCTION bi_access_internal."adopt_key_file";
+DROP FUNCTION bi_access_internal."sync_running";
+DROP FUNCTION bi_access_internal."sync_table";
+DROP FUNCTION bi_access_internal."after_ddl";
+DROP FUNCTION bi_access_internal."sync_tables";
+DROP FUNCTION bi_access_internal."revoke_org";
+DROP FUNCTION bi_access_internal."purge";
+DROP FUNCTION bi_access_internal."drop_target";
+DROP FUNCTION bi_access_internal."hide_table";
+DROP FUNCTION bi_access_internal."drop_custom_schema";
+DROP FUNCTION bi_access_internal."connection_details";
+DROP FUNCTION bi_access_internal."set_target";
+DROP FUNCTION bi_access_internal."targets";
+DROP FUNCTION bi_access_internal."generate";
+DROP FUNCTION bi_access_internal."sync_begin";
+DROP FUNCTION bi_access_internal."unsynced_tables";
+DROP FUNCTION bi_access_internal."regenerate";
+DROP FUNCTION bi_access_internal."delete";
+DROP FUNCTION bi_access_internal."delete_org";
+DROP FUNCTION bi_access_internal."credential_state";
+DROP FUNCTION bi_access_internal."pgbouncer_auth";
+DROP FUNCTION bi_access_internal."activate";
+DROP FUNCTION bi_access_internal."forget_dropped";
+DROP FUNCTION bi_access_internal."expose_table";
+DROP FUNCTION bi_access_internal."sync_end";
+DROP FUNCTION bi_access_internal."check";
+DROP FUNCTION bi_access_internal."revoke";
+DROP FUNCTION bi_access_internal."mark_credentials";
+
+-- The Rust workers of the new version (the org lookups in place).
+CREATE OR REPLACE FUNCTION bi_access."current_org"() RETURNS TEXT /* Option < String > */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_org_wrapper';
+CREATE OR REPLACE FUNCTION bi_access."current_org_bigint"() RETURNS bigint /* Option < i64 > */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_org_bigint_wrapper';
+CREATE OR REPLACE FUNCTION bi_access."current_org_uuid"() RETURNS uuid /* Option < pgrx :: Uuid > */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'current_org_uuid_wrapper';
+CREATE FUNCTION bi_access."export_key"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'export_key_wrapper';
+CREATE FUNCTION bi_access."import_key"(
+	"key" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'import_key_wrapper';
+CREATE FUNCTION bi_access."reset_key"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reset_key_wrapper';
+CREATE FUNCTION bi_access."rotate_key"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
+CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
+CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
+CREATE FUNCTION bi_access_internal."credential_state"(
+	"stored" TEXT, /* & str */
+	"role_name" TEXT, /* & str */
+	"target" TEXT, /* Option < & str > */
+	"lsn" TEXT, /* Option < & str > */
+	"expired" bool, /* bool */
+	"syncing" bool, /* bool */
+	"written_by" TEXT /* & str */
+) RETURNS TABLE (
+	"status" TEXT,  /* String */
+	"problem" TEXT  /* Option < String > */
+)
+STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'credential_state_wrapper';
+CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"host" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"sslmode" TEXT,  /* String */
+	"standby" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'targets_wrapper';
+CREATE FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+CREATE FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+CREATE FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+CREATE FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* & str */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+CREATE FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+CREATE FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* & str */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+CREATE FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* pg_sys :: Oid */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+CREATE FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_wrapper';
+CREATE FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+CREATE FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+CREATE OR REPLACE FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+CREATE FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+CREATE FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+CREATE FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+CREATE FUNCTION bi_access_internal."set_target"(
+	"name" TEXT, /* Option < & str > */
+	"host" TEXT, /* Option < & str > */
+	"port" INT, /* Option < i32 > */
+	"sslmode" TEXT, /* Option < & str > */
+	"standby" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_target_wrapper';
+CREATE FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+CREATE FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+CREATE FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+
+-- The SQL surface, as sql/api.sql creates it.
+-- bi_access: the SQL surface. Runs after every generated object.
+--
+-- Each management function is SECURITY DEFINER with a pinned search_path,
+-- is not executable by PUBLIC, and is granted to its management tier
+-- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end). Each
+-- calls its worker in schema bi_access_internal (Rust), which nobody else may call.
+
+CREATE VIEW bi_access.credentials AS
+SELECT c.id,
+       c.org_id,
+       c.org_name,
+       c.label,
+       c.scope,
+       c.target,
+       c.role_name,
+       -- Decided once, in src/status.rs (bi_access_internal.credential_state):
+       -- the first that applies of deleted, deleting, failed, deactivated,
+       -- expired, pending, syncing, active. It goes through text: the
+       -- upgrade from 0.1.0 adds the 'expired' enum value in the same
+       -- transaction that creates this view.
+       st.status::bi_access.credential_status AS status,
+       c.created_at,
+       c.updated_at,
+       c.rotated_at,
+       c.valid_until,
+       c.connection_limit,
+       coalesce(c.last_error, st.problem) AS last_error
+FROM bi_access.credential c
+-- Once per query: whether CALL bi_access.sync() runs now (src/records.rs).
+CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
+CROSS JOIN LATERAL bi_access_internal.credential_state(
+    c.status::text, c.role_name::text, c.target, c.created_lsn::text,
+    coalesce(c.valid_until <= now(), false), s.running, c.xmin::text) st;
+COMMENT ON VIEW bi_access.credentials IS
+    'Every credential bi_access manages, with its status; never shows a secret';
+
+CREATE VIEW bi_access.events AS
+SELECT e.id, e.at, e.action, e.role_name, e.org_id, e.actor, e.detail
+FROM bi_access.event e;
+COMMENT ON VIEW bi_access.events IS
+    'Append-only log of every management call, reveals of a password included';
+
+-- Named targets, and `default`, the settings' (src/targets.rs); credentials:
+-- how many live credentials point at each.
+CREATE VIEW bi_access.targets AS
+SELECT t.name,
+       t.host,
+       t.port,
+       t.sslmode,
+       t.standby,
+       (SELECT count(*) FROM bi_access.credentials c
+        WHERE c.target = t.name AND c.status IN ('pending', 'active', 'syncing')) AS credentials
+FROM bi_access_internal.targets() t;
+COMMENT ON VIEW bi_access.targets IS
+    'Where credentials are told to connect: default (the bi_access.host/port/sslmode/replica_application_name settings) and every named target';
+
+CREATE FUNCTION bi_access.generate(
+    org_id text,
+    label text DEFAULT 'default',
+    org_name text DEFAULT NULL,
+    valid_until timestamptz DEFAULT NULL,
+    connection_limit integer DEFAULT NULL,
+    scope text DEFAULT 'read',
+    target text DEFAULT NULL
+) RETURNS bi_access.connection
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit,
+                                              scope, target)
+$$;
+COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text) IS
+    'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
+
+CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
+COMMENT ON FUNCTION bi_access.connection_details(name) IS
+    'View Details: the connection details again, password included (audited)';
+
+CREATE FUNCTION bi_access.regenerate(role name, valid_until timestamptz DEFAULT NULL)
+RETURNS bi_access.connection
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until) $$;
+COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
+    'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
+
+CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.revoke(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.revoke(name) IS
+    'Disables the login and ends its sessions at commit; status deactivated';
+
+CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.activate(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
+
+CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.delete(role::text);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.delete(name) IS
+    'Ends sessions and drops the role; the record stays, status deleted';
+
+CREATE FUNCTION bi_access.purge(role name) RETURNS void
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.purge(role::text) $$;
+COMMENT ON FUNCTION bi_access.purge(name) IS
+    'Removes a deleted credential from the list; the event log keeps its history';
+
+-- Offboarding an org: plpgsql, so the rows returned are read after the
+-- change (a single SQL statement would see its own snapshot from before).
+CREATE FUNCTION bi_access.revoke_org(org_id text) RETURNS SETOF bi_access.credentials
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected text[] := bi_access_internal.revoke_org(revoke_org.org_id);
+BEGIN
+    RETURN QUERY SELECT * FROM bi_access.credentials c
+                 WHERE c.role_name::text = ANY (affected) ORDER BY c.id;
+END
+$$;
+COMMENT ON FUNCTION bi_access.revoke_org(text) IS
+    'Revokes every credential of an org that revoke accepts, atomically; returns them';
+
+CREATE FUNCTION bi_access.delete_org(org_id text) RETURNS SETOF bi_access.credentials
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected text[] := bi_access_internal.delete_org(delete_org.org_id);
+BEGIN
+    RETURN QUERY SELECT * FROM bi_access.credentials c
+                 WHERE c.role_name::text = ANY (affected) ORDER BY c.id;
+END
+$$;
+COMMENT ON FUNCTION bi_access.delete_org(text) IS
+    'Deletes every current credential of an org, atomically (its custom schema stays); returns them';
+
+CREATE FUNCTION bi_access.set_target(name text, host text, port integer, sslmode text DEFAULT NULL,
+                                     standby text DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.set_target(name, host, port, sslmode, standby) $$;
+COMMENT ON FUNCTION bi_access.set_target(text, text, integer, text, text) IS
+    'Creates or updates a named target; standby: the application_name whose replay makes a credential usable there, NULL for the primary';
+
+CREATE FUNCTION bi_access.drop_target(name text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.drop_target(name) $$;
+COMMENT ON FUNCTION bi_access.drop_target(text) IS 'Removes a named target no current credential uses';
+
+-- Custom schemas (src/custom_schema.rs): one per org, created with its
+-- first read_write credential; it outlives them until this call.
+CREATE FUNCTION bi_access.drop_custom_schema(org_id text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.drop_custom_schema(org_id) $$;
+COMMENT ON FUNCTION bi_access.drop_custom_schema(text) IS
+    'Drops an org''s custom schema and everything in it, once no current read_write credential of the org exists';
+
+CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.expose_table(tbl::oid, org_column::text) $$;
+COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
+    'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
+
+CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
+LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.hide_table(tbl::oid) $$;
+COMMENT ON FUNCTION bi_access.hide_table(regclass) IS
+    'Withdraws a table from BI roles, restores it as it was, and keeps it out of later syncs';
+
+CREATE FUNCTION bi_access.unsynced_tables()
+RETURNS TABLE (tbl regclass, org_column name, reason text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT u.tbl::regclass, u.org_column::name, u.reason FROM bi_access_internal.unsynced_tables() u $$;
+COMMENT ON FUNCTION bi_access.unsynced_tables() IS 'What a sync would change, and why';
+
+CREATE FUNCTION bi_access.sync_tables() RETURNS TABLE (tbl regclass, action text)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT s.tbl::regclass, s.action FROM bi_access_internal.sync_tables() s $$;
+COMMENT ON FUNCTION bi_access.sync_tables() IS
+    'Brings every exposed table to its exposed state, all or nothing, in the caller''s transaction';
+
+CREATE FUNCTION bi_access.check()
+RETURNS TABLE (severity text, object text, finding text, fix text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.severity, c.object, c.finding, c.fix FROM bi_access_internal.check() c $$;
+COMMENT ON FUNCTION bi_access.check() IS
+    'Health check of the security posture around BI credentials, each finding with its fix';
+
+-- PgBouncer's auth_query (src/pooler.rs): the SCRAM verifier of a live
+-- credential of this database, no row for any other role. It reads
+-- pg_authid, so it runs as the extension's owner; only bi_access_pooler,
+-- which the DBA grants to PgBouncer's auth_user, may call it. Read-only and
+-- without an event: it runs at every login, on read-only standbys too.
+CREATE FUNCTION bi_access.pgbouncer_auth(username text)
+RETURNS TABLE (usename name, passwd text)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT p.usename::name, p.passwd FROM bi_access_internal.pgbouncer_auth(username) p $$;
+COMMENT ON FUNCTION bi_access.pgbouncer_auth(text) IS
+    'PgBouncer auth_query: the SCRAM verifier of a live bi_access credential of this database, else no row';
+
+-- CALL bi_access.sync(): the same as sync_tables() for a live system. It
+-- commits table by table, so at most one application table is locked at a
+-- time, and polls each lock for at most lock_timeout (a waiting lock request
+-- would queue the application's queries behind it), retrying a busy table a
+-- few times before it skips it. A procedure that COMMITs can be neither
+-- SECURITY DEFINER nor SET search_path, so it runs as its caller and does
+-- each step through a SECURITY DEFINER function.
+CREATE FUNCTION bi_access_internal.step_sync_begin() RETURNS regclass[]
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_begin()::regclass[] $$;
+
+-- Whether the table changed.
+CREATE FUNCTION bi_access_internal.step_sync_table(tbl regclass) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_table(tbl::oid) $$;
+
+CREATE FUNCTION bi_access_internal.step_sync_end(synced integer, unchanged integer, skipped text[])
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.sync_end(synced, unchanged, skipped) $$;
+
+CREATE PROCEDURE bi_access.sync(lock_timeout text DEFAULT '1s', retries integer DEFAULT 3)
+LANGUAGE plpgsql AS $$
+DECLARE
+    tables pg_catalog.regclass[];
+    t pg_catalog.regclass;
+    changed boolean;
+    attempt integer;
+    why text;
+    synced integer := 0;
+    unchanged integer := 0;
+    skipped text[] := '{}';
+BEGIN
+    tables := bi_access_internal.step_sync_begin();
+    COMMIT;
+    FOREACH t IN ARRAY tables LOOP
+        changed := NULL;
+        attempt := 0;
+        why := NULL;
+        LOOP
+            BEGIN
+                PERFORM pg_catalog.set_config('lock_timeout', sync.lock_timeout, true);
+                changed := bi_access_internal.step_sync_table(t);
+            EXCEPTION
+                WHEN lock_not_available THEN
+                    attempt := attempt + 1;
+                    why := pg_catalog.format('its lock stayed busy for %s tries', attempt);
+                WHEN object_not_in_prerequisite_state THEN
+                    -- A table bi_access cannot sync as it stands: say why, go on.
+                    why := SQLERRM;
+                    EXIT;
+            END;
+            EXIT WHEN changed IS NOT NULL OR attempt > retries;
+            PERFORM pg_catalog.pg_sleep(0.1 * attempt);
+        END LOOP;
+        IF changed IS NULL THEN
+            skipped := skipped || t::text;
+            RAISE NOTICE 'bi_access.sync: skipped %: %; it is left as it was', t, why;
+        ELSIF NOT changed THEN
+            unchanged := unchanged + 1;
+        ELSE
+            synced := synced + 1;
+            RAISE NOTICE 'bi_access.sync: synced %', t;
+        END IF;
+        COMMIT;
+    END LOOP;
+    PERFORM bi_access_internal.step_sync_end(synced, unchanged, skipped);
+    COMMIT;
+    RAISE NOTICE 'bi_access.sync: % synced, % unchanged, % skipped', synced, unchanged, pg_catalog.cardinality(skipped);
+END
+$$;
+COMMENT ON PROCEDURE bi_access.sync(text, integer) IS
+    'sync_tables() for a live system: commits table by table under a lock timeout, retries, reports';
+
+-- Event triggers (their functions live in bi_access_internal, out of
+-- \df bi_access.*). At ddl_command_end: name new tables to the DBA, and
+-- withdraw the BI grant of an exposed table that a DDL statement weakened
+-- (RLS disabled, a bi_access policy dropped or altered, its org column
+-- dropped). At sql_drop: forget dropped tables.
+CREATE FUNCTION bi_access_internal.on_ddl_command_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM bi_access_internal.after_ddl();
+END
+$$;
+CREATE EVENT TRIGGER bi_access_after_ddl ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE VIEW',
+                 'ALTER VIEW', 'DROP POLICY', 'ALTER POLICY')
+    EXECUTE FUNCTION bi_access_internal.on_ddl_command_end();
+
+CREATE FUNCTION bi_access_internal.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM bi_access_internal.forget_dropped();
+END
+$$;
+CREATE EVENT TRIGGER bi_access_forget_dropped ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP VIEW', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION bi_access_internal.on_sql_drop();
+
+-- The drop guard (src/uninstall.rs): a C function, because only C functions
+-- receive the statement's parse tree, where every spelling of a name is the
+-- same. ENABLE ALWAYS: it also fires under session_replication_role = replica.
+CREATE FUNCTION bi_access_internal.drop_guard() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'bi_access_drop_guard';
+CREATE EVENT TRIGGER bi_access_drop_guard ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER EXTENSION')
+    EXECUTE FUNCTION bi_access_internal.drop_guard();
+ALTER EVENT TRIGGER bi_access_drop_guard ENABLE ALWAYS;
+
+-- Privileges. Nothing of bi_access is PUBLIC's. The tiers (each a member of
+-- the one below, sql/bootstrap.sql): bi_access_viewer reads the views,
+-- unsynced_tables() and check(); bi_access_editor also generates and reveals;
+-- bi_access_admin does everything else. The reader group gets only the org
+-- lookup its policies call.
+REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access_internal FROM PUBLIC;
+REVOKE ALL ON SCHEMA bi_access, bi_access_internal FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
+
+-- The views call these as the reader (a function's EXECUTE privilege is
+-- checked against the caller, even inside a view).
+GRANT USAGE ON SCHEMA bi_access TO bi_access_viewer;
+GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi_access_viewer;
+GRANT EXECUTE ON FUNCTION
+    bi_access.unsynced_tables(),
+    bi_access.check(),
+    bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text),
+    bi_access_internal.sync_running(),
+    bi_access_internal.targets()
+TO bi_access_viewer;
+
+GRANT EXECUTE ON FUNCTION
+    bi_access.generate(text, text, text, timestamptz, integer, text, text),
+    bi_access.connection_details(name)
+TO bi_access_editor;
+
+GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
+GRANT EXECUTE ON FUNCTION
+    bi_access.regenerate(name, timestamptz),
+    bi_access.revoke(name),
+    bi_access.activate(name),
+    bi_access.delete(name),
+    bi_access.purge(name),
+    bi_access.revoke_org(text),
+    bi_access.delete_org(text),
+    bi_access.set_target(text, text, integer, text, text),
+    bi_access.drop_target(text),
+    bi_access.drop_custom_schema(text),
+    bi_access.expose_table(regclass, name),
+    bi_access.hide_table(regclass),
+    bi_access.sync_tables(),
+    bi_access_internal.step_sync_begin(),
+    bi_access_internal.step_sync_table(regclass),
+    bi_access_internal.step_sync_end(integer, integer, text[])
+TO bi_access_admin;
+GRANT EXECUTE ON PROCEDURE bi_access.sync(text, integer) TO bi_access_admin;
+
+-- PgBouncer's auth_user gets this function and nothing else of bi_access.
+GRANT USAGE ON SCHEMA bi_access TO bi_access_pooler;
+GRANT EXECUTE ON FUNCTION bi_access.pgbouncer_auth(text) TO bi_access_pooler;
+
+-- The planner turns a policy's org lookup into a constant (src/org.rs), so
+-- a credential's query compares its org column with a literal.
+ALTER FUNCTION bi_access.current_org() SUPPORT bi_access_internal.org_lookup_support;
+ALTER FUNCTION bi_access.current_org_bigint() SUPPORT bi_access_internal.org_lookup_support;
+ALTER FUNCTION bi_access.current_org_uuid() SUPPORT bi_access_internal.org_lookup_support;
+
+DO $grants$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION bi_access.current_org(), bi_access.current_org_bigint(), '
+                   'bi_access.current_org_uuid() TO %I',
+                   (SELECT reader_role FROM bi_access.config));
+END
+$grants$;
+
+-- After the SQL surface is rebuilt: nothing yet.

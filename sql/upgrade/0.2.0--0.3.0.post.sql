@@ -1,0 +1,1 @@
+-- After the SQL surface is rebuilt: nothing yet.

@@ -1,0 +1,37 @@
+-- Before the SQL surface is rebuilt: schema and data changes from 0.2.0.
+
+-- The SQL surface of 0.2.0 (its sql/api.sql) goes: every view, wrapper,
+-- procedure and event trigger is recreated below exactly as a fresh install
+-- creates it. The event triggers go first: they would fire on the DDL below.
+-- Functions returning bi_access.credentials depend on the view.
+DROP EVENT TRIGGER IF EXISTS bi_access_after_ddl;
+DROP EVENT TRIGGER IF EXISTS bi_access_forget_dropped;
+DROP EVENT TRIGGER IF EXISTS bi_access_drop_guard;
+DROP FUNCTION bi_access_internal.on_ddl_command_end();
+DROP FUNCTION bi_access_internal.on_sql_drop();
+DROP FUNCTION bi_access_internal.drop_guard();
+DROP PROCEDURE bi_access.sync(text, integer);
+DROP FUNCTION bi_access_internal.step_sync_begin();
+DROP FUNCTION bi_access_internal.step_sync_table(regclass);
+DROP FUNCTION bi_access_internal.step_sync_end(integer, integer, text[]);
+DROP FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text);
+DROP FUNCTION bi_access.connection_details(name);
+DROP FUNCTION bi_access.regenerate(name, timestamptz);
+DROP FUNCTION bi_access.revoke(name);
+DROP FUNCTION bi_access.activate(name);
+DROP FUNCTION bi_access.delete(name);
+DROP FUNCTION bi_access.purge(name);
+DROP FUNCTION bi_access.revoke_org(text);
+DROP FUNCTION bi_access.delete_org(text);
+DROP FUNCTION bi_access.set_target(text, text, integer, text, text);
+DROP FUNCTION bi_access.drop_target(text);
+DROP FUNCTION bi_access.drop_custom_schema(text);
+DROP FUNCTION bi_access.expose_table(regclass, name);
+DROP FUNCTION bi_access.hide_table(regclass);
+DROP FUNCTION bi_access.unsynced_tables();
+DROP FUNCTION bi_access.sync_tables();
+DROP FUNCTION bi_access."check"();
+DROP FUNCTION bi_access.pgbouncer_auth(text);
+DROP VIEW bi_access.targets;
+DROP VIEW bi_access.events;
+DROP VIEW bi_access.credentials;
