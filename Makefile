@@ -6,11 +6,18 @@
 #   make install / demo    Debian's 15                        make demo PG=17
 # scripts/with-pg.sh sets each major's pg_config, cargo features and target dir.
 SHELL := /bin/bash
-MAJORS := 14 15 16 17 18
+# The supported majors: scripts/pg_majors.sh holds the one list.
+MAJORS := $(shell bash -c 'source scripts/pg_majors.sh && echo $${PG_MAJORS[*]}')
 PG ?=
 PGRX_TEST_PGDATA ?= /var/lib/postgresql/pgrx
 export PGRX_TEST_PGDATA
 export PATH := $(HOME)/.cargo/bin:$(PATH)
+# Logs written to files carry no colour codes (cargo, cargo-pgrx): colour only
+# when make's stderr is a terminal.
+ifneq ($(shell [ -t 2 ] && echo tty),tty)
+export NO_COLOR := 1
+export CARGO_TERM_COLOR := never
+endif
 
 # One major (install, demo, build: Debian's 15 unless PG says) or several
 # (test, lint, package: all unless PG says).
@@ -18,18 +25,24 @@ ONE := $(or $(PG),15)
 SOME := $(or $(PG),$(MAJORS))
 WITH_PG := bash scripts/with-pg.sh
 
-.PHONY: setup build install demo demo-stop test lint pgrx-test pg-test pg-upgrade-test package package-test bench clean
+.PHONY: setup setup-build build install demo demo-stop test lint pgrx-test pg-test pg-upgrade-test package package-test bench clean
 
 setup:
 	@bash scripts/setup.sh
+
+# Only what building, installing and running one major needs (no cargo-pgrx,
+# no other major, no test clients): what install and demo need.
+setup-build:
+	@bash scripts/setup.sh build $(ONE)
 
 build: setup
 	$(WITH_PG) $(ONE) bash -c 'cargo build $$PG_FEATURES'
 
 # A release build (optimised, no debug info): the debug one is 66 MB and
-# about 20x slower per generate().
-install: setup
-	$(WITH_PG) $(ONE) bash -c 'cargo pgrx install --release --pg-config "$$PG_CONFIG"'
+# about 20x slower per generate(). Plain cargo, no cargo-pgrx: see
+# scripts/install.sh.
+install: setup-build
+	$(WITH_PG) $(ONE) bash scripts/install.sh
 
 demo: install
 	@$(WITH_PG) $(ONE) bash scripts/demo.sh start
@@ -40,6 +53,8 @@ demo-stop:
 # The stages of `make test`, one at a time, for the majors in PG.
 lint: setup
 	cargo fmt --check
+	bash scripts/check-generated.sh
+	python3 scripts/check-lock.py
 	@for m in $(SOME); do \
 	  $(WITH_PG) $$m bash -c 'cargo clippy --all-targets $$PG_FEATURES --features pg_test -- -D warnings' || exit 1; \
 	done

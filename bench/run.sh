@@ -172,9 +172,10 @@ else
         BUILD_DESC="commit $GIT_REV (exported with git archive; uncommitted changes are not in it)"
         BUILD_CLEAN=1
     fi
-    log "building the release build of $BUILD_DESC (cargo pgrx package: release profile, lto = fat)"
+    log "building the release build of $BUILD_DESC (scripts/install.sh into a staging root: release profile, lto = fat)"
     rm -rf "$PKG"
-    (cd "$SRC" && cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$PKG") >"$CACHE/build.log" 2>&1 ||
+    (cd "$SRC" && PG_MAJOR=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/') PG_CONFIG=$PG_CONFIG \
+        PG_FEATURES="" DESTDIR=$PKG bash scripts/install.sh) >"$CACHE/build.log" 2>&1 ||
         { tail -40 "$CACHE/build.log" >&2; exit 1; }
 fi
 if [[ -n $BENCH_DIRTY ]]; then

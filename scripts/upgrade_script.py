@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Writes sql/bi_access--FROM--TO.sql, the upgrade script, from:
+"""Writes the two generated scripts of version TO: sql/bi_access--TO.sql, the
+install script exactly as `cargo pgrx schema` generates it from the code
+(committed, so that scripts/install.sh needs no cargo-pgrx), and
+sql/bi_access--FROM--TO.sql, the upgrade script, from:
 
 - sql/upgrade/FROM--TO.pre.sql: schema and data changes, and the DROP of the
   old SQL surface (hand-written: what changed);
@@ -14,8 +17,11 @@
 The upgrade test (pg_test/upgrade/) proves that an upgraded install equals a
 fresh one. Run after any change to src/ or sql/ that touches the schema:
     python3 scripts/upgrade_script.py 0.2.0 0.3.0
+`--check FROM TO` writes nothing and exits 1 if either committed script is
+not what the code generates (scripts/check-generated.sh, in `make test`).
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -35,21 +41,32 @@ def generated(version: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"bi_access--{version}.sql"
         subprocess.run(["cargo", "pgrx", "schema", "pg15", "--out", str(out)], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1", "CARGO_TERM_COLOR": "never"})
         return out.read_text()
 
 
 def functions(script: str):
-    """(schema, name, block) of every Rust function pgrx generated."""
+    """(schema, name, block) of every Rust function pgrx generated, by name:
+    pgrx orders its output differently from one run to the next."""
+    found = []
     for block in BLOCK.findall(script):
         match = FUNCTION.search(block)
         if match:
-            yield match.group(1) or "bi_access", match.group(2), block
+            found.append((match.group(1) or "bi_access", match.group(2), block))
+    return sorted(found)
 
 
-def main(old: str, new: str) -> None:
+SOURCE_LINE = re.compile(r"^-- src/\S+:\d+$", re.M)
+
+
+def normalized(script: str) -> list[str]:
+    """What an install script creates, whatever order pgrx chose (any order it
+    chooses respects the dependencies) and wherever the code sits in src/."""
+    return sorted(SOURCE_LINE.sub("", block) for block in BLOCK.findall(script))
+
+
+def upgrade_script(old: str, new: str, new_script: str) -> str:
     old_script = (ROOT / "sql" / "released" / f"bi_access--{old}.sql").read_text()
-    new_script = generated(new)
     parts = [f"-- bi_access {old} -> {new}. Written by scripts/upgrade_script.py: edit\n"
              f"-- sql/upgrade/{old}--{new}.pre.sql / .post.sql and run it again.\n",
              "\\echo Use \"ALTER EXTENSION bi_access UPDATE\" to load this file. \\quit\n",
@@ -70,8 +87,34 @@ def main(old: str, new: str) -> None:
     parts.append("\n-- The SQL surface, as sql/api.sql creates it.")
     parts.append((ROOT / "sql" / "api.sql").read_text())
     parts.append((ROOT / "sql" / "upgrade" / f"{old}--{new}.post.sql").read_text())
-    (ROOT / "sql" / f"bi_access--{old}--{new}.sql").write_text("\n".join(parts))
+    return "\n".join(parts)
+
+
+def check(old: str, new: str) -> int:
+    """0 if the committed scripts are what the code generates."""
+    new_script = generated(new)
+    stale = []
+    committed = ROOT / "sql" / f"bi_access--{new}.sql"
+    if not committed.exists() or normalized(committed.read_text()) != normalized(new_script):
+        stale.append(committed)
+    committed = ROOT / "sql" / f"bi_access--{old}--{new}.sql"
+    if not committed.exists() or committed.read_text() != upgrade_script(old, new, new_script):
+        stale.append(committed)
+    for path in stale:
+        print(f"{path.relative_to(ROOT)} is not what the code generates", file=sys.stderr)
+    if stale:
+        print(f"run: python3 scripts/upgrade_script.py {old} {new}", file=sys.stderr)
+    return 1 if stale else 0
+
+
+def main(old: str, new: str) -> None:
+    new_script = generated(new)
+    (ROOT / "sql" / f"bi_access--{new}.sql").write_text(new_script)
+    (ROOT / "sql" / f"bi_access--{old}--{new}.sql").write_text(upgrade_script(old, new, new_script))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    args = sys.argv[1:]
+    if args and args[0] == "--check":
+        sys.exit(check(args[1], args[2]))
+    main(args[0], args[1])

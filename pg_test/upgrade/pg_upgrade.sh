@@ -26,18 +26,18 @@ done
 ROOT=${BI_PG_UPGRADE_DIR:-/tmp/bi_access_pg_upgrade}
 rm -rf "$ROOT" && mkdir -p "$ROOT"
 
-# This tree's release build for each, laid out by `cargo pgrx package` under
-# the paths its pg_config reports (nothing is installed). 17 builds in
+# This tree's release build for each, laid out by scripts/install.sh under
+# the paths its pg_config reports, inside a staging root (nothing is
+# installed). 17 builds in
 # target/pg17 (scripts/with-pg.sh): after the matrix's install stage it is up
 # to date and packaging only regenerates the SQL. The wheel's 15 has a target
 # directory of its own, target/pg15-wheel, for the reason with-pg.sh gives
 # (a shared one would rebuild everything at each switch of pg_config): its
 # first build is a full one, later ones rebuild bi_access only.
 export PATH=$HOME/.cargo/bin:$PATH
-PGRX_PG_CONFIG_PATH=$OLD_CONFIG CARGO_TARGET_DIR=$PWD/target/pg15-wheel \
-  cargo pgrx package --pg-config "$OLD_CONFIG" --out-dir "$ROOT/pkg15"
-OUT=$ROOT/pkg17 bash scripts/with-pg.sh 17 bash -c \
-  'cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$OUT"'
+PG_MAJOR=15 PG_CONFIG=$OLD_CONFIG PG_FEATURES="" PGRX_PG_CONFIG_PATH=$OLD_CONFIG \
+  CARGO_TARGET_DIR=$PWD/target/pg15-wheel DESTDIR=$ROOT/pkg15 bash scripts/install.sh
+DESTDIR=$ROOT/pkg17 bash scripts/with-pg.sh 17 bash scripts/install.sh
 
 # private_copy PG_CONFIG PACKAGE DEST: bin/, lib/ and share/ of an
 # installation under DEST at their absolute paths (PostgreSQL finds lib/ and
