@@ -6,8 +6,9 @@
 #   per major:  clippy (-D warnings), the #[pg_test]s (cargo pgrx test, as the
 #               postgres user), a release install into that major's server,
 #               the pg_test/ end-to-end suite against a primary + streaming
-#               replica of that major (on 15 also the 0.1.0 -> current
-#               upgrade test: 0.1.0 was released for 15 only; on 17 also
+#               replica of that major (on 15 also README's transcripts
+#               against a new run, and the upgrade test along every released
+#               path: 0.1.0 was released for 15 only; on 17 also
 #               the pg_upgrade 15 -> 17 test), and its .deb
 #   with 15:    the 15 package installed with dpkg -i and its smoke test
 # A failing stage ends its major; the other majors still run, and the run
@@ -53,6 +54,8 @@ for major in "${majors[@]}"; do
     stage "$major" install with "$major" bash scripts/install.sh &&
     stage "$major" pg-test with "$major" bash pg_test/run.sh &&
     if [[ $major == 15 ]]; then
+      # README's transcripts were written on 15 (scripts/five_minutes.py).
+      stage "$major" readme with "$major" python3 scripts/five_minutes.py --check &&
       # 0.1.0 was released for 15 only: its upgrade path exists there.
       stage "$major" upgrade with "$major" bash pg_test/upgrade/run.sh
     elif [[ $major == 17 ]]; then
