@@ -94,9 +94,9 @@ STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'export_key_wrapper';
 CREATE FUNCTION bi_access."import_key"(
-	"key" TEXT /* & str */
+	"key" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'import_key_wrapper';
 CREATE FUNCTION bi_access."reset_key"() RETURNS bigint /* i64 */
@@ -119,6 +119,76 @@ CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'init_key_wrapper';
+CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+CREATE FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+CREATE FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+CREATE FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+CREATE OR REPLACE FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"host" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"sslmode" TEXT,  /* String */
+	"standby" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'targets_wrapper';
+CREATE FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
 CREATE FUNCTION bi_access_internal."credential_state"(
 	"stored" TEXT, /* & str */
 	"role_name" TEXT, /* & str */
@@ -135,85 +205,39 @@ STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'credential_state_wrapper';
-CREATE FUNCTION bi_access_internal."targets"() RETURNS TABLE (
-	"name" TEXT,  /* String */
-	"host" TEXT,  /* String */
-	"port" INT,  /* i32 */
-	"sslmode" TEXT,  /* String */
-	"standby" TEXT  /* Option < String > */
-)
-STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
-SET search_path TO pg_catalog, pg_temp
+CREATE FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'targets_wrapper';
-CREATE FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* & str */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+CREATE FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 CREATE FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* & str */
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'revoke_wrapper';
-CREATE FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-CREATE FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
 )
-STRICT VOLATILE PARALLEL UNSAFE
+STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-CREATE FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* & str */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
 CREATE FUNCTION bi_access_internal."drop_custom_schema"(
 	"org_id" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
-CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-CREATE FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* & str */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-CREATE FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* pg_sys :: Oid */
-	"org_column" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
 CREATE FUNCTION bi_access_internal."generate"(
 	"org_id" TEXT, /* Option < & str > */
 	"label" TEXT, /* Option < & str > */
@@ -224,69 +248,63 @@ CREATE FUNCTION bi_access_internal."generate"(
 	"target" TEXT /* Option < & str > */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
 > */
-VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_wrapper';
-CREATE FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-CREATE FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-CREATE OR REPLACE FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
-CREATE FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
+AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
+CREATE FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* Option < pg_sys :: Oid > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-CREATE FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+CREATE FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-CREATE FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
-CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"org_column" TEXT,  /* String */
-	"reason" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-CREATE FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+CREATE FUNCTION bi_access_internal."after_ddl"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+CREATE FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+CREATE FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 CREATE FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+CREATE FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+CREATE FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+CREATE FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
 CREATE FUNCTION bi_access_internal."set_target"(
 	"name" TEXT, /* Option < & str > */
 	"host" TEXT, /* Option < & str > */
@@ -297,24 +315,6 @@ CREATE FUNCTION bi_access_internal."set_target"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_target_wrapper';
-CREATE FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-CREATE FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
-CREATE FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 
 -- The SQL surface, as sql/api.sql creates it.
 -- bi_access: the SQL surface. Runs after every generated object.
@@ -323,6 +323,8 @@ AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 -- is not executable by PUBLIC, and is granted to its management tier
 -- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end). Each
 -- calls its worker in schema bi_access_internal (Rust), which nobody else may call.
+-- No management function is STRICT: a NULL where NULL means nothing reaches
+-- the worker, which refuses it (22004 naming the argument), never a silent NULL.
 
 CREATE VIEW bi_access.credentials AS
 SELECT c.id,
@@ -391,7 +393,7 @@ COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, t
     'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
 COMMENT ON FUNCTION bi_access.connection_details(name) IS
     'View Details: the connection details again, password included (audited)';
@@ -404,7 +406,7 @@ COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
     'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
 
 CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.revoke(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -413,7 +415,7 @@ COMMENT ON FUNCTION bi_access.revoke(name) IS
     'Disables the login and ends its sessions at commit; status deactivated';
 
 CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.activate(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -421,7 +423,7 @@ $$;
 COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
 
 CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.delete(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -430,7 +432,7 @@ COMMENT ON FUNCTION bi_access.delete(name) IS
     'Ends sessions and drops the role; the record stays, status deleted';
 
 CREATE FUNCTION bi_access.purge(role name) RETURNS void
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.purge(role::text) $$;
 COMMENT ON FUNCTION bi_access.purge(name) IS
     'Removes a deleted credential from the list; the event log keeps its history';
@@ -490,7 +492,7 @@ COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
     'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
 
 CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.hide_table(tbl::oid) $$;
 COMMENT ON FUNCTION bi_access.hide_table(regclass) IS
     'Withdraws a table from BI roles, restores it as it was, and keeps it out of later syncs';
