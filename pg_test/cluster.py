@@ -58,6 +58,9 @@ COMMON_SETTINGS = {
     "shared_preload_libraries": "pg_stat_statements",
     "pg_stat_statements.track": "all",
     "password_encryption": "scram-sha-256",
+    # PREPARE TRANSACTION works (test_rollback.py); a standby needs at least
+    # the primary's value, and gets the same.
+    "max_prepared_transactions": 5,
     # Durability is irrelevant for a cluster that lives for one test session.
     "fsync": "off",
     # The standby reports its replay position every second rather than every

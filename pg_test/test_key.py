@@ -84,6 +84,22 @@ def test_only_superusers_manage_the_key(pair, keyed):
         assert info.value.pgcode == "42501", call
 
 
+@pytest.mark.parametrize("call", ["rotate_key()", "reset_key()", "import_key('bi_access-key-v1:x')"])
+def test_replacing_the_key_needs_read_committed(pair, keyed, call):
+    """A snapshot taken before the call waited for the sealers in flight
+    would miss their passwords: refused (25000) under REPEATABLE READ."""
+    conn = pair.primary.connect(DB)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            with pytest.raises(psycopg2.Error) as info:
+                cur.execute(f"SELECT bi_access.{call}")
+            cur.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert info.value.pgcode == "25000", info.value.pgerror
+
+
 def test_rotation_reseals_every_secret_in_one_call(pair, keyed):
     bi, creds = keyed
     before = pair.primary.value("SELECT fingerprint FROM bi_access.sealing_key", dbname=DB)

@@ -126,9 +126,11 @@ def test_an_org_without_credentials_is_42704(bi, fn):
 
 
 @pytest.mark.parametrize("fn", ["revoke_org", "delete_org"])
-def test_a_null_org_is_42704(bi, fn):
-    with raises_sqlstate("42704"):
+def test_a_null_org_is_22004(bi, fn):
+    """NULL names no org: refused as a NULL argument (issue 27), not looked up."""
+    with raises_sqlstate("22004") as info:
         bi.call(fn, None)
+    assert info.value.diag.message_primary == f"bi_access.{fn}(): org_id must not be NULL"
 
 
 def test_an_org_key_matches_exactly(bi):

@@ -40,8 +40,14 @@ def generated(version: str) -> str:
     """The install script pgrx generates for the code in this tree."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"bi_access--{version}.sql"
-        subprocess.run(["cargo", "pgrx", "schema", "pg15", "--out", str(out)], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1", "CARGO_TERM_COLOR": "never"})
+        # Its progress lines carry colour codes whatever the environment says:
+        # shown only if it fails.
+        run = subprocess.run(["cargo", "pgrx", "schema", "pg15", "--out", str(out)], cwd=ROOT,
+                             capture_output=True, text=True,
+                             env={**os.environ, "NO_COLOR": "1", "CARGO_TERM_COLOR": "never"})
+        if run.returncode != 0:
+            sys.stderr.write(run.stdout + run.stderr)
+            raise SystemExit(f"cargo pgrx schema failed ({run.returncode})")
         return out.read_text()
 
 

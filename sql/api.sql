@@ -4,6 +4,8 @@
 -- is not executable by PUBLIC, and is granted to its management tier
 -- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end). Each
 -- calls its worker in schema bi_access_internal (Rust), which nobody else may call.
+-- No management function is STRICT: a NULL where NULL means nothing reaches
+-- the worker, which refuses it (22004 naming the argument), never a silent NULL.
 
 CREATE VIEW bi_access.credentials AS
 SELECT c.id,
@@ -72,7 +74,7 @@ COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, t
     'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
 COMMENT ON FUNCTION bi_access.connection_details(name) IS
     'View Details: the connection details again, password included (audited)';
@@ -85,7 +87,7 @@ COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
     'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
 
 CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.revoke(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -94,7 +96,7 @@ COMMENT ON FUNCTION bi_access.revoke(name) IS
     'Disables the login and ends its sessions at commit; status deactivated';
 
 CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.activate(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -102,7 +104,7 @@ $$;
 COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
 
 CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.delete(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -111,7 +113,7 @@ COMMENT ON FUNCTION bi_access.delete(name) IS
     'Ends sessions and drops the role; the record stays, status deleted';
 
 CREATE FUNCTION bi_access.purge(role name) RETURNS void
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.purge(role::text) $$;
 COMMENT ON FUNCTION bi_access.purge(name) IS
     'Removes a deleted credential from the list; the event log keeps its history';
@@ -171,7 +173,7 @@ COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
     'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
 
 CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.hide_table(tbl::oid) $$;
 COMMENT ON FUNCTION bi_access.hide_table(regclass) IS
     'Withdraws a table from BI roles, restores it as it was, and keeps it out of later syncs';

@@ -94,9 +94,9 @@ STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'export_key_wrapper';
 CREATE FUNCTION bi_access."import_key"(
-	"key" TEXT /* & str */
+	"key" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'import_key_wrapper';
 CREATE FUNCTION bi_access."reset_key"() RETURNS bigint /* i64 */
@@ -108,9 +108,9 @@ STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 CREATE FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* & str */
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'activate_wrapper';
 CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
@@ -131,10 +131,10 @@ STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_wrapper';
 CREATE FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* & str */
+	"role" TEXT /* Option < & str > */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
 > */
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'connection_details_wrapper';
 CREATE FUNCTION bi_access_internal."credential_state"(
@@ -154,9 +154,9 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 CREATE FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* & str */
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'delete_wrapper';
 CREATE FUNCTION bi_access_internal."delete_org"(
@@ -178,7 +178,7 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'drop_target_wrapper';
 CREATE FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* pg_sys :: Oid */
+	"tbl" oid, /* Option < pg_sys :: Oid > */
 	"org_column" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
@@ -198,13 +198,13 @@ CREATE FUNCTION bi_access_internal."generate"(
 	"target" TEXT /* Option < & str > */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
 > */
-VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_wrapper';
+AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
 CREATE FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* pg_sys :: Oid */
+	"tbl" oid /* Option < pg_sys :: Oid > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
@@ -231,13 +231,13 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
 CREATE FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* & str */
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'purge_wrapper';
 CREATE FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* & str */
+	"role" TEXT, /* Option < & str > */
 	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
 > */
@@ -245,9 +245,9 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
 CREATE FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* & str */
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'revoke_wrapper';
 CREATE FUNCTION bi_access_internal."revoke_org"(
@@ -323,6 +323,8 @@ AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
 -- is not executable by PUBLIC, and is granted to its management tier
 -- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end). Each
 -- calls its worker in schema bi_access_internal (Rust), which nobody else may call.
+-- No management function is STRICT: a NULL where NULL means nothing reaches
+-- the worker, which refuses it (22004 naming the argument), never a silent NULL.
 
 CREATE VIEW bi_access.credentials AS
 SELECT c.id,
@@ -391,7 +393,7 @@ COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, t
     'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
 COMMENT ON FUNCTION bi_access.connection_details(name) IS
     'View Details: the connection details again, password included (audited)';
@@ -404,7 +406,7 @@ COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
     'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
 
 CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.revoke(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -413,7 +415,7 @@ COMMENT ON FUNCTION bi_access.revoke(name) IS
     'Disables the login and ends its sessions at commit; status deactivated';
 
 CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.activate(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -421,7 +423,7 @@ $$;
 COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
 
 CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.delete(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -430,7 +432,7 @@ COMMENT ON FUNCTION bi_access.delete(name) IS
     'Ends sessions and drops the role; the record stays, status deleted';
 
 CREATE FUNCTION bi_access.purge(role name) RETURNS void
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.purge(role::text) $$;
 COMMENT ON FUNCTION bi_access.purge(name) IS
     'Removes a deleted credential from the list; the event log keeps its history';
@@ -490,7 +492,7 @@ COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
     'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
 
 CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.hide_table(tbl::oid) $$;
 COMMENT ON FUNCTION bi_access.hide_table(regclass) IS
     'Withdraws a table from BI roles, restores it as it was, and keeps it out of later syncs';

@@ -7,7 +7,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:60
+-- src/lib.rs:65
 -- bootstrap
 -- bi_access bootstrap: roles, types and tables. Runs before every generated
 -- object of the extension script, in schema bi_access.
@@ -232,13 +232,13 @@ REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/legacy.rs:21
+-- src/legacy.rs:34
 -- bi_access::legacy::before_drop
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:20
+-- src/api.rs:22
 -- bi_access::api::current_org
 CREATE  FUNCTION "current_org"() RETURNS TEXT /* Option < String > */
 STRICT STABLE SECURITY DEFINER PARALLEL SAFE
@@ -247,7 +247,7 @@ AS 'MODULE_PATHNAME', 'current_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:27
+-- src/api.rs:29
 -- bi_access::api::current_org_bigint
 CREATE  FUNCTION "current_org_bigint"() RETURNS bigint /* Option < i64 > */
 STRICT STABLE SECURITY DEFINER PARALLEL SAFE
@@ -256,7 +256,7 @@ AS 'MODULE_PATHNAME', 'current_org_bigint_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:36
+-- src/api.rs:38
 -- bi_access::api::current_org_uuid
 CREATE  FUNCTION "current_org_uuid"() RETURNS uuid /* Option < pgrx :: Uuid > */
 STRICT STABLE SECURITY DEFINER PARALLEL SAFE
@@ -265,7 +265,7 @@ AS 'MODULE_PATHNAME', 'current_org_uuid_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:394
+-- src/key.rs:473
 -- bi_access::key::export_key
 CREATE  FUNCTION "export_key"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -274,36 +274,36 @@ AS 'MODULE_PATHNAME', 'export_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:399
+-- src/key.rs:478
 -- bi_access::key::import_key
 CREATE  FUNCTION "import_key"(
-	"key" TEXT /* & str */
+	"key" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'import_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/legacy.rs:15
+-- src/legacy.rs:28
 -- bi_access::legacy::note_new_tables
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/legacy.rs:42
+-- src/legacy.rs:55
 -- bi_access::legacy::regenerate
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/legacy.rs:28
+-- src/legacy.rs:41
 -- bi_access::legacy::replayed
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:409
+-- src/key.rs:490
 -- bi_access::key::reset_key
 CREATE  FUNCTION "reset_key"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -312,7 +312,7 @@ AS 'MODULE_PATHNAME', 'reset_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:404
+-- src/key.rs:485
 -- bi_access::key::rotate_key
 CREATE  FUNCTION "rotate_key"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -321,96 +321,119 @@ AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/legacy.rs:34
+-- src/legacy.rs:47
 -- bi_access::legacy::sync_one
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:44
+-- src/api.rs:46
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:257
--- bi_access::api::bi_access_internal::sync_end
-CREATE  FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
+-- src/api.rs:129
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:181
+-- bi_access::api::bi_access_internal::set_target
+CREATE  FUNCTION bi_access_internal."set_target"(
+	"name" TEXT, /* Option < & str > */
+	"host" TEXT, /* Option < & str > */
+	"port" INT, /* Option < i32 > */
+	"sslmode" TEXT, /* Option < & str > */
+	"standby" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:307
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:280
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- src/api.rs:251
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:107
+-- src/api.rs:101
+-- bi_access::api::bi_access_internal::connection_details
+CREATE  FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:337
+-- bi_access::api::bi_access_internal::sync_tables
+CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:124
 -- bi_access::api::bi_access_internal::activate
 CREATE  FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* & str */
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:102
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:149
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
+-- src/api.rs:176
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
 	"org_id" TEXT /* Option < & str > */
 ) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:117
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:181
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:126
+-- src/api.rs:143
 -- bi_access::api::bi_access_internal::credential_state
 CREATE  FUNCTION bi_access_internal."credential_state"(
 	"stored" TEXT, /* & str */
@@ -431,7 +454,82 @@ AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:188
+-- src/api.rs:72
+-- bi_access::api::bi_access_internal::generate
+CREATE  FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:209
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:134
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:119
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:330
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:287
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:216
 -- bi_access::api::bi_access_internal::targets
 CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
 	"name" TEXT,  /* String */
@@ -447,20 +545,18 @@ AS 'MODULE_PATHNAME', 'targets_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:94
--- bi_access::api::bi_access_internal::regenerate
-CREATE  FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* & str */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
+-- src/api.rs:201
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:222
+-- src/api.rs:256
 -- bi_access::api::bi_access_internal::check
 CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
 	"severity" TEXT,  /* String */
@@ -474,29 +570,29 @@ AS 'MODULE_PATHNAME', 'check_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:154
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
+-- src/api.rs:301
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:112
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* & str */
+-- src/api.rs:293
+-- bi_access::api::bi_access_internal::sync_end
+CREATE  FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:50
+-- src/api.rs:52
 -- bi_access::api::bi_access_internal::org_lookup_support
 CREATE  FUNCTION bi_access_internal."org_lookup_support"(
 	"request" internal /* pgrx :: Internal */
@@ -507,93 +603,18 @@ AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:159
--- bi_access::api::bi_access_internal::set_target
-CREATE  FUNCTION bi_access_internal."set_target"(
-	"name" TEXT, /* Option < & str > */
-	"host" TEXT, /* Option < & str > */
-	"port" INT, /* Option < i32 > */
-	"sslmode" TEXT, /* Option < & str > */
-	"standby" TEXT /* Option < & str > */
-) RETURNS void
+-- src/api.rs:171
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_target_wrapper';
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:244
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:291
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:298
--- bi_access::api::bi_access_internal::sync_tables
-CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:263
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:269
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:67
--- bi_access::api::bi_access_internal::generate
-CREATE  FUNCTION bi_access_internal."generate"(
-	"org_id" TEXT, /* Option < & str > */
-	"label" TEXT, /* Option < & str > */
-	"org_name" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"connection_limit" INT, /* Option < i32 > */
-	"scope" TEXT, /* Option < & str > */
-	"target" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:274
+-- src/api.rs:312
 -- bi_access::api::bi_access_internal::unsynced_tables
 CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
@@ -606,60 +627,39 @@ AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:88
--- bi_access::api::bi_access_internal::connection_details
-CREATE  FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* & str */
+-- src/api.rs:109
+-- bi_access::api::bi_access_internal::regenerate
+CREATE  FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
 > */
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:211
+-- src/api.rs:242
 -- bi_access::api::bi_access_internal::hide_table
 CREATE  FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* pg_sys :: Oid */
+	"tbl" oid /* Option < pg_sys :: Oid > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:206
+-- src/api.rs:234
 -- bi_access::api::bi_access_internal::expose_table
 CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* pg_sys :: Oid */
+	"tbl" oid, /* Option < pg_sys :: Oid > */
 	"org_column" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:176
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:217
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -677,12 +677,12 @@ AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:425
+-- src/key.rs:506
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:429
+-- src/key.rs:512
 -- bi_access::key::bi_access_internal::init_key
 CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
@@ -691,7 +691,7 @@ AS 'MODULE_PATHNAME', 'init_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:435
+-- src/key.rs:518
 -- bi_access::key::bi_access_internal::adopt_key_file
 CREATE  FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
@@ -700,7 +700,7 @@ AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:441
+-- src/key.rs:526
 -- requires:
 --   api
 --   bi_access_internal::init_key
@@ -709,7 +709,7 @@ SELECT bi_access_internal.init_key();
 REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 
 
--- src/lib.rs:61
+-- src/lib.rs:66
 -- finalize
 -- bi_access: the SQL surface. Runs after every generated object.
 --
@@ -717,6 +717,8 @@ REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 -- is not executable by PUBLIC, and is granted to its management tier
 -- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end). Each
 -- calls its worker in schema bi_access_internal (Rust), which nobody else may call.
+-- No management function is STRICT: a NULL where NULL means nothing reaches
+-- the worker, which refuses it (22004 naming the argument), never a silent NULL.
 
 CREATE VIEW bi_access.credentials AS
 SELECT c.id,
@@ -785,7 +787,7 @@ COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, t
     'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
 COMMENT ON FUNCTION bi_access.connection_details(name) IS
     'View Details: the connection details again, password included (audited)';
@@ -798,7 +800,7 @@ COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
     'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
 
 CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.revoke(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -807,7 +809,7 @@ COMMENT ON FUNCTION bi_access.revoke(name) IS
     'Disables the login and ends its sessions at commit; status deactivated';
 
 CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.activate(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -815,7 +817,7 @@ $$;
 COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
 
 CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.delete(role::text);
     SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
@@ -824,7 +826,7 @@ COMMENT ON FUNCTION bi_access.delete(name) IS
     'Ends sessions and drops the role; the record stays, status deleted';
 
 CREATE FUNCTION bi_access.purge(role name) RETURNS void
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.purge(role::text) $$;
 COMMENT ON FUNCTION bi_access.purge(name) IS
     'Removes a deleted credential from the list; the event log keeps its history';
@@ -884,7 +886,7 @@ COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
     'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
 
 CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
-LANGUAGE sql STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT bi_access_internal.hide_table(tbl::oid) $$;
 COMMENT ON FUNCTION bi_access.hide_table(regclass) IS
     'Withdraws a table from BI roles, restores it as it was, and keeps it out of later syncs';

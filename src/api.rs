@@ -2,7 +2,9 @@
 //! functions of schema `bi_access` with their exact SQL types (name,
 //! regclass), SECURITY DEFINER and a pinned search_path; each calls one of
 //! these, which PUBLIC cannot execute. Here errors become PostgreSQL errors
-//! with their SQLSTATE (`or_raise`).
+//! with their SQLSTATE (`or_raise`), and each call passes its entry checks
+//! first (src/entry.rs: a primary for a call that writes, SQL objects of
+//! this library's version, no NULL where NULL means nothing).
 
 use pgrx::prelude::*;
 
@@ -60,12 +62,15 @@ mod bi_access_internal {
     }
 
     use crate::credentials::{self, Request};
-    use crate::error::or_raise;
+    use crate::entry::Call;
+    use crate::error::{or_raise, Result};
     use crate::exposure;
     use crate::targets;
 
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn generate(
+    /// Its symbol is neither 0.1.0's nor 0.2.0's `generate`, which took
+    /// other arguments (see `legacy`).
+    #[pg_extern(volatile, parallel_unsafe, name = "generate")]
+    fn generate_credential(
         org_id: Option<&str>,
         label: Option<&str>,
         org_name: Option<&str>,
@@ -74,49 +79,61 @@ mod bi_access_internal {
         scope: Option<&str>,
         target: Option<&str>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
-        or_raise(credentials::generate(Request {
-            org_id,
-            label,
-            org_name,
-            valid_until,
-            connection_limit,
-            scope,
-            target,
-        }))
+        or_raise((|| {
+            let call = Call::management("generate")?;
+            credentials::generate(Request {
+                org_id: call.required("org_id", org_id)?,
+                label: call.required("label", label)?,
+                org_name,
+                valid_until,
+                connection_limit,
+                scope: call.required("scope", scope)?,
+                target,
+            })
+        })())
+    }
+
+    /// A call that takes one role, which must be given.
+    fn on_role<T>(name: &'static str, role: Option<&str>, f: impl FnOnce(&str) -> Result<T>) -> T {
+        or_raise(Call::management(name).and_then(|call| f(call.required("role", role)?)))
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn connection_details(role: &str) -> pgrx::composite_type!('static, "bi_access.connection") {
-        or_raise(credentials::connection_details(role))
+    fn connection_details(
+        role: Option<&str>,
+    ) -> pgrx::composite_type!('static, "bi_access.connection") {
+        on_role("connection_details", role, credentials::connection_details)
     }
 
     /// Its symbol is not 0.1.0's `regenerate` (see `legacy`).
     #[pg_extern(volatile, parallel_unsafe, name = "regenerate")]
     fn regenerate_until(
-        role: &str,
+        role: Option<&str>,
         valid_until: Option<TimestampWithTimeZone>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
-        or_raise(credentials::regenerate(role, valid_until))
+        on_role("regenerate", role, |role| {
+            credentials::regenerate(role, valid_until)
+        })
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn revoke(role: &str) {
-        or_raise(credentials::revoke(role))
+    fn revoke(role: Option<&str>) {
+        on_role("revoke", role, credentials::revoke)
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn activate(role: &str) {
-        or_raise(credentials::activate(role))
+    fn activate(role: Option<&str>) {
+        on_role("activate", role, credentials::activate)
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn delete(role: &str) {
-        or_raise(credentials::delete(role))
+    fn delete(role: Option<&str>) {
+        on_role("delete", role, credentials::delete)
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn purge(role: &str) {
-        or_raise(credentials::purge(role))
+    fn purge(role: Option<&str>) {
+        on_role("purge", role, credentials::purge)
     }
 
     /// The status a credential shows, and why when it failed: the
@@ -146,14 +163,19 @@ mod bi_access_internal {
         TableIterator::once((status.as_str().to_string(), problem))
     }
 
+    /// A call that takes one org key, which must be given.
+    fn on_org<T>(name: &'static str, org_id: Option<&str>, f: impl FnOnce(&str) -> Result<T>) -> T {
+        or_raise(Call::management(name).and_then(|call| f(call.required("org_id", org_id)?)))
+    }
+
     #[pg_extern(volatile, parallel_unsafe)]
     fn revoke_org(org_id: Option<&str>) -> Vec<String> {
-        or_raise(credentials::revoke_org(org_id))
+        on_org("revoke_org", org_id, credentials::revoke_org)
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn delete_org(org_id: Option<&str>) -> Vec<String> {
-        or_raise(credentials::delete_org(org_id))
+        on_org("delete_org", org_id, credentials::delete_org)
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
@@ -164,23 +186,29 @@ mod bi_access_internal {
         sslmode: Option<&str>,
         standby: Option<&str>,
     ) {
-        or_raise(targets::set_target(targets::Definition {
-            name,
-            host,
-            port,
-            sslmode,
-            standby,
-        }))
+        or_raise((|| {
+            let call = Call::management("set_target")?;
+            targets::set_target(targets::Definition {
+                name: call.required("name", name)?,
+                host: call.required("host", host)?,
+                port: call.required("port", port)?,
+                sslmode,
+                standby,
+            })
+        })())
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn drop_target(name: Option<&str>) {
-        or_raise(targets::drop_target(name))
+        or_raise(
+            Call::management("drop_target")
+                .and_then(|call| targets::drop_target(call.required("name", name)?)),
+        )
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn drop_custom_schema(org_id: Option<&str>) {
-        or_raise(crate::custom_schema::drop(org_id))
+        on_org("drop_custom_schema", org_id, crate::custom_schema::drop)
     }
 
     /// The rows of the targets view, `default` first, each with its
@@ -204,19 +232,25 @@ mod bi_access_internal {
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) {
-        or_raise(exposure::expose_table(tbl, org_column))
+    fn expose_table(tbl: Option<pg_sys::Oid>, org_column: Option<&str>) {
+        or_raise(
+            Call::management("expose_table")
+                .and_then(|call| exposure::expose_table(call.required("tbl", tbl)?, org_column)),
+        )
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn hide_table(tbl: pg_sys::Oid) {
-        or_raise(exposure::hide_table(tbl))
+    fn hide_table(tbl: Option<pg_sys::Oid>) {
+        or_raise(
+            Call::management("hide_table")
+                .and_then(|call| exposure::hide_table(call.required("tbl", tbl)?)),
+        )
     }
 
     /// One table of `CALL bi_access.sync()`: whether it changed.
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_table(tbl: pg_sys::Oid) -> bool {
-        or_raise(exposure::sync_table(tbl)).changed()
+        or_raise(Call::management("sync").and_then(|_| exposure::sync_table(tbl))).changed()
     }
 
     #[pg_extern(stable, parallel_unsafe)]
@@ -229,21 +263,23 @@ mod bi_access_internal {
             name!(fix, String),
         ),
     > {
-        let rows = or_raise(crate::health::check()).into_iter().map(|finding| {
-            (
-                finding.severity.to_string(),
-                finding.object,
-                finding.finding,
-                finding.fix,
-            )
-        });
+        let rows = or_raise(Call::reading("check").and_then(|_| crate::health::check()))
+            .into_iter()
+            .map(|finding| {
+                (
+                    finding.severity.to_string(),
+                    finding.object,
+                    finding.finding,
+                    finding.fix,
+                )
+            });
         TableIterator::new(rows.collect::<Vec<_>>())
     }
 
     /// The steps of `CALL bi_access.sync()`, which commits between them.
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_begin() -> Vec<pg_sys::Oid> {
-        or_raise(exposure::sync_begin())
+        or_raise(Call::management("sync").and_then(|_| exposure::sync_begin()))
     }
 
     /// For the credentials view: `syncing` while CALL bi_access.sync() runs.
@@ -256,7 +292,9 @@ mod bi_access_internal {
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) {
-        or_raise(exposure::sync_end(synced, unchanged, skipped))
+        or_raise(
+            Call::management("sync").and_then(|_| exposure::sync_end(synced, unchanged, skipped)),
+        )
     }
 
     /// Called by the ddl_command_end event trigger.
@@ -280,9 +318,10 @@ mod bi_access_internal {
             name!(reason, String),
         ),
     > {
-        let rows = or_raise(exposure::unsynced_tables())
-            .into_iter()
-            .map(|pending| (pending.tbl, pending.org_column, pending.reason.to_string()));
+        let rows =
+            or_raise(Call::reading("unsynced_tables").and_then(|_| exposure::unsynced_tables()))
+                .into_iter()
+                .map(|pending| (pending.tbl, pending.org_column, pending.reason.to_string()));
         TableIterator::new(rows.collect::<Vec<_>>())
     }
 
@@ -297,7 +336,7 @@ mod bi_access_internal {
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_tables() -> TableIterator<'static, (name!(tbl, pg_sys::Oid), name!(action, String))> {
-        let rows = or_raise(exposure::sync_tables())
+        let rows = or_raise(Call::management("sync_tables").and_then(|_| exposure::sync_tables()))
             .into_iter()
             .map(|(tbl, action)| (tbl, action.as_str().to_string()));
         TableIterator::new(rows.collect::<Vec<_>>())

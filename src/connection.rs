@@ -29,6 +29,11 @@ pub struct Org<'a> {
 
 impl Details {
     pub fn new(username: &str, password: String, org: &Org, target: &Target) -> Result<Self> {
+        // Named targets are checked by set_target; `default`'s host is a
+        // setting, which a URL must not carry as `[h:5432]` either.
+        if target.name == crate::targets::DEFAULT {
+            crate::input::host("bi_access.host", &target.host, crate::targets::MAX_HOST_LEN)?;
+        }
         let (scope, custom_schema) = crate::custom_schema::of_credential(username)?;
         Ok(Details {
             host: target.host.clone(),
@@ -113,15 +118,33 @@ impl Details {
     }
 }
 
+/// `bi_access.display_name_format` with its placeholders expanded in one
+/// pass: a value that itself contains `{org_id}` or `{label}` (an org name
+/// is the caller's text) is inserted as it is, never expanded again.
 pub fn display_name(format: &str, org: &Org) -> String {
     let org_name = org
         .org_name
         .filter(|name| !name.is_empty())
         .unwrap_or(org.org_id);
-    format
-        .replace("{org_name}", org_name)
-        .replace("{org_id}", org.org_id)
-        .replace("{label}", org.label)
+    let placeholders = [
+        ("{org_name}", org_name),
+        ("{org_id}", org.org_id),
+        ("{label}", org.label),
+    ];
+    let mut out = String::with_capacity(format.len());
+    let mut rest = format;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let at = &rest[start..];
+        let (value, consumed) = placeholders
+            .iter()
+            .find(|(placeholder, _)| at.starts_with(placeholder))
+            .map_or(("{", 1), |(placeholder, value)| (*value, placeholder.len()));
+        out.push_str(value);
+        rest = &at[consumed..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// RFC 3986: everything but the unreserved characters is percent-encoded.
@@ -199,6 +222,19 @@ mod unit {
         assert_eq!(
             display_name("{org_name} ({label})", &named),
             "Acme (default)"
+        );
+    }
+
+    #[test]
+    fn placeholders_are_expanded_once() {
+        let org = Org {
+            org_id: "42",
+            org_name: Some("{org_id}{label}{org_name}"),
+            label: "{org_id}",
+        };
+        assert_eq!(
+            display_name("BI - {org_name} [{label}] {", &org),
+            "BI - {org_id}{label}{org_name} [{org_id}] {"
         );
     }
 }

@@ -11,6 +11,7 @@ use crate::audit;
 use crate::connection::{Details, Org};
 use crate::custom_schema;
 use crate::error::{internal, BiError, Result};
+use crate::input;
 use crate::key;
 use crate::records::{self, Record, Subject};
 use crate::roles::{self, LoginOptions};
@@ -22,16 +23,18 @@ use crate::targets;
 
 const MAX_ORG_ID_LEN: usize = 256;
 const MAX_LABEL_LEN: usize = 63;
+const MAX_ORG_NAME_LEN: usize = 256;
 const MAX_CONNECTION_LIMIT: i32 = 10_000;
 
-/// What generate is asked for.
+/// What generate is asked for (NULL where NULL has a meaning: no org
+/// name, the default expiry, connection limit and target).
 pub struct Request<'a> {
-    pub org_id: Option<&'a str>,
-    pub label: Option<&'a str>,
+    pub org_id: &'a str,
+    pub label: &'a str,
     pub org_name: Option<&'a str>,
     pub valid_until: Option<TimestampWithTimeZone>,
     pub connection_limit: Option<i32>,
-    pub scope: Option<&'a str>,
+    pub scope: &'a str,
     pub target: Option<&'a str>,
 }
 
@@ -46,7 +49,7 @@ pub fn generate(
         .connection_limit
         .unwrap_or_else(settings::default_connection_limit);
     let target = targets::for_generate(request.target)?;
-    let scope = custom_schema::scope(request.scope)?;
+    let scope = custom_schema::scope(Some(request.scope))?;
     custom_schema::check_target(scope, &target)?;
     replace_failed(org_id, label)?;
 
@@ -74,6 +77,7 @@ pub fn generate(
     let options = LoginOptions {
         valid_until,
         connection_limit: Some(connection_limit),
+        login: true,
     };
     roles::create_login(&role, &roles::reader_group()?, &options)?;
     custom_schema::join(&role, org_id, scope)?;
@@ -130,6 +134,9 @@ pub fn regenerate(
     role: &str,
     valid_until: Option<TimestampWithTimeZone>,
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
+    // The key before the record, as generate takes it: rotate_key holds the
+    // key and then locks every sealed record.
+    let key = key::for_sealing()?;
     let (mut record, status) = open(role)?;
     match Action::Regenerate.rule(status) {
         Rule::Allow => {}
@@ -150,7 +157,7 @@ pub fn regenerate(
     if let Some(until) = &until {
         roles::set_valid_until(role, until)?;
     }
-    let (password, sealed, sealed_with) = new_password(role, &key::for_sealing()?)?;
+    let (password, sealed, sealed_with) = new_password(role, &key)?;
     // The new password is usable on the target's standby once replayed: a
     // live credential is pending until then (a deactivated one stays so).
     let stored = if target.standby.is_some() && record.stored.is_live() {
@@ -218,7 +225,7 @@ fn delete_locked(record: &Record, mut detail: serde_json::Value) -> Result<()> {
 /// Offboarding, or an incident: every credential of the org that revoke
 /// accepts is revoked, in one transaction; one `revoke` event per credential
 /// and one `revoke_org` for the call. Returns the roles revoked.
-pub fn revoke_org(org_id: Option<&str>) -> Result<Vec<String>> {
+pub fn revoke_org(org_id: &str) -> Result<Vec<String>> {
     for_org(
         "revoke_org",
         org_id,
@@ -229,17 +236,16 @@ pub fn revoke_org(org_id: Option<&str>) -> Result<Vec<String>> {
 
 /// Every current credential of the org is deleted, in one transaction; its
 /// custom schema stays. Events as revoke_org's. Returns the roles deleted.
-pub fn delete_org(org_id: Option<&str>) -> Result<Vec<String>> {
+pub fn delete_org(org_id: &str) -> Result<Vec<String>> {
     for_org("delete_org", org_id, Status::is_current, delete_locked)
 }
 
 fn for_org(
     action: &'static str,
-    org_id: Option<&str>,
+    org_id: &str,
     applies: impl Fn(Status) -> bool,
     apply: impl Fn(&Record, serde_json::Value) -> Result<()>,
 ) -> Result<Vec<String>> {
-    let org_id = org_id.unwrap_or_default();
     // Every record of the org locked in one order, then read one by one as
     // the single calls do.
     let roles = records::lock_org(org_id)?;
@@ -299,17 +305,15 @@ fn allow(action: Action, record: &Record, status: Status) -> Result<()> {
 /// The org key and label, checked; 22023 for anything generate cannot use.
 fn validate<'a>(request: &Request<'a>) -> Result<(&'a str, &'a str)> {
     let bad = |what: String| Err(BiError::InvalidParameter(what));
-    let org_id = request.org_id.unwrap_or_default();
-    let label = request.label.unwrap_or_default();
+    let (org_id, label) = (request.org_id, request.label);
     if org_id.trim().is_empty() || org_id.len() > MAX_ORG_ID_LEN {
         return bad(format!(
             "org_id must be 1 to {MAX_ORG_ID_LEN} bytes and not blank"
         ));
     }
-    if label.trim().is_empty() || label.len() > MAX_LABEL_LEN {
-        return bad(format!(
-            "label must be 1 to {MAX_LABEL_LEN} bytes and not blank"
-        ));
+    input::name("label", label, MAX_LABEL_LEN)?;
+    if let Some(org_name) = request.org_name {
+        input::display_text("org_name", org_name, MAX_ORG_NAME_LEN)?;
     }
     match request.connection_limit {
         Some(limit) if limit != -1 && !(1..=MAX_CONNECTION_LIMIT).contains(&limit) => bad(format!(
@@ -367,18 +371,29 @@ fn new_password(role: &str, key: &key::SealingKey) -> Result<(String, Vec<u8>, S
     Ok((password, sealed, key.fingerprint.clone()))
 }
 
-/// The role of a record whose role is gone, as generate made it, with the
-/// record's expiry and connection limit; the record is current again (and
-/// `record` says so: its stored status and its role's oid).
+/// The role of a record whose role is gone (a restore without roles, a
+/// role dropped by hand), as generate made it, in the state the record
+/// says it was and never more: a deactivated credential comes back NOLOGIN
+/// and deactivated, an expired one with its past VALID UNTIL, each with its
+/// connection limit; a read_write one in its org's custom schema, whose
+/// groups are created again if the restore lost them (its data stays). The
+/// record is current again (and `record` says so: its stored status and its
+/// role's oid).
 fn recreate_role(record: &mut Record) -> Result<()> {
+    let deactivated = record.stored == Status::Deactivated;
     let options = LoginOptions {
         valid_until: record.valid_until.clone(),
         connection_limit: record.connection_limit,
+        login: !deactivated,
     };
     roles::create_login(&record.role, &roles::reader_group()?, &options)?;
     let (scope, _) = custom_schema::of_credential(&record.role)?;
     custom_schema::join(&record.role, &record.org_id, &scope)?;
-    let status = first_status(settings::replica_application_name().is_some());
+    let status = if deactivated {
+        Status::Deactivated
+    } else {
+        first_status(record.target()?.standby.is_some())
+    };
     records::set_recreated(record, status)?;
     record.stored = status;
     record.role_oid =

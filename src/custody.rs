@@ -246,7 +246,9 @@ mod bi_access_internal {
     /// Called once by the update from 0.1.0: 0.1.0 left its roles unmarked.
     #[pg_extern(volatile, parallel_unsafe)]
     fn mark_credentials() -> i64 {
-        crate::error::or_raise(super::mark_unmarked())
+        crate::error::or_raise(
+            crate::entry::Call::management("mark_credentials").and_then(|_| super::mark_unmarked()),
+        )
     }
 }
 

@@ -51,7 +51,8 @@ pub fn scope(asked: Option<&str>) -> Result<&'static str> {
         READ => Ok(READ),
         READ_WRITE => Ok(READ_WRITE),
         other => Err(BiError::InvalidParameter(format!(
-            "scope {other:?} is not one of: read, read_write"
+            "scope {} is not one of: read, read_write",
+            crate::input::shown(other)
         ))),
     }
 }
@@ -95,10 +96,21 @@ pub fn find(org_id: &str) -> Result<Option<CustomSchema>> {
     )
 }
 
+/// The org's custom schema with its groups, if it has one: a restore
+/// without roles brings back its row, the schema and its data, but not its
+/// groups, which are then created again (`restore_groups`).
+fn find_whole(org_id: &str) -> Result<Option<CustomSchema>> {
+    let Some(schema) = find(org_id)? else {
+        return Ok(None);
+    };
+    restore_groups(org_id, &schema)?;
+    Ok(Some(schema))
+}
+
 /// The org's custom schema, created if it has none yet. Concurrent calls
 /// for one org serialize on the row's primary key: one creates it.
 fn ensure(org_id: &str, new_role: &str) -> Result<CustomSchema> {
-    if let Some(existing) = find(org_id)? {
+    if let Some(existing) = find_whole(org_id)? {
         return Ok(existing);
     }
     let suffix = suffix();
@@ -120,26 +132,17 @@ fn ensure(org_id: &str, new_role: &str) -> Result<CustomSchema> {
     if inserted.is_none() {
         return find(org_id)?.ok_or_else(|| BiError::NoCustomSchema(org_id.into()));
     }
-    let (name, owner, reader) = (
-        quote_identifier(&schema.name),
-        quote_identifier(&schema.owner),
-        quote_identifier(&schema.reader),
-    );
-    for statement in [
-        format!("CREATE ROLE {owner} NOLOGIN NOINHERIT"),
-        format!("CREATE ROLE {reader} NOLOGIN NOINHERIT"),
-        format!("CREATE SCHEMA {name} AUTHORIZATION {owner}"),
-        format!("REVOKE ALL ON SCHEMA {name} FROM PUBLIC"),
-        format!("GRANT USAGE ON SCHEMA {name} TO {reader}"),
-        // What the owner group itself comes to own (a deleted credential's
-        // objects, or objects made under SET ROLE before 16) stays readable.
-        format!(
-            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {name} GRANT SELECT ON TABLES TO {reader}"
-        ),
-    ] {
-        Spi::run(&statement)?;
+    for group in [&schema.owner, &schema.reader] {
+        create_group(group)?;
     }
+    Spi::run(&format!(
+        "CREATE SCHEMA {} AUTHORIZATION {}",
+        quote_identifier(&schema.name),
+        quote_identifier(&schema.owner)
+    ))?;
+    grant_schema(&schema)?;
     // Every other current credential of the org reads it from now on.
+    let reader = quote_identifier(&schema.reader);
     for role in records::current_roles_of_org(org_id, new_role)? {
         Spi::run(&compat::grant_membership_sql(
             std::slice::from_ref(&reader),
@@ -149,13 +152,98 @@ fn ensure(org_id: &str, new_role: &str) -> Result<CustomSchema> {
     Ok(schema)
 }
 
+fn create_group(group: &str) -> Result<()> {
+    Spi::run(&format!(
+        "CREATE ROLE {} NOLOGIN NOINHERIT",
+        quote_identifier(group)
+    ))?;
+    Ok(())
+}
+
+/// The schema's own privileges: no PUBLIC, USAGE for the reader group, and
+/// SELECT for it on what the owner group comes to own (a deleted
+/// credential's objects, or objects made under SET ROLE before 16).
+fn grant_schema(schema: &CustomSchema) -> Result<()> {
+    let (name, owner, reader) = (
+        quote_identifier(&schema.name),
+        quote_identifier(&schema.owner),
+        quote_identifier(&schema.reader),
+    );
+    for statement in [
+        format!("REVOKE ALL ON SCHEMA {name} FROM PUBLIC"),
+        format!("GRANT USAGE ON SCHEMA {name} TO {reader}"),
+        format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {name} GRANT SELECT ON TABLES TO {reader}"
+        ),
+    ] {
+        Spi::run(&statement)?;
+    }
+    Ok(())
+}
+
+/// After a restore without roles: the org's custom schema groups are
+/// created again, and the schema and every relation in it that a role of
+/// the org no longer owns (the restore left them to whoever ran it) go to
+/// the owner group, readable by the reader group. Nothing in the schema is
+/// dropped; a schema that is gone is created again, empty.
+fn restore_groups(org_id: &str, schema: &CustomSchema) -> Result<()> {
+    let mut missing = Vec::new();
+    for group in [&schema.owner, &schema.reader] {
+        if !crate::roles::exists(group)? {
+            missing.push(group.as_str());
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for group in &missing {
+        create_group(group)?;
+    }
+    let (name, owner) = (
+        quote_identifier(&schema.name),
+        quote_identifier(&schema.owner),
+    );
+    let schema_exists = db::first::<bool>(
+        "SELECT true FROM pg_catalog.pg_namespace WHERE nspname = $1",
+        &[schema.name.as_str().into()],
+    )?
+    .is_some();
+    if schema_exists {
+        Spi::run(&format!("ALTER SCHEMA {name} OWNER TO {owner}"))?;
+    } else {
+        Spi::run(&format!("CREATE SCHEMA {name} AUTHORIZATION {owner}"))?;
+    }
+    grant_schema(schema)?;
+    let strays = records::custom_schema_relations_to_reown(&schema.name, &schema.owner, org_id)?;
+    for (kind, relation) in &strays {
+        Spi::run(&format!("ALTER {kind} {relation} OWNER TO {owner}"))?;
+    }
+    Spi::run(&format!(
+        "GRANT SELECT ON ALL TABLES IN SCHEMA {name} TO {}",
+        quote_identifier(&schema.reader)
+    ))?;
+    audit::record(
+        "restore_custom_schema",
+        &Subject {
+            role_name: None,
+            org_id: Some(org_id),
+        },
+        json!({
+            "schema": schema.name,
+            "groups_created": missing,
+            "schema_created": !schema_exists,
+            "relations_given_to_owner_group": strays.len(),
+        }),
+    )
+}
+
 /// Gives a new credential role what its scope needs of its org's custom
 /// schema; returns the schema's name for a read_write credential. A read
 /// credential joins the reader group if the org has a schema already.
 pub fn join(role: &str, org_id: &str, scope: &str) -> Result<Option<String>> {
     let quoted = quote_identifier(role);
     if scope != READ_WRITE {
-        if let Some(schema) = find(org_id)? {
+        if let Some(schema) = find_whole(org_id)? {
             Spi::run(&compat::grant_membership_sql(
                 &[quote_identifier(&schema.reader)],
                 &quoted,
@@ -229,8 +317,7 @@ pub fn heir_of(role: &str) -> Result<Option<String>> {
 /// Drops the org's custom schema with everything in it, and its groups.
 /// 42704 when the org has none; 55000 while a current read_write credential
 /// of the org exists.
-pub fn drop(org_id: Option<&str>) -> Result<()> {
-    let org_id = org_id.unwrap_or_default();
+pub fn drop(org_id: &str) -> Result<()> {
     let Some(schema) = read_row(
         "SELECT schema_name::text, owner_role::text, reader_role::text \
          FROM bi_access.custom_schema WHERE org_id = $1 FOR UPDATE",

@@ -19,7 +19,7 @@ pub enum BiError {
         role: Option<String>,
     },
 
-    #[error("no bi_access credential has the role {0:?}")]
+    #[error("no bi_access credential has the role {}", crate::input::shown(.0))]
     NoSuchCredential(String),
 
     #[error("bi_access credential {role:?} is {status}; {action} needs it {needs}")]
@@ -30,7 +30,7 @@ pub enum BiError {
         needs: &'static str,
     },
 
-    #[error("target {0:?} does not exist")]
+    #[error("target {} does not exist", crate::input::shown(.0))]
     NoSuchTarget(String),
 
     #[error("target {target:?} is used by {credentials} current credential(s)")]
@@ -39,13 +39,13 @@ pub enum BiError {
     #[error("bi_access credential {role:?} points at target {target:?}, which no longer exists")]
     TargetGone { role: String, target: String },
 
-    #[error("org {0:?} has no bi_access credential")]
+    #[error("org {} has no bi_access credential", crate::input::shown(.0))]
     NoSuchOrg(String),
 
     #[error("a read_write credential writes on the primary, but target {0:?} points at a standby")]
     ReadWriteOnStandby(String),
 
-    #[error("org {0:?} has no custom schema")]
+    #[error("org {} has no custom schema", crate::input::shown(.0))]
     NoCustomSchema(String),
 
     #[error(
@@ -130,6 +130,40 @@ pub enum BiError {
     #[error(transparent)]
     Secret(#[from] SecretError),
 
+    /// A call that writes, on a standby (src/entry.rs).
+    #[error("bi_access.{call}() changes the database, and this server is a standby (in recovery)")]
+    OnStandby {
+        call: &'static str,
+        /// "host H port P" of the primary it replays from, when known.
+        primary: Option<String>,
+    },
+
+    /// An older version's SQL objects calling this library (src/entry.rs).
+    #[error(
+        "bi_access's SQL objects in this database are version {installed} and its library is {}: \
+         run ALTER EXTENSION bi_access UPDATE",
+        crate::entry::LIBRARY_VERSION
+    )]
+    SqlBehind { installed: String },
+
+    #[error("bi_access.{call}(): {argument} must not be NULL")]
+    NullArgument {
+        call: &'static str,
+        argument: &'static str,
+    },
+
+    /// PREPARE TRANSACTION after a call that ends sessions at commit
+    /// (src/sessions.rs).
+    #[error(
+        "cannot PREPARE a transaction that revoked, regenerated or deleted a bi_access credential"
+    )]
+    PrepareAfterEndingSessions,
+
+    /// A call that re-seals every password under a transaction snapshot,
+    /// which would miss passwords sealed by transactions it waited for.
+    #[error("bi_access.{0}() must run in a READ COMMITTED transaction")]
+    NeedsReadCommitted(&'static str),
+
     #[error("internal error: {0}")]
     Internal(String),
 
@@ -182,6 +216,11 @@ impl BiError {
             BiError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
+            BiError::OnStandby { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            BiError::SqlBehind { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            BiError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            BiError::PrepareAfterEndingSessions => ERRCODE_FEATURE_NOT_SUPPORTED,
+            BiError::NeedsReadCommitted(_) => ERRCODE_INVALID_TRANSACTION_STATE,
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -272,6 +311,25 @@ impl BiError {
             BiError::TooManyConnections(_) => Some(
                 "Close another session of this organization's BI tools, or ask its administrator to raise the limit."
                     .into(),
+            ),
+            BiError::OnStandby { call, primary } => Some(match primary {
+                Some(primary) => format!(
+                    "Call bi_access.{call}() on the primary ({primary}, the server this standby replays from)."
+                ),
+                None => format!("Call bi_access.{call}() on the primary."),
+            }),
+            BiError::SqlBehind { .. } => Some(
+                "A package upgrade replaced the library; run ALTER EXTENSION bi_access UPDATE in every \
+                 database that has bi_access. Until then BI logins keep working and management calls are refused."
+                    .into(),
+            ),
+            BiError::PrepareAfterEndingSessions => Some(
+                "The credential's open sessions end when the transaction commits, in the session that \
+                 commits it: commit it without PREPARE TRANSACTION."
+                    .into(),
+            ),
+            BiError::NeedsReadCommitted(_) => Some(
+                "Run it on its own, in a READ COMMITTED transaction (the default).".into(),
             ),
             BiError::Secret(error) => error.hint(),
             _ => None,

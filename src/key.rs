@@ -12,6 +12,18 @@
 //! key made behind the DBA's back. Superusers move a key between clusters
 //! (`export_key`/`import_key`), re-seal every secret under a new one
 //! (`rotate_key`), or give up secrets whose key is lost (`reset_key`).
+//!
+//! The key row is the lock that keeps sealing and replacing apart: every
+//! call that seals (generate, regenerate) holds it FOR SHARE from the moment
+//! it reads the key to its commit, before it locks anything else; every call
+//! that replaces the key (rotate_key, import_key, reset_key) first locks the
+//! table (EXCLUSIVE: fair to sealers that queue behind it) and the row FOR
+//! UPDATE, so it waits for the sealers in flight, and only then reads the
+//! sealed secrets, in READ COMMITTED, with theirs among them. A sealer that
+//! comes later waits for the replacement and seals with the new key (under
+//! REPEATABLE READ it gets a serialization failure, 40001, and seals
+//! nothing). So each secret opens with the key in force once both have
+//! committed.
 
 use std::ffi::CStr;
 use std::fs;
@@ -28,6 +40,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::{self, Subject, NO_SUBJECT};
 use crate::compat;
 use crate::db;
+use crate::entry::Call;
 use crate::error::{BiError, Result};
 use crate::records::{self, Sealed};
 use crate::secrets::{self, SecretError};
@@ -68,6 +81,45 @@ fn stored() -> Result<Option<SealingKey>> {
     )
 }
 
+/// How a call holds the key row until its transaction ends.
+#[derive(Clone, Copy)]
+enum Hold {
+    /// It seals with the key: replacing it must wait.
+    ToSeal,
+    /// It replaces the key: sealing with it must wait.
+    ToReplace,
+}
+
+/// The key as stored, its row locked as `hold` says until the transaction
+/// ends (the latest committed version, in any isolation level).
+fn stored_held(hold: Hold) -> Result<Option<SealingKey>> {
+    let sql = match hold {
+        Hold::ToSeal => "SELECT key FROM bi_access.sealing_key FOR SHARE",
+        Hold::ToReplace => {
+            // Row locks queue unfairly: a FOR UPDATE waits while sealers that
+            // come later keep joining the FOR SHARE holders, so under steady
+            // generates a rotation would wait for ever. The table lock queues
+            // in order: sealers that come after it wait for it (their FOR
+            // SHARE takes ROW SHARE, which EXCLUSIVE conflicts with), and
+            // plain reads of the key (reveals) go on.
+            db::exec("LOCK TABLE bi_access.sealing_key IN EXCLUSIVE MODE", &[])?;
+            "SELECT key FROM bi_access.sealing_key FOR UPDATE"
+        }
+    };
+    Ok(db::first_mut::<Vec<u8>>(sql, &[])?.map(|bytes| SealingKey::new(&bytes)))
+}
+
+/// A call that re-seals or forgets every secret must see every secret
+/// committed once it holds the key; a transaction snapshot (REPEATABLE READ,
+/// SERIALIZABLE) taken before it waited would miss them.
+fn require_read_committed(what: &'static str) -> Result<()> {
+    // SAFETY: a read of this backend's transaction isolation level.
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as std::ffi::c_int {
+        return Err(BiError::NeedsReadCommitted(what));
+    }
+    Ok(())
+}
+
 /// The first key of a database. Concurrent first generates wait here on
 /// the one that got in first and then use its key: a key is never replaced
 /// behind a secret sealed with it.
@@ -101,18 +153,19 @@ fn sealed_with_other_keys(current: Option<&str>) -> Result<i64> {
 }
 
 /// The key a new secret is sealed with: the stored one, or a new one if no
-/// secret was ever sealed (the first generate of a database). Called before
-/// the caller locks anything else, so that first generates queue on the key
-/// row and on nothing else.
+/// secret was ever sealed (the first generate of a database), held FOR
+/// SHARE until the caller's transaction ends. Called before the caller
+/// locks anything else, so that sealers queue on the key row and on nothing
+/// else (rotate_key holds the key, then locks the sealed records).
 pub fn for_sealing() -> Result<SealingKey> {
-    if let Some(key) = stored()? {
+    if let Some(key) = stored_held(Hold::ToSeal)? {
         return Ok(key);
     }
     if sealed_with_any()? {
         return Err(SecretError::KeyMissing.into());
     }
     store_first(&SealingKey::generate())?;
-    stored()?.ok_or_else(|| SecretError::KeyMissing.into())
+    stored_held(Hold::ToSeal)?.ok_or_else(|| SecretError::KeyMissing.into())
 }
 
 fn sealed_with_any() -> Result<bool> {
@@ -159,10 +212,16 @@ pub fn export() -> Result<String> {
     ))
 }
 
-/// Installs an exported key. Idempotent for the same key; refused while
-/// secrets are sealed with another key that is present.
+/// Installs an exported key. Idempotent for the same key. When it replaces
+/// a present key that sealed secrets (a restored database where a generate
+/// or regenerate came before import_key: the restore's CREATE EXTENSION made
+/// a key of its own), those secrets are re-sealed with the imported key in
+/// the same transaction, so the restored secrets and the new ones all open
+/// with it; unless no secret is sealed with the imported key, which then is
+/// not a key this database needs: refused (55000), the key in use stays.
 pub fn import(text: &str) -> Result<()> {
     require_superuser("import_key")?;
+    require_read_committed("import_key")?;
     let bytes = text
         .strip_prefix(EXPORT_PREFIX)
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
@@ -173,12 +232,17 @@ pub fn import(text: &str) -> Result<()> {
             ))
         })?;
     let key = SealingKey::new(&bytes);
-    if let Some(current) = stored()? {
+    let mut re_sealed = 0;
+    let current = stored_held(Hold::ToReplace)?;
+    if let Some(current) = &current {
         if current.fingerprint == key.fingerprint {
             return Ok(());
         }
         if sealed_by(&current.fingerprint)? > 0 {
-            return Err(SecretError::KeyInUse(current.fingerprint).into());
+            if sealed_by(&key.fingerprint)? == 0 {
+                return Err(SecretError::KeyInUse(current.fingerprint.clone()).into());
+            }
+            re_sealed = re_seal(Sealed::With(&current.fingerprint), current, &key)?;
         }
     }
     store(&key)?;
@@ -186,8 +250,26 @@ pub fn import(text: &str) -> Result<()> {
     audit::record(
         "import_key",
         &NO_SUBJECT,
-        json!({ "fingerprint": key.fingerprint, "legacy_secrets_adopted": adopted }),
+        json!({
+            "fingerprint": key.fingerprint,
+            "replaced": current.map(|current| current.fingerprint),
+            "re_sealed": re_sealed,
+            "legacy_secrets_adopted": adopted,
+        }),
     )
+}
+
+/// Every secret of `which` (locked for the rest of the transaction) opened
+/// with `from` and sealed again with `to`; how many.
+fn re_seal(which: Sealed, from: &SealingKey, to: &SealingKey) -> Result<i64> {
+    let sealed = records::lock_sealed_secrets(which)?;
+    let count = sealed.len() as i64;
+    for (id, role, secret) in sealed {
+        let password = secrets::open_with(&from.key, &role, &secret)?;
+        let resealed = secrets::seal_with(&to.key, &role, &password)?;
+        records::reseal(id, resealed, &to.fingerprint)?;
+    }
+    Ok(count)
 }
 
 fn sealed_by(fingerprint: &str) -> Result<i64> {
@@ -211,7 +293,8 @@ fn adopt_legacy_secrets(key: &SealingKey) -> Result<i64> {
 /// Every secret re-sealed under a new key, in one transaction.
 pub fn rotate() -> Result<i64> {
     require_superuser("rotate_key")?;
-    let old = stored()?.ok_or(SecretError::KeyMissing)?;
+    require_read_committed("rotate_key")?;
+    let old = stored_held(Hold::ToReplace)?.ok_or(SecretError::KeyMissing)?;
     let strays = sealed_with_other_keys(Some(&old.fingerprint))?;
     if strays > 0 {
         return Err(SecretError::KeyDifferent {
@@ -221,13 +304,7 @@ pub fn rotate() -> Result<i64> {
         .into());
     }
     let new = SealingKey::generate();
-    let sealed = records::sealed_secrets(Sealed::All)?;
-    let count = sealed.len() as i64;
-    for (id, role, secret) in sealed {
-        let password = secrets::open_with(&old.key, &role, &secret)?;
-        let resealed = secrets::seal_with(&new.key, &role, &password)?;
-        records::reseal(id, resealed, &new.fingerprint)?;
-    }
+    let count = re_seal(Sealed::All, &old, &new)?;
     store(&new)?;
     audit::record(
         "rotate_key",
@@ -242,6 +319,8 @@ pub fn rotate() -> Result<i64> {
 /// new password). Returns how many were forgotten.
 pub fn reset() -> Result<i64> {
     require_superuser("reset_key")?;
+    require_read_committed("reset_key")?;
+    stored_held(Hold::ToReplace)?;
     let new = SealingKey::generate();
     let forgotten =
         records::forget_secrets("its password was sealed with a key that is lost; regenerate it")?;
@@ -393,22 +472,24 @@ pub fn findings() -> Result<Vec<(&'static str, String, String, String)>> {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn export_key() -> String {
-    crate::error::or_raise(export())
+    crate::error::or_raise(Call::management("export_key").and_then(|_| export()))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
-fn import_key(key: &str) {
-    crate::error::or_raise(import(key))
+fn import_key(key: Option<&str>) {
+    crate::error::or_raise(
+        Call::management("import_key").and_then(|call| import(call.required("key", key)?)),
+    )
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn rotate_key() -> i64 {
-    crate::error::or_raise(rotate())
+    crate::error::or_raise(Call::management("rotate_key").and_then(|_| rotate()))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn reset_key() -> i64 {
-    crate::error::or_raise(reset())
+    crate::error::or_raise(Call::management("reset_key").and_then(|_| reset()))
 }
 
 /// At CREATE EXTENSION: the database's key, made once, so that the first
@@ -426,15 +507,19 @@ fn init() -> Result<()> {
 mod bi_access_internal {
     use pgrx::prelude::*;
 
+    use crate::entry::Call;
+
     #[pg_extern(volatile, parallel_unsafe)]
     fn init_key() {
-        crate::error::or_raise(super::init())
+        crate::error::or_raise(Call::management("init_key").and_then(|_| super::init()))
     }
 
     /// Called once by the upgrade from 0.1.0.
     #[pg_extern(volatile, parallel_unsafe)]
     fn adopt_key_file() {
-        crate::error::or_raise(super::adopt_legacy_file())
+        crate::error::or_raise(
+            Call::management("adopt_key_file").and_then(|_| super::adopt_legacy_file()),
+        )
     }
 }
 

@@ -1,15 +1,28 @@
-//! Symbols 0.1.0's SQL definitions call, with 0.1.0's signatures.
+//! Symbols older versions' SQL definitions call, with their signatures.
 //!
 //! A package upgrade replaces the library before `ALTER EXTENSION bi_access
-//! UPDATE` replaces the SQL: in between, 0.1.0's functions and event triggers
-//! call this library by symbol name. Each such symbol must exist and take the
-//! arguments 0.1.0 passes (a wrapper that read a second argument the caller
-//! never passed would read garbage). None has SQL of its own (`sql = false`):
-//! the update drops the 0.1.0 definitions that use them.
+//! UPDATE` replaces the SQL: in between, 0.1.0's or 0.2.0's functions, views
+//! and event triggers call this library by symbol name. Each such symbol
+//! must exist and take the arguments the old definition passes (a wrapper
+//! that read an argument the caller never passed fails with XX000 before
+//! its body runs). What works in that window and what does not:
+//!
+//! - what BI sessions and the application need keeps working: the org
+//!   lookups the policies call, the views' helpers (`replayed`,
+//!   `credential_state`, `sync_running`, `targets`), `pgbouncer_auth`, and
+//!   the event triggers, so the application's DDL goes on;
+//! - every management call (and check(), unsynced_tables()) fails with 55000
+//!   naming `ALTER EXTENSION bi_access UPDATE` (src/entry.rs), whatever the
+//!   shape of the old tables it would have met; so does DROP EXTENSION.
+//!
+//! The symbols below have no SQL of their own (`sql = false`): the update
+//! drops the old definitions that use them. pg_test/upgrade/check_upgrade.py
+//! calls every function of the frozen 0.1.0 and 0.2.0 scripts in the window.
 
 use pgrx::prelude::*;
 
-use crate::error::or_raise;
+use crate::entry::Call;
+use crate::error::{internal, or_raise, BiError};
 
 /// 0.1.0's ddl_command_end trigger function.
 #[pg_extern(sql = false)]
@@ -33,7 +46,7 @@ fn replayed(lsn: Option<&str>) -> bool {
 /// 0.1.0's step of `CALL bi_access.sync()`, which returned the action.
 #[pg_extern(sql = false)]
 fn sync_one(tbl: pg_sys::Oid) -> String {
-    or_raise(crate::exposure::sync_table(tbl))
+    or_raise(Call::management("sync").and_then(|_| crate::exposure::sync_table(tbl)))
         .as_str()
         .to_string()
 }
@@ -41,5 +54,35 @@ fn sync_one(tbl: pg_sys::Oid) -> String {
 /// 0.1.0's `regenerate(role)`, before `valid_until` existed.
 #[pg_extern(sql = false)]
 fn regenerate(role: &str) -> pgrx::composite_type!('static, "bi_access.connection") {
-    or_raise(crate::credentials::regenerate(role, None))
+    or_raise(
+        Call::management("regenerate").and_then(|_| crate::credentials::regenerate(role, None)),
+    )
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_generate_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+/// `generate` of 0.1.0 (five arguments) and of 0.2.0 (seven), one symbol.
+/// Only an older version's SQL calls it (this version's `generate` is
+/// `generate_credential_wrapper`), so it reads no argument: it refuses as
+/// every management call does in the window (55000; 25006 on a standby).
+///
+/// # Safety
+/// Called by PostgreSQL's function manager.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn generate_wrapper(
+    _fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    or_raise(Call::management("generate").and_then(|_| {
+        Err::<(), BiError>(internal(
+            "generate_wrapper is the symbol of an older version's generate; \
+             this version's SQL calls generate_credential_wrapper",
+        ))
+    }));
+    pg_sys::Datum::from(0)
 }

@@ -23,6 +23,9 @@
 //! - `names`: every name bi_access gives, spelled once;
 //! - `compat`: what differs between PostgreSQL majors;
 //! - `legacy`: symbols older versions' SQL calls until ALTER EXTENSION UPDATE;
+//! - `entry`: what every call checks first (a primary, SQL objects of this
+//!   version, no NULL where NULL means nothing);
+//! - `input`: bounds on callers' text (lengths, characters, error quoting);
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
 //! - `api` and `sql/api.sql`: the SQL surface.
 
@@ -36,10 +39,12 @@ mod credentials;
 mod custody;
 mod custom_schema;
 mod db;
+mod entry;
 mod error;
 mod exposure;
 mod guard;
 mod health;
+mod input;
 mod key;
 mod legacy;
 mod names;

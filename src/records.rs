@@ -394,12 +394,23 @@ pub fn count_sealed(which: Sealed) -> Result<i64> {
 
 /// (id, role, sealed secret) of each.
 pub fn sealed_secrets(which: Sealed) -> Result<Vec<(i64, String, Vec<u8>)>> {
-    Spi::connect(|client| {
+    read_sealed(which, "")
+}
+
+/// The same, each record locked FOR UPDATE (in one order) for the rest of
+/// the transaction: a re-seal then overwrites no concurrent change (a
+/// delete's forgotten secret, a regenerate's new one).
+pub fn lock_sealed_secrets(which: Sealed) -> Result<Vec<(i64, String, Vec<u8>)>> {
+    read_sealed(which, "ORDER BY id FOR UPDATE")
+}
+
+fn read_sealed(which: Sealed, tail: &str) -> Result<Vec<(i64, String, Vec<u8>)>> {
+    Spi::connect_mut(|client| {
         let mut rows = Vec::new();
-        for row in client.select(
+        for row in client.update(
             &format!(
                 "SELECT id, role_name::text, secret FROM bi_access.credential \
-                 WHERE secret IS NOT NULL AND {}",
+                 WHERE secret IS NOT NULL AND {} {tail}",
                 which.condition()
             ),
             None,
@@ -788,6 +799,35 @@ pub fn current_roles_of_org(org_id: &str, except: &str) -> Result<Vec<String>> {
              WHERE c.org_id = $1 AND c.role_name <> $2 AND c.{CURRENT} ORDER BY c.id"
         ),
         &[org_id.into(), except.into()],
+    )
+}
+
+/// After a restore without roles: (kind for ALTER, name) of each relation
+/// of the custom schema `schema` owned neither by its owner group nor by a
+/// read_write credential role of the org (the restore left them to whoever
+/// ran it). Sequences owned by a column follow their table.
+pub fn custom_schema_relations_to_reown(
+    schema: &str,
+    owner_group: &str,
+    org_id: &str,
+) -> Result<Vec<(String, String)>> {
+    db::text_pairs(
+        "SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' \
+                    WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, \
+                c.oid::pg_catalog.regclass::text \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+                           WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid \
+                             AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                             AND d.deptype IN ('a', 'i')) \
+           AND c.relowner NOT IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $2 \
+                                  UNION ALL \
+                                  SELECT r.oid FROM bi_access.credential k \
+                                  JOIN pg_catalog.pg_roles r ON r.rolname = k.role_name \
+                                  WHERE k.org_id = $3 AND k.scope = 'read_write') \
+         ORDER BY 2",
+        &[schema.into(), owner_group.into(), org_id.into()],
     )
 }
 

@@ -55,15 +55,18 @@ pub struct LoginOptions {
     /// Already rendered by PostgreSQL as timestamptz text.
     pub valid_until: Option<String>,
     pub connection_limit: Option<i32>,
+    /// LOGIN, or NOLOGIN for a deactivated credential's role recreated.
+    pub login: bool,
 }
 
-/// A LOGIN role with no attribute beyond logging in, member of the reader
-/// group and the credential group (on 16 and later without the right to SET
-/// ROLE to them), with no password yet.
+/// A LOGIN role (NOLOGIN if `options` say so) with no attribute beyond
+/// logging in, member of the reader group and the credential group (on 16
+/// and later without the right to SET ROLE to them), with no password yet.
 pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<()> {
     let quoted = quote_identifier(role);
     let mut sql = format!(
-        "CREATE ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {}",
+        "CREATE ROLE {quoted} {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {}",
+        if options.login { "LOGIN" } else { "NOLOGIN" },
         options.connection_limit.unwrap_or(-1),
     );
     if let Some(valid_until) = &options.valid_until {

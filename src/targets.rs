@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::audit::{self, NO_SUBJECT};
 use crate::db;
 use crate::error::{BiError, Result};
+use crate::input;
 use crate::settings;
 use crate::status::Status;
 
@@ -27,7 +28,7 @@ pub const SSLMODES: [&str; 6] = [
 ];
 
 const MAX_NAME_LEN: usize = 63;
-const MAX_HOST_LEN: usize = 255;
+pub const MAX_HOST_LEN: usize = 255;
 
 /// One target, resolved: what connection details and replay checks use.
 pub struct Target {
@@ -99,7 +100,8 @@ pub fn for_generate(name: Option<&str>) -> Result<Target> {
     let name = name.unwrap_or(DEFAULT);
     let unknown = || {
         BiError::InvalidParameter(format!(
-            "target {name:?} does not exist; bi_access.targets lists them"
+            "target {} does not exist; bi_access.targets lists them",
+            input::shown(name)
         ))
     };
     if name != DEFAULT {
@@ -137,11 +139,12 @@ pub fn replayed(standby: Option<&str>, lsn: Option<&str>) -> Result<bool> {
     .unwrap_or(false))
 }
 
-/// What `set_target` is asked for.
+/// What `set_target` is asked for (NULL sslmode: bi_access.sslmode's;
+/// NULL standby: the primary).
 pub struct Definition<'a> {
-    pub name: Option<&'a str>,
-    pub host: Option<&'a str>,
-    pub port: Option<i32>,
+    pub name: &'a str,
+    pub host: &'a str,
+    pub port: i32,
     pub sslmode: Option<&'a str>,
     pub standby: Option<&'a str>,
 }
@@ -150,21 +153,13 @@ pub struct Definition<'a> {
 /// but the event log.
 pub fn set_target(definition: Definition) -> Result<()> {
     let name = valid_name(definition.name)?;
-    let host = definition.host.unwrap_or_default();
-    if host.is_empty()
-        || host.len() > MAX_HOST_LEN
-        || host.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(BiError::InvalidParameter(format!(
-            "host must be 1 to {MAX_HOST_LEN} bytes without spaces or control characters"
-        )));
-    }
+    let host = definition.host;
+    input::host("host", host, MAX_HOST_LEN)?;
     let port = match definition.port {
-        Some(port @ 1..=65535) => port,
+        port @ 1..=65535 => port,
         other => {
             return Err(BiError::InvalidParameter(format!(
-                "port must be 1 to 65535, not {}",
-                other.map_or("NULL".into(), |port| port.to_string())
+                "port must be 1 to 65535, not {other}"
             )))
         }
     };
@@ -218,7 +213,7 @@ pub fn set_target(definition: Definition) -> Result<()> {
 }
 
 /// Removes a named target no current credential uses.
-pub fn drop_target(name: Option<&str>) -> Result<()> {
+pub fn drop_target(name: &str) -> Result<()> {
     let name = valid_name(name)?;
     let exists = db::first_mut::<bool>(
         "SELECT true FROM bi_access.target WHERE name = $1 FOR UPDATE",
@@ -245,8 +240,7 @@ pub fn drop_target(name: Option<&str>) -> Result<()> {
 }
 
 /// A name set_target and drop_target accept: `default` is the settings'.
-fn valid_name(name: Option<&str>) -> Result<&str> {
-    let name = name.unwrap_or_default();
+fn valid_name(name: &str) -> Result<&str> {
     if name.eq_ignore_ascii_case(DEFAULT) {
         return Err(BiError::InvalidParameter(
             "the target \"default\" is defined by the settings bi_access.host, bi_access.port, \
@@ -254,15 +248,7 @@ fn valid_name(name: Option<&str>) -> Result<&str> {
                 .into(),
         ));
     }
-    if name.trim().is_empty()
-        || name.trim() != name
-        || name.len() > MAX_NAME_LEN
-        || name.chars().any(char::is_control)
-    {
-        return Err(BiError::InvalidParameter(format!(
-            "a target name must be 1 to {MAX_NAME_LEN} bytes, without surrounding spaces or control characters"
-        )));
-    }
+    input::name("a target name", name, MAX_NAME_LEN)?;
     Ok(name)
 }
 
@@ -271,15 +257,18 @@ fn valid_sslmode(mode: String, what: &str) -> Result<String> {
         Ok(mode)
     } else {
         Err(BiError::InvalidParameter(format!(
-            "{what} {mode:?} is not one of {}",
+            "{what} {} is not one of {}",
+            input::shown(&mode),
             SSLMODES.join(", ")
         )))
     }
 }
 
 fn server_port() -> Result<i32> {
+    // db::first reads without a transaction id, so the targets view works
+    // on a standby too (Spi::get_one would assign one: XX000 there).
     Ok(
-        Spi::get_one::<String>("SELECT pg_catalog.current_setting('port')")?
+        db::first::<String>("SELECT pg_catalog.current_setting('port')", &[])?
             .and_then(|port| port.parse().ok())
             .unwrap_or(5432),
     )
@@ -332,7 +321,7 @@ mod unit {
     fn default_is_refused_in_any_case() {
         for name in ["default", "DEFAULT", "Default"] {
             assert!(matches!(
-                valid_name(Some(name)),
+                valid_name(name),
                 Err(BiError::InvalidParameter(_))
             ));
         }
@@ -340,12 +329,11 @@ mod unit {
 
     #[test]
     fn names_are_checked() {
-        assert!(valid_name(Some("eu-replica")).is_ok());
-        for bad in ["", " ", " eu", "eu ", "a\nb"] {
-            assert!(valid_name(Some(bad)).is_err(), "{bad:?}");
+        assert!(valid_name("eu-replica").is_ok());
+        for bad in ["", " ", " eu", "eu ", "a\nb", "eu\u{200B}", "\u{202E}ue"] {
+            assert!(valid_name(bad).is_err(), "{bad:?}");
         }
-        assert!(valid_name(None).is_err());
-        assert!(valid_name(Some(&"x".repeat(64))).is_err());
+        assert!(valid_name(&"x".repeat(64)).is_err());
     }
 
     #[test]

@@ -33,6 +33,9 @@ use crate::roles;
 /// Refuses while current credentials exist, else leaves every exposed table
 /// as it was before bi_access and drops the reader group.
 pub fn before_drop() -> Result<()> {
+    // Between a package upgrade and ALTER EXTENSION UPDATE the old tables'
+    // shape is not this library's: 55000 naming the update (src/entry.rs).
+    crate::entry::require_current_sql()?;
     refuse_while_current()?;
     exposure::hide_all()?;
     let reader = quote_identifier(roles::reader_group()?);

@@ -12,7 +12,17 @@ and its streaming replica:
 - `from_020`: created with the real 0.2.0, updated under this tree's library.
 Each is used on the way (exposed tables, live credentials, logins on the
 replica). Each library is swapped in as a package upgrade would (the servers
-stop, the files change, the servers start). Afterwards, for each database:
+stop, the files change, the servers start).
+
+Between the swap of this tree's library and the updates (the window: a
+package upgraded before ALTER EXTENSION UPDATE), every function that the
+frozen 0.1.0 and 0.2.0 install scripts define is called in each database,
+with its expected outcome pinned (`WINDOW_010`, `WINDOW_020`): it works, or
+it fails with 55000 naming ALTER EXTENSION bi_access UPDATE; never XX000,
+never a missing relation. Event-trigger functions are called by the DDL that
+fires them. The credentials log in and read their org's rows meanwhile.
+
+Afterwards, for each database:
 - the extension's objects equal a fresh install's of the new version, object
   by object (definitions, columns, grants, enum labels, event triggers; the
   random reader-group name aside);
@@ -143,6 +153,187 @@ def swap_in(pair, files: Path = NEW) -> None:
     pair.wait_streaming()
 
 
+# ----------------------------------------------------------------- the window
+# What each function of an older version's SQL does on this library before
+# ALTER EXTENSION UPDATE: OK, UPDATE_NEEDED (55000 naming the update), or the
+# SQLSTATE it raises by design. Each call is (SQL, expected); {role} is a live
+# credential of the database. Every call runs in a transaction that is rolled
+# back (CALL on its own).
+OK = "ok"
+UPDATE_NEEDED = "55000"
+UPDATE_STATEMENT = "ALTER EXTENSION bi_access UPDATE"
+FIRES_DDL_END = "CREATE TABLE window_probe (id int, org_id bigint)"
+FIRES_SQL_DROP = "DROP TABLE projects"
+FIRES_DROP_EXTENSION = "DROP EXTENSION bi_access"
+FIRES_APPEND_ONLY = "UPDATE bi_access.event SET action = action"
+APPEND_ONLY_REFUSES = "42501"
+
+WINDOW_COMMON = {
+    # The org lookups every policy calls: BI reads go on.
+    "bi_access.current_org()": ("SELECT bi_access.current_org()", OK),
+    "bi_access.current_org_bigint()": ("SELECT bi_access.current_org_bigint()", OK),
+    "bi_access.current_org_uuid()": ("SELECT bi_access.current_org_uuid()", OK),
+    "bi_access.event_append_only()": (FIRES_APPEND_ONLY, APPEND_ONLY_REFUSES),
+    # The SQL surface.
+    "bi_access.connection_details(name)": ("SELECT * FROM bi_access.connection_details('{role}')", UPDATE_NEEDED),
+    "bi_access.revoke(name)": ("SELECT * FROM bi_access.revoke('{role}')", UPDATE_NEEDED),
+    "bi_access.activate(name)": ("SELECT * FROM bi_access.activate('{role}')", UPDATE_NEEDED),
+    "bi_access.delete(name)": ("SELECT * FROM bi_access.delete('{role}')", UPDATE_NEEDED),
+    "bi_access.purge(name)": ("SELECT bi_access.purge('{role}')", UPDATE_NEEDED),
+    "bi_access.expose_table(regclass,name)": ("SELECT bi_access.expose_table('accounts')", UPDATE_NEEDED),
+    "bi_access.hide_table(regclass)": ("SELECT bi_access.hide_table('accounts')", UPDATE_NEEDED),
+    "bi_access.unsynced_tables()": ("SELECT * FROM bi_access.unsynced_tables()", UPDATE_NEEDED),
+    "bi_access.sync_tables()": ("SELECT * FROM bi_access.sync_tables()", UPDATE_NEEDED),
+    'bi_access."check"()': ("SELECT * FROM bi_access.check()", UPDATE_NEEDED),
+    "bi_access.sync(text,integer)": ("CALL bi_access.sync()", UPDATE_NEEDED),
+    "bi_access_internal.step_sync_begin()": ("SELECT bi_access_internal.step_sync_begin()", UPDATE_NEEDED),
+    "bi_access_internal.step_sync_table(regclass)": ("SELECT bi_access_internal.step_sync_table('accounts')",
+                                                     UPDATE_NEEDED),
+    "bi_access_internal.step_sync_end(integer,integer,text[])": (
+        "SELECT bi_access_internal.step_sync_end(0, 0, '{{}}')", UPDATE_NEEDED),
+    # The Rust workers behind it.
+    "bi_access_internal.connection_details(text)": (
+        "SELECT * FROM bi_access_internal.connection_details('{role}')", UPDATE_NEEDED),
+    "bi_access_internal.sync_tables()": ("SELECT * FROM bi_access_internal.sync_tables()", UPDATE_NEEDED),
+    "bi_access_internal.unsynced_tables()": ("SELECT * FROM bi_access_internal.unsynced_tables()", UPDATE_NEEDED),
+    "bi_access_internal.hide_table(oid)": ("SELECT bi_access_internal.hide_table('accounts'::regclass)",
+                                           UPDATE_NEEDED),
+    'bi_access_internal."check"()': ("SELECT * FROM bi_access_internal.check()", UPDATE_NEEDED),
+    "bi_access_internal.purge(text)": ("SELECT bi_access_internal.purge('{role}')", UPDATE_NEEDED),
+    "bi_access_internal.activate(text)": ("SELECT bi_access_internal.activate('{role}')", UPDATE_NEEDED),
+    "bi_access_internal.sync_end(integer,integer,text[])": (
+        "SELECT bi_access_internal.sync_end(0, 0, '{{}}')", UPDATE_NEEDED),
+    "bi_access_internal.sync_begin()": ("SELECT bi_access_internal.sync_begin()", UPDATE_NEEDED),
+    "bi_access_internal.delete(text)": ("SELECT bi_access_internal.delete('{role}')", UPDATE_NEEDED),
+    "bi_access_internal.expose_table(oid,text)": (
+        "SELECT bi_access_internal.expose_table('accounts'::regclass, NULL)", UPDATE_NEEDED),
+    "bi_access_internal.forget_dropped()": (FIRES_SQL_DROP, OK),
+    "bi_access_internal.revoke(text)": ("SELECT bi_access_internal.revoke('{role}')", UPDATE_NEEDED),
+}
+
+WINDOW_010 = {
+    **WINDOW_COMMON,
+    "bi_access.generate(text,text,text,timestamp with time zone,integer)": (
+        "SELECT * FROM bi_access.generate('1', 'in the window')", UPDATE_NEEDED),
+    "bi_access.regenerate(name)": ("SELECT * FROM bi_access.regenerate('{role}')", UPDATE_NEEDED),
+    "bi_access.on_ddl_command_end()": (FIRES_DDL_END, OK),
+    "bi_access.on_sql_drop()": (FIRES_SQL_DROP, OK),
+    "bi_access.on_drop_extension()": (FIRES_DROP_EXTENSION, UPDATE_NEEDED),
+    "bi_access_internal.before_drop()": ("SELECT bi_access_internal.before_drop()", UPDATE_NEEDED),
+    "bi_access_internal.replayed(text)": ("SELECT bi_access_internal.replayed(NULL)", OK),
+    "bi_access_internal.sync_one(oid)": ("SELECT bi_access_internal.sync_one('accounts'::regclass)", UPDATE_NEEDED),
+    "bi_access_internal.note_new_tables()": (FIRES_DDL_END, OK),
+    "bi_access_internal.regenerate(text)": ("SELECT * FROM bi_access_internal.regenerate('{role}')", UPDATE_NEEDED),
+    "bi_access_internal.generate(text,text,text,timestamp with time zone,integer)": (
+        "SELECT * FROM bi_access_internal.generate('1', 'in the window', NULL, NULL, NULL)", UPDATE_NEEDED),
+}
+
+WINDOW_020 = {
+    **WINDOW_COMMON,
+    "bi_access.generate(text,text,text,timestamp with time zone,integer,text,text)": (
+        "SELECT * FROM bi_access.generate('1', 'in the window')", UPDATE_NEEDED),
+    "bi_access.regenerate(name,timestamp with time zone)": ("SELECT * FROM bi_access.regenerate('{role}')",
+                                                            UPDATE_NEEDED),
+    "bi_access.revoke_org(text)": ("SELECT * FROM bi_access.revoke_org('1')", UPDATE_NEEDED),
+    "bi_access.delete_org(text)": ("SELECT * FROM bi_access.delete_org('1')", UPDATE_NEEDED),
+    "bi_access.set_target(text,text,integer,text,text)": (
+        "SELECT bi_access.set_target('window', 'h.example', 5432)", UPDATE_NEEDED),
+    "bi_access.drop_target(text)": ("SELECT bi_access.drop_target('window')", UPDATE_NEEDED),
+    "bi_access.drop_custom_schema(text)": ("SELECT bi_access.drop_custom_schema('1')", UPDATE_NEEDED),
+    "bi_access.pgbouncer_auth(text)": ("SELECT * FROM bi_access.pgbouncer_auth('{role}')", OK),
+    "bi_access.export_key()": ("SELECT bi_access.export_key()", UPDATE_NEEDED),
+    "bi_access.import_key(text)": ("SELECT bi_access.import_key('bi_access-key-v1:x')", UPDATE_NEEDED),
+    "bi_access.rotate_key()": ("SELECT bi_access.rotate_key()", UPDATE_NEEDED),
+    "bi_access.reset_key()": ("SELECT bi_access.reset_key()", UPDATE_NEEDED),
+    "bi_access_internal.on_ddl_command_end()": (FIRES_DDL_END, OK),
+    "bi_access_internal.on_sql_drop()": (FIRES_SQL_DROP, OK),
+    "bi_access_internal.drop_guard()": (FIRES_DROP_EXTENSION, UPDATE_NEEDED),
+    "bi_access_internal.init_key()": ("SELECT bi_access_internal.init_key()", UPDATE_NEEDED),
+    "bi_access_internal.adopt_key_file()": ("SELECT bi_access_internal.adopt_key_file()", UPDATE_NEEDED),
+    "bi_access_internal.mark_credentials()": ("SELECT bi_access_internal.mark_credentials()", UPDATE_NEEDED),
+    "bi_access_internal.sync_running()": ("SELECT bi_access_internal.sync_running()", OK),
+    "bi_access_internal.sync_table(oid)": ("SELECT bi_access_internal.sync_table('accounts'::regclass)",
+                                           UPDATE_NEEDED),
+    # Weakening an exposed table fires it too: it withdraws the grant.
+    "bi_access_internal.after_ddl()": ("ALTER TABLE accounts DISABLE ROW LEVEL SECURITY", OK),
+    "bi_access_internal.revoke_org(text)": ("SELECT bi_access_internal.revoke_org('1')", UPDATE_NEEDED),
+    "bi_access_internal.delete_org(text)": ("SELECT bi_access_internal.delete_org('1')", UPDATE_NEEDED),
+    "bi_access_internal.drop_target(text)": ("SELECT bi_access_internal.drop_target('window')", UPDATE_NEEDED),
+    "bi_access_internal.drop_custom_schema(text)": ("SELECT bi_access_internal.drop_custom_schema('1')",
+                                                    UPDATE_NEEDED),
+    "bi_access_internal.set_target(text,text,integer,text,text)": (
+        "SELECT bi_access_internal.set_target('window', 'h.example', 5432, NULL, NULL)", UPDATE_NEEDED),
+    "bi_access_internal.targets()": ("SELECT * FROM bi_access_internal.targets()", OK),
+    "bi_access_internal.generate(text,text,text,timestamp with time zone,integer,text,text)": (
+        "SELECT * FROM bi_access_internal.generate('1', 'in the window', NULL, NULL, NULL, 'read', NULL)",
+        UPDATE_NEEDED),
+    "bi_access_internal.regenerate(text,timestamp with time zone)": (
+        "SELECT * FROM bi_access_internal.regenerate('{role}', NULL)", UPDATE_NEEDED),
+    # The planner asks it whenever a query calls an org lookup.
+    "bi_access_internal.org_lookup_support(internal)": ("EXPLAIN SELECT bi_access.current_org_bigint()", OK),
+    "bi_access_internal.credential_state(text,text,text,text,boolean,boolean,text)": (
+        "SELECT * FROM bi_access_internal.credential_state('active', '{role}', NULL, NULL, false, false, '1')", OK),
+    "bi_access_internal.pgbouncer_auth(text)": ("SELECT * FROM bi_access_internal.pgbouncer_auth('{role}')", OK),
+}
+WINDOW = {"0.1.0": WINDOW_010, "0.2.0": WINDOW_020}
+# What the views of the old version show meanwhile.
+WINDOW_VIEWS = {"0.1.0": ["credentials", "events"], "0.2.0": ["credentials", "events", "targets"]}
+
+
+def extension_functions(pair, dbname: str) -> set[str]:
+    return {name for (name,) in pair.primary.sql(
+        "SELECT p.oid::regprocedure::text FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid "
+        "JOIN pg_extension e ON e.oid = d.refobjid "
+        "WHERE e.extname = 'bi_access' AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'", dbname=dbname)}
+
+
+def outcome_of(pair, dbname: str, sql: str) -> str:
+    """OK, or the SQLSTATE; a 55000 counts as UPDATE_NEEDED only if its
+    message names the update."""
+    conn = pair.primary.connect(dbname)
+    try:
+        with conn.cursor() as cur:
+            in_block = not sql.startswith("CALL")
+            if in_block:
+                cur.execute("BEGIN")
+            try:
+                cur.execute(sql)
+                if cur.description:
+                    cur.fetchall()
+            except psycopg2.Error as e:
+                if e.pgcode == UPDATE_NEEDED and UPDATE_STATEMENT not in e.diag.message_primary:
+                    return f"55000 without naming the update: {e.pgerror}"
+                return e.pgcode if e.pgcode in (UPDATE_NEEDED, APPEND_ONLY_REFUSES) else f"{e.pgcode} {e.pgerror}"
+            finally:
+                if in_block:
+                    cur.execute("ROLLBACK")
+        return OK
+    finally:
+        conn.close()
+
+
+def in_the_window(pair, dbname: str, creds: dict) -> dict:
+    """Every function of the database's old SQL objects called on this
+    library: (functions defined, outcomes seen, outcomes expected), and what
+    the views and the credentials' logins gave."""
+    version = version_of(pair, dbname)
+    expected = {fn: outcome for fn, (_, outcome) in WINDOW[version].items()}
+    role = creds["1"].role
+    seen = {fn: outcome_of(pair, dbname, sql.format(role=role)) for fn, (sql, _) in WINDOW[version].items()}
+    views = {view: outcome_of(pair, dbname, f"SELECT * FROM bi_access.{view}") for view in WINDOW_VIEWS[version]}
+    reads = {}
+    for org, cred in creds.items():
+        for server in (pair.primary, pair.replica):
+            with session(cred, server) as s:
+                reads[(org, server.name)] = s.rows("SELECT DISTINCT org_id::text FROM accounts")
+    return {"version": version, "defined": extension_functions(pair, dbname), "seen": seen,
+            "expected": expected, "views": views, "reads": reads}
+
+
+# Database -> what the window showed (filled by the `upgraded` fixture).
+WINDOW_SEEN: dict[str, dict] = {}
+
+
 def version_of(pair, dbname: str) -> str:
     return pair.primary.value("SELECT extversion FROM pg_extension WHERE extname = 'bi_access'", dbname=dbname)
 
@@ -185,6 +376,8 @@ def upgraded(pair, secrets):
         assert can_login(cred.login_args(pair.replica)), "0.2.0 works after its own update"
     swap_in(pair, NEW)
     for db in PATHS:
+        WINDOW_SEEN[db] = in_the_window(pair, db, creds[db])
+    for db in PATHS:
         pair.primary.sql("ALTER EXTENSION bi_access UPDATE", dbname=db)
     # 0.1.0 kept one key file per cluster, and 0.2.0's update removed it once
     # the first database had adopted it (0.3.0's keeps it): from_010, still
@@ -203,6 +396,24 @@ def upgraded(pair, secrets):
 @pytest.fixture(params=list(PATHS))
 def db(request) -> str:
     return request.param
+
+
+def test_the_window_calls_every_function_of_the_old_version(upgraded, db):
+    window = WINDOW_SEEN[db]
+    # via_020 was updated to 0.2.0 under 0.2.0's own library first.
+    assert window["version"] == ("0.2.0" if db == "via_020" else PATHS[db])
+    assert window["defined"] == set(window["expected"])
+
+
+def test_in_the_window_each_old_function_works_or_names_the_update(upgraded, db):
+    window = WINDOW_SEEN[db]
+    assert window["seen"] == window["expected"]
+
+
+def test_in_the_window_the_views_read_and_credentials_stay_in_their_org(upgraded, db):
+    window = WINDOW_SEEN[db]
+    assert window["views"] == dict.fromkeys(window["views"], OK)
+    assert window["reads"] == {(org, server): [(org,)] for org in ("1", "2") for server in ("primary", "replica")}
 
 
 def test_the_upgrade_reaches_the_new_version(pair, upgraded, db):

@@ -5,6 +5,12 @@
 # commit), then the build `make install` installed (this tree's), each swapped
 # in as a package upgrade would, with ALTER EXTENSION bi_access UPDATE after
 # each. See check_upgrade.py.
+#
+# BI_UPGRADE_BUILD names where this tree's files come from instead of the
+# installed ones: a tree laid out as `cargo pgrx package` writes it, e.g.
+#   cargo pgrx package --pg-config /usr/lib/postgresql/15/bin/pg_config
+#   BI_UPGRADE_BUILD=target/release/bi_access-pg15 bash pg_test/upgrade/run.sh
+# so the test needs nothing installed into the shared server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONDONTWRITEBYTECODE=1
@@ -18,8 +24,9 @@ LIB=$("$PG_CONFIG" --pkglibdir)
 SHARE=$("$PG_CONFIG" --sharedir)
 ROOT=${BI_UPGRADE_DIR:-/tmp/bi_access_upgrade}
 rm -rf "$ROOT" && mkdir -p "$ROOT/new"
-# This tree's build, as make install put it.
-cp "$LIB/bi_access.so" "$SHARE"/extension/bi_access* "$ROOT/new/"
+# This tree's build, as make install put it (or as BI_UPGRADE_BUILD has it).
+BUILD=${BI_UPGRADE_BUILD:+$(realpath "$BI_UPGRADE_BUILD")}
+cp "$BUILD$LIB/bi_access.so" "$BUILD$SHARE"/extension/bi_access* "$ROOT/new/"
 # Between a package upgrade and ALTER EXTENSION UPDATE, the old version's SQL
 # calls the new library: every symbol a released install script names must be
 # there (src/legacy.rs keeps them).

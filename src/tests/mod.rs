@@ -13,6 +13,7 @@ mod check;
 mod exposure;
 mod fail_closed;
 mod generate;
+mod inputs;
 mod isolation;
 mod lifecycle;
 mod management;
