@@ -127,6 +127,11 @@ pub enum BiError {
     #[error("{0}")]
     TooManyConnections(String),
 
+    /// Another node of a Citus cluster could not be asked, or failed
+    /// (src/citus.rs).
+    #[error("{0}")]
+    Citus(String),
+
     #[error(transparent)]
     Secret(#[from] SecretError),
 
@@ -182,6 +187,7 @@ impl BiError {
             BiError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
+            BiError::Citus(_) => ERRCODE_CONNECTION_EXCEPTION,
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -271,6 +277,11 @@ impl BiError {
             ),
             BiError::TooManyConnections(_) => Some(
                 "Close another session of this organization's BI tools, or ask its administrator to raise the limit."
+                    .into(),
+            ),
+            BiError::Citus(_) => Some(
+                "Every node of the Citus cluster must reach the others as the superuser \
+                 (citus.node_conninfo, pg_dist_authinfo) and have bi_access installed."
                     .into(),
             ),
             BiError::Secret(error) => error.hint(),

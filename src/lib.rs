@@ -22,6 +22,7 @@
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
 //! - `compat`: what differs between PostgreSQL majors;
+//! - `citus`: what differs on a Citus cluster (coordinator and workers);
 //! - `legacy`: symbols older versions' SQL calls until ALTER EXTENSION UPDATE;
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
 //! - `api` and `sql/api.sql`: the SQL surface.
@@ -30,6 +31,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod audit;
+mod citus;
 mod compat;
 mod connection;
 mod credentials;

@@ -185,6 +185,11 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
     let _changing = ChangingTables::begin();
     let target = target(tbl, &column)?;
     let reader = roles::reader_group()?;
+    // A Citus table's grant and policies go to its shards on every worker,
+    // where they name the coordinator's reader group: it must be there first.
+    if crate::citus::is_citus_table(tbl)? && !in_exposed_state(&target, &reader, rls_by_us)? {
+        crate::citus::prepare_workers(&reader)?;
+    }
     let mut changed = false;
     if !target.is_view {
         // A security_invoker view runs with the BI role's rights, so the
@@ -207,6 +212,11 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
     }
     changed |= grant_read(&target, &reader)?;
     finish_sync(tbl, changed)
+}
+
+fn in_exposed_state(target: &Target, reader: &str, rls_by_us: bool) -> Result<bool> {
+    Ok(missing(target, reader)?.is_empty()
+        && (target.is_view || !rls_by_us || policies::passthrough_ok(target)?))
 }
 
 pub(super) fn finish_sync(tbl: pg_sys::Oid, changed: bool) -> Result<SyncAction> {

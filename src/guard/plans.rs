@@ -165,11 +165,12 @@ fn constant(value: bool) -> *mut pg_sys::Node {
 }
 
 /// `(SELECT pg_catalog.pg_has_role('bi_access_credential', 'MEMBER')::int4) <> 1`,
-/// exactly as policies::create_passthrough writes it.
+/// exactly as policies::create_passthrough writes it (without the sub-select
+/// on a table Citus manages).
 ///
 /// # Safety
 /// `node` must be a valid node (or NULL).
-unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
+pub(super) unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
     if !is(node, pg_sys::NodeTag::T_OpExpr) {
         return false;
     }
@@ -187,7 +188,7 @@ unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
     let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) else {
         return false;
     };
-    is_int4_one(right) && is_membership_sublink(left)
+    is_int4_one(right) && (is_membership_sublink(left) || is_membership_cast(left))
 }
 
 /// # Safety
@@ -205,9 +206,12 @@ unsafe fn is_int4_one(node: *mut pg_sys::Node) -> bool {
 /// # Safety
 /// `node` must be a valid node (or NULL).
 unsafe fn is_membership_sublink(node: *mut pg_sys::Node) -> bool {
-    let Some(cast) = sole_target_of_sublink(node) else {
-        return false;
-    };
+    sole_target_of_sublink(node).is_some_and(|cast| is_membership_cast(cast))
+}
+
+/// # Safety
+/// `cast` must be a valid node (or NULL).
+unsafe fn is_membership_cast(cast: *mut pg_sys::Node) -> bool {
     // The int4 cast of the boolean, then the call.
     if !is(cast, pg_sys::NodeTag::T_FuncExpr) {
         return false;
