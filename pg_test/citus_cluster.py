@@ -63,6 +63,9 @@ CITUS_SETTINGS = {
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As the server binds: a port whose last connection is in TIME_WAIT
+        # is free to it.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -92,33 +95,55 @@ class CitusCluster:
         self.nodes = [Server(name, self.root, self.socket_dir) for name in names]
         for node, port in zip(self.nodes, free_ports(len(self.nodes))):
             node.port = port
-        self.coordinator, self.workers = self.nodes[0], self.nodes[1:]
+        self.coordinator, self.workers = self.nodes[0], list(self.nodes[1:])
         self._destroyed = False
         atexit.register(self.destroy)
 
     def start(self, coordinator_settings: dict | None = None) -> None:
         for node in self.nodes:
-            run_as_postgres([pg_tool("initdb"), "-D", str(node.datadir), "-U", SUPERUSER,
-                             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
-            (node.datadir / "pg_hba.conf").write_text(NODE_HBA)
-            (node.datadir / "pg_ident.conf").write_text(NODE_IDENT)
-            extra = coordinator_settings if node is self.coordinator else {}
-            node.append_conf({**CITUS_SETTINGS, "port": node.port,
-                              "unix_socket_directories": str(self.socket_dir), **(extra or {})})
-            node.start()
+            self._init(node, coordinator_settings if node is self.coordinator else {})
+
+    def _init(self, node: Server, extra: dict) -> None:
+        run_as_postgres([pg_tool("initdb"), "-D", str(node.datadir), "-U", SUPERUSER,
+                         "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+        (node.datadir / "pg_hba.conf").write_text(NODE_HBA)
+        (node.datadir / "pg_ident.conf").write_text(NODE_IDENT)
+        node.append_conf({**CITUS_SETTINGS, "port": node.port,
+                          "unix_socket_directories": str(self.socket_dir), **extra})
+        node.start()
 
     def create_database(self, dbname: str) -> None:
         """A database with Citus on every node, the workers registered with
         the coordinator (which holds no shards of distributed tables but is in
         the metadata, so reference tables have a placement on it)."""
         for node in self.nodes:
-            node.sql(f"CREATE DATABASE {dbname}")
-            node.sql("CREATE EXTENSION citus", dbname=dbname)
-        host = str(self.socket_dir)
-        self.coordinator.sql("SELECT citus_set_coordinator_host(%s, %s)", (host, self.coordinator.port),
-                             dbname=dbname)
+            self._create_citus_database(node, dbname)
+        self.coordinator.sql("SELECT citus_set_coordinator_host(%s, %s)",
+                             (str(self.socket_dir), self.coordinator.port), dbname=dbname)
         for worker in self.workers:
-            self.coordinator.sql("SELECT citus_add_node(%s, %s)", (host, worker.port), dbname=dbname)
+            self._add_node(worker, dbname)
+
+    def add_worker(self, dbname: str) -> Server:
+        """Another worker, added to the cluster now (Citus copies the
+        distributed roles and objects to it); it holds no shard until a
+        rebalance moves some there."""
+        worker = Server(f"worker{len(self.workers) + 1}", self.root, self.socket_dir)
+        worker.port = free_ports(1)[0]
+        self.nodes.append(worker)
+        self.workers.append(worker)
+        self._init(worker, {})
+        self._create_citus_database(worker, dbname)
+        self._add_node(worker, dbname)
+        return worker
+
+    @staticmethod
+    def _create_citus_database(node: Server, dbname: str) -> None:
+        node.sql(f"CREATE DATABASE {dbname}")
+        node.sql("CREATE EXTENSION citus", dbname=dbname)
+
+    def _add_node(self, worker: Server, dbname: str) -> None:
+        self.coordinator.sql("SELECT citus_add_node(%s, %s)", (str(self.socket_dir), worker.port),
+                             dbname=dbname)
 
     def destroy(self) -> None:
         if self._destroyed:

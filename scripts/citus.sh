@@ -97,8 +97,13 @@ case $action in
 build) build ;;
 test)
   build
-  export PYTHONDONTWRITEBYTECODE=1
-  exec python3 -m pytest -q -rs -p no:cacheprovider pg_test/test_citus.py "$@"
+  export PYTHONDONTWRITEBYTECODE=1 BI_CITUS=1
+  start=$SECONDS
+  rc=0
+  python3 -m pytest -q -rs -p no:cacheprovider pg_test/test_citus.py "$@" || rc=$?
+  log "pg_test/test_citus.py on PostgreSQL $PG_MAJOR: $((SECONDS - start)) s, exit status $rc"
+  [[ -f target/citus-report.txt ]] && sed 's/^/    /' target/citus-report.txt
+  exit "$rc"
   ;;
 *)
   echo "usage: citus.sh build|test [pytest args]" >&2

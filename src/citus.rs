@@ -47,6 +47,55 @@ pub fn is_citus_table(tbl: pg_sys::Oid) -> Result<bool> {
     .unwrap_or(false))
 }
 
+/// The coordinator of a Citus cluster (group 0), where role and table DDL
+/// is propagated to the workers.
+pub fn is_coordinator() -> Result<bool> {
+    if !installed()? {
+        return Ok(false);
+    }
+    Ok(db::first::<bool>(
+        "SELECT groupid OPERATOR(pg_catalog.=) 0 FROM pg_catalog.pg_dist_local_group",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
+/// Before a credential gets a new password here: none on any worker.
+/// bi_access gives a role its verifier without SQL text (roles.rs), which
+/// Citus does not propagate; but Citus copies a role's verifier to a worker
+/// it adds later, where the old password would keep working after a
+/// rotation. `ALTER ROLE … PASSWORD NULL`, which Citus does propagate (in
+/// the caller's transaction), removes it everywhere first; the coordinator
+/// then gets its new verifier alone. Workers accept no password of a
+/// credential but the one a later-added worker copied, until the next.
+pub fn clear_password_on_workers(role: &str) -> Result<()> {
+    if is_coordinator()? {
+        Spi::run(&format!(
+            "ALTER ROLE {} PASSWORD NULL",
+            quote_identifier(role)
+        ))?;
+    }
+    Ok(())
+}
+
+/// At each sync on a coordinator: the reader group on every worker
+/// (`prepare_workers`), so a worker added since the last sync gets it too.
+pub fn prepare_workers_for_sync(reader: &str) -> Result<()> {
+    if is_coordinator()? && has_workers()? {
+        prepare_workers(reader)?;
+    }
+    Ok(())
+}
+
+fn has_workers() -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_node \
+                        WHERE groupid OPERATOR(pg_catalog.<>) 0 AND isactive)",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
 /// A worker of a Citus cluster: a node whose group is not the coordinator's
 /// (group 0). A node not yet added to a cluster is none.
 fn is_worker() -> Result<bool> {

@@ -126,6 +126,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
     crate::custody::adopt_all()?;
+    crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
     crate::roles::sync_memberships()?;
     let mut done = Vec::new();
@@ -330,6 +331,7 @@ pub(super) fn lock_exclusively(target: &Target) -> Result<()> {
 /// sync, one transaction each.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     crate::custody::adopt_all()?;
+    crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
     crate::roles::sync_memberships()?;
     expose_new_tables()?;
