@@ -723,3 +723,23 @@ def test_a_worker_added_later(cluster, coordinator, bi, creds, expected):
     assert_login_refused(new.login_args(added))
     with session(new, coordinator) as s:
         assert_sees_exactly(s, expected[ORG_C], "through the coordinator after the regenerate")
+
+
+@pytest.mark.phase(2)
+def test_no_password_in_any_nodes_log(cluster, secrets):
+    """Every node logs every statement (log_statement = 'all'): no password
+    bi_access handed out in this run is in any node's log, and no verifier
+    in those of the nodes that were there at generate (bi_access sets it
+    without SQL text, and clears workers' with PASSWORD NULL). The worker
+    added later got the verifiers as SQL text: Citus creates a distributed
+    role on a new node with its password (README "Citus")."""
+    assert secrets, "no password was handed out"
+    # A credential's role (bi_ and 16 of [a-z0-9]) given a verifier as text.
+    verifier = re.compile(r"ROLE \"?bi_[a-z0-9]{16}\b[^\n]*?PASSWORD '+SCRAM-SHA-256\$")
+    logs = {node.name: node.read_log() for node in cluster.nodes}
+    for name, log in logs.items():
+        assert not [p for p in secrets if p in log], f"a password in {name}'s log"
+    initial = {"coordinator", "worker1", "worker2"}
+    assert not [n for n in initial if verifier.search(logs[n])], "a verifier in a log"
+    added = [n for n in logs if n not in initial]
+    assert added and all(verifier.search(logs[n]) for n in added), added
