@@ -319,6 +319,30 @@ def test_the_org_lookup_prunes_to_the_orgs_shard(creds, coordinator):
     assert shard in mine and shard in owners, (mine, owners)
 
 
+def test_a_credentials_org_wide_query_takes_citus_fast_path(creds, cluster, coordinator, expected):
+    """A credential's query on one table distributed by org, its WHERE
+    silent on the org column, gets the guard's condition with its org key in
+    its WHERE too (src/guard/plans.rs): what Citus sends the shard is the
+    owner's filtered query, planned on Citus's fast path. On a table
+    distributed by another column, the same condition goes to every shard.
+    The rows are the org's either way."""
+    with session(creds[ORG_A], coordinator) as s:
+        assert s.rows("SELECT count(*), max(id) FROM accounts") == coordinator.sql(
+            "SELECT count(*), max(id) FROM accounts WHERE org_id = %s", (int(ORG_A),), dbname=DB)
+        assert s.rows("SELECT count(*), max(id) FROM tickets") == coordinator.sql(
+            "SELECT count(*), max(id) FROM tickets WHERE tenant = %s", (ORG_A,), dbname=DB)
+    role = creds[ORG_A].role
+    worker = node_of_shard(cluster, coordinator, "accounts", ORG_A)
+    sent = (f"{role}@{DB} LOG:  execute <unnamed>: SELECT count(*) AS count, max(id) AS max FROM "
+            f"public.{shard_of(coordinator, 'accounts', ORG_A)} accounts "
+            f"WHERE (org_id OPERATOR(pg_catalog.=) '{ORG_A}'::bigint)")
+    assert sent in worker.read_log()
+    sent = (f"{role}@{DB} LOG:  execute <unnamed>: SELECT count(*) AS count, max(id) AS max FROM "
+            f"public.{shard_of(coordinator, 'tickets', ORG_A)} tickets "
+            f"WHERE (tenant OPERATOR(pg_catalog.=) '{ORG_A}'::text)")
+    assert any(sent in w.read_log() for w in cluster.workers)
+
+
 def test_org_wide_aggregate_costs_what_the_owners_filter_costs(creds, coordinator):
     """The performance target (README "Citus"): a credential's org-wide
     aggregate on a table distributed by org against its owner's router query

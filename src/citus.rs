@@ -19,6 +19,9 @@
 //!   lookup (`org_of`, custody and status included); org.rs caches the
 //!   answer per backend until a role changes, as it does its own.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
 
@@ -94,6 +97,43 @@ fn has_workers() -> Result<bool> {
         &[],
     )?
     .unwrap_or(false))
+}
+
+thread_local! {
+    /// `is_citus_table` per relation, until its relcache entry is
+    /// invalidated (Citus invalidates it when it distributes or undistributes
+    /// a table): the session guard's planner hook asks for every query.
+    static CITUS_TABLES: RefCell<HashMap<pg_sys::Oid, bool>> = RefCell::new(HashMap::new());
+}
+
+/// Called from _PG_init.
+pub fn init() {
+    // SAFETY: registers a callback for the life of the backend, in its only
+    // thread.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_table), pg_sys::Datum::from(0)) };
+}
+
+/// Runs during invalidation processing: no catalog access, no error.
+unsafe extern "C-unwind" fn forget_table(_: pg_sys::Datum, relid: pg_sys::Oid) {
+    CITUS_TABLES.with(|tables| {
+        if let Ok(mut tables) = tables.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid {
+                tables.clear();
+            } else {
+                tables.remove(&relid);
+            }
+        }
+    });
+}
+
+/// `is_citus_table`, remembered per relation; false where it cannot tell.
+pub fn is_citus_table_cached(tbl: pg_sys::Oid) -> bool {
+    if let Some(known) = CITUS_TABLES.with(|tables| tables.borrow().get(&tbl).copied()) {
+        return known;
+    }
+    let answer = is_citus_table(tbl).unwrap_or(false);
+    CITUS_TABLES.with(|tables| tables.borrow_mut().insert(tbl, answer));
+    answer
 }
 
 /// A worker of a Citus cluster: a node whose group is not the coordinator's

@@ -79,6 +79,7 @@ pub extern "C-unwind" fn _PG_init() {
     guard::install();
     guard::refuse_client_settings(&asked);
     org::init();
+    citus::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

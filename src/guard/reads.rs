@@ -283,7 +283,7 @@ unsafe fn binds(policy: *mut pg_sys::RowSecurityPolicy, group: pg_sys::Oid) -> b
 ///
 /// # Safety
 /// `qual` must be a node tree of an open relcache entry (or NULL).
-unsafe fn compares_with_org_lookup(qual: *mut pg_sys::Node) -> bool {
+pub(super) unsafe fn compares_with_org_lookup(qual: *mut pg_sys::Node) -> bool {
     if !is(qual, pg_sys::NodeTag::T_OpExpr) {
         return false;
     }
@@ -363,7 +363,7 @@ fn is_org_lookup(function: pg_sys::Oid) -> bool {
 ///
 /// # Safety
 /// `node` must be a valid node (or NULL).
-unsafe fn without_casts(mut node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+pub(super) unsafe fn without_casts(mut node: *mut pg_sys::Node) -> *mut pg_sys::Node {
     loop {
         if is(node, pg_sys::NodeTag::T_RelabelType) {
             node = (*(node as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;
