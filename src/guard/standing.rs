@@ -3,14 +3,16 @@
 //!
 //! - revoked (NOLOGIN), deleted (no role), given a new password (or had
 //!   its password removed), or past its VALID UNTIL: the session ends with
-//!   FATAL 57P01, as revoke ends it on the
-//!   primary at commit. A standby replays the change into the catalogs but
-//!   nothing signals its sessions, and a backend applies replayed catalog
-//!   changes only when it accepts invalidation messages, so the check accepts
-//!   them first: a statement inside an open transaction block sees the change
-//!   too. Expiry changes nothing in the catalogs: the clock decides. On the
-//!   primary the same check closes the gap between the moment revoke collects
-//!   a role's sessions and its commit.
+//!   FATAL 57P01, as revoke ends it on the primary at commit. A standby
+//!   replays the change into the catalogs but nothing signals its sessions,
+//!   and a backend applies replayed catalog changes only when it accepts
+//!   invalidation messages, so the check accepts them first: a statement
+//!   inside an open transaction block sees the change too. Expiry changes
+//!   nothing in the catalogs: the clock decides. On the primary the same
+//!   check closes the gap between the moment revoke collects a role's
+//!   sessions and its commit. A role without a password (a credential's on
+//!   a Citus worker, where Citus logs in with its own authentication) is
+//!   not ended for that: only for losing the one it logged in with.
 //! - over its org's or the server's connection limit for BI sessions: FATAL
 //!   53300 before its first statement (the library loads after
 //!   authentication; a role's own CONNECTION LIMIT is PostgreSQL's, at login).
