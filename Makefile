@@ -25,7 +25,7 @@ ONE := $(or $(PG),15)
 SOME := $(or $(PG),$(MAJORS))
 WITH_PG := bash scripts/with-pg.sh
 
-.PHONY: setup setup-build build install demo demo-stop test lint pgrx-test pg-test pg-upgrade-test package package-test bench clean
+.PHONY: setup setup-build build install demo demo-stop test lint pgrx-test pg-test pg-upgrade-test citus-test package package-test bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -76,6 +76,17 @@ pg-test: setup
 pg-upgrade-test: setup
 	bash pg_test/upgrade/pg_upgrade.sh
 
+# bi_access on a Citus cluster (README "Citus"): a release install into
+# CITUS_PG's server (16 by default; Citus supports 16 to 18), Citus built
+# from the source tree CITUS_SRC (a checkout of github.com/citusdata/citus;
+# scripts/citus.sh, which rebuilds nothing the second time), then
+# pg_test/test_citus.py on a coordinator and two workers.
+CITUS_PG ?= 16
+citus-test: setup
+	@[[ -n "$(CITUS_SRC)" ]] || { echo "make citus-test: set CITUS_SRC to a source tree of github.com/citusdata/citus" >&2; exit 2; }
+	$(MAKE) --no-print-directory install PG=$(CITUS_PG)
+	CITUS_SRC="$(CITUS_SRC)" $(WITH_PG) $(CITUS_PG) bash scripts/citus.sh test
+
 package: setup
 	@for m in $(SOME); do $(WITH_PG) $$m bash scripts/package.sh || exit 1; done
 
@@ -88,7 +99,9 @@ package-test: setup
 # fmt, then per major: clippy, #[pg_test]s, release install, pg_test/ on a
 # primary + streaming replica (and on 15, the only major 0.1.0 was released
 # for, the upgrade test; on 17 the pg_upgrade 15 -> 17 test), .deb; then the
-# 15 package's smoke test. Times per stage and major go to target/test-times.txt.
+# 15 package's smoke test; then, with CITUS_SRC set, the Citus test on
+# CITUS_PG (one line saying it was skipped otherwise). Times per stage and
+# major go to target/test-times.txt.
 test: setup
 	@bash scripts/test-matrix.sh $(SOME)
 

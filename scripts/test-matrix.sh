@@ -11,6 +11,11 @@
 #               path: 0.1.0 was released for 15 only; on 17 also
 #               the pg_upgrade 15 -> 17 test), and its .deb
 #   with 15:    the 15 package installed with dpkg -i and its smoke test
+#   Citus:      with CITUS_SRC set (a source tree of github.com/citusdata/citus),
+#               scripts/citus.sh builds Citus for CITUS_PG (16 by default)
+#               and runs pg_test/test_citus.py on a coordinator and two
+#               workers, once that major's stages passed; one line says it
+#               was skipped otherwise
 # A failing stage ends its major; the other majors still run, and the run
 # fails at the end. Seconds per stage and major go to target/test-times.txt.
 set -uo pipefail
@@ -70,6 +75,21 @@ for major in "${majors[@]}"; do
     fi
   printf '%-8s %-12s %8d\n' "$major" total $((SECONDS - major_start)) >>"$times"
 done
+citus_major=${CITUS_PG:-16}
+if [[ -z ${CITUS_SRC:-} ]]; then
+  citus_skipped="CITUS_SRC is not set (make citus-test CITUS_SRC=<a checkout of github.com/citusdata/citus>)"
+elif [[ " ${majors[*]} " != *" $citus_major "* ]]; then
+  citus_skipped="PostgreSQL $citus_major (CITUS_PG) is not among this run's majors"
+elif [[ " ${failed[*]} " == *" $citus_major:"* ]]; then
+  citus_skipped="PostgreSQL $citus_major failed a stage"
+else
+  citus_skipped=
+  stage "$citus_major" citus with "$citus_major" bash scripts/citus.sh test
+fi
+if [[ -n $citus_skipped ]]; then
+  printf '\n==> citus: skipped: %s\n' "$citus_skipped"
+  printf '%-8s %-12s %8s  %s\n' "$citus_major" citus - "skipped: $citus_skipped" >>"$times"
+fi
 printf '%-8s %-12s %8d\n' all total $((SECONDS - begin)) >>"$times"
 
 printf '\n'

@@ -221,6 +221,12 @@ CREATE OR REPLACE FUNCTION bi_access_internal."org_lookup_support"(
 IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+CREATE FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
 CREATE FUNCTION bi_access_internal."pgbouncer_auth"(
 	"username" TEXT /* & str */
 ) RETURNS TABLE (

@@ -61,6 +61,13 @@ mod bi_access_internal {
         pgrx::Internal::from(Some(pg_sys::Datum::from(answer)))
     }
 
+    /// The org key of a role as this database's lookup answers it: what a
+    /// Citus worker asks its coordinator (src/citus.rs). Superusers only.
+    #[pg_extern(stable, parallel_safe)]
+    fn org_of(role: &str) -> Option<String> {
+        crate::error::or_raise(crate::org::org_of(role))
+    }
+
     use crate::credentials::{self, Request};
     use crate::entry::Call;
     use crate::error::{or_raise, Result};

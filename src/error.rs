@@ -127,6 +127,11 @@ pub enum BiError {
     #[error("{0}")]
     TooManyConnections(String),
 
+    /// Another node of a Citus cluster could not be asked, or failed
+    /// (src/citus.rs).
+    #[error("{0}")]
+    Citus(String),
+
     #[error(transparent)]
     Secret(#[from] SecretError),
 
@@ -221,6 +226,7 @@ impl BiError {
             BiError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             BiError::PrepareAfterEndingSessions => ERRCODE_FEATURE_NOT_SUPPORTED,
             BiError::NeedsReadCommitted(_) => ERRCODE_INVALID_TRANSACTION_STATE,
+            BiError::Citus(_) => ERRCODE_CONNECTION_EXCEPTION,
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -330,6 +336,11 @@ impl BiError {
             ),
             BiError::NeedsReadCommitted(_) => Some(
                 "Run it on its own, in a READ COMMITTED transaction (the default).".into(),
+            ),
+            BiError::Citus(_) => Some(
+                "Every node of the Citus cluster must reach the others as the superuser \
+                 (citus.node_conninfo, pg_dist_authinfo) and have bi_access installed."
+                    .into(),
             ),
             BiError::Secret(error) => error.hint(),
             _ => None,

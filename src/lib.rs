@@ -22,6 +22,7 @@
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
 //! - `compat`: what differs between PostgreSQL majors;
+//! - `citus`: what differs on a Citus cluster (coordinator and workers);
 //! - `legacy`: symbols older versions' SQL calls until ALTER EXTENSION UPDATE;
 //! - `entry`: what every call checks first (a primary, SQL objects of this
 //!   version, no NULL where NULL means nothing);
@@ -33,6 +34,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod audit;
+mod citus;
 mod compat;
 mod connection;
 mod credentials;
@@ -82,6 +84,7 @@ pub extern "C-unwind" fn _PG_init() {
     guard::install();
     guard::refuse_client_settings(&asked);
     org::init();
+    citus::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

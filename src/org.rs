@@ -92,9 +92,28 @@ fn live_org(role: &str, user: pg_sys::Oid) -> Result<Option<String>> {
     // gives the cluster a new system identifier (src/custody.rs), and the
     // role is this database's until a sync re-marks it.
     let Some(org) = crate::records::live_org_of_any_mark(role)? else {
-        return Ok(None);
+        // No record here: on a Citus worker, the coordinator's bi_access has
+        // them (src/citus.rs).
+        return crate::citus::org_from_coordinator(role);
     };
     Ok((crate::custody::of(role)? == crate::custody::Custody::Here).then_some(org))
+}
+
+/// The org key of `role` as this database's lookup answers it for a session
+/// of that role: what a Citus worker asks its coordinator (src/citus.rs).
+/// Superusers only, since it tells which org any role belongs to.
+pub fn org_of(role: &str) -> Result<Option<String>> {
+    // SAFETY: reads a cached flag of the current user.
+    if !unsafe { pg_sys::superuser() } {
+        return Err(crate::error::BiError::Refused {
+            message: "permission denied: only a superuser may ask for the org of a role".into(),
+            hint: "A Citus worker asks its coordinator as the superuser.".into(),
+        });
+    }
+    let Some(user) = crate::roles::oid(role)? else {
+        return Ok(None);
+    };
+    look_up(user)
 }
 
 /// The planner's question about a call of one of the three lookups

@@ -45,6 +45,15 @@ const NOT_A_CREDENTIAL: &str =
     "(SELECT pg_catalog.pg_has_role('bi_access_credential'::pg_catalog.name, \
      'MEMBER'::pg_catalog.text)::pg_catalog.int4) OPERATOR(pg_catalog.<>) 1";
 
+/// The same without the sub-select, for a table Citus manages: Citus copies
+/// its policies to the shards and refuses one with a sub-select. The
+/// estimate is the same; where bi_access is not loaded, the call runs per
+/// row instead of once per query (the session guard's planner hook, loaded
+/// in every credential session, decides it before planning either way).
+const NOT_A_CREDENTIAL_BARE: &str =
+    "pg_catalog.pg_has_role('bi_access_credential'::pg_catalog.name, \
+     'MEMBER'::pg_catalog.text)::pg_catalog.int4 OPERATOR(pg_catalog.<>) 1";
+
 /// An exposed table as the policies see it.
 pub struct Target {
     pub oid: pg_sys::Oid,
@@ -135,9 +144,14 @@ pub fn create_reader_policies(target: &Target, reader: &str) -> Result<()> {
 /// Creates the pass-through policy, replacing one of an older form.
 pub fn create_passthrough(target: &Target) -> Result<()> {
     drop(target, &[PASSTHROUGH])?;
+    let condition = if crate::citus::is_citus_table(target.oid)? {
+        NOT_A_CREDENTIAL_BARE
+    } else {
+        NOT_A_CREDENTIAL
+    };
     Spi::run(&format!(
         "CREATE POLICY {PASSTHROUGH} ON {} AS PERMISSIVE FOR ALL TO PUBLIC \
-         USING ({NOT_A_CREDENTIAL}) WITH CHECK ({NOT_A_CREDENTIAL})",
+         USING ({condition}) WITH CHECK ({condition})",
         target.name
     ))?;
     Ok(())

@@ -232,6 +232,7 @@ pub fn sync_audit_reads() -> Result<i64> {
 /// statement is built as a parse tree and handed to AlterRole(), so neither
 /// the log, pg_stat_statements nor an error context can ever show it.
 pub fn set_password(role: &str, verifier: &str) -> Result<()> {
+    crate::citus::clear_password_on_workers(role)?;
     let role = CString::new(role).map_err(|_| BiError::InvalidParameter("role name".into()))?;
     let verifier =
         CString::new(verifier).map_err(|_| BiError::InvalidParameter("verifier".into()))?;

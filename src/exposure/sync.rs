@@ -126,6 +126,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
     crate::custody::adopt_all()?;
+    crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
     crate::roles::sync_memberships()?;
     let mut done = Vec::new();
@@ -185,6 +186,11 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
     let _changing = ChangingTables::begin();
     let target = target(tbl, &column)?;
     let reader = roles::reader_group()?;
+    // A Citus table's grant and policies go to its shards on every worker,
+    // where they name the coordinator's reader group: it must be there first.
+    if crate::citus::is_citus_table(tbl)? && !in_exposed_state(&target, &reader, rls_by_us)? {
+        crate::citus::prepare_workers(&reader)?;
+    }
     let mut changed = false;
     if !target.is_view {
         // A security_invoker view runs with the BI role's rights, so the
@@ -207,6 +213,11 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
     }
     changed |= grant_read(&target, &reader)?;
     finish_sync(tbl, changed)
+}
+
+fn in_exposed_state(target: &Target, reader: &str, rls_by_us: bool) -> Result<bool> {
+    Ok(missing(target, reader)?.is_empty()
+        && (target.is_view || !rls_by_us || policies::passthrough_ok(target)?))
 }
 
 pub(super) fn finish_sync(tbl: pg_sys::Oid, changed: bool) -> Result<SyncAction> {
@@ -320,6 +331,7 @@ pub(super) fn lock_exclusively(target: &Target) -> Result<()> {
 /// sync, one transaction each.
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     crate::custody::adopt_all()?;
+    crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
     crate::roles::sync_memberships()?;
     expose_new_tables()?;

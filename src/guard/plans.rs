@@ -70,10 +70,66 @@ unsafe extern "C-unwind" fn planner(
             (*cell).ptr_value = constant(!member).cast();
         }
     }
+    if super::guarded() {
+        add_org_filter_for_citus(parse);
+    }
     match PREVIOUS {
         Some(previous) => previous(parse, query_string, cursor_options, bound_params),
         None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
     }
+}
+
+/// A credential's query on one Citus table: the guard policy's condition,
+/// its org lookup evaluated (`org_id = 42`), added to the query's own WHERE
+/// too. Citus plans a single-table query with its distribution column
+/// compared with a constant in the WHERE on its fast path, as it does the
+/// owner's hand-written filter, instead of planning it in full; the
+/// condition is already the guard's, so no row changes (row-level security
+/// still applies on the coordinator and on the shards). A query that names
+/// the column in its WHERE already is left as it is (Citus's fast path
+/// wants the column there once).
+///
+/// # Safety
+/// `query` must be the planner's input, which it may modify.
+unsafe fn add_org_filter_for_citus(query: *mut pg_sys::Query) {
+    if (*query).commandType != pg_sys::CmdType::CMD_SELECT || (*query).jointree.is_null() {
+        return;
+    }
+    let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
+    let Some(entry) = rtable.get_ptr(0) else {
+        return;
+    };
+    if rtable.len() != 1 || (*entry).rtekind != pg_sys::RTEKind::RTE_RELATION {
+        return;
+    }
+    let Some(guard) = list_cells((*entry).securityQuals)
+        .into_iter()
+        .map(|cell| (*cell).ptr_value as *mut pg_sys::Node)
+        .find(|qual| super::reads::compares_with_org_lookup(*qual))
+    else {
+        return;
+    };
+    let column = PgList::<pg_sys::Node>::from_pg((*(guard as *mut pg_sys::OpExpr)).args)
+        .get_ptr(0)
+        .map(|left| super::reads::without_casts(left));
+    let Some(column) = column.filter(|c| is(*c, pg_sys::NodeTag::T_Var)) else {
+        return;
+    };
+    let quals = (*(*query).jointree).quals;
+    let mut named: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+    pg_sys::pull_varattnos(quals, 1, &mut named);
+    let attno = (*(column as *mut pg_sys::Var)).varattno as i32;
+    if pg_sys::bms_is_member(attno - pg_sys::FirstLowInvalidHeapAttributeNumber, named)
+        || !crate::citus::is_citus_table_cached((*entry).relid)
+    {
+        return;
+    }
+    // The planner support function turns the lookup into its constant.
+    let filter = pg_sys::eval_const_expressions(
+        std::ptr::null_mut(),
+        pg_sys::copyObjectImpl(guard.cast()).cast(),
+    );
+    (*(*query).jointree).quals = pg_sys::make_and_qual(quals, filter);
 }
 
 /// What `pg_has_role(…, 'MEMBER')` answers for the current role; None where
@@ -165,11 +221,12 @@ fn constant(value: bool) -> *mut pg_sys::Node {
 }
 
 /// `(SELECT pg_catalog.pg_has_role('bi_access_credential', 'MEMBER')::int4) <> 1`,
-/// exactly as policies::create_passthrough writes it.
+/// exactly as policies::create_passthrough writes it (without the sub-select
+/// on a table Citus manages).
 ///
 /// # Safety
 /// `node` must be a valid node (or NULL).
-unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
+pub(super) unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
     if !is(node, pg_sys::NodeTag::T_OpExpr) {
         return false;
     }
@@ -187,7 +244,7 @@ unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
     let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) else {
         return false;
     };
-    is_int4_one(right) && is_membership_sublink(left)
+    is_int4_one(right) && (is_membership_sublink(left) || is_membership_cast(left))
 }
 
 /// # Safety
@@ -205,9 +262,12 @@ unsafe fn is_int4_one(node: *mut pg_sys::Node) -> bool {
 /// # Safety
 /// `node` must be a valid node (or NULL).
 unsafe fn is_membership_sublink(node: *mut pg_sys::Node) -> bool {
-    let Some(cast) = sole_target_of_sublink(node) else {
-        return false;
-    };
+    sole_target_of_sublink(node).is_some_and(|cast| is_membership_cast(cast))
+}
+
+/// # Safety
+/// `cast` must be a valid node (or NULL).
+unsafe fn is_membership_cast(cast: *mut pg_sys::Node) -> bool {
     // The int4 cast of the boolean, then the call.
     if !is(cast, pg_sys::NodeTag::T_FuncExpr) {
         return false;

@@ -208,6 +208,15 @@ unsafe fn with_relation(relid: pg_sys::Oid, check: impl FnOnce(pg_sys::Relation)
 
 /// Row-level security on, and both reader policies as bi_access makes them.
 ///
+/// A shard of a Citus table carries the policies Citus copied from the
+/// table, all of them permissive (Citus drops AS RESTRICTIVE when it copies
+/// a policy, README "Citus"): its guard cannot narrow what another
+/// permissive policy admits. Such a shard passes only while nothing else
+/// admits anyone: every permissive policy for SELECT is the reader policy,
+/// the guard, or the pass-through as bi_access writes it (false for a
+/// credential). The credential then sees what the reader policy admits, as
+/// on the coordinator.
+///
 /// # Safety
 /// `relation` must be an open relcache entry of a table.
 unsafe fn policies_in_place(relation: pg_sys::Relation) -> bool {
@@ -215,25 +224,33 @@ unsafe fn policies_in_place(relation: pg_sys::Relation) -> bool {
         return false;
     }
     let credential_group = pg_sys::get_role_oid(names::CREDENTIAL_GROUP_C.as_ptr(), true);
-    let (mut read, mut guard) = (false, false);
+    let (mut read, mut guard, mut permissive_guard, mut others_admit) =
+        (false, false, false, false);
     for policy in
         PgList::<pg_sys::RowSecurityPolicy>::from_pg((*(*relation).rd_rsdesc).policies).iter_ptr()
     {
         let name = CStr::from_ptr((*policy).policy_name).to_string_lossy();
         let for_select = matches!((*policy).polcmd as u8, b'r' | b'*');
-        if !for_select || !compares_with_org_lookup((*policy).qual as *mut pg_sys::Node) {
+        if !for_select {
             continue;
         }
-        if name == names::POLICY_READ && (*policy).permissive {
+        let qual = (*policy).qual as *mut pg_sys::Node;
+        let org_match = compares_with_org_lookup(qual);
+        if org_match && name == names::POLICY_READ && (*policy).permissive {
             read = true;
-        } else if name == names::POLICY_GUARD
-            && !(*policy).permissive
-            && binds(policy, credential_group)
+        } else if org_match && name == names::POLICY_GUARD && binds(policy, credential_group) {
+            if (*policy).permissive {
+                permissive_guard = true;
+            } else {
+                guard = true;
+            }
+        } else if (*policy).permissive
+            && !(name == names::POLICY_PASSTHROUGH && super::plans::is_passthrough(qual))
         {
-            guard = true;
+            others_admit = true;
         }
     }
-    read && guard
+    read && (guard || (permissive_guard && !others_admit))
 }
 
 /// Whether the policy applies to members of `group` (or to PUBLIC).
@@ -266,7 +283,7 @@ unsafe fn binds(policy: *mut pg_sys::RowSecurityPolicy, group: pg_sys::Oid) -> b
 ///
 /// # Safety
 /// `qual` must be a node tree of an open relcache entry (or NULL).
-unsafe fn compares_with_org_lookup(qual: *mut pg_sys::Node) -> bool {
+pub(super) unsafe fn compares_with_org_lookup(qual: *mut pg_sys::Node) -> bool {
     if !is(qual, pg_sys::NodeTag::T_OpExpr) {
         return false;
     }
@@ -346,7 +363,7 @@ fn is_org_lookup(function: pg_sys::Oid) -> bool {
 ///
 /// # Safety
 /// `node` must be a valid node (or NULL).
-unsafe fn without_casts(mut node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+pub(super) unsafe fn without_casts(mut node: *mut pg_sys::Node) -> *mut pg_sys::Node {
     loop {
         if is(node, pg_sys::NodeTag::T_RelabelType) {
             node = (*(node as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;

@@ -1,15 +1,18 @@
 //! The login's standing, checked at the start of every statement of a
 //! credential session, on every server:
 //!
-//! - revoked (NOLOGIN), deleted (no role), given a new password, or past its
-//!   VALID UNTIL: the session ends with FATAL 57P01, as revoke ends it on the
-//!   primary at commit. A standby replays the change into the catalogs but
-//!   nothing signals its sessions, and a backend applies replayed catalog
-//!   changes only when it accepts invalidation messages, so the check accepts
-//!   them first: a statement inside an open transaction block sees the change
-//!   too. Expiry changes nothing in the catalogs: the clock decides. On the
-//!   primary the same check closes the gap between the moment revoke collects
-//!   a role's sessions and its commit.
+//! - revoked (NOLOGIN), deleted (no role), given a new password (or had
+//!   its password removed), or past its VALID UNTIL: the session ends with
+//!   FATAL 57P01, as revoke ends it on the primary at commit. A standby
+//!   replays the change into the catalogs but nothing signals its sessions,
+//!   and a backend applies replayed catalog changes only when it accepts
+//!   invalidation messages, so the check accepts them first: a statement
+//!   inside an open transaction block sees the change too. Expiry changes
+//!   nothing in the catalogs: the clock decides. On the primary the same
+//!   check closes the gap between the moment revoke collects a role's
+//!   sessions and its commit. A role without a password (a credential's on
+//!   a Citus worker, where Citus logs in with its own authentication) is
+//!   not ended for that: only for losing the one it logged in with.
 //! - over its org's or the server's connection limit for BI sessions: FATAL
 //!   53300 before its first statement (the library loads after
 //!   authentication; a role's own CONNECTION LIMIT is PostgreSQL's, at login).
@@ -26,8 +29,10 @@ use crate::names;
 use crate::settings;
 
 thread_local! {
-    /// A fingerprint of the password verifier the session logged in under.
-    static LOGIN_VERIFIER: Cell<Option<u64>> = const { Cell::new(None) };
+    /// A fingerprint of the password verifier the session logged in under
+    /// (None inside: the role had none, as a credential's role on a Citus
+    /// worker, where only Citus's own connections log in without one).
+    static LOGIN_VERIFIER: Cell<Option<Option<u64>>> = const { Cell::new(None) };
     static LIMITS_CHECKED: Cell<bool> = const { Cell::new(false) };
     /// The login's VALID UNTIL as last read, while no change to pg_authid
     /// has arrived since (`forget_standing`): the catalogs are read again
@@ -38,7 +43,7 @@ thread_local! {
 /// What the catalogs say of the login now.
 enum Standing {
     Good {
-        verifier: u64,
+        verifier: Option<u64>,
         valid_until: Option<i64>,
     },
     Ended(&'static str),
@@ -79,8 +84,10 @@ pub(super) fn check() {
                     login.set(Some(known));
                     known
                 });
-                if login != verifier {
-                    end("was given a new password");
+                match (login, verifier) {
+                    (Some(_), None) => end("has no password"),
+                    (login, now) if login != now => end("was given a new password"),
+                    _ => {}
                 }
                 KNOWN.with(|known| known.set(Some(valid_until)));
                 valid_until
@@ -131,11 +138,10 @@ fn standing() -> Standing {
         let valid_until = attribute(pg_sys::Anum_pg_authid_rolvaliduntil).map(|v| v.value() as i64);
         let expired = valid_until.is_some_and(|until| until < pg_sys::GetCurrentTimestamp());
         pg_sys::ReleaseSysCache(tuple);
-        match (can_login, verifier, expired) {
-            (false, _, _) => Standing::Ended("was revoked"),
-            (_, _, true) => Standing::Ended("has expired"),
-            (_, None, _) => Standing::Ended("has no password"),
-            (true, Some(verifier), false) => Standing::Good {
+        match (can_login, expired) {
+            (false, _) => Standing::Ended("was revoked"),
+            (_, true) => Standing::Ended("has expired"),
+            (true, false) => Standing::Good {
                 verifier,
                 valid_until,
             },

@@ -10,6 +10,7 @@ mod helpers;
 mod application;
 mod audit;
 mod check;
+mod citus;
 mod exposure;
 mod fail_closed;
 mod generate;
