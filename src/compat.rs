@@ -13,8 +13,9 @@
 //! | finding a built-in setting's record | the GUC array | the GUC array | `find_option` (a hash table) |
 //! | `session_preload_libraries` load | after the startup transaction | inside it | inside it |
 //! | shared memory requested | in `_PG_init` | in `shmem_request_hook` | same |
-//! | `transaction_timeout` | none (a timer of bi_access's) | none | 16: none; 17: PostgreSQL's own |
-//! | first free `TimeoutId` (`USER_TIMEOUT`) | 10 | 12 | 16: 12; 17: 13 |
+//! | `transaction_timeout` | none (bi_access runs a timer) | none | 16: none; 17 on: PostgreSQL's own |
+//! | first free `TimeoutId` (`USER_TIMEOUT`) | 10 | 12 | 16: 12; 17 on: 13 |
+//! | `AddinShmemInitLock` | main LWLock 21 | same | same |
 //!
 //! (From 17 on `ALTER SYSTEM SET bi_access.…` no longer needs the library
 //! loaded in the session; nothing here depends on it, README says so.)
@@ -102,6 +103,7 @@ pub fn addin_shmem_init_lock() -> *mut pg_sys::LWLock {
     unsafe { &raw mut (*pg_sys::MainLWLockArray.add(21)).lock }
 }
 
+#[cfg(not(feature = "pg14"))]
 static mut SHMEM_REQUEST: Option<fn()> = None;
 #[cfg(not(feature = "pg14"))]
 static mut PREVIOUS_SHMEM_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
@@ -113,11 +115,11 @@ static mut PREVIOUS_SHMEM_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
 /// # Safety
 /// Once, from `_PG_init`, while shared_preload_libraries is being processed.
 pub unsafe fn request_shared_memory(request: fn()) {
-    SHMEM_REQUEST = Some(request);
     #[cfg(feature = "pg14")]
     request();
     #[cfg(not(feature = "pg14"))]
     {
+        SHMEM_REQUEST = Some(request);
         PREVIOUS_SHMEM_REQUEST_HOOK = pg_sys::shmem_request_hook;
         pg_sys::shmem_request_hook = Some(shmem_request);
     }

@@ -1,6 +1,6 @@
 //! `bi_access.check()`: the security posture around the credentials, each
 //! finding with the statement that fixes it. A clean setup reports nothing
-//! but information (severity `info`: what bounds a credential's locks).
+//! but what bounds a credential's locks on this server (object `lock waits`).
 
 use pgrx::prelude::*;
 
