@@ -183,6 +183,13 @@ def app_waits_behind(server: Server, dbname: str, n: int) -> tuple[Timed, Timed]
     return alter, select
 
 
+def yield_log_lines(server: Server) -> tuple[int, int]:
+    """The yield worker's LOG lines so far: (cancels, terminations)."""
+    log = server.read_log()
+    return (log.count("bi_access: cancelled the statement of credential session"),
+            log.count("bi_access: ended credential session"))
+
+
 def assert_yielded(kind: str, stdout: str, stderr: str) -> None:
     cancelled, ended = YIELDS[kind]
     if kind == "idle in transaction":
@@ -242,7 +249,7 @@ def test_the_application_waits_at_most_yield_after_plus_1s(preloaded, kind):
     pair, bi = preloaded
     server = pair.primary
     cred = bi.generate(ORG)
-    before = yields(server, PRELOADED_DB)[0]
+    before, logged = yields(server, PRELOADED_DB)[0], yield_log_lines(server)
     psql = start_hostile(server, PRELOADED_DB, cred, kind)
     alter, select = app_waits_behind(server, PRELOADED_DB, list(HOSTILE).index(kind))
     stdout, stderr = psql.finish()
@@ -252,6 +259,8 @@ def test_the_application_waits_at_most_yield_after_plus_1s(preloaded, kind):
     assert_yielded(kind, stdout, stderr)
     after = yields(server, PRELOADED_DB)[0]
     assert (after[0] - before[0], after[1] - before[1]) == YIELDS[kind]
+    now_logged = yield_log_lines(server)
+    assert (now_logged[0] - logged[0], now_logged[1] - logged[1]) == YIELDS[kind], "one LOG line per yield"
 
 
 @pytest.mark.parametrize("kind", list(HOSTILE))
@@ -334,6 +343,45 @@ def test_an_application_session_is_never_cancelled(preloaded):
         holder.close()
         waiter.close()
     assert yields(server, PRELOADED_DB) == before
+
+
+def set_yield_after(server: Server, value: str | None) -> None:
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("ALTER SYSTEM RESET bi_access.yield_after" if value is None else
+                        f"ALTER SYSTEM SET bi_access.yield_after = '{value}'")
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
+    time.sleep(0.5)
+
+
+def test_check_warns_when_yield_after_is_0(preloaded):
+    pair, _ = preloaded
+    set_yield_after(pair.primary, "0")
+    try:
+        found = regime(pair.primary, PRELOADED_DB)
+    finally:
+        set_yield_after(pair.primary, None)
+    assert [severity for severity, _ in found] == ["warning"], found
+    assert "bi_access.yield_after is 0" in found[0][1], found
+    assert [severity for severity, _ in regime(pair.primary, PRELOADED_DB)] == ["info"]
+
+
+def test_check_reports_a_worker_that_is_not_running(preloaded):
+    """Terminated (pg_terminate_backend), the worker stays stopped until the
+    server restarts, and check() says so. The module's last preloaded test."""
+    pair, _ = preloaded
+    server = pair.primary
+    worker = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'bi_access yield worker'"
+    server.sql(f"SELECT pg_terminate_backend(pid) FROM ({worker}) w")
+    wait_until(lambda: not server.sql(worker), 10, "the worker to exit")
+    found = regime(server, PRELOADED_DB)
+    assert [severity for severity, _ in found] == ["error"], found
+    assert "its yield worker is not running on this server" in found[0][1], found
+    time.sleep(6)  # longer than the restart interval of a worker that crashed
+    assert not server.sql(worker), "the worker came back"
 
 
 # --------------------------------------------------------------------------
