@@ -69,9 +69,8 @@ ALTER TABLE queue OWNER TO {APP_ROLE};
 """
 EXPOSE = "SELECT bi_access.expose_table('orders'); SELECT * FROM bi_access.sync_tables();"
 
-# What each hostile credential runs (psql, one command after the other), the
-# state its session is in once it holds its lock on orders, and what it must
-# get: its statement cancelled, its session ended.
+# What each hostile credential runs (psql, one command after the other), and
+# the state its session is in once it holds its lock on orders.
 HOSTILE = {
     "idle in transaction": (["BEGIN", "SELECT count(*) FROM orders", r"\! sleep 4", "SELECT 'still here'"],
                             "idle in transaction"),
@@ -80,7 +79,9 @@ HOSTILE = {
     "running a long statement": (["SELECT count(*), pg_sleep(30) FROM orders", "SELECT 'still here'"],
                                  "active"),
 }
-# kind -> (cancelled, ended) by the yield worker
+# kind -> (statements cancelled, sessions ended) by the yield worker: a
+# cancel does nothing to a session idle in its transaction, and inside a
+# savepoint it leaves the outer transaction's lock.
 YIELDS = {"idle in transaction": (1, 1), "inside a savepoint": (1, 1), "running a long statement": (1, 0)}
 
 
