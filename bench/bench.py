@@ -866,8 +866,10 @@ class Bench:
 
     def yield_idle_cost(self):
         """Item 10: the application's point lookup on P with the yield worker
-        running and paused (SIGSTOP), statement by statement in a fresh
-        random order each cycle, no credential connected."""
+        running and paused (SIGSTOP), side by side: each cycle runs one
+        side's two sessions, then the other's (in turns), the worker paused
+        or continued before each side with a 2 ms settle, untimed; no
+        credential connected."""
         T, R = self.a.seconds, self.a.rounds
         log(f"item 10: the yield worker's cost when idle: application point lookup on P, worker running vs "
             f"paused, lockstep, {R} rounds x {T} s")
@@ -881,26 +883,29 @@ class Bench:
         pc = time.perf_counter
         try:
             for r in range(-1, R):
-                sessions = [(k, self.login("P", "bench_app", "bench_app")) for k in ("running", "paused")
-                            for _ in range(2)]
-                curs = [(k, c.cursor()) for k, c in sessions]
+                sessions = {k: [self.login("P", "bench_app", "bench_app") for _ in range(2)]
+                            for k in ("running", "paused")}
+                curs = {k: [c.cursor() for c in conns] for k, conns in sessions.items()}
                 lat = {"running": [], "paused": []}
                 end = pc() + (1 if r < 0 else T)
                 order = random.Random(r)
                 i = 0
                 while pc() < end or i < 40:
                     sql = f"SELECT * FROM orders WHERE id = {rng.randrange(1, 100001)}"
-                    order.shuffle(curs)
-                    for k, cur in curs:
+                    for k in (("running", "paused") if (i + r) % 2 else ("paused", "running")):
                         os.kill(worker, signal.SIGCONT if k == "running" else signal.SIGSTOP)
-                        t0 = pc()
-                        cur.execute(sql)
-                        cur.fetchall()
-                        lat[k].append((pc() - t0) * 1000)
+                        time.sleep(0.002)
+                        order.shuffle(curs[k])
+                        for cur in curs[k]:
+                            t0 = pc()
+                            cur.execute(sql)
+                            cur.fetchall()
+                            lat[k].append((pc() - t0) * 1000)
                     i += 1
                 os.kill(worker, signal.SIGCONT)
-                for _, c in sessions:
-                    c.close()
+                for conns in sessions.values():
+                    for c in conns:
+                        c.close()
                 if r >= 0:
                     out["running"].append(median(lat["running"]))
                     out["paused"].append(median(lat["paused"]))
@@ -1200,11 +1205,12 @@ class Bench:
                      f"{median(idle['paused']):.3f} ms)", m <= TARGET_YIELD_IDLE)
             D.append("### 10. The yield worker when no credential is connected (P)\n")
             D.append("The application's role runs `SELECT * FROM orders WHERE id = …` (a random primary key of "
-                     "100,000 rows) on four sessions, two per side, each once per cycle in a fresh random order; "
-                     "before each statement of the `paused` side the driver sends the yield worker SIGSTOP, before "
-                     "each of the `running` side SIGCONT (outside the timed span), so both sides run on the same "
-                     f"server side by side. {self.a.rounds} rounds of {self.a.seconds:g} s; a round's figure is "
-                     "the median latency per side, its ratio running / paused.\n")
+                     "100,000 rows) on four sessions, two per side. Each cycle runs the same statement on one "
+                     "side's two sessions, then on the other's, the side that goes first alternating; before the "
+                     "`paused` side the driver sends the yield worker SIGSTOP, before the `running` side SIGCONT, "
+                     "then waits 2 ms (all outside the timed span), so both sides run on the same server side by "
+                     f"side. {self.a.rounds} rounds of {self.a.seconds:g} s; a round's figure is the median "
+                     "latency per side, its ratio running / paused.\n")
             D.append(f"- per-round ratios: {', '.join(f'{x:.3f}' for x in idle['ratios'])}")
             D.append(f"- statements per side per round: {min(idle['n'])}–{max(idle['n'])}")
             D.append(f"- credential sessions on P during the measurement: {idle['credentials']}")
