@@ -405,6 +405,8 @@ def test_check_says_only_the_transaction_cap_bounds_lock_waits(pair, capped):
     assert [severity for severity, _ in found] == ["info"], found
     assert "bi_access is not preloaded" in found[0][1], found
     assert "at most bi_access.transaction_timeout (3s)" in found[0][1], found
+    fix = pair.primary.value("SELECT fix FROM bi_access.check() WHERE object = 'lock waits'", dbname=CAPPED_DB)
+    assert fix.startswith("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements,bi_access';"), fix
     for server in (pair.primary, pair.replica):
         assert yields(server, CAPPED_DB) == [], "no shared memory without the preload"
         assert server.value("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'bi_access yield worker'") == 0

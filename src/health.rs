@@ -494,6 +494,18 @@ fn lock_waits(_: &Context) -> Result<Vec<Finding>> {
     };
     let object = "lock waits".to_string();
     if crate::shmem::segment().is_none() {
+        let preloaded = db::first::<String>(
+            "SELECT pg_catalog.current_setting('shared_preload_libraries')",
+            &[],
+        )?
+        .unwrap_or_default();
+        let libraries = preloaded
+            .split(',')
+            .map(str::trim)
+            .filter(|library| !library.is_empty())
+            .chain(std::iter::once(names::EXTENSION))
+            .collect::<Vec<_>>()
+            .join(",");
         let (severity, bound) = match &cap {
             Some(cap) => (
                 "info",
@@ -508,9 +520,12 @@ fn lock_waits(_: &Context) -> Result<Vec<Finding>> {
                 "bi_access is not preloaded on this server: the application (and a standby's replay) may wait \
                  on a credential's lock {bound}; no credential yields its locks"
             ),
-            fix: "ALTER SYSTEM SET shared_preload_libraries = 'bi_access' (added to what it lists) and restart \
-                  the server (each standby too): the yield worker then bounds the wait at bi_access.yield_after."
-                .into(),
+            fix: format!(
+                "ALTER SYSTEM SET shared_preload_libraries = {}; then restart the server (and each standby, \
+                 where the same goes into its postgresql.conf): the yield worker then bounds the wait at \
+                 bi_access.yield_after.",
+                pgrx::spi::quote_literal(&libraries)
+            ),
         }]);
     }
     let workers = db::first::<i64>(
