@@ -75,6 +75,8 @@ TARGET_SCALE = 1.05  # credential, 100,000 / 10 credentials
 TARGET_GEN_HAND = 1.25  # generate / hand-written generate
 TARGET_GEN_SCALE = 1.2  # generate, 100,000 / 10 credentials
 TARGET_LOGIN = 1.3  # credential login / plain role login
+TARGET_YIELD_IDLE = 1.01  # application point lookup, yield worker running / paused
+YIELD_AFTER_S = 1.0  # bi_access.yield_after's default, on P
 
 
 def log(msg):
@@ -118,7 +120,9 @@ class Bench:
         self.a = args
         self.quick = args.quick == 1
         self.sock = args.sock
-        self.ports = {"A": args.port_a, "B": args.port_b, "R": args.port_r}
+        self.ports = {"A": args.port_a, "B": args.port_b, "R": args.port_r, "P": args.port_p}
+        with open(args.p_credential) as f:
+            self.p_cred = tuple(f.read().strip().split("\t"))
         self.info = dict(kv.split("=", 1) for kv in args.info)
         self.creds = []
         with open(args.credentials) as f:
@@ -183,12 +187,13 @@ class Bench:
         ver = self.q1(conn, "SHOW server_version")[0].split()[0]
         ext = self.q1(conn, "SELECT extversion FROM pg_extension WHERE extname = 'bi_access'")[0]
         self.settings = {}
-        for c in ("A", "B", "R"):
+        for c in ("A", "B", "R", "P"):
             sc = conn if c == "A" else self.superuser(c)
             with sc.cursor() as cur:
                 cur.execute("SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
                             "('fsync', 'full_page_writes', 'synchronous_commit', 'shared_buffers', "
-                            "'max_connections', 'wal_level', 'password_encryption', 'hot_standby') "
+                            "'max_connections', 'wal_level', 'password_encryption', 'hot_standby', "
+                            "'shared_preload_libraries') "
                             "ORDER BY name")
                 self.settings[c] = dict(cur.fetchall())
                 cur.execute("SELECT pg_is_in_recovery()")
@@ -803,6 +808,123 @@ class Bench:
         return {"tables": tables, "base": base_lat, "during": sync_lat, "sync_s": sync_s, "noop_s": noop_s,
                 "exposed": exposed, "locks": dict(locks), "base_locks": base_locks, "skipped": skipped}
 
+    # ---- items 9 and 10: the yield worker (cluster P, bi_access preloaded) ----
+    def yield_worker_pid(self):
+        rows = self.run_sql("P", "bench", "SELECT pid FROM pg_stat_activity WHERE backend_type = 'bi_access yield worker'")
+        if len(rows) != 1:
+            raise RuntimeError(f"P runs {len(rows)} yield workers, not 1")
+        return rows[0][0]
+
+    def ddl_wait(self, tries):
+        """Item 9: the application's ALTER TABLE behind a hostile credential
+        on P, the three hostile kinds in turn."""
+        kinds = ("idle in transaction", "inside a savepoint", "running a long statement")
+        log(f"item 9: the application's ALTER TABLE behind a hostile credential, P (preloaded), {tries} tries "
+            f"of each of: {', '.join(kinds)}")
+        user, password = self.p_cred
+        before = self.run_sql("P", "bench", "SELECT cancelled, terminated FROM bi_access.lock_yields()")[0]
+        out = {k: [] for k in kinds}
+        app = self.login("P", "bench_app", "bench_app")
+        for t in range(tries):
+            for kind in kinds:
+                cred = self.login("P", user, password)
+                pid = self.q1(cred, "SELECT pg_backend_pid()")[0]
+                holder = None
+                if kind == "idle in transaction":
+                    cred.autocommit = False
+                    self.q1(cred, "SELECT count(*) FROM orders")
+                else:
+                    sql = ("SELECT count(*), pg_sleep(60) FROM orders" if kind == "running a long statement"
+                           else "BEGIN; SELECT count(*) FROM orders; SAVEPOINT s; SELECT pg_sleep(60)")
+
+                    def hold(sql=sql):
+                        try:
+                            with cred.cursor() as cur:
+                                cur.execute(sql)
+                        except psycopg2.Error:
+                            pass
+                    holder = threading.Thread(target=hold, daemon=True)
+                    holder.start()
+                for _ in range(5000):
+                    if self.run_sql("P", "bench", ("SELECT count(*) FROM pg_locks WHERE pid = %s AND granted "
+                                                   "AND relation = 'orders'::regclass", (pid,)))[0][0]:
+                        break
+                    time.sleep(0.002)
+                t0 = time.perf_counter()
+                with app.cursor() as cur:
+                    cur.execute(f"ALTER TABLE orders ALTER COLUMN status SET DEFAULT 'n{t}'")
+                out[kind].append((time.perf_counter() - t0) * 1000)
+                if holder:
+                    holder.join(10)
+                try:
+                    cred.close()
+                except psycopg2.Error:
+                    pass
+        app.close()
+        after = self.run_sql("P", "bench", "SELECT cancelled, terminated FROM bi_access.lock_yields()")[0]
+        return {"ms": out, "cancelled": after[0] - before[0], "terminated": after[1] - before[1]}
+
+    def yield_idle_cost(self):
+        """Item 10: the application's point lookup on P with the yield worker
+        running and paused (SIGSTOP), side by side: each cycle runs one
+        side's two sessions, then the other's (in turns), the worker paused
+        or continued before each side with a 2 ms settle, untimed; no
+        credential connected."""
+        T, R = self.a.seconds, self.a.rounds
+        log(f"item 10: the yield worker's cost when idle: application point lookup on P, worker running vs "
+            f"paused, lockstep, {R} rounds x {T} s")
+        import signal
+        worker = self.yield_worker_pid()
+        credentials = self.run_sql("P", "bench", "SELECT count(*) FROM pg_stat_activity a WHERE pg_has_role("
+                                   "a.usesysid, 'bi_access_credential', 'MEMBER') AND a.usesysid <> 10")[0][0]
+        cpu0 = self.proc_cpu_ms(worker)
+        rng = random.Random(10)
+        out = {"running": [], "paused": [], "ratios": [], "n": [], "credentials": credentials}
+        pc = time.perf_counter
+        try:
+            for r in range(-1, R):
+                sessions = {k: [self.login("P", "bench_app", "bench_app") for _ in range(2)]
+                            for k in ("running", "paused")}
+                curs = {k: [c.cursor() for c in conns] for k, conns in sessions.items()}
+                lat = {"running": [], "paused": []}
+                end = pc() + (1 if r < 0 else T)
+                order = random.Random(r)
+                i = 0
+                while pc() < end or i < 40:
+                    sql = f"SELECT * FROM orders WHERE id = {rng.randrange(1, 100001)}"
+                    for k in (("running", "paused") if (i + r) % 2 else ("paused", "running")):
+                        os.kill(worker, signal.SIGCONT if k == "running" else signal.SIGSTOP)
+                        time.sleep(0.002)
+                        order.shuffle(curs[k])
+                        for cur in curs[k]:
+                            t0 = pc()
+                            cur.execute(sql)
+                            cur.fetchall()
+                            lat[k].append((pc() - t0) * 1000)
+                    i += 1
+                os.kill(worker, signal.SIGCONT)
+                for conns in sessions.values():
+                    for c in conns:
+                        c.close()
+                if r >= 0:
+                    out["running"].append(median(lat["running"]))
+                    out["paused"].append(median(lat["paused"]))
+                    out["ratios"].append(median(lat["running"]) / median(lat["paused"]))
+                    out["n"].append(len(lat["running"]))
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        out["worker_cpu_ms"] = self.proc_cpu_ms(worker) - cpu0
+        if self.yield_worker_pid() != worker:
+            raise RuntimeError("the yield worker restarted during the measurement")
+        return out
+
+    @staticmethod
+    def proc_cpu_ms(pid):
+        """utime + stime of a process, in ms."""
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
     # ---- run -----------------------------------------------------------------
     def run(self):
         t_start = time.time()
@@ -831,10 +953,13 @@ class Bench:
         reach = guard("6. revocation reach", self.revocation_reach, 20 if self.quick else 30)
         conc = guard("7. concurrency", self.concurrency, 4 if self.quick else 10)
         sync = guard("8. sync", self.sync_bench, 200 if self.quick else 1000, 3 if self.quick else 8)
-        return self.report(q, app, stats, plans, login, gen, reach, conc, sync, time.time() - t_start)
+        ddl = guard("9. DDL wait", self.ddl_wait, 3 if self.quick else 10)
+        idle = guard("10. yield worker, idle", self.yield_idle_cost)
+        return self.report(q, app, stats, plans, login, gen, reach, conc, sync, ddl, idle,
+                           time.time() - t_start)
 
     # ---- report -----------------------------------------------------------------
-    def report(self, q, app, stats, plans, login, gen, reach, conc, sync, measure_seconds):
+    def report(self, q, app, stats, plans, login, gen, reach, conc, sync, ddl, idle, measure_seconds):
         D = self.detail
 
         def qtable(title, left, right, data, lkey, rkey):
@@ -1049,9 +1174,53 @@ class Bench:
             D.append(f"\nLock samples during the sync: {lk['samples']}, most at once {lk['max']}; NOTICEs saying "
                      f"a table was skipped: {sync['skipped']}.\n")
 
+        def sec_ddl():
+            # 9
+            everything = [ms for xs in ddl["ms"].values() for ms in xs]
+            bound = (YIELD_AFTER_S + 1) * 1000
+            self.add("9. the application's `ALTER TABLE` behind a hostile credential, bi_access preloaded "
+                     f"(bi_access.yield_after {YIELD_AFTER_S:g} s)", f"max ≤ {bound:.0f} ms",
+                     f"p50 {median(everything):.0f} ms, max {max(everything):.0f} ms (n={len(everything)}); "
+                     f"the worker cancelled {ddl['cancelled']} statements and ended {ddl['terminated']} sessions",
+                     max(everything) <= bound)
+            D.append("### 9. The application's DDL behind a hostile credential (P, bi_access preloaded)\n")
+            D.append("Per try: a credential session on P takes ACCESS SHARE on `orders` (a `SELECT`), then sits "
+                     "idle in its transaction, or runs `pg_sleep(60)` inside a savepoint, or runs "
+                     "`SELECT count(*), pg_sleep(60) FROM orders`; once `pg_locks` shows its lock granted, the "
+                     "application's role (`bench_app`, the table's owner) runs `ALTER TABLE orders ALTER COLUMN "
+                     "status SET DEFAULT …` (ACCESS EXCLUSIVE), timed from the client until it returns. The yield "
+                     "worker cancels the credential's statement once the ALTER has waited bi_access.yield_after, "
+                     "and ends its session if it still holds the lock 250 ms later.\n")
+            D.append("| credential | tries | p50 ms | max ms |")
+            D.append("| --- | --- | --- | --- |")
+            for kind, xs in ddl["ms"].items():
+                D.append(f"| {kind} | {len(xs)} | {median(xs):.0f} | {max(xs):.0f} |")
+            D.append("")
+        def sec_idle():
+            # 10
+            m = median(idle["ratios"])
+            self.add("10. the yield worker's cost when idle: application point lookup, worker running / paused, "
+                     "same server", f"≤ {TARGET_YIELD_IDLE:.2f}",
+                     f"{m:.3f} (spread {spread(idle['ratios'])}; {median(idle['running']):.3f} vs "
+                     f"{median(idle['paused']):.3f} ms)", m <= TARGET_YIELD_IDLE)
+            D.append("### 10. The yield worker when no credential is connected (P)\n")
+            D.append("The application's role runs `SELECT * FROM orders WHERE id = …` (a random primary key of "
+                     "100,000 rows) on four sessions, two per side. Each cycle runs the same statement on one "
+                     "side's two sessions, then on the other's, the side that goes first alternating; before the "
+                     "`paused` side the driver sends the yield worker SIGSTOP, before the `running` side SIGCONT, "
+                     "then waits 2 ms (all outside the timed span), so both sides run on the same server side by "
+                     f"side. {self.a.rounds} rounds of {self.a.seconds:g} s; a round's figure is the median "
+                     "latency per side, its ratio running / paused.\n")
+            D.append(f"- per-round ratios: {', '.join(f'{x:.3f}' for x in idle['ratios'])}")
+            D.append(f"- statements per side per round: {min(idle['n'])}–{max(idle['n'])}")
+            D.append(f"- credential sessions on P during the measurement: {idle['credentials']}")
+            D.append(f"- CPU time the yield worker used over the whole measurement: {idle['worker_cpu_ms']:.0f} ms")
+            D.append("")
+
         sections = [("1–3. queries", sec_q, q), ("4. generate", sec_gen, gen), ("5. login", sec_login, login),
                     ("6. revocation reach", sec_reach, reach), ("7. concurrency", sec_conc, conc),
-                    ("8. sync", sec_sync, sync)]
+                    ("8. sync", sec_sync, sync), ("9. DDL wait", sec_ddl, ddl),
+                    ("10. yield worker, idle", sec_idle, idle)]
         for label, fn, data in sections:
             err = self.errors.get(label)
             if data is None or err:
@@ -1161,6 +1330,8 @@ def main():
     ap.add_argument("--port-a", type=int, required=True)
     ap.add_argument("--port-b", type=int, required=True)
     ap.add_argument("--port-r", type=int, required=True)
+    ap.add_argument("--port-p", type=int, required=True)
+    ap.add_argument("--p-credential", required=True, help="username<TAB>password of P's credential")
     ap.add_argument("--credentials", required=True)
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--rounds", type=int, default=8)

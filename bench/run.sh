@@ -11,7 +11,9 @@
 #   B  A plus 99,990 more credentials (100,000 in all), so "10 vs 100,000
 #      credentials" runs side by side on two otherwise identical servers;
 #   R  a streaming hot-standby replica of A (pg_basebackup -R), for the
-#      revocation reach.
+#      revocation reach;
+#   P  a small fresh primary with bi_access in shared_preload_libraries
+#      (the yield worker), for items 9 and 10.
 # A and B are built once per build and data set and cached (keyed by the
 # hash of bi_access.so, its SQL and the set-up files); every run works on
 # copies. All measured servers run with PostgreSQL's default durability
@@ -27,7 +29,7 @@
 #                   $ROOT/RESULTS.quick.md, never to bench/RESULTS.md
 #   BENCH_SECONDS   seconds per query per round (default 4)
 #   BENCH_ROUNDS    rounds per comparison (default 8)
-#   BENCH_PORT      first of three ports (default 56431: A, B = +1, R = +2)
+#   BENCH_PORT      first of four ports (default 56431: A, B = +1, R = +2, P = +3)
 #   BENCH_WORKTREE=1 build the working tree instead of HEAD (the results
 #                   then say "dirty" when src/ or sql/ differ from HEAD)
 #   BENCH_PKG       a `cargo pgrx package` output directory to use instead
@@ -49,6 +51,7 @@ PORT=${BENCH_PORT:-56431}
 PORT_A=$PORT
 PORT_B=$((PORT + 1))
 PORT_R=$((PORT + 2))
+PORT_P=$((PORT + 3))
 QUICK=${BENCH_QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     ORDERS_ROWS=${BENCH_ORDERS_ROWS:-100000}
@@ -88,7 +91,7 @@ stop_dir() { # datadir
 }
 stop_all() {
     local d
-    for d in "$RUN"/r "$RUN"/a "$RUN"/b "$CACHE"/clusters/*.tmp/a "$CACHE"/clusters/*.tmp/b; do
+    for d in "$RUN"/p "$RUN"/r "$RUN"/a "$RUN"/b "$CACHE"/clusters/*.tmp/a "$CACHE"/clusters/*.tmp/b; do
         [[ -d $d ]] && stop_dir "$d"
     done
     return 0
@@ -96,7 +99,7 @@ stop_all() {
 cleanup() {
     local rc=$?
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        log "BENCH_KEEP=1: servers left running on ports $PORT_A $PORT_B $PORT_R (socket $SOCK)"
+        log "BENCH_KEEP=1: servers left running on ports $PORT_A $PORT_B $PORT_R $PORT_P (socket $SOCK)"
         return $rc
     fi
     stop_all
@@ -111,7 +114,7 @@ if [[ ${1:-} == stop ]]; then
     exit 0
 fi
 
-for p in $PORT_A $PORT_B $PORT_R; do
+for p in $PORT_A $PORT_B $PORT_R $PORT_P; do
     if ss -ltn "( sport = :$p )" | grep -q LISTEN; then
         echo "port $p is in use (servers left by an interrupted run? \`bash bench/run.sh stop\`); or set BENCH_PORT to a free range" >&2
         exit 1
@@ -364,6 +367,28 @@ for _ in $(seq 120); do
 done
 [[ $STATE == streaming ]] || { echo "the replica does not stream" >&2; exit 1; }
 
+log "P: a fresh primary with bi_access preloaded (the yield worker), port $PORT_P"
+as_pg "$PGSERVER/initdb" -D "$RUN/p" -U postgres -E UTF8 --locale=C \
+    --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+configure "$RUN/p" "$PORT_P"
+printf "shared_preload_libraries = 'bi_access'\nshared_buffers = 256MB\n" |
+    as_pg tee -a "$RUN/p/postgresql.conf" >/dev/null
+start_dir "$RUN/p" "$RUN/p.log"
+psql_on "$PORT_P" postgres -c "CREATE DATABASE bench"
+psql_on "$PORT_P" bench >/dev/null <<'SQL'
+CREATE ROLE bench_app LOGIN PASSWORD 'bench_app';
+CREATE TABLE orders (id bigint PRIMARY KEY, org_id bigint NOT NULL, amount integer NOT NULL,
+                     status text NOT NULL DEFAULT 'new');
+INSERT INTO orders SELECT i, i % 1000 + 1, i % 997, 'new' FROM generate_series(1, 100000) i;
+ALTER TABLE orders OWNER TO bench_app;
+CREATE EXTENSION bi_access;
+SELECT bi_access.expose_table('orders');
+SELECT count(*) FROM bi_access.sync_tables();
+VACUUM ANALYZE orders;
+SQL
+psql_on "$PORT_P" bench -At -F $'\t' -c \
+    "SELECT c.username, c.password FROM bi_access.generate('7', 'yield') c" >"$RUN/p_credential.tsv"
+
 COUNT_B=$(psql_on "$PORT_B" bench -At -c "SELECT count(*) FROM bi_access.credential WHERE status = 'active'")
 EXPOSED=$(psql_on "$PORT_A" bench -At -c "SELECT count(*) FROM bi_access.exposed_table WHERE NOT hidden")
 log "A: $EXPOSED exposed tables; B: $COUNT_B active credentials; R streaming"
@@ -373,7 +398,8 @@ SETUP_END=$(date +%s)
 source "$CL/info.env"
 set +e
 python3 "$HERE/bench.py" \
-    --sock "$SOCK" --port-a "$PORT_A" --port-b "$PORT_B" --port-r "$PORT_R" \
+    --sock "$SOCK" --port-a "$PORT_A" --port-b "$PORT_B" --port-r "$PORT_R" --port-p "$PORT_P" \
+    --p-credential "$RUN/p_credential.tsv" \
     --credentials "$RUN/credentials.tsv" --r-log "$RUN/r.log" \
     --seconds "$SECONDS_PER" --rounds "$ROUNDS" --quick "$QUICK" \
     --results "$RESULTS" \

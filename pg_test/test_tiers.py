@@ -32,6 +32,7 @@ CALLS = {
     "targets view": ("viewer", "SELECT * FROM bi_access.targets"),
     "unsynced_tables": ("viewer", "SELECT * FROM bi_access.unsynced_tables()"),
     "check": ("viewer", "SELECT * FROM bi_access.check()"),
+    "lock_yields": ("viewer", "SELECT * FROM bi_access.lock_yields()"),
     "generate": ("editor", "SELECT * FROM bi_access.generate('{org}', '{label}')"),
     "connection_details": ("editor", "SELECT * FROM bi_access.connection_details('{live}')"),
     "regenerate": ("admin", "SELECT * FROM bi_access.regenerate('{live}')"),

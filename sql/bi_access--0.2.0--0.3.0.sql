@@ -211,6 +211,13 @@ CREATE FUNCTION bi_access_internal."init_key"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'init_key_wrapper';
+CREATE FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
 CREATE FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -522,6 +529,14 @@ AS $$ SELECT c.severity, c.object, c.finding, c.fix FROM bi_access_internal.chec
 COMMENT ON FUNCTION bi_access.check() IS
     'Health check of the security posture around BI credentials, each finding with its fix';
 
+-- The yield worker's count on this server since it started (src/shmem.rs,
+-- src/yielding.rs): one row, none when bi_access is not preloaded.
+CREATE FUNCTION bi_access.lock_yields() RETURNS TABLE (cancelled bigint, terminated bigint)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT y.cancelled, y.terminated FROM bi_access_internal.lock_yields() y $$;
+COMMENT ON FUNCTION bi_access.lock_yields() IS
+    'Credential statements cancelled and sessions ended on this server since it started, yielding a lock to the application or replay';
+
 -- PgBouncer's auth_query (src/pooler.rs): the SCRAM verifier of a live
 -- credential of this database, no row for any other role. It reads
 -- pg_authid, so it runs as the extension's owner; only bi_access_pooler,
@@ -661,6 +676,7 @@ GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
+    bi_access.lock_yields(),
     bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text),
     bi_access_internal.sync_running(),
     bi_access_internal.targets()

@@ -283,6 +283,17 @@ mod bi_access_internal {
         TableIterator::new(rows.collect::<Vec<_>>())
     }
 
+    /// What the yield worker did on this server since it started
+    /// (src/shmem.rs): one row, or none when bi_access is not preloaded.
+    #[pg_extern(volatile, parallel_safe)]
+    fn lock_yields() -> TableIterator<'static, (name!(cancelled, i64), name!(terminated, i64))> {
+        let counts = crate::shmem::segment().map(|segment| {
+            let (cancelled, terminated) = segment.yields.read();
+            (cancelled as i64, terminated as i64)
+        });
+        TableIterator::new(counts)
+    }
+
     /// The steps of `CALL bi_access.sync()`, which commits between them.
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_begin() -> Vec<pg_sys::Oid> {

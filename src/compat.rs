@@ -12,6 +12,10 @@
 //! | a membership allows `SET ROLE` to the group | always | always | only `WITH SET TRUE` |
 //! | finding a built-in setting's record | the GUC array | the GUC array | `find_option` (a hash table) |
 //! | `session_preload_libraries` load | after the startup transaction | inside it | inside it |
+//! | shared memory requested | in `_PG_init` | in `shmem_request_hook` | same |
+//! | `transaction_timeout` | none (bi_access runs a timer) | none | 16: none; 17 on: PostgreSQL's own |
+//! | first free `TimeoutId` (`USER_TIMEOUT`) | 10 | 12 | 16: 12; 17 on: 13 |
+//! | `AddinShmemInitLock` | main LWLock 21 | same | same |
 //!
 //! (From 17 on `ALTER SYSTEM SET bi_access.…` no longer needs the library
 //! loaded in the session; nothing here depends on it, README says so.)
@@ -61,10 +65,75 @@ pub fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
 /// `TimeoutId` STATEMENT_TIMEOUT (utils/timeout.h), the same from 14 to 18.
 pub const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
 
+/// `TimeoutId` USER_TIMEOUT (utils/timeout.h): asking `RegisterTimeout` for
+/// it gives the first timer no one registered yet. It moved as PostgreSQL
+/// added timers of its own.
+#[cfg(feature = "pg14")]
+pub const USER_TIMEOUT: std::ffi::c_int = 10;
+#[cfg(any(feature = "pg15", feature = "pg16"))]
+pub const USER_TIMEOUT: std::ffi::c_int = 12;
+#[cfg(not(any(feature = "pg14", feature = "pg15", feature = "pg16")))]
+pub const USER_TIMEOUT: std::ffi::c_int = 13;
+
+/// Whether PostgreSQL has `transaction_timeout` (17 and later): the session
+/// guard caps it there, and runs a timer of its own before.
+pub const TRANSACTION_TIMEOUT_BUILT_IN: bool = cfg!(not(any(
+    feature = "pg14",
+    feature = "pg15",
+    feature = "pg16"
+)));
+
 // utils/timeout.h, which pgrx's bindings leave out.
 unsafe extern "C-unwind" {
     pub fn get_timeout_active(id: std::ffi::c_int) -> bool;
     pub fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    pub fn enable_timeout_at(id: std::ffi::c_int, fin_time: pg_sys::TimestampTz);
+    pub fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+    pub fn RegisterTimeout(
+        id: std::ffi::c_int,
+        handler: Option<unsafe extern "C-unwind" fn()>,
+    ) -> std::ffi::c_int;
+}
+
+/// `AddinShmemInitLock` (storage/lwlocknames.h), a macro pgrx's bindings
+/// leave out: the 22nd of the main LWLocks on every major from 14 to 18.
+pub fn addin_shmem_init_lock() -> *mut pg_sys::LWLock {
+    // SAFETY: MainLWLockArray is in shared memory from its initialisation
+    // on, and holds every built-in LWLock.
+    unsafe { &raw mut (*pg_sys::MainLWLockArray.add(21)).lock }
+}
+
+#[cfg(not(feature = "pg14"))]
+static mut SHMEM_REQUEST: Option<fn()> = None;
+#[cfg(not(feature = "pg14"))]
+static mut PREVIOUS_SHMEM_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
+
+/// Has `request` ask for shared memory and LWLocks at server start, where
+/// the major allows it: 15 and later only in `shmem_request_hook` (once the
+/// size of everything else is known), 14 only in `_PG_init` itself.
+///
+/// # Safety
+/// Once, from `_PG_init`, while shared_preload_libraries is being processed.
+pub unsafe fn request_shared_memory(request: fn()) {
+    #[cfg(feature = "pg14")]
+    request();
+    #[cfg(not(feature = "pg14"))]
+    {
+        SHMEM_REQUEST = Some(request);
+        PREVIOUS_SHMEM_REQUEST_HOOK = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+    }
+}
+
+#[cfg(not(feature = "pg14"))]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    if let Some(previous) = PREVIOUS_SHMEM_REQUEST_HOOK {
+        previous();
+    }
+    if let Some(request) = SHMEM_REQUEST {
+        request();
+    }
 }
 
 /// Whether this build's PostgreSQL has `security_invoker` views (15 and

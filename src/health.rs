@@ -1,5 +1,6 @@
 //! `bi_access.check()`: the security posture around the credentials, each
-//! finding with the statement that fixes it. A clean setup reports nothing.
+//! finding with the statement that fixes it. A clean setup reports nothing
+//! but what bounds a credential's locks on this server (object `lock waits`).
 
 use pgrx::prelude::*;
 
@@ -32,7 +33,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 17] = [
+    let probes: [Probe; 18] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -50,6 +51,7 @@ pub fn check() -> Result<Vec<Finding>> {
         absent_standbys,
         audit_reads,
         custom_schemas,
+        lock_waits,
     ];
     let mut findings = Vec::new();
     for probe in probes {
@@ -478,4 +480,88 @@ fn audit_reads(_: &Context) -> Result<Vec<Finding>> {
               CALL bi_access.sync(); or ALTER SYSTEM RESET bi_access.audit_reads."
             .into(),
     }])
+}
+
+/// Which regime bounds the application's wait on a credential's lock on
+/// this server: the yield worker (preloaded) with bi_access.yield_after, or
+/// only bi_access.transaction_timeout; and anything that leaves either
+/// without effect.
+fn lock_waits(_: &Context) -> Result<Vec<Finding>> {
+    let cap = settings::transaction_timeout_ms().map(settings::duration);
+    let capped = match &cap {
+        Some(cap) => format!("bi_access.transaction_timeout ({cap}) ends any credential transaction that lasts longer"),
+        None => "bi_access.transaction_timeout is 0: no credential transaction is ever ended for its length".into(),
+    };
+    let object = "lock waits".to_string();
+    if crate::shmem::segment().is_none() {
+        let preloaded = db::first::<String>(
+            "SELECT pg_catalog.current_setting('shared_preload_libraries')",
+            &[],
+        )?
+        .unwrap_or_default();
+        let libraries = preloaded
+            .split(',')
+            .map(str::trim)
+            .filter(|library| !library.is_empty())
+            .chain(std::iter::once(names::EXTENSION))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (severity, bound) = match &cap {
+            Some(cap) => (
+                "info",
+                format!("at most bi_access.transaction_timeout ({cap})"),
+            ),
+            None => ("error", "without any bound".into()),
+        };
+        return Ok(vec![Finding {
+            severity,
+            object,
+            finding: format!(
+                "bi_access is not preloaded on this server: the application (and a standby's replay) may wait \
+                 on a credential's lock {bound}; no credential yields its locks"
+            ),
+            fix: format!(
+                "ALTER SYSTEM SET shared_preload_libraries = {}; then restart the server (and each standby, \
+                 where the same goes into its postgresql.conf): the yield worker then bounds the wait at \
+                 bi_access.yield_after.",
+                pgrx::spi::quote_literal(&libraries)
+            ),
+        }]);
+    }
+    let workers = db::first::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = $1",
+        &[crate::yielding::WORKER_TYPE.into()],
+    )?
+    .unwrap_or(0);
+    let finding = |severity, finding: String, fix: &str| {
+        Ok(vec![Finding {
+            severity,
+            object: object.clone(),
+            finding,
+            fix: fix.into(),
+        }])
+    };
+    if workers == 0 {
+        return finding(
+            "error",
+            format!("bi_access is preloaded but its yield worker is not running on this server: credentials' locks are bounded only as if it were not ({capped})"),
+            "Read the server log for \"bi_access yield worker\"; raise max_worker_processes if it could not start, and restart the server.",
+        );
+    }
+    match settings::yield_after_ms() {
+        None => finding(
+            "warning",
+            format!("bi_access.yield_after is 0: the yield worker never makes a credential yield a lock ({capped})"),
+            "ALTER SYSTEM RESET bi_access.yield_after; SELECT pg_reload_conf();",
+        ),
+        Some(after) => finding(
+            "info",
+            format!(
+                "the yield worker runs: a credential's statement is cancelled when the application or replay has \
+                 waited bi_access.yield_after ({}) on a lock it holds, and its session ends if it still holds it; {capped}",
+                settings::duration(after)
+            ),
+            "Nothing to do.",
+        ),
+    }
 }

@@ -19,6 +19,9 @@
 //! - `custom_schema`: scope read_write, each org's custom schema and its groups;
 //! - `targets`: named targets (host, port, sslmode, standby) credentials point at;
 //! - `guard`: the session guard: what a credential's own session may do;
+//! - `shmem`: bi_access's shared-memory segment (preloaded only);
+//! - `yielding`: the yield worker: credential sessions yield their locks to
+//!   the application and to replay (preloaded only);
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
 //! - `compat`: what differs between PostgreSQL majors;
@@ -58,9 +61,11 @@ mod roles;
 mod secrets;
 mod sessions;
 mod settings;
+mod shmem;
 mod status;
 mod targets;
 mod uninstall;
+mod yielding;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -85,6 +90,13 @@ pub extern "C-unwind" fn _PG_init() {
     guard::refuse_client_settings(&asked);
     org::init();
     citus::init();
+    // SAFETY: a flag of the postmaster's, true while it loads
+    // shared_preload_libraries.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        shmem::request();
+        yielding::register();
+    }
+    yielding::install();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

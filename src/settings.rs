@@ -36,6 +36,11 @@ static ACTOR: Text = Text::new(None);
 static AUDIT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
 // The size of each org's custom schema (kB); 0 means no quota.
 static CUSTOM_SCHEMA_QUOTA: Int = Int::new(1024 * 1024);
+// Locks (src/yielding.rs, src/guard/transaction.rs): the longest a
+// credential's transaction may last (ms; 0: no cap), and how long the
+// application or replay may wait on a credential's lock (ms; 0: never yield).
+static TRANSACTION_TIMEOUT: Int = Int::new(10 * 60 * 1000);
+static YIELD_AFTER: Int = Int::new(1000);
 
 /// The bi_access.* settings a client asked for in its startup packet, read
 /// before they are defined: until then they are placeholders, and a client's
@@ -60,7 +65,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 21] = [
+const NAMES: [&std::ffi::CStr; 23] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -82,6 +87,8 @@ const NAMES: [&std::ffi::CStr; 21] = [
     c"bi_access.actor",
     c"bi_access.audit_reads",
     c"bi_access.custom_schema_quota",
+    c"bi_access.transaction_timeout",
+    c"bi_access.yield_after",
 ];
 
 /// Which settings a session defines: every one, or in a credential's own
@@ -155,6 +162,13 @@ pub fn init(scope: Scope) {
         0,
         GucFlags::UNIT_KB,
     );
+    int(
+        c"bi_access.transaction_timeout",
+        c"Longest a credential's transaction may last, then its session ends; 0: no cap.",
+        &TRANSACTION_TIMEOUT,
+        0,
+        GucFlags::UNIT_MS,
+    );
     if scope == Scope::All {
         define_management_settings();
     }
@@ -164,6 +178,18 @@ pub fn init(scope: Scope) {
 }
 
 fn define_management_settings() {
+    // Read by the yield worker, which has no session to take it from: the
+    // server's configuration only.
+    GucRegistry::define_int_guc(
+        c"bi_access.yield_after",
+        c"How long the application or replay may wait on a lock a credential holds before the credential yields it (needs the preload); 0: never.",
+        c"",
+        &YIELD_AFTER,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
     text(
         c"bi_access.host",
         c"Host name BI clients are told to connect to (usually a read replica).",
@@ -370,6 +396,19 @@ pub fn idle_session_timeout_ms() -> Option<i32> {
     cap(&IDLE_SESSION_TIMEOUT)
 }
 
+/// The cap on a credential's transaction (ms), or None for no cap.
+pub fn transaction_timeout_ms() -> Option<i32> {
+    cap(&TRANSACTION_TIMEOUT)
+}
+
+/// How long a wait on a credential's lock may last (ms) before the yield
+/// worker makes the credential yield, or None: never. Read where bi_access
+/// is preloaded (the postmaster defined it for every process), and by
+/// check(); never in a credential's session loaded on its own.
+pub fn yield_after_ms() -> Option<i32> {
+    cap(&YIELD_AFTER)
+}
+
 pub fn work_mem_kb() -> Option<i32> {
     cap(&WORK_MEM)
 }
@@ -418,4 +457,15 @@ pub fn custom_schema_quota_bytes() -> Option<i64> {
     Some(CUSTOM_SCHEMA_QUOTA.get())
         .filter(|kb| *kb > 0)
         .map(|kb| i64::from(kb) * 1024)
+}
+
+/// A duration in ms as PostgreSQL shows one (10min, 30s, 250ms), for
+/// messages and findings that name a setting's value.
+pub fn duration(ms: i32) -> String {
+    match ms {
+        0 => "0".into(),
+        ms if ms % 60_000 == 0 => format!("{}min", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
 }

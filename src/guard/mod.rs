@@ -20,6 +20,7 @@
 //!   planning (false for a credential, true for anyone else), so it costs
 //!   nothing;
 //! - `caps`: the guardrails, settings a session may lower but never raise;
+//! - `transaction`: the cap on a transaction's length (a timer before 17);
 //! - `standing`: at every statement, the login must still be what it was
 //!   (not revoked, deleted, rotated or expired) and within the connection
 //!   limits, or the session ends.
@@ -36,6 +37,7 @@ mod plans;
 mod reads;
 mod standing;
 mod statements;
+mod transaction;
 
 use std::cell::Cell;
 
@@ -68,6 +70,7 @@ pub fn install() {
     plans::install();
     custom::install();
     caps::install();
+    transaction::install();
     standing::install();
     // Loaded by the role's session_preload_libraries, after authentication
     // (a shared preload runs in the postmaster, where there is no session
@@ -179,6 +182,7 @@ pub fn known_credential_session() -> bool {
 /// lowered cap changed it).
 pub(crate) fn every_statement() {
     standing::check();
+    transaction::arm();
     if caps::enforce(false) {
         // SAFETY: re-arms this backend's own statement timer.
         unsafe {
