@@ -32,7 +32,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 17] = [
+    let probes: [Probe; 18] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -50,6 +50,7 @@ pub fn check() -> Result<Vec<Finding>> {
         absent_standbys,
         audit_reads,
         custom_schemas,
+        capacity,
     ];
     let mut findings = Vec::new();
     for probe in probes {
@@ -117,6 +118,11 @@ fn custom_schemas(_: &Context) -> Result<Vec<Finding>> {
         )?);
     }
     Ok(findings)
+}
+
+/// What credentials take of what the server shares (src/capacity.rs).
+fn capacity(_: &Context) -> Result<Vec<Finding>> {
+    crate::capacity::findings()
 }
 
 /// A target's standby that is not connected while credentials wait for it:

@@ -16,6 +16,7 @@ mod generate;
 mod isolation;
 mod lifecycle;
 mod management;
+mod quota;
 mod read_only;
 mod read_write;
 mod scales;
