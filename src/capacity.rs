@@ -242,7 +242,8 @@ fn temporary_files() -> Result<Vec<Finding>> {
     let connections = i64::from(unsafe { pg_sys::MaxConnections });
     let sessions = settings::max_bi_connections().map_or(connections, i64::from);
     let org_sessions = settings::org_connection_limit().map_or(sessions, i64::from);
-    let fitting_kb = (free / sessions.max(1) / 1024).min(i64::from(i32::MAX));
+    // Half the free space: room for everything else the server writes.
+    let fitting_kb = (free / 2 / sessions.max(1) / 1024).min(i64::from(i32::MAX));
     let fix = set_where_made("bi_access.temp_file_limit", &format!("{fitting_kb}kB"))?;
     let object = "setting bi_access.temp_file_limit".to_string();
     let Some(limit_kb) = settings::temp_file_limit_kb().map(i64::from) else {

@@ -238,6 +238,17 @@ unsafe fn on_disk_elsewhere(value: pg_sys::Datum) -> bool {
             == pg_sys::vartag_external::VARTAG_ONDISK
 }
 
+/// Whether a column is of a variable-length type (pgrx reads the attribute
+/// where each major keeps it: 18 put compact attributes first).
+///
+/// # Safety
+/// `descriptor` must be a valid tuple descriptor with `column` in range.
+unsafe fn is_varlena(descriptor: pg_sys::TupleDesc, column: usize) -> bool {
+    pgrx::PgTupleDesc::from_pg_unchecked(descriptor)
+        .get(column)
+        .is_some_and(|attribute| attribute.attlen == -1)
+}
+
 /// The bytes of out-of-line values a row carries that its table will store
 /// again: every one, but for an UPDATE those the old row already points at
 /// (PostgreSQL keeps them as they are).
@@ -261,8 +272,7 @@ unsafe fn copied_values(
     let previous = (!old.is_null()).then(|| deform(old));
     let mut bytes = 0;
     for column in 0..columns {
-        let attribute = (*descriptor).attrs.as_ptr().add(column);
-        if nulls[column] || (*attribute).attlen != -1 || !on_disk_elsewhere(values[column]) {
+        if nulls[column] || !is_varlena(descriptor, column) || !on_disk_elsewhere(values[column]) {
             continue;
         }
         let kept = previous.as_ref().is_some_and(|(old_values, old_nulls)| {
@@ -364,8 +374,7 @@ unsafe fn slot_length(slot: *mut pg_sys::TupleTableSlot) -> (i64, i64) {
             has_nulls = true;
             continue;
         }
-        let attribute = (*descriptor).attrs.as_ptr().add(column);
-        if (*attribute).attlen == -1 && on_disk_elsewhere(*values.add(column)) {
+        if is_varlena(descriptor, column) && on_disk_elsewhere(*values.add(column)) {
             copied += pg_sys::toast_datum_size(*values.add(column)) as i64;
         }
     }
