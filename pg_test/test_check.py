@@ -165,7 +165,7 @@ MISFITS = {
     "bi_access.custom_schema_max_expressions": ("0", "no cap"),
     # More than half of max_parallel_workers (8).
     "bi_access.max_parallel_workers": ("8", "parallel workers"),
-    # 30 sessions × 2000 GB: more than any disk here has free.
+    # One org's 10 sessions × 2000 GB: more than any disk here has free.
     "bi_access.temp_file_limit": ("2000GB", "temporary files"),
 }
 
@@ -177,7 +177,8 @@ def test_check_reports_a_share_that_does_not_fit_and_its_fix_clears_it(pair, che
         found = fresh_findings(pair, check_db)
         assert [(f[0], f[1]) for f in found] == [("warning", f"setting {setting}")], found
         assert words in found[0][2], found
-        # The fix sets it where it was set: the database's settings.
+        # The fix sets it where it was set: the database's settings (for
+        # the lock table, the cap that fits; then a max_locks_per_transaction).
         fix = found[0][3].split(" Or")[0]
         assert fix.startswith(f"ALTER DATABASE {check_db} SET {setting} = "), fix
         pair.primary.sql(fix, dbname=check_db)

@@ -230,10 +230,10 @@ fn free_bytes() -> Option<i64> {
 }
 
 /// Credentials' temporary files: each session may write
-/// bi_access.temp_file_limit, an org's sessions that times
+/// bi_access.temp_file_limit, one org's sessions that times
 /// bi_access.org_connection_limit, all of them that times
-/// max_bi_connections. Reported when all of them could fill the free space
-/// of the data directory's filesystem (or when there is no limit).
+/// max_bi_connections. Reported when one org's sessions could fill the free
+/// space of the data directory's filesystem (or when there is no limit).
 fn temporary_files() -> Result<Vec<Finding>> {
     let Some(free) = free_bytes() else {
         return Ok(vec![]);
@@ -241,9 +241,11 @@ fn temporary_files() -> Result<Vec<Finding>> {
     // SAFETY: a read of a GUC variable of this backend.
     let connections = i64::from(unsafe { pg_sys::MaxConnections });
     let sessions = settings::max_bi_connections().map_or(connections, i64::from);
-    let org_sessions = settings::org_connection_limit().map_or(sessions, i64::from);
-    // Half the free space: room for everything else the server writes.
-    let fitting_kb = (free / 2 / sessions.max(1) / 1024).min(i64::from(i32::MAX));
+    let org_sessions = settings::org_connection_limit()
+        .map_or(sessions, i64::from)
+        .min(sessions);
+    // Half the free space for an org: room for everything else the server writes.
+    let fitting_kb = (free / 2 / org_sessions.max(1) / 1024).min(i64::from(i32::MAX));
     let fix = set_where_made("bi_access.temp_file_limit", &format!("{fitting_kb}kB"))?;
     let object = "setting bi_access.temp_file_limit".to_string();
     let Some(limit_kb) = settings::temp_file_limit_kb().map(i64::from) else {
@@ -251,29 +253,29 @@ fn temporary_files() -> Result<Vec<Finding>> {
             object,
             format!(
                 "credentials' temporary files are unbounded (bi_access.temp_file_limit = -1): \
-                 their sessions may fill the {} free where the data directory is",
+                 one org's sessions may fill the {} free where the data directory is",
                 pretty(free)?
             ),
             fix,
         )]);
     };
     let per_session = limit_kb * 1024;
-    let all = per_session.saturating_mul(sessions);
-    if all <= free {
+    let org = per_session.saturating_mul(org_sessions);
+    if org <= free {
         return Ok(vec![]);
     }
     Ok(vec![warning(
         object,
         format!(
-            "credentials' temporary files may take {} ({sessions} sessions × {}; one org's {} \
-             sessions {}), more than the {} free where the data directory is",
-            pretty(all)?,
+            "one org's temporary files may take {} ({org_sessions} sessions × {}; all \
+             credentials' {sessions} sessions {}), more than the {} free where the data \
+             directory is",
+            pretty(org)?,
             pretty(per_session)?,
-            org_sessions,
-            pretty(per_session.saturating_mul(org_sessions))?,
+            pretty(per_session.saturating_mul(sessions))?,
             pretty(free)?
         ),
-        format!("{fix} Or lower bi_access.max_bi_connections."),
+        format!("{fix} Or lower bi_access.org_connection_limit."),
     )])
 }
 

@@ -591,6 +591,31 @@ unsafe fn is_constant(node: *mut pg_sys::Node) -> bool {
     }
 }
 
+/// What `after` compares with: the schema's stored generated columns before
+/// the statement (those of tables made before 0.3.0 stay; a statement may
+/// add none).
+pub(super) struct Before {
+    stored_generated: i64,
+}
+
+/// Whether `after` checks a statement of this kind: those that can add to
+/// what the caps count.
+///
+/// # Safety
+/// `statement` must be a valid utility statement node.
+unsafe fn adds_objects(statement: *mut pg_sys::Node) -> bool {
+    use pg_sys::NodeTag::*;
+    matches!(
+        (*statement).type_,
+        T_CreateStmt
+            | T_CreateTableAsStmt
+            | T_ViewStmt
+            | T_IndexStmt
+            | T_CreateSeqStmt
+            | T_AlterTableStmt
+    )
+}
+
 /// Before a DDL statement the utility hook admitted for a read_write
 /// session: refuses what would disable the quota trigger (42501), and an
 /// index build or rewrite whose estimate passes the quota (53400); notes
@@ -598,7 +623,21 @@ unsafe fn is_constant(node: *mut pg_sys::Node) -> bool {
 ///
 /// # Safety
 /// `statement` must be a valid utility statement node.
-pub(super) unsafe fn before(statement: *mut pg_sys::Node, namespace: pg_sys::Oid) {
+pub(super) unsafe fn before(statement: *mut pg_sys::Node, namespace: pg_sys::Oid) -> Before {
+    let before = Before {
+        stored_generated: if adds_objects(statement) {
+            crate::error::or_raise(crate::custom_schema::usage(namespace)).stored_generated
+        } else {
+            0
+        },
+    };
+    check_before(statement, namespace);
+    before
+}
+
+/// # Safety
+/// As `before`.
+unsafe fn check_before(statement: *mut pg_sys::Node, namespace: pg_sys::Oid) {
     use pg_sys::NodeTag::*;
     let (relation, writes) = match (*statement).type_ {
         T_CreateTableAsStmt => {
@@ -679,18 +718,10 @@ fn estimate(relation: pg_sys::Oid, writes: &Writes) -> i64 {
 ///
 /// # Safety
 /// `statement` must be a valid utility statement node.
-pub(super) unsafe fn after(statement: *mut pg_sys::Node, namespace: pg_sys::Oid) {
+pub(super) unsafe fn after(statement: *mut pg_sys::Node, namespace: pg_sys::Oid, before: Before) {
     use pg_sys::NodeTag::*;
     let tag = (*statement).type_;
-    if !matches!(
-        tag,
-        T_CreateStmt
-            | T_CreateTableAsStmt
-            | T_ViewStmt
-            | T_IndexStmt
-            | T_CreateSeqStmt
-            | T_AlterTableStmt
-    ) {
+    if !adds_objects(statement) {
         return;
     }
     if matches!(tag, T_CreateStmt | T_CreateTableAsStmt | T_AlterTableStmt) {
@@ -698,18 +729,18 @@ pub(super) unsafe fn after(statement: *mut pg_sys::Node, namespace: pg_sys::Oid)
             crate::custom_schema::add_quota_triggers(Some(namespace))
         }));
     }
-    refuse_past_caps(namespace);
+    refuse_past_caps(namespace, &before);
     if matches!(tag, T_IndexStmt | T_AlterTableStmt) {
         super::custom::refuse_past_quota(namespace);
     }
 }
 
-/// 53400 for the first cap the schema is past; 42501 for a stored generated
-/// column, whose values the quota trigger never sees (PostgreSQL computes
-/// them after BEFORE triggers).
-fn refuse_past_caps(namespace: pg_sys::Oid) {
+/// 53400 for the first cap the schema is past; 42501 for a new stored
+/// generated column, whose values the quota trigger never sees (PostgreSQL
+/// computes them after BEFORE triggers).
+fn refuse_past_caps(namespace: pg_sys::Oid, before: &Before) {
     let usage = crate::error::or_raise(crate::custom_schema::usage(namespace));
-    if usage.stored_generated > 0 {
+    if usage.stored_generated > before.stored_generated {
         super::refuse(
             "a bi_access read_write credential may not create stored generated columns: \
              the custom schema's quota cannot count their values"

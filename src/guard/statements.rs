@@ -137,8 +137,8 @@ unsafe extern "C-unwind" fn utility_hook(
         if grows(statement) {
             super::custom::refuse_past_quota(schema.namespace);
         }
-        super::quota::before(statement, schema.namespace);
-        admitted = Some((super::custom::Admitted::enter(), schema.namespace));
+        let before = super::quota::before(statement, schema.namespace);
+        admitted = Some((super::custom::Admitted::enter(), schema.namespace, before));
     } else if refused {
         let tag = CStr::from_ptr(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag(
             statement,
@@ -182,9 +182,9 @@ unsafe extern "C-unwind" fn utility_hook(
             qc,
         ),
     }
-    if let Some((admitted, namespace)) = admitted {
+    if let Some((admitted, namespace, before)) = admitted {
         drop(admitted);
-        super::quota::after(statement, namespace);
+        super::quota::after(statement, namespace, before);
     }
     if guarded {
         // SET ROLE, RESET, DISCARD ALL… may have brought back a value above a

@@ -99,6 +99,24 @@ mod tests {
     }
 
     #[pg_test]
+    fn stored_generated_columns_made_before_block_nothing_but_new_ones_are_refused() {
+        let (login, schema) = writer("q7");
+        // As a table made before 0.3.0 would have it.
+        run(&format!(
+            "CREATE TABLE {schema}.old (x int, y int GENERATED ALWAYS AS (x * 2) STORED)"
+        ));
+        as_login(&login, || {
+            run(&format!("CREATE TABLE {schema}.new (x int)"));
+            fails_with(
+                &format!(
+                    "ALTER TABLE {schema}.new ADD COLUMN y int GENERATED ALWAYS AS (x) STORED"
+                ),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+    }
+
+    #[pg_test]
     fn an_index_build_or_a_rewrite_that_would_pass_the_quota_is_refused_before_it_starts() {
         let (login, schema) = writer("q3");
         run("SET bi_access.custom_schema_quota = '1MB'");
