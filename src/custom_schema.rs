@@ -303,29 +303,44 @@ fn quota_function() -> String {
     )
 }
 
+/// Whether the quota trigger's function exists: not between a package
+/// upgrade from 0.2.0 and `ALTER EXTENSION bi_access UPDATE`, whose SQL has
+/// none (the schema is then counted before each statement only, as 0.2.0
+/// did, and the update puts the triggers on).
+pub fn quota_function_exists() -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+        &[quota_function().as_str().into()],
+    )?
+    .unwrap_or(false))
+}
+
 /// The tables of a custom schema (the schema `namespace`, or with None every
 /// org's) whose quota trigger (src/guard/quota.rs) is missing (''),
 /// disabled ('disabled') or calls another function ('elsewhere'); parents
-/// before their partitions.
+/// before their partitions. None before the update that brings the
+/// function.
 pub fn unguarded_tables(namespace: Option<pg_sys::Oid>) -> Result<Vec<(String, String)>> {
     db::text_pairs(
-        &format!(
-            "SELECT c.oid::regclass::text, \
-                    CASE WHEN t.oid IS NULL THEN '' \
-                         WHEN t.tgfoid <> '{0}'::regprocedure THEN 'elsewhere' \
-                         ELSE 'disabled' END \
-             FROM pg_catalog.pg_class c \
-             LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.oid AND t.tgname = $2 \
-             WHERE c.relkind IN ('r', 'p') \
-               AND CASE WHEN $1::oid IS NULL \
-                        THEN c.relnamespace IN (SELECT n.oid FROM bi_access.custom_schema cs \
-                                                JOIN pg_catalog.pg_namespace n ON n.nspname = cs.schema_name) \
-                        ELSE c.relnamespace = $1::oid END \
-               AND (t.oid IS NULL OR t.tgenabled NOT IN ('O', 'A') OR t.tgfoid <> '{0}'::regprocedure) \
-             ORDER BY (SELECT count(*) FROM pg_catalog.pg_partition_ancestors(c.oid)), c.oid",
-            quota_function()
-        ),
-        &[namespace.into(), crate::names::QUOTA_TRIGGER.into()],
+        "WITH f AS (SELECT pg_catalog.to_regprocedure($3) AS oid) \
+         SELECT c.oid::regclass::text, \
+                CASE WHEN t.oid IS NULL THEN '' \
+                     WHEN t.tgfoid <> f.oid THEN 'elsewhere' \
+                     ELSE 'disabled' END \
+         FROM f CROSS JOIN pg_catalog.pg_class c \
+         LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.oid AND t.tgname = $2 \
+         WHERE f.oid IS NOT NULL AND c.relkind IN ('r', 'p') \
+           AND CASE WHEN $1::oid IS NULL \
+                    THEN c.relnamespace IN (SELECT n.oid FROM bi_access.custom_schema cs \
+                                            JOIN pg_catalog.pg_namespace n ON n.nspname = cs.schema_name) \
+                    ELSE c.relnamespace = $1::oid END \
+           AND (t.oid IS NULL OR t.tgenabled NOT IN ('O', 'A') OR t.tgfoid <> f.oid) \
+         ORDER BY (SELECT count(*) FROM pg_catalog.pg_partition_ancestors(c.oid)), c.oid",
+        &[
+            namespace.into(),
+            crate::names::QUOTA_TRIGGER.into(),
+            quota_function().as_str().into(),
+        ],
     )
 }
 
@@ -372,12 +387,9 @@ pub fn add_quota_triggers(namespace: Option<pg_sys::Oid>) -> Result<i64> {
 /// depend on its function). A partition's clone goes with its parent's.
 pub fn drop_quota_triggers() -> Result<()> {
     let tables = db::text_pairs(
-        &format!(
-            "SELECT t.tgrelid::regclass::text, '' FROM pg_catalog.pg_trigger t \
-             WHERE t.tgfoid = '{}'::regprocedure AND t.tgparentid = 0 ORDER BY t.oid",
-            quota_function()
-        ),
-        &[],
+        "SELECT t.tgrelid::regclass::text, '' FROM pg_catalog.pg_trigger t \
+         WHERE t.tgfoid = pg_catalog.to_regprocedure($1) AND t.tgparentid = 0 ORDER BY t.oid",
+        &[quota_function().as_str().into()],
     )?;
     for (table, _) in tables {
         Spi::run(&format!(

@@ -782,7 +782,9 @@ fn refuse_past_caps(namespace: pg_sys::Oid, before: &Before) {
 
 /// Writes into a table of the custom schema need its quota trigger in
 /// place (a table made by someone else, or whose trigger a superuser
-/// dropped or disabled, waits for a sync): 55000 otherwise.
+/// dropped or disabled, waits for a sync): 55000 otherwise. Between a
+/// package upgrade from 0.2.0 and ALTER EXTENSION UPDATE there is no
+/// trigger function yet, and writes go on as 0.2.0 let them.
 pub(super) fn require_trigger(relid: pg_sys::Oid) {
     if settings::custom_schema_quota_bytes().is_none() {
         return;
@@ -799,7 +801,11 @@ pub(super) fn require_trigger(relid: pg_sys::Oid) {
         pg_sys::RelationClose(relation);
         guarded
     };
-    if !guarded {
+    // Before the update that brings the trigger's function, as 0.2.0 did.
+    // (Looked up as the superuser: a credential has no USAGE on that schema.)
+    if !guarded
+        && crate::db::as_superuser(crate::custom_schema::quota_function_exists).unwrap_or(true)
+    {
         // SAFETY: a syscache lookup; NULL for a vanished relation.
         let name = unsafe { pg_sys::get_rel_name(relid) };
         let name = if name.is_null() {
