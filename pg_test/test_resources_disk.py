@@ -366,3 +366,25 @@ def test_columns_and_expressions_past_their_caps_are_refused(pair, disk):
             assert outcome.state == QUOTA_EXCEEDED, str(outcome)
     finally:
         forget(disk, org, cred)
+
+
+def test_drop_extension_takes_the_triggers_and_leaves_the_tables(pair, bi, secrets):
+    """A custom schema outlives its credentials and the extension: DROP
+    EXTENSION (once no credential is current) drops the quota triggers,
+    which depend on its function, and keeps the org's tables and rows."""
+    db = "disk_drop"
+    create_database(pair, db)
+    b = BiAccess(pair, db, secrets)
+    try:
+        b.call("set_target", "primary", "127.0.0.1", pair.primary.port, "prefer", None)
+        cred = b.generate("kept", "analyst", scope="read_write", target="primary", wait_replica=False)
+        with session(cred, pair.primary) as s:
+            assert s.run("CREATE TABLE kept (x int)").ok
+            assert s.run("INSERT INTO kept VALUES (1), (2)").ok
+        b.call("delete", cred.role)
+    finally:
+        b.close()
+    schema = cred.details["custom_schema"]
+    pair.primary.sql("DROP EXTENSION bi_access", dbname=db)
+    assert pair.primary.sql(f"SELECT count(*) FROM {schema}.kept", dbname=db) == [(2,)]
+    assert pair.primary.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'bi_access_quota'", dbname=db) == [(0,)]

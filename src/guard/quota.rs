@@ -9,9 +9,11 @@
 //!   by a sync, and by the upgrade, for older tables). The credential owns
 //!   its tables, so the guard refuses every way to drop, rename or disable
 //!   the trigger (DROP TRIGGER, ALTER TRIGGER and ALTER TABLE … DISABLE
-//!   TRIGGER are refused; session_replication_role is a superuser's), puts it
-//!   back after any DDL that could lose it (a table re-created, a partition
-//!   detached), and refuses to write a table that lacks it;
+//!   TRIGGER are refused; session_replication_role is a superuser's; the
+//!   guard refuses partitions to credentials), puts it on every table a DDL
+//!   statement leaves without it (a table re-created), and refuses to write
+//!   a table that lacks it (stored generated columns, which PostgreSQL
+//!   computes after BEFORE triggers, are refused);
 //! - `CREATE TABLE AS`, `SELECT INTO` and `CREATE MATERIALIZED VIEW`: the
 //!   rows the executor hands the new relation, through a DestReceiver that
 //!   wraps the one PostgreSQL made;
