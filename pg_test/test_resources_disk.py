@@ -248,6 +248,8 @@ def guarded_table(pair, disk):
     with session(cred, pair.primary) as s:
         assert s.run("CREATE TABLE t (x int)").ok
         assert s.run("CREATE TABLE parted (x int) PARTITION BY RANGE (x)").ok
+        assert s.run("CREATE INDEX t_x ON t (x)").ok
+        assert s.run("CREATE MATERIALIZED VIEW mv AS SELECT 1 AS x").ok
     yield cred
     forget(disk, org, cred)
 
@@ -265,6 +267,14 @@ def test_every_path_to_remove_or_disable_the_trigger_is_refused(pair, guarded_ta
     assert trigger_state(pair, schema, "t") == GUARDED
     assert superuser(pair, "SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0",
                      (f"{schema}.t",)) == [(1,)]
+
+
+@pytest.mark.parametrize("sql", ["REFRESH MATERIALIZED VIEW mv", "CLUSTER t USING t_x", "VACUUM FULL t",
+                                 "REINDEX TABLE t"])
+def test_what_rewrites_a_relation_uncounted_is_refused(pair, guarded_table, sql):
+    with session(guarded_table, pair.primary) as s:
+        outcome = s.run(sql)
+        assert outcome.state == PERMISSION_DENIED, str(outcome)
 
 
 def test_a_table_without_its_trigger_is_not_written_until_a_sync(pair, disk, guarded_table):
