@@ -4,10 +4,13 @@ is a finding with a fix that clears it."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from bi import BiAccess
-from probe import reader_group
+from cluster import REPLICA_APP_NAME, wait_until
+from probe import reader_group, session
 
 
 @pytest.fixture
@@ -133,3 +136,103 @@ def test_check_reports_a_table_every_login_may_read_through_the_passthrough(pair
     finally:
         pair.primary.sql("REVOKE SELECT ON ledger FROM PUBLIC", dbname=check_db)
     assert any("ledger" in f[1] for f in found), found
+
+
+# ==========================================================================
+# What credentials take of what the server shares (issue 24, src/capacity.rs)
+
+def fresh_findings(pair, check_db) -> list[tuple]:
+    """check() in a new session: one that sees the database's settings as
+    they are now (ALTER DATABASE … SET applies from the next login)."""
+    b = BiAccess(pair, check_db, set())
+    try:
+        return findings(b)
+    finally:
+        b.close()
+
+
+@contextlib.contextmanager
+def database_setting(pair, check_db, name: str, value: str):
+    pair.primary.sql(f"ALTER DATABASE {check_db} SET {name} = '{value}'")
+    try:
+        yield
+    finally:
+        pair.primary.sql(f"ALTER DATABASE {check_db} RESET {name}")
+
+
+# setting -> (a value that does not fit, the words of the finding)
+MISFITS = {
+    # 6 × 5000 + 1000 + 64 locks against 64 × 60 (the harness's max_connections).
+    "bi_access.custom_schema_max_relations": ("5000", "out of shared memory"),
+    "bi_access.custom_schema_max_expressions": ("0", "no cap"),
+    # More than half of max_parallel_workers (8).
+    "bi_access.max_parallel_workers": ("8", "parallel workers"),
+    # One org's 10 sessions × 2000 GB: more than any disk here has free.
+    "bi_access.temp_file_limit": ("2000GB", "temporary files"),
+}
+
+
+@pytest.mark.parametrize("setting", list(MISFITS))
+def test_check_reports_a_share_that_does_not_fit_and_its_fix_clears_it(pair, check_db, check_bi, clean, setting):
+    value, words = MISFITS[setting]
+    with database_setting(pair, check_db, setting, value):
+        found = fresh_findings(pair, check_db)
+        assert [(f[0], f[1]) for f in found] == [("warning", f"setting {setting}")], found
+        assert words in found[0][2], found
+        # The fix sets it where it was set: the database's settings (for
+        # the lock table, the cap that fits; then a max_locks_per_transaction).
+        fix = found[0][3].split(" Or")[0]
+        assert fix.startswith(f"ALTER DATABASE {check_db} SET {setting} = "), fix
+        pair.primary.sql(fix, dbname=check_db)
+        assert fresh_findings(pair, check_db) == []
+    assert fresh_findings(pair, check_db) == []
+
+
+def test_check_reports_unbounded_temporary_files(pair, check_db, check_bi, clean):
+    with database_setting(pair, check_db, "bi_access.temp_file_limit", "-1"):
+        found = fresh_findings(pair, check_db)
+    assert [(f[0], f[1]) for f in found] == [("warning", "setting bi_access.temp_file_limit")], found
+    assert "unbounded" in found[0][2]
+
+
+def test_check_reports_a_custom_schema_table_without_its_quota_trigger(pair, check_db, check_bi, clean):
+    check_bi.call("set_target", "check_primary", "127.0.0.1", pair.primary.port, "prefer", None)
+    cred = check_bi.generate("quota-check", "analyst", scope="read_write", target="check_primary",
+                             wait_replica=False)
+    schema = cred.details["custom_schema"]
+    try:
+        with session(cred, pair.primary) as s:
+            assert s.run("CREATE TABLE loaded (x int)").ok
+        assert findings(check_bi) == []
+        pair.primary.sql(f"DROP TRIGGER bi_access_quota ON {schema}.loaded", dbname=check_db)
+        found = findings(check_bi)
+        assert [(f[0], f[1]) for f in found] == [("error", f"{schema}.loaded")], found
+        assert "quota trigger" in found[0][2]
+        pair.primary.sql(found[0][3], dbname=check_db)
+        assert findings(check_bi) == []
+    finally:
+        check_bi.call("delete", cred.role)
+        check_bi.call("drop_custom_schema", "quota-check")
+        check_bi.call("drop_target", "check_primary")
+    assert findings(check_bi) == []
+
+
+def test_check_reports_a_standby_whose_feedback_holds_back_vacuum(pair, check_bi, clean):
+    def horizon():
+        return pair.primary.sql("SELECT backend_xmin IS NOT NULL FROM pg_stat_replication "
+                                "WHERE application_name = %s", (REPLICA_APP_NAME,))
+
+    assert horizon() == [(False,)]
+    pair.replica.sql("ALTER SYSTEM SET hot_standby_feedback = on")
+    pair.replica.sql("SELECT pg_reload_conf()")
+    try:
+        wait_until(lambda: horizon() == [(True,)], 30, "the standby's feedback")
+        found = findings(check_bi)
+        assert [(f[0], f[1]) for f in found] == [("warning", f"standby {REPLICA_APP_NAME}")], found
+        assert "hold back vacuum" in found[0][2] and "bi_access.statement_timeout" in found[0][2], found
+        assert "hot_standby_feedback = off" in found[0][3]
+    finally:
+        pair.replica.sql("ALTER SYSTEM RESET hot_standby_feedback")
+        pair.replica.sql("SELECT pg_reload_conf()")
+    wait_until(lambda: horizon() == [(False,)], 30, "the standby's feedback to stop")
+    assert findings(check_bi) == []

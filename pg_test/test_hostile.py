@@ -111,6 +111,10 @@ BI_SETTINGS = {
     "bi_access.custom_schema_quota": "0",
     "bi_access.transaction_timeout": "0",
     "bi_access.yield_after": "0",
+    "bi_access.custom_schema_max_relations": "0",
+    "bi_access.custom_schema_max_columns": "0",
+    "bi_access.custom_schema_max_expressions": "0",
+    "bi_access.max_parallel_workers": "-1",
 }
 # The settings a credential's own session defines: those its session guard
 # reads (src/settings.rs). The others (management: where and how credentials
@@ -121,7 +125,10 @@ BI_SETTINGS = {
 GUARD_BI_SETTINGS = {"bi_access.statement_timeout", "bi_access.idle_in_transaction_session_timeout",
                      "bi_access.idle_session_timeout", "bi_access.work_mem", "bi_access.temp_file_limit",
                      "bi_access.org_connection_limit", "bi_access.max_bi_connections",
-                     "bi_access.custom_schema_quota", "bi_access.transaction_timeout"}
+                     "bi_access.custom_schema_quota", "bi_access.transaction_timeout",
+                     "bi_access.custom_schema_max_relations",
+                     "bi_access.custom_schema_max_columns", "bi_access.custom_schema_max_expressions",
+                     "bi_access.max_parallel_workers"}
 INVALID_PARAMETER_NAME = "42602"
 UNDEFINED_SETTING_OUTCOME = INVALID_PARAMETER_NAME if PG_MAJOR >= 15 else OK
 

@@ -113,6 +113,10 @@ CREATE FUNCTION bi_access_internal."activate"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'activate_wrapper';
+CREATE FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
 CREATE FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -659,6 +663,13 @@ CREATE EVENT TRIGGER bi_access_drop_guard ON ddl_command_start
     EXECUTE FUNCTION bi_access_internal.drop_guard();
 ALTER EVENT TRIGGER bi_access_drop_guard ENABLE ALWAYS;
 
+-- The quota trigger of every table of an org's custom schema
+-- (src/guard/quota.rs): a C function that counts what a read_write
+-- credential writes. Tenants' tables depend on it, so an upgrade replaces
+-- it in place (OR REPLACE) and never drops it.
+CREATE OR REPLACE FUNCTION bi_access_internal.custom_schema_quota() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'bi_access_custom_schema_quota';
+
 -- Privileges. Nothing of bi_access is PUBLIC's. The tiers (each a member of
 -- the one below, sql/bootstrap.sql): bi_access_viewer reads the views,
 -- unsynced_tables() and check(); bi_access_editor also generates and reveals;
@@ -726,4 +737,6 @@ BEGIN
 END
 $grants$;
 
--- After the SQL surface is rebuilt: nothing yet.
+-- After the SQL surface is rebuilt: the quota trigger on every table of
+-- the custom schemas made under 0.2.0 (src/guard/quota.rs).
+SELECT bi_access_internal.add_quota_triggers();

@@ -218,6 +218,13 @@ mod bi_access_internal {
         on_org("drop_custom_schema", org_id, crate::custom_schema::drop)
     }
 
+    /// The quota trigger on every custom-schema table that lacks it (the
+    /// upgrade from 0.2.0 calls it; a sync does the same); how many tables.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn add_quota_triggers() -> i64 {
+        or_raise(crate::custom_schema::add_quota_triggers(None))
+    }
+
     /// The rows of the targets view, `default` first, each with its
     /// effective values.
     #[pg_extern(stable, parallel_unsafe, security_definer)]

@@ -16,6 +16,7 @@
 //! | `transaction_timeout` | none (bi_access runs a timer) | none | 16: none; 17 on: PostgreSQL's own |
 //! | first free `TimeoutId` (`USER_TIMEOUT`) | 10 | 12 | 16: 12; 17 on: 13 |
 //! | `AddinShmemInitLock` | main LWLock 21 | same | same |
+//! | `ExecutorRun_hook` | with `execute_once` | same | same, and without it from 18 |
 //!
 //! (From 17 on `ALTER SYSTEM SET bi_access.…` no longer needs the library
 //! loaded in the session; nothing here depends on it, README says so.)
@@ -377,4 +378,62 @@ unsafe extern "C-unwind" fn executor_check_perms(
     // SAFETY: every element of rtePermInfos is an RTEPermissionInfo.
     let mut requests = infos.iter_ptr().filter_map(|info| unsafe { request(info) });
     check(&mut requests, report)
+}
+
+/// What runs around every ExecutorRun: `run` runs the executor (the hook
+/// that was there before, or PostgreSQL's own), once.
+pub type RunWrapper = unsafe fn(*mut pg_sys::QueryDesc, &mut dyn FnMut());
+
+static mut RUN_WRAPPER: Option<RunWrapper> = None;
+static mut PREVIOUS_RUN_HOOK: pg_sys::ExecutorRun_hook_type = None;
+
+/// Installs `wrapper` around ExecutorRun, in front of whatever hook was
+/// there. 18 dropped the hook's `execute_once` argument.
+///
+/// # Safety
+/// Once per backend, from `_PG_init`, before any query runs.
+pub unsafe fn install_executor_run(wrapper: RunWrapper) {
+    RUN_WRAPPER = Some(wrapper);
+    PREVIOUS_RUN_HOOK = pg_sys::ExecutorRun_hook;
+    pg_sys::ExecutorRun_hook = Some(executor_run);
+}
+
+#[cfg(not(feature = "pg18"))]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    let mut run = || match PREVIOUS_RUN_HOOK {
+        // SAFETY: the previous hook, with the arguments it was given; an
+        // error it raises comes back as a Rust panic.
+        Some(previous) => {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| previous(query, direction, count, execute_once))
+        }
+        None => pg_sys::standard_ExecutorRun(query, direction, count, execute_once),
+    };
+    match RUN_WRAPPER {
+        Some(wrapper) => wrapper(query, &mut run),
+        None => run(),
+    }
+}
+
+#[cfg(feature = "pg18")]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    let mut run = || match PREVIOUS_RUN_HOOK {
+        // SAFETY: as above.
+        Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| previous(query, direction, count)),
+        None => pg_sys::standard_ExecutorRun(query, direction, count),
+    };
+    match RUN_WRAPPER {
+        Some(wrapper) => wrapper(query, &mut run),
+        None => run(),
+    }
 }

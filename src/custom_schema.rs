@@ -380,3 +380,183 @@ fn relation_count(schema: &str) -> Result<i64> {
     )?
     .unwrap_or(0))
 }
+
+/// The quota trigger's SQL name, schema-qualified.
+fn quota_function() -> String {
+    format!(
+        "{}.{}()",
+        quote_identifier(crate::names::SCHEMAS[1]),
+        quote_identifier(crate::names::QUOTA_FUNCTION)
+    )
+}
+
+/// Whether the quota trigger's function exists: not between a package
+/// upgrade from 0.2.0 and `ALTER EXTENSION bi_access UPDATE`, whose SQL has
+/// none (the schema is then counted before each statement only, as 0.2.0
+/// did, and the update puts the triggers on).
+pub fn quota_function_exists() -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+        &[quota_function().as_str().into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// The tables of a custom schema (the schema `namespace`, or with None every
+/// org's) whose quota trigger (src/guard/quota.rs) is missing (''),
+/// disabled ('disabled') or calls another function ('elsewhere'); parents
+/// before their partitions. None before the update that brings the
+/// function.
+pub fn unguarded_tables(namespace: Option<pg_sys::Oid>) -> Result<Vec<(String, String)>> {
+    db::text_pairs(
+        "WITH f AS (SELECT pg_catalog.to_regprocedure($3) AS oid) \
+         SELECT c.oid::regclass::text, \
+                CASE WHEN t.oid IS NULL THEN '' \
+                     WHEN t.tgfoid <> f.oid THEN 'elsewhere' \
+                     ELSE 'disabled' END \
+         FROM f CROSS JOIN pg_catalog.pg_class c \
+         LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.oid AND t.tgname = $2 \
+         WHERE f.oid IS NOT NULL AND c.relkind IN ('r', 'p') \
+           AND CASE WHEN $1::oid IS NULL \
+                    THEN c.relnamespace IN (SELECT n.oid FROM bi_access.custom_schema cs \
+                                            JOIN pg_catalog.pg_namespace n ON n.nspname = cs.schema_name) \
+                    ELSE c.relnamespace = $1::oid END \
+           AND (t.oid IS NULL OR t.tgenabled NOT IN ('O', 'A') OR t.tgfoid <> f.oid) \
+         ORDER BY (SELECT count(*) FROM pg_catalog.pg_partition_ancestors(c.oid)), c.oid",
+        &[
+            namespace.into(),
+            crate::names::QUOTA_TRIGGER.into(),
+            quota_function().as_str().into(),
+        ],
+    )
+}
+
+/// Puts the quota trigger on every table `unguarded_tables` names, or
+/// enables it again. A partition gets it from its parent, as PostgreSQL
+/// clones row triggers. Returns how many tables changed.
+pub fn add_quota_triggers(namespace: Option<pg_sys::Oid>) -> Result<i64> {
+    let tables = unguarded_tables(namespace)?;
+    let trigger = quote_identifier(crate::names::QUOTA_TRIGGER);
+    let mut changed = 0;
+    for (table, state) in tables {
+        match state.as_str() {
+            // Disabled by a superuser (a partition's clone included).
+            "disabled" => {
+                Spi::run(&format!("ALTER TABLE {table} ENABLE TRIGGER {trigger}"))?;
+                changed += 1;
+                continue;
+            }
+            // Someone else's trigger by that name: made again as bi_access makes it.
+            "elsewhere" => Spi::run(&format!("DROP TRIGGER {trigger} ON {table}"))?,
+            _ => {}
+        }
+        // Parents come before their partitions, which may then have it
+        // already, as a clone.
+        let has = db::first::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger \
+                            WHERE tgrelid = $1::regclass AND tgname = $2)",
+            &[table.as_str().into(), crate::names::QUOTA_TRIGGER.into()],
+        )?
+        .unwrap_or(false);
+        if !has {
+            Spi::run(&format!(
+                "CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION {}",
+                quota_function()
+            ))?;
+        }
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+/// Before the extension goes: its quota triggers go from every table (they
+/// depend on its function). A partition's clone goes with its parent's.
+pub fn drop_quota_triggers() -> Result<()> {
+    let tables = db::text_pairs(
+        "SELECT t.tgrelid::regclass::text, '' FROM pg_catalog.pg_trigger t \
+         WHERE t.tgfoid = pg_catalog.to_regprocedure($1) AND t.tgparentid = 0 ORDER BY t.oid",
+        &[quota_function().as_str().into()],
+    )?;
+    for (table, _) in tables {
+        Spi::run(&format!(
+            "DROP TRIGGER {} ON {table}",
+            quote_identifier(crate::names::QUOTA_TRIGGER)
+        ))?;
+    }
+    Ok(())
+}
+
+/// What a custom schema holds that its caps count:
+/// - relations: its rows of pg_class (tables, partitioned tables, indexes,
+///   sequences, views, materialized views; a table's TOAST table and index
+///   live in pg_toast and are not counted);
+/// - columns: the pg_attribute rows numbered above 0 of those relations
+///   (index columns and dropped columns included);
+/// - expressions: every stored expression or constraint of them (a column
+///   default or generation expression, any constraint, an index's
+///   expressions and its predicate, a view's or materialized view's
+///   definition, a trigger PostgreSQL adds for a foreign key), each counting
+///   once per 8 kB started of its stored tree;
+/// - stored generated columns, which the quota cannot count (refused).
+pub struct Usage {
+    pub relations: i64,
+    pub columns: i64,
+    pub expressions: i64,
+    pub stored_generated: i64,
+}
+
+pub fn usage(namespace: pg_sys::Oid) -> Result<Usage> {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT (SELECT count(*) FROM pg_catalog.pg_class c WHERE c.relnamespace = $1), \
+                        (SELECT count(*) FROM pg_catalog.pg_attribute a \
+                         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                         WHERE c.relnamespace = $1 AND a.attnum > 0), \
+                        (SELECT coalesce(sum(greatest(1, (coalesce(e.bytes, 0) + 8191) / 8192)), 0)::bigint \
+                         FROM (SELECT pg_catalog.pg_column_size(d.adbin) AS bytes \
+                               FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_class c ON c.oid = d.adrelid \
+                               WHERE c.relnamespace = $1 \
+                               UNION ALL SELECT pg_catalog.pg_column_size(k.conbin) \
+                               FROM pg_catalog.pg_constraint k WHERE k.connamespace = $1 \
+                               UNION ALL SELECT pg_catalog.pg_column_size(i.indexprs) \
+                               FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+                               WHERE c.relnamespace = $1 AND i.indexprs IS NOT NULL \
+                               UNION ALL SELECT pg_catalog.pg_column_size(i.indpred) \
+                               FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+                               WHERE c.relnamespace = $1 AND i.indpred IS NOT NULL \
+                               UNION ALL SELECT pg_catalog.pg_column_size(r.ev_action) \
+                               FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class \
+                               WHERE c.relnamespace = $1 \
+                               UNION ALL SELECT NULL::integer \
+                               FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+                               WHERE c.relnamespace = $1 AND t.tgname <> $2) e), \
+                        (SELECT count(*) FROM pg_catalog.pg_attribute a \
+                         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                         WHERE c.relnamespace = $1 AND a.attnum > 0 AND a.attgenerated = 's')",
+                Some(1),
+                &[namespace.into(), crate::names::QUOTA_TRIGGER.into()],
+            )?
+            .first();
+        let number = |n: usize| -> Result<i64> { Ok(row.get::<i64>(n)?.unwrap_or_default()) };
+        Ok(Usage {
+            relations: number(1)?,
+            columns: number(2)?,
+            expressions: number(3)?,
+            stored_generated: number(4)?,
+        })
+    })
+}
+
+/// The locks `drop_custom_schema` takes to drop a schema holding
+/// `relations` relations and `expressions` stored expressions and
+/// constraints, at most: each relation with its TOAST table and TOAST index,
+/// its row type and array type and its quota trigger (6; an index or a
+/// sequence takes 1), each expression or constraint its catalog row, and a
+/// few for the schema, its two groups and bi_access's own rows.
+pub fn drop_locks(relations: i64, expressions: i64) -> i64 {
+    6 * relations + expressions + DROP_LOCKS_BESIDES
+}
+
+pub const DROP_LOCKS_BESIDES: i64 = 64;

@@ -105,6 +105,9 @@ pub enum BiError {
     #[error("{0} runs only as an event trigger")]
     NotAnEventTrigger(&'static str),
 
+    #[error("{0} runs only as a row trigger")]
+    NotATrigger(&'static str),
+
     /// The session guard: what a credential's session may not do.
     #[error("{message}")]
     Refused { message: String, hint: String },
@@ -113,6 +116,32 @@ pub enum BiError {
     /// past bi_access.custom_schema_quota (src/guard/custom.rs).
     #[error("the custom schema is past its quota: {size} bytes of {quota} (bi_access.custom_schema_quota)")]
     QuotaExceeded { size: i64, quota: i64 },
+
+    /// A read_write session's row, index build or rewrite that would take
+    /// its custom schema past the quota (src/guard/quota.rs).
+    #[error("{what} would take the custom schema past its quota: {size} bytes and {adding} more, of {quota} (bi_access.custom_schema_quota)")]
+    QuotaWouldExceed {
+        what: String,
+        size: i64,
+        adding: i64,
+        quota: i64,
+    },
+
+    /// A read_write session's DDL that would leave its custom schema past
+    /// one of its caps.
+    #[error(
+        "the custom schema would hold {count} {what}, past its cap of {cap} (bi_access.{setting})"
+    )]
+    CustomSchemaCap {
+        what: &'static str,
+        count: i64,
+        cap: i32,
+        setting: &'static str,
+    },
+
+    /// A write into a custom-schema table without bi_access's quota trigger.
+    #[error("table {0} of the custom schema lacks bi_access's quota trigger: it is not written until a sync puts it back")]
+    QuotaUnguarded(String),
 
     /// The session guard at login: a startup option naming a bi_access setting.
     #[error("a bi_access credential may not set {0} when it connects")]
@@ -216,9 +245,14 @@ impl BiError {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             BiError::NoConfig => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            BiError::NotAnEventTrigger(_) => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            BiError::NotAnEventTrigger(_) | BiError::NotATrigger(_) => {
+                ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED
+            }
             BiError::Refused { .. } | BiError::ClientSettings(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
-            BiError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            BiError::QuotaExceeded { .. }
+            | BiError::QuotaWouldExceed { .. }
+            | BiError::CustomSchemaCap { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            BiError::QuotaUnguarded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
             BiError::OnStandby { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
@@ -303,8 +337,16 @@ impl BiError {
                     .into(),
             ),
             BiError::Refused { hint, .. } => Some(hint.clone()),
-            BiError::QuotaExceeded { .. } => Some(
+            BiError::QuotaExceeded { .. } | BiError::QuotaWouldExceed { .. } => Some(
                 "Reads, DELETE, TRUNCATE and DROP still work: free space, or ask an administrator to raise bi_access.custom_schema_quota."
+                    .into(),
+            ),
+            BiError::CustomSchemaCap { setting, .. } => Some(format!(
+                "Drop what the custom schema no longer needs (DROP TABLE, DROP INDEX, DROP VIEW), \
+                 or ask an administrator to raise bi_access.{setting}."
+            )),
+            BiError::QuotaUnguarded(_) => Some(
+                "Ask an administrator to run SELECT * FROM bi_access.sync_tables(); (or CALL bi_access.sync())."
                     .into(),
             ),
             BiError::ClientSettings(_) => Some(

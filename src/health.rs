@@ -33,7 +33,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 18] = [
+    let probes: [Probe; 19] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -52,6 +52,7 @@ pub fn check() -> Result<Vec<Finding>> {
         audit_reads,
         custom_schemas,
         lock_waits,
+        capacity,
     ];
     let mut findings = Vec::new();
     for probe in probes {
@@ -119,6 +120,11 @@ fn custom_schemas(_: &Context) -> Result<Vec<Finding>> {
         )?);
     }
     Ok(findings)
+}
+
+/// What credentials take of what the server shares (src/capacity.rs).
+fn capacity(_: &Context) -> Result<Vec<Finding>> {
+    crate::capacity::findings()
 }
 
 /// A target's standby that is not connected while credentials wait for it:

@@ -13,7 +13,8 @@
 //! - `key`: the key that seals it, where it lives, export/import/rotate;
 //! - `sessions`: ending a role's sessions at commit;
 //! - `exposure` and `policies`: exposed tables, syncing, RLS policies;
-//! - `health`: `check()`, the security posture;
+//! - `health`: `check()`, the security posture; `capacity`: its findings on
+//!   what credentials take of the server's shared resources;
 //! - `pooler`: PgBouncer's auth_query (`pgbouncer_auth`);
 //! - `connection`: the details handed to BI tools (URL, JDBC URL);
 //! - `custom_schema`: scope read_write, each org's custom schema and its groups;
@@ -38,6 +39,7 @@ use pgrx::prelude::*;
 mod api;
 mod audit;
 mod citus;
+mod capacity;
 mod compat;
 mod connection;
 mod credentials;

@@ -32,3 +32,9 @@ pub const ORG_LOOKUPS: [&str; 3] = ["current_org", "current_org_bigint", "curren
 pub const CUSTOM_SCHEMA_PREFIX: &str = "bi_custom_";
 pub const CUSTOM_OWNER_PREFIX: &str = "bi_access_cs_owner_";
 pub const CUSTOM_READER_PREFIX: &str = "bi_access_cs_reader_";
+
+/// The row trigger bi_access puts on every table of a custom schema, and
+/// its function (schema `bi_access_internal`): the quota counted inside a
+/// statement (src/guard/quota.rs).
+pub const QUOTA_TRIGGER: &str = "bi_access_quota";
+pub const QUOTA_FUNCTION: &str = "custom_schema_quota";

@@ -41,6 +41,19 @@ static CUSTOM_SCHEMA_QUOTA: Int = Int::new(1024 * 1024);
 // application or replay may wait on a credential's lock (ms; 0: never yield).
 static TRANSACTION_TIMEOUT: Int = Int::new(10 * 60 * 1000);
 static YIELD_AFTER: Int = Int::new(1000);
+// What each custom schema may hold in the catalogs (src/custom_schema.rs
+// says how each is counted); 0 means no cap. The defaults let
+// drop_custom_schema drop a schema at the caps in one transaction under the
+// default max_locks_per_transaction and max_connections (README: Scopes).
+pub const DEFAULT_CUSTOM_SCHEMA_MAX_RELATIONS: i32 = 400;
+pub const DEFAULT_CUSTOM_SCHEMA_MAX_EXPRESSIONS: i32 = 1000;
+static CUSTOM_SCHEMA_MAX_RELATIONS: Int = Int::new(DEFAULT_CUSTOM_SCHEMA_MAX_RELATIONS);
+static CUSTOM_SCHEMA_MAX_COLUMNS: Int = Int::new(20_000);
+static CUSTOM_SCHEMA_MAX_EXPRESSIONS: Int = Int::new(DEFAULT_CUSTOM_SCHEMA_MAX_EXPRESSIONS);
+// max_parallel_workers of every credential session: the parallel workers
+// running on the server past which a credential's query launches none
+// (half of PostgreSQL's default 8); -1: no cap.
+static MAX_PARALLEL_WORKERS: Int = Int::new(4);
 
 /// The bi_access.* settings a client asked for in its startup packet, read
 /// before they are defined: until then they are placeholders, and a client's
@@ -65,7 +78,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 23] = [
+const NAMES: [&std::ffi::CStr; 27] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -89,6 +102,10 @@ const NAMES: [&std::ffi::CStr; 23] = [
     c"bi_access.custom_schema_quota",
     c"bi_access.transaction_timeout",
     c"bi_access.yield_after",
+    c"bi_access.custom_schema_max_relations",
+    c"bi_access.custom_schema_max_columns",
+    c"bi_access.custom_schema_max_expressions",
+    c"bi_access.max_parallel_workers",
 ];
 
 /// Which settings a session defines: every one, or in a credential's own
@@ -168,6 +185,34 @@ pub fn init(scope: Scope) {
         &TRANSACTION_TIMEOUT,
         0,
         GucFlags::UNIT_MS,
+    );
+    int(
+        c"bi_access.custom_schema_max_relations",
+        c"Relations (tables, indexes, sequences, views) each org's custom schema may hold; 0: no cap.",
+        &CUSTOM_SCHEMA_MAX_RELATIONS,
+        0,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.custom_schema_max_columns",
+        c"Columns (of its tables, views and indexes, dropped ones included) each org's custom schema may hold; 0: no cap.",
+        &CUSTOM_SCHEMA_MAX_COLUMNS,
+        0,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.custom_schema_max_expressions",
+        c"Stored expressions and constraints (one per 8kB started) each org's custom schema may hold; 0: no cap.",
+        &CUSTOM_SCHEMA_MAX_EXPRESSIONS,
+        0,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.max_parallel_workers",
+        c"Cap on max_parallel_workers in every credential session: its queries launch no parallel worker while this many run on the server; -1: no cap.",
+        &MAX_PARALLEL_WORKERS,
+        -1,
+        GucFlags::default(),
     );
     if scope == Scope::All {
         define_management_settings();
@@ -468,4 +513,23 @@ pub fn duration(ms: i32) -> String {
         ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
         ms => format!("{ms}ms"),
     }
+}
+
+/// The caps on what each custom schema holds (src/custom_schema.rs counts
+/// them), None for no cap.
+pub fn custom_schema_max_relations() -> Option<i32> {
+    cap(&CUSTOM_SCHEMA_MAX_RELATIONS)
+}
+
+pub fn custom_schema_max_columns() -> Option<i32> {
+    cap(&CUSTOM_SCHEMA_MAX_COLUMNS)
+}
+
+pub fn custom_schema_max_expressions() -> Option<i32> {
+    cap(&CUSTOM_SCHEMA_MAX_EXPRESSIONS)
+}
+
+/// 0 is a real cap here (no parallel workers at all).
+pub fn max_parallel_workers() -> Option<i32> {
+    Some(MAX_PARALLEL_WORKERS.get()).filter(|value| *value >= 0)
 }

@@ -38,6 +38,8 @@ pub fn before_drop() -> Result<()> {
     crate::entry::require_current_sql()?;
     refuse_while_current()?;
     exposure::hide_all()?;
+    // Custom schemas outlive the extension; its triggers on their tables go.
+    crate::custom_schema::drop_quota_triggers()?;
     let reader = quote_identifier(roles::reader_group()?);
     Spi::run(&format!("DROP OWNED BY {reader}"))?;
     Spi::run(&format!("DROP ROLE {reader}"))?;

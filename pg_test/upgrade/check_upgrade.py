@@ -360,6 +360,25 @@ def install_and_use(pair, dbname: str, secrets) -> dict:
     return creds
 
 
+# Database -> a read_write credential whose table was made before the upgrade.
+WRITERS = {}
+
+
+def custom_table_before_the_upgrade(pair, dbname: str, secrets):
+    """A read_write credential (0.2.0 has the scope) and a table of its
+    custom schema, made without the quota trigger 0.3.0 puts on every one."""
+    bi = BiAccess(pair, dbname, secrets)
+    try:
+        bi.call("set_target", "primary", "127.0.0.1", pair.primary.port, "prefer", None)
+        cred = bi.generate("1", "analyst", scope="read_write", target="primary", wait_replica=False)
+    finally:
+        bi.close()
+    with session(cred, pair.primary) as s:
+        assert s.run("CREATE TABLE loaded (x int)").ok
+        assert s.run("INSERT INTO loaded VALUES (1)").ok
+    return cred
+
+
 @pytest.fixture(scope="module")
 def upgraded(pair, secrets):
     """Database -> its credentials, once every database took its path."""
@@ -372,6 +391,7 @@ def upgraded(pair, secrets):
     pair.primary.sql("ALTER EXTENSION bi_access UPDATE TO '0.2.0'", dbname="via_020")
     creds["from_020"] = install_and_use(pair, "from_020", secrets)
     assert version_of(pair, "from_020") == "0.2.0"
+    WRITERS["from_020"] = custom_table_before_the_upgrade(pair, "from_020", secrets)
     for cred in creds["via_020"].values():
         assert can_login(cred.login_args(pair.replica)), "0.2.0 works after its own update"
     swap_in(pair, NEW)
@@ -464,6 +484,17 @@ def test_a_new_credential_works_after_the_upgrade(pair, upgraded, secrets, db):
             assert s.rows("SELECT DISTINCT org_id::text FROM accounts") == [("1",)]
     finally:
         bi.close()
+
+
+def test_custom_schema_tables_of_0_2_0_get_the_quota_trigger(pair, upgraded):
+    cred = WRITERS["from_020"]
+    table = f"{cred.details['custom_schema']}.loaded"
+    assert pair.primary.sql("SELECT tgenabled::text, tgfoid::regproc::text FROM pg_trigger "
+                            "WHERE tgrelid = %s::regclass AND tgname = 'bi_access_quota'", (table,),
+                            dbname="from_020") == [("O", "bi_access_internal.custom_schema_quota")]
+    with session(cred, pair.primary) as s:
+        assert s.run("INSERT INTO loaded VALUES (2)").ok
+        assert s.value("SELECT count(*) FROM loaded") == 2
 
 
 KEY_FILE_STATES = {

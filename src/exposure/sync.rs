@@ -142,8 +142,10 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
     }
     // Credentials' pgaudit read logging follows bi_access.audit_reads.
     crate::roles::sync_audit_reads()?;
-    // Each credential is in its org's custom schema groups.
+    // Each credential is in its org's custom schema groups, and each
+    // custom-schema table has its quota trigger.
     crate::custom_schema::sync_memberships()?;
+    crate::custom_schema::add_quota_triggers(None)?;
     let changed = done.iter().filter(|(_, action)| action.changed()).count();
     audit::record(
         "sync_tables",
@@ -337,8 +339,10 @@ pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     expose_new_tables()?;
     // Credentials' pgaudit read logging follows bi_access.audit_reads.
     crate::roles::sync_audit_reads()?;
-    // Each credential is in its org's custom schema groups.
+    // Each credential is in its org's custom schema groups, and each
+    // custom-schema table has its quota trigger.
     crate::custom_schema::sync_memberships()?;
+    crate::custom_schema::add_quota_triggers(None)?;
     crate::records::begin_sync()?;
     Ok(exposed_tables()?.into_iter().map(|(tbl, _)| tbl).collect())
 }

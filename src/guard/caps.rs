@@ -52,7 +52,7 @@ fn parallel_workers_cap() -> Option<i32> {
 pub const MAX_PARALLEL_WORKERS: i32 = 2;
 pub const MAX_HASH_MEM_MULTIPLIER: f64 = 2.0;
 
-const INT_CAPS: [IntCap; 9] = [
+const INT_CAPS: [IntCap; 10] = [
     IntCap {
         name: c"statement_timeout",
         unit: "ms",
@@ -109,6 +109,15 @@ const INT_CAPS: [IntCap; 9] = [
         cap: settings::transaction_timeout_ms,
         unlimited: Some(0),
     },
+    // Checked by the backend that launches a parallel worker against the
+    // workers running on the whole server: credentials' queries leave the
+    // rest of the pool to the application (parallel index builds included).
+    IntCap {
+        name: c"max_parallel_workers",
+        unit: "workers",
+        cap: settings::max_parallel_workers,
+        unlimited: None,
+    },
 ];
 const HASH_MEM_MULTIPLIER: &CStr = c"hash_mem_multiplier";
 
@@ -118,8 +127,8 @@ type RealCheck =
     unsafe extern "C-unwind" fn(*mut f64, *mut *mut c_void, pg_sys::GucSource::Type) -> bool;
 
 /// The settings' own records and original check hooks, found once.
-static mut INT_RECORDS: [*mut pg_sys::config_int; 9] = [std::ptr::null_mut(); 9];
-static mut INT_ORIGINAL: [pg_sys::GucIntCheckHook; 9] = [None; 9];
+static mut INT_RECORDS: [*mut pg_sys::config_int; 10] = [std::ptr::null_mut(); 10];
+static mut INT_ORIGINAL: [pg_sys::GucIntCheckHook; 10] = [None; 10];
 static mut REAL_RECORD: *mut pg_sys::config_real = std::ptr::null_mut();
 static mut REAL_ORIGINAL: pg_sys::GucRealCheckHook = None;
 
@@ -141,7 +150,7 @@ macro_rules! int_checks {
     };
 }
 
-const INT_CHECKS: [IntCheck; 9] = int_checks!(0, 1, 2, 3, 4, 5, 6, 7, 8);
+const INT_CHECKS: [IntCheck; 10] = int_checks!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
 
 pub(super) fn install() {
     // SAFETY: called once from _PG_init; guc.c's records live for the life of

@@ -8,8 +8,9 @@
 //! - reads: the relations of the session's schema are readable;
 //! - writes: a read_write session may write its schema's relations, and
 //!   nothing else; INSERT, UPDATE, COPY FROM and DDL that can grow the schema
-//!   are refused (53400) while the schema is past `bi_access.custom_schema_quota`
-//!   (checked before the statement, so one statement may overshoot);
+//!   are refused (53400) while the schema is past `bi_access.custom_schema_quota`,
+//!   and a statement that crosses it is stopped inside it (src/guard/quota.rs);
+//!   a table without bi_access's quota trigger is not written (55000);
 //! - catalog changes: a read_write session may create or alter relations
 //!   in its schema (and what comes with them: row types, constraints,
 //!   defaults, the rules of a view, TOAST), nothing else.
@@ -142,6 +143,7 @@ pub(super) fn verdict(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Option<b
     let grows = (pg_sys::ACL_INSERT | pg_sys::ACL_UPDATE) as pg_sys::AclMode;
     if required & grows != 0 {
         refuse_past_quota(schema.namespace);
+        super::quota::require_trigger(relid);
     }
     Some(true)
 }
@@ -151,16 +153,23 @@ pub(super) fn refuse_past_quota(namespace: pg_sys::Oid) {
     let Some(quota) = crate::settings::custom_schema_quota_bytes() else {
         return;
     };
-    let size = Spi::get_one_with_args::<i64>(
+    let size = schema_size(namespace);
+    if size > quota {
+        crate::error::BiError::QuotaExceeded { size, quota }.raise();
+    }
+}
+
+/// The schema's size as the quota counts it (unreadable: past any quota).
+/// The session's count of bytes written starts again from it.
+pub(super) fn schema_size(namespace: pg_sys::Oid) -> i64 {
+    super::quota::measured();
+    Spi::get_one_with_args::<i64>(
         &format!("SELECT {}", crate::custom_schema::size_sql("$1")),
         &[namespace.into()],
     )
     .ok()
     .flatten()
-    .unwrap_or(i64::MAX);
-    if size > quota {
-        crate::error::BiError::QuotaExceeded { size, quota }.raise();
-    }
+    .unwrap_or(i64::MAX)
 }
 
 thread_local! {
@@ -203,22 +212,30 @@ pub(super) fn may_change(class_id: pg_sys::Oid) -> bool {
         && COMES_WITH_A_RELATION.contains(&u32::from(class_id))
 }
 
+/// The existing relation a statement names (InvalidOid for none found).
+///
+/// # Safety
+/// `relation` must be a valid RangeVar (or NULL).
+pub(super) unsafe fn relation_of(relation: *mut pg_sys::RangeVar) -> pg_sys::Oid {
+    if relation.is_null() {
+        return pg_sys::InvalidOid;
+    }
+    pg_sys::RangeVarGetRelidExtended(
+        relation,
+        pg_sys::NoLock as pg_sys::LOCKMODE,
+        pg_sys::RVROption::RVR_MISSING_OK,
+        None,
+        std::ptr::null_mut(),
+    )
+}
+
 /// The namespace of an existing relation a statement names (InvalidOid for
 /// none found).
 ///
 /// # Safety
 /// `relation` must be a valid RangeVar (or NULL).
 pub(super) unsafe fn namespace_of(relation: *mut pg_sys::RangeVar) -> pg_sys::Oid {
-    if relation.is_null() {
-        return pg_sys::InvalidOid;
-    }
-    let relid = pg_sys::RangeVarGetRelidExtended(
-        relation,
-        pg_sys::NoLock as pg_sys::LOCKMODE,
-        pg_sys::RVROption::RVR_MISSING_OK,
-        None,
-        std::ptr::null_mut(),
-    );
+    let relid = relation_of(relation);
     if relid == pg_sys::InvalidOid {
         return pg_sys::InvalidOid;
     }

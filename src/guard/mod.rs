@@ -13,6 +13,9 @@
 //!   in its org's custom schema;
 //! - `custom`: the session's custom schema; a read_write credential writes
 //!   there and nowhere else, within its quota;
+//! - `quota`: the quota counted inside a statement (a row trigger, a counting
+//!   DestReceiver for CREATE TABLE AS), index builds and rewrites checked
+//!   before and after, and the caps on what a custom schema holds;
 //! - `calls`: creating or altering any catalog object is refused, and so are
 //!   the built-in functions that write without a table privilege (large
 //!   objects, NOTIFY, advisory locks, sequences);
@@ -34,6 +37,7 @@ mod calls;
 pub mod caps;
 mod custom;
 mod plans;
+mod quota;
 mod reads;
 mod standing;
 mod statements;
@@ -69,6 +73,7 @@ pub fn install() {
     calls::install();
     plans::install();
     custom::install();
+    quota::install();
     caps::install();
     transaction::install();
     standing::install();

@@ -137,7 +137,8 @@ unsafe extern "C-unwind" fn utility_hook(
         if grows(statement) {
             super::custom::refuse_past_quota(schema.namespace);
         }
-        admitted = Some(super::custom::Admitted::enter());
+        let before = super::quota::before(statement, schema.namespace);
+        admitted = Some((super::custom::Admitted::enter(), schema.namespace, before));
     } else if refused {
         let tag = CStr::from_ptr(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag(
             statement,
@@ -181,7 +182,10 @@ unsafe extern "C-unwind" fn utility_hook(
             qc,
         ),
     }
-    drop(admitted);
+    if let Some((admitted, namespace, before)) = admitted {
+        drop(admitted);
+        super::quota::after(statement, namespace, before);
+    }
     if guarded {
         // SET ROLE, RESET, DISCARD ALL… may have brought back a value above a
         // cap that was lowered since it was set.
