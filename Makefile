@@ -27,9 +27,9 @@ build: setup
 	$(WITH_PG) $(ONE) bash -c 'cargo build $$PG_FEATURES'
 
 # A release build (optimised, no debug info): the debug one is 66 MB and
-# about 20x slower per generate().
+# about 20x slower per generate(). The login gate (scripts/gate.sh) beside it.
 install: setup
-	$(WITH_PG) $(ONE) bash -c 'cargo pgrx install --release --pg-config "$$PG_CONFIG"'
+	$(WITH_PG) $(ONE) bash -c 'cargo pgrx install --release --pg-config "$$PG_CONFIG" && bash scripts/gate.sh install'
 
 demo: install
 	@$(WITH_PG) $(ONE) bash scripts/demo.sh start

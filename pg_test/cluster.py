@@ -98,6 +98,9 @@ PG_MAJOR = _server_major()
 # the extension): from 16 on bi_access grants a credential its groups WITH
 # SET FALSE, so SET ROLE to them is refused; 14 has no security_invoker views.
 MEMBERSHIPS_ALLOW_SET_ROLE = PG_MAJOR < 16
+# BI_PRELOAD=1: the pair's servers preload bi_access (shared_preload_libraries),
+# the recommended install; otherwise only the credentials' sessions load it.
+PRELOADED = os.environ.get("BI_PRELOAD") == "1"
 VIEWS_CAN_BE_SECURITY_INVOKER = PG_MAJOR >= 15
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from bi import PLAIN_PASSWORD, PLAIN_ROLE, login
 from cluster import PG_MAJOR, pg_tool, wait_until
+from libpq import login_state
 from probe import PERMISSION_DENIED, session, set_bi_settings
 
 ORG_A, ORG_B = "901", "902"
@@ -170,19 +171,10 @@ def open_sessions(cred, server, count: int) -> list:
 
 
 def first_statement(cred, server) -> str:
-    """'ok', or the SQLSTATE of the FATAL a new psql session gets at login or
-    at its first statement (psycopg2 loses a FATAL's SQLSTATE once the server
-    closes the connection)."""
-    args = cred.login_args(server)
-    proc = subprocess.run(
-        [pg_tool("psql"), "-X", "-At", "-v", "VERBOSITY=verbose", "-h", args["host"], "-p", str(args["port"]),
-         "-U", args["user"], "-d", args["dbname"], "-c", "SELECT 'ok'"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": args["password"]})
-    if proc.returncode == 0:
-        return proc.stdout.strip()
-    fatal = [line for line in proc.stderr.splitlines() if line.startswith("FATAL:  ")]
-    assert fatal, proc.stderr
-    return fatal[0].split()[1].rstrip(":")
+    """'ok', or the SQLSTATE of the FATAL a new session gets at login (the
+    login gate) or at its first statement (psycopg2 loses a FATAL's SQLSTATE
+    once the server closes the connection; libpq keeps it)."""
+    return login_state(cred.login_args(server))
 
 
 def neighbours_connect(pair, bi, server) -> None:

@@ -352,7 +352,7 @@ def test_guard_setting_cannot_be_changed(sess, pair, server, expected, name, how
     RESET fail with 42501 and no row changes. (There is no "before the library
     is loaded" state for a SET to exploit.)"""
     config = pair.primary.value("SELECT rolconfig FROM pg_roles WHERE rolname = %s", (sess_role(sess),))
-    assert "session_preload_libraries=bi_access" in config, config
+    assert "session_preload_libraries=bi_access, bi_access_gate" in config, config
     stmt = setting_statement(how, name)
     outcome = sess.run(stmt)  # the session's first statement
     expect(outcome, PERMISSION_DENIED)

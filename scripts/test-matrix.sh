@@ -45,7 +45,7 @@ for major in "${majors[@]}"; do
     stage "$major" pgrx-test with "$major" bash -c \
       'cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$PGRX_TEST_PGDATA"' &&
     stage "$major" install with "$major" bash -c \
-      'cargo pgrx install --release --pg-config "$PG_CONFIG"' &&
+      'cargo pgrx install --release --pg-config "$PG_CONFIG" && bash scripts/gate.sh install' &&
     stage "$major" pg-test with "$major" bash pg_test/run.sh &&
     if [[ $major == 15 ]]; then
       # 0.1.0 was released for 15 only: its upgrade path exists there.

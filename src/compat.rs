@@ -12,6 +12,8 @@
 //! | a membership allows `SET ROLE` to the group | always | always | only `WITH SET TRUE` |
 //! | finding a built-in setting's record | the GUC array | the GUC array | `find_option` (a hash table) |
 //! | `session_preload_libraries` load | after the startup transaction | inside it | inside it |
+//! | connection slots reserved | `superuser_reserved_connections` | same | and `reserved_connections` |
+//! | `ExecutorRun_hook` | with `execute_once` | same | same to 17; 18 without |
 //!
 //! (From 17 on `ALTER SYSTEM SET bi_access.…` no longer needs the library
 //! loaded in the session; nothing here depends on it, README says so.)
@@ -308,4 +310,67 @@ unsafe extern "C-unwind" fn executor_check_perms(
     // SAFETY: every element of rtePermInfos is an RTEPermissionInfo.
     let mut requests = infos.iter_ptr().filter_map(|info| unsafe { request(info) });
     check(&mut requests, report)
+}
+
+/// The connection slots a role without reserved connections may take:
+/// max_connections less superuser_reserved_connections and, from 16,
+/// reserved_connections (for members of pg_use_reserved_connections).
+pub fn unreserved_connection_slots() -> i32 {
+    // SAFETY: reads of this backend's GUC variables.
+    unsafe {
+        #[cfg(any(feature = "pg14", feature = "pg15"))]
+        let reserved = pg_sys::ReservedBackends;
+        #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+        let reserved = pg_sys::SuperuserReservedConnections + pg_sys::ReservedConnections;
+        pg_sys::MaxConnections - reserved
+    }
+}
+
+static mut AFTER_EXECUTOR_RUN: Option<fn(u64)> = None;
+static mut PREVIOUS_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+
+/// Installs `after` to run after every run of the executor (with the row
+/// count it was asked for, 0 for all), behind whatever hook was there.
+///
+/// # Safety
+/// Once per backend, from `_PG_init`, before any query runs.
+pub unsafe fn install_after_executor_run(after: fn(u64)) {
+    AFTER_EXECUTOR_RUN = Some(after);
+    PREVIOUS_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+    pg_sys::ExecutorRun_hook = Some(executor_run);
+}
+
+/// The hook in the shape of 14 to 17.
+#[cfg(not(feature = "pg18"))]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    match PREVIOUS_EXECUTOR_RUN {
+        Some(previous) => previous(query, direction, count, execute_once),
+        None => pg_sys::standard_ExecutorRun(query, direction, count, execute_once),
+    }
+    if let Some(after) = AFTER_EXECUTOR_RUN {
+        after(count);
+    }
+}
+
+/// The hook in the shape of 18, which dropped `execute_once`.
+#[cfg(feature = "pg18")]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    match PREVIOUS_EXECUTOR_RUN {
+        Some(previous) => previous(query, direction, count),
+        None => pg_sys::standard_ExecutorRun(query, direction, count),
+    }
+    if let Some(after) = AFTER_EXECUTOR_RUN {
+        after(count);
+    }
 }

@@ -127,6 +127,25 @@ pub enum BiError {
     #[error("{0}")]
     TooManyConnections(String),
 
+    /// The session guard: the memory a credential session keeps past
+    /// bi_access.session_memory (src/guard/memory.rs).
+    #[error(
+        "this bi_access session keeps {} MB of memory, past its bound of {} MB (bi_access.session_memory)",
+        kept / (1024 * 1024),
+        cap / (1024 * 1024)
+    )]
+    SessionMemory { kept: usize, cap: usize },
+
+    /// The session guard: cursors or prepared statements of a credential
+    /// session past their cap (src/guard/memory.rs).
+    #[error("too many {what} in this bi_access session ({limit}, bi_access.{setting})")]
+    SessionLimit {
+        what: &'static str,
+        limit: i32,
+        setting: &'static str,
+        hint: &'static str,
+    },
+
     #[error(transparent)]
     Secret(#[from] SecretError),
 
@@ -182,6 +201,8 @@ impl BiError {
             BiError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
+            BiError::SessionMemory { .. } => ERRCODE_OUT_OF_MEMORY,
+            BiError::SessionLimit { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -273,6 +294,11 @@ impl BiError {
                 "Close another session of this organization's BI tools, or ask its administrator to raise the limit."
                     .into(),
             ),
+            BiError::SessionMemory { .. } => Some(
+                "Close cursors (CLOSE ALL), deallocate prepared statements (DEALLOCATE ALL), or reconnect."
+                    .into(),
+            ),
+            BiError::SessionLimit { hint, .. } => Some((*hint).into()),
             BiError::Secret(error) => error.hint(),
             _ => None,
         }

@@ -75,7 +75,7 @@ pub extern "C-unwind" fn _PG_init() {
         settings::Scope::All
     });
     guard::install();
-    guard::refuse_client_settings(&asked);
+    guard::gate::remember_client_settings(asked);
     org::init();
 }
 

@@ -34,10 +34,12 @@ rm -rf "$ROOT" && mkdir -p "$ROOT"
 # (a shared one would rebuild everything at each switch of pg_config): its
 # first build is a full one, later ones rebuild bi_access only.
 export PATH=$HOME/.cargo/bin:$PATH
+# The login gate (scripts/gate.sh) goes beside each.
 PGRX_PG_CONFIG_PATH=$OLD_CONFIG CARGO_TARGET_DIR=$PWD/target/pg15-wheel \
   cargo pgrx package --pg-config "$OLD_CONFIG" --out-dir "$ROOT/pkg15"
+PG_CONFIG=$OLD_CONFIG CARGO_TARGET_DIR=$PWD/target/pg15-wheel bash scripts/gate.sh stage "$ROOT/pkg15"
 OUT=$ROOT/pkg17 bash scripts/with-pg.sh 17 bash -c \
-  'cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$OUT"'
+  'cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$OUT" && bash scripts/gate.sh stage "$OUT"'
 
 # private_copy PG_CONFIG PACKAGE DEST: bin/, lib/ and share/ of an
 # installation under DEST at their absolute paths (PostgreSQL finds lib/ and
@@ -54,10 +56,12 @@ private_copy() {
   # with it; the wheels' trees have bin/, lib/ and share/ side by side.
   [[ -d $dest$lib ]] || cp -a "$lib" "$dest$(dirname "$lib")/"
   [[ -d $dest$share ]] || cp -a "$share" "$dest$(dirname "$share")/"
-  rm -f "$dest$lib"/bi_access.so "$dest$share"/extension/bi_access*
+  rm -f "$dest$lib"/bi_access.so "$dest$lib"/bi_access_gate.so "$dest$share"/extension/bi_access*
   # The package has the same absolute layout: it overlays the copy.
   cp -a "$package/." "$dest/"
-  [[ -f $dest$lib/bi_access.so ]] || { echo "pg_upgrade.sh: $package has no $lib/bi_access.so" >&2; exit 1; }
+  for library in bi_access bi_access_gate; do
+    [[ -f $dest$lib/$library.so ]] || { echo "pg_upgrade.sh: $package has no $lib/$library.so" >&2; exit 1; }
+  done
   echo "$dest$bin"
 }
 OLD_BIN=$(private_copy "$OLD_CONFIG" "$ROOT/pkg15" "$ROOT/pg15")

@@ -141,6 +141,8 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
     }
     // Credentials' pgaudit read logging follows bi_access.audit_reads.
     crate::roles::sync_audit_reads()?;
+    // Each credential loads bi_access and its login gate.
+    crate::roles::sync_session_libraries()?;
     // Each credential is in its org's custom schema groups.
     crate::custom_schema::sync_memberships()?;
     let changed = done.iter().filter(|(_, action)| action.changed()).count();
@@ -325,6 +327,8 @@ pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     expose_new_tables()?;
     // Credentials' pgaudit read logging follows bi_access.audit_reads.
     crate::roles::sync_audit_reads()?;
+    // Each credential loads bi_access and its login gate.
+    crate::roles::sync_session_libraries()?;
     // Each credential is in its org's custom schema groups.
     crate::custom_schema::sync_memberships()?;
     crate::records::begin_sync()?;

@@ -1,0 +1,162 @@
+//! The memory a credential session keeps between its statements.
+//!
+//! What a session keeps outlives the statement that made it: a cursor's
+//! executor state (its sorts and hashes, up to work_mem each, until CLOSE or
+//! the transaction's end), a held cursor's result (materialized at COMMIT,
+//! up to work_mem in memory each, until CLOSE), a prepared statement's plans
+//! (SQL PREPARE or the protocol's Parse with a name, until DEALLOCATE). On a
+//! replica, 12 held cursors took one idle backend to 764 MB. So:
+//! - cursors (`bi_access.max_cursors`, held ones included), held cursors
+//!   (`bi_access.max_held_cursors`) and prepared statements
+//!   (`bi_access.max_prepared_statements`) are counted before each DECLARE,
+//!   PREPARE and named Parse, and refused at the cap with 53400;
+//! - the memory the session has allocated (every memory context of the
+//!   backend) is checked against `bi_access.session_memory` before each
+//!   statement's executor starts, after each ends (a held cursor's result is
+//!   materialized at COMMIT, through the executor: a COMMIT that would keep
+//!   too much fails), after each run of a cursor or of a portal that stays
+//!   open (FETCH, the protocol's Execute with a row count), and before each
+//!   DECLARE, PREPARE and named Parse; past it the statement is refused with
+//!   53200. A statement's own working memory is not counted while it runs
+//!   to completion: it is freed at its end.
+//!
+//! CLOSE, DEALLOCATE and DISCARD are never refused: they free memory.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::guarded;
+use crate::db;
+use crate::error::BiError;
+use crate::settings;
+
+static mut PREVIOUS_END: pg_sys::ExecutorEnd_hook_type = None;
+
+pub(super) fn install() {
+    // SAFETY: called once from _PG_init, in the backend's only thread; the
+    // previous hooks are kept and called in turn.
+    unsafe {
+        PREVIOUS_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end);
+        crate::compat::install_after_executor_run(after_run);
+    }
+}
+
+/// Every byte the backend's memory contexts hold now.
+fn allocated() -> usize {
+    // SAFETY: walks this backend's memory context tree, reading counters.
+    unsafe { pg_sys::MemoryContextMemAllocated(pg_sys::TopMemoryContext, true) }
+}
+
+/// Refuses (53200) if the session holds more than bi_access.session_memory.
+pub(super) fn check_kept() {
+    let Some(cap) = settings::session_memory_bytes() else {
+        return;
+    };
+    let kept = allocated();
+    if kept > cap {
+        BiError::SessionMemory { kept, cap }.raise();
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
+    match PREVIOUS_END {
+        Some(previous) => previous(query),
+        None => pg_sys::standard_ExecutorEnd(query),
+    }
+    if guarded() {
+        check_kept();
+    }
+}
+
+/// After each run of the executor: a portal that stays open after it (a
+/// cursor, or a protocol portal run for a row count) keeps its executor's
+/// memory until it is closed, so it counts now.
+fn after_run(count: u64) {
+    // SAFETY: ActivePortal is the portal being run, or NULL.
+    let cursor = unsafe {
+        let portal = pg_sys::ActivePortal;
+        !portal.is_null() && (*portal).visible
+    };
+    if (count > 0 || cursor) && guarded() {
+        check_kept();
+    }
+}
+
+/// Before DECLARE: the session's cursors and held cursors, and its memory.
+pub(super) fn before_declare(holdable: bool) {
+    check_kept();
+    let limits = (settings::max_cursors(), settings::max_held_cursors());
+    if limits == (None, None) {
+        return;
+    }
+    let counts = db::as_superuser(|| {
+        db::text_pairs(
+            "SELECT count(*)::text, (count(*) FILTER (WHERE is_holdable))::text \
+             FROM pg_catalog.pg_cursors",
+            &[],
+        )
+    });
+    let (open, held) = match counts {
+        Ok(rows) => rows
+            .first()
+            .map(|(open, held)| (open.parse().unwrap_or(0), held.parse().unwrap_or(0)))
+            .unwrap_or((0, 0)),
+        Err(error) => error.raise(),
+    };
+    if let Some(limit) = limits.0.filter(|limit| open >= i64::from(*limit)) {
+        too_many(
+            "open cursors",
+            limit,
+            "max_cursors",
+            "CLOSE a cursor first (CLOSE ALL closes every one).",
+        );
+    }
+    if let Some(limit) = limits
+        .1
+        .filter(|limit| holdable && held >= i64::from(*limit))
+    {
+        too_many(
+            "held cursors (WITH HOLD)",
+            limit,
+            "max_held_cursors",
+            "CLOSE a held cursor first, or declare it without WITH HOLD.",
+        );
+    }
+}
+
+/// Before PREPARE and the protocol's Parse of a named statement: the
+/// session's prepared statements, and its memory.
+pub(super) fn before_prepare() {
+    check_kept();
+    let Some(limit) = settings::max_prepared_statements() else {
+        return;
+    };
+    let count = db::as_superuser(|| {
+        db::first::<i64>(
+            "SELECT count(*) FROM pg_catalog.pg_prepared_statements",
+            &[],
+        )
+    });
+    match count {
+        Ok(count) if count.unwrap_or(0) >= i64::from(limit) => too_many(
+            "prepared statements",
+            limit,
+            "max_prepared_statements",
+            "DEALLOCATE a prepared statement first (DEALLOCATE ALL deallocates every one).",
+        ),
+        Ok(_) => {}
+        Err(error) => error.raise(),
+    }
+}
+
+fn too_many(what: &'static str, limit: i32, setting: &'static str, hint: &'static str) -> ! {
+    BiError::SessionLimit {
+        what,
+        limit,
+        setting,
+        hint,
+    }
+    .raise()
+}
