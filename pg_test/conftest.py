@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bi import ADMIN_PASSWORD, ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE
-from cluster import PG_MAJOR, PRELOADED, REPLICA_APP_NAME, VIEWS_CAN_BE_SECURITY_INVOKER, ReplicaPair
+from cluster import PG_MAJOR, REPLICA_APP_NAME, VIEWS_CAN_BE_SECURITY_INVOKER, ReplicaPair
 from probe import bi_for, create_database, session
 from tenants import CRM, SAAS, TenantDb, assert_orgs_distinguishable, visible
 
@@ -39,17 +39,13 @@ def secrets() -> set[str]:
 def pair(request) -> ReplicaPair:
     pair = ReplicaPair()
     request.addfinalizer(pair.destroy)
-    settings = {
+    pair.start(primary_settings={
         # What generated details tell clients: the replica, without SSL.
         "bi_access.host": "127.0.0.1",
         "bi_access.port": pair.replica.port,
         "bi_access.sslmode": "prefer",
         "bi_access.replica_application_name": REPLICA_APP_NAME,
-    }
-    if PRELOADED:
-        # The recommended install (BI_PRELOAD=1, pg_test/run.sh's second pass).
-        settings["shared_preload_libraries"] = "pg_stat_statements,bi_access"
-    pair.start(primary_settings=settings)
+    })
     pair.primary.sql("CREATE EXTENSION pg_stat_statements")
     return pair
 

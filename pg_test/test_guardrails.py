@@ -4,7 +4,6 @@ the primary and on the replica (many orgs share one replica)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
@@ -15,7 +14,7 @@ import pytest
 from bi import PLAIN_PASSWORD, PLAIN_ROLE, login
 from cluster import PG_MAJOR, pg_tool, wait_until
 from libpq import login_state
-from probe import PERMISSION_DENIED, session, set_bi_settings
+from probe import PERMISSION_DENIED, bi_settings, session
 
 ORG_A, ORG_B = "901", "902"
 TOO_MANY_CONNECTIONS = "53300"
@@ -44,16 +43,6 @@ def cred(bi):
 def sess(cred, server):
     with session(cred, server) as s:
         yield s
-
-
-@contextlib.contextmanager
-def bi_settings(pair, **settings: str):
-    names = {f"bi_access.{k}": v for k, v in settings.items()}
-    set_bi_settings(pair, names)
-    try:
-        yield
-    finally:
-        set_bi_settings(pair, {name: None for name in names})
 
 
 @pytest.mark.parametrize("setting", list(RAISES))
