@@ -546,3 +546,17 @@ def test_the_login_gate_runs_preloaded_or_not(pair, cred, server):
             with idle_logins(cred, server, 1):
                 Connection(cred.login_args(server)).close()
     assert refused.value.state == TOO_MANY_CONNECTIONS
+
+
+def test_a_missing_gate_library_refuses_the_login(pair, rbi, server):
+    """Fail closed: a library a credential role names at login that the
+    server cannot load ends the login (58P01), never admits it; a sync gives
+    the role its libraries back."""
+    victim = rbi.generate("7")
+    pair.primary.sql(f"ALTER ROLE {victim.role} SET session_preload_libraries = 'bi_access', 'bi_access_gone'")
+    pair.wait_replayed()
+    assert login_state(victim.login_args(server)) == "58P01"
+    rbi.query("SELECT * FROM bi_access.sync_tables()")
+    pair.wait_replayed()
+    assert login_state(victim.login_args(server)) == OK
+    rbi.one("delete", victim.role)

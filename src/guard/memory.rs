@@ -12,34 +12,29 @@
 //!   PREPARE and named Parse, and refused at the cap with 53400;
 //! - the memory the session has allocated (every memory context of the
 //!   backend) is checked against `bi_access.session_memory` before each
-//!   statement's executor starts, after each ends (a held cursor's result is
-//!   materialized at COMMIT, through the executor: a COMMIT that would keep
-//!   too much fails), after each run of a cursor or of a portal that stays
-//!   open (FETCH, the protocol's Execute with a row count), and before each
-//!   DECLARE, PREPARE and named Parse; past it the statement is refused with
-//!   53200. A statement's own working memory is not counted while it runs
-//!   to completion: it is freed at its end.
+//!   statement's executor starts, at the end of each run of the executor
+//!   that leaves a cursor or a portal open (FETCH, the protocol's Execute
+//!   with a row count, and a held cursor's materialization at COMMIT, which
+//!   runs its query to the end: the COMMIT that would keep too much fails),
+//!   and before each DECLARE, PREPARE and named Parse; past it the statement
+//!   is refused with 53200. A statement that runs to completion frees its
+//!   executor's memory as its executor ends, so there is nothing to check
+//!   then that the next start does not see; and an executor also ends when
+//!   CLOSE or COMMIT drops a cursor, which must never be refused.
 //!
 //! CLOSE, DEALLOCATE and DISCARD are never refused: they free memory.
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
 use super::guarded;
 use crate::db;
 use crate::error::BiError;
 use crate::settings;
 
-static mut PREVIOUS_END: pg_sys::ExecutorEnd_hook_type = None;
-
 pub(super) fn install() {
-    // SAFETY: called once from _PG_init, in the backend's only thread; the
-    // previous hooks are kept and called in turn.
-    unsafe {
-        PREVIOUS_END = pg_sys::ExecutorEnd_hook;
-        pg_sys::ExecutorEnd_hook = Some(executor_end);
-        crate::compat::install_after_executor_run(after_run);
-    }
+    // SAFETY: called once from _PG_init, in the backend's only thread;
+    // compat keeps the previous hook and calls it first.
+    unsafe { crate::compat::install_after_executor_run(after_run) };
 }
 
 /// Every byte the backend's memory contexts hold now.
@@ -56,17 +51,6 @@ pub(super) fn check_kept() {
     let kept = allocated();
     if kept > cap {
         BiError::SessionMemory { kept, cap }.raise();
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
-    match PREVIOUS_END {
-        Some(previous) => previous(query),
-        None => pg_sys::standard_ExecutorEnd(query),
-    }
-    if guarded() {
-        check_kept();
     }
 }
 

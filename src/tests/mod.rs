@@ -18,5 +18,6 @@ mod lifecycle;
 mod management;
 mod read_only;
 mod read_write;
+mod resources;
 mod scales;
 mod secrets;
