@@ -50,6 +50,12 @@ def conninfo(args: dict) -> bytes:
     return " ".join(f"{key}={quoted(value)}" for key, value in args.items()).encode()
 
 
+def sqlstate_of(message: str) -> str:
+    """The SQLSTATE in a verbose error message, or '?'."""
+    found = re.search(r"(?:FATAL|ERROR):  ([0-9A-Z]{5}): ", message)
+    return found.group(1) if found else "?"
+
+
 class LoginRefused(Exception):
     """A login the server refused: `state` is the SQLSTATE of its error."""
 
@@ -81,8 +87,7 @@ class Connection:
         if _lib.PQstatus(self._conn) != CONNECTION_OK:
             message = _lib.PQerrorMessage(self._conn).decode(errors="replace")
             self.close()
-            found = re.search(r"(?:FATAL|ERROR):  ([0-9A-Z]{5}): ", message)
-            raise LoginRefused(found.group(1) if found else "?", message)
+            raise LoginRefused(sqlstate_of(message), message)
 
     def pid(self) -> int:
         return _lib.PQbackendPID(self._conn)
@@ -93,10 +98,15 @@ class Connection:
             if status in (COMMAND_OK, TUPLES_OK):
                 rows = [_lib.PQgetvalue(result, i, 0).decode() for i in range(_lib.PQntuples(result))]
                 return OK, rows
-            state = _lib.PQresultErrorField(result, DIAG_SQLSTATE)
-            return (state.decode() if state else "?"), []
+            state = _lib.PQresultErrorField(result, DIAG_SQLSTATE) if result else None
+            if state:
+                return state.decode(), []
+            # A FATAL that closed the connection may leave no result: its
+            # SQLSTATE is in the connection's (verbose) error message.
+            return sqlstate_of(_lib.PQerrorMessage(self._conn).decode(errors="replace")), []
         finally:
-            _lib.PQclear(result)
+            if result:
+                _lib.PQclear(result)
 
     def exec(self, sql: str) -> tuple[str, list]:
         """A simple query: its state and its first column's values."""

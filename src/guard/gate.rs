@@ -55,9 +55,11 @@ thread_local! {
 #[no_mangle]
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn bi_access_login_gate() {
+    // LOAD in the middle of a session, or a parallel worker loading its
+    // leader's libraries: not a login.
     // SAFETY: a read of backend-local state.
-    if unsafe { !pg_sys::debug_query_string.is_null() } {
-        return; // LOAD in the middle of a session: not a login
+    if unsafe { !pg_sys::debug_query_string.is_null() } || !super::client_backend() {
+        return;
     }
     crate::compat::at_session_start(|| {
         if super::session_is_credential() {
@@ -70,7 +72,7 @@ pub extern "C-unwind" fn bi_access_login_gate() {
 /// At every statement of a credential session: the checks, if the login
 /// did not run them (the role's session_preload_libraries lacks the gate).
 pub(super) fn ensure_ran() {
-    if !RAN.with(Cell::get) {
+    if !RAN.with(Cell::get) && super::client_backend() {
         run();
     }
 }

@@ -43,9 +43,10 @@ fn allocated() -> usize {
     unsafe { pg_sys::MemoryContextMemAllocated(pg_sys::TopMemoryContext, true) }
 }
 
-/// Refuses (53200) if the session holds more than bi_access.session_memory.
+/// Refuses (53200) if the session holds more than bi_access.session_memory
+/// (a parallel worker's memory is its own, gone at the query's end).
 pub(super) fn check_kept() {
-    let Some(cap) = settings::session_memory_bytes() else {
+    let Some(cap) = settings::session_memory_bytes().filter(|_| super::client_backend()) else {
         return;
     };
     let kept = allocated();

@@ -133,6 +133,14 @@ unsafe extern "C-unwind" fn forget_identity(_: pg_sys::Datum, _: std::ffi::c_int
     });
 }
 
+/// Whether this process is a client's own backend: not a parallel worker,
+/// which loads the leader's libraries (the login gate's included) and
+/// restores its settings as the leader accepted them, nor another worker.
+pub(crate) fn client_backend() -> bool {
+    // SAFETY: a read of backend-local state.
+    unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND }
+}
+
 /// Whether this session's login is a bi_access credential (a member of the
 /// cluster-wide credential group; a superuser never is).
 pub fn session_is_credential() -> bool {
@@ -177,6 +185,11 @@ pub fn known_credential_session() -> bool {
 /// checks if the login did not run them, the login's standing, then the caps
 /// (re-arming the running statement's timeout if a lowered cap changed it).
 pub(crate) fn every_statement() {
+    // A parallel worker runs its leader's statement with its leader's
+    // settings (it restores the values, not what RESET would return to).
+    if !client_backend() {
+        return;
+    }
     gate::ensure_ran();
     standing::check();
     if caps::enforce(false) {

@@ -475,7 +475,8 @@ unsafe fn check_real(
 
 /// Only the session's own SETs are refused: the server's configuration, the
 /// role's and the database's settings are the server's value, and the gate
-/// brings a client's back to it.
+/// brings a client's back to it. A parallel worker restores what its leader
+/// accepted, against settings of its own that are not the leader's.
 ///
 /// # Safety
 /// From a check hook.
@@ -485,7 +486,10 @@ unsafe fn checked(
     candidate: f64,
     source: pg_sys::GucSource::Type,
 ) -> bool {
-    if source != pg_sys::GucSource::PGC_S_SESSION || !known_credential_session() {
+    if source != pg_sys::GucSource::PGC_S_SESSION
+        || !known_credential_session()
+        || !super::client_backend()
+    {
         return true;
     }
     let Some(state) = state_at(position) else {
