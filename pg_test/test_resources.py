@@ -234,6 +234,8 @@ def test_held_cursors_over_a_big_result_stay_within_the_memory_bound(rsess, pair
     work_mem, each keeping up to work_mem in memory. The COMMIT that would
     keep more than bi_access.session_memory (twice the cap + 32 MB) fails
     with 53200; the backend then holds less than 4 x the cap + 64 MB."""
+    # An error inside a run must leave the checks in force.
+    assert rsess.run("SELECT 1 / 0").state == "22012"
     with bi_settings(pair, max_held_cursors="0"):
         # The most a credential may ask for: work_mem at its cap.
         rsess.rows(f"SET work_mem = '{WORK_MEM_CAP_MB}MB'")
@@ -254,6 +256,22 @@ def test_open_cursors_are_capped(lsess):
         lsess.rows(f"DECLARE c{i} CURSOR FOR SELECT 1")
     assert _in_block(lsess, "DECLARE c50 CURSOR FOR SELECT 1").state == CONFIGURATION_LIMIT
     lsess.run("ROLLBACK")
+
+
+def test_caches_past_the_memory_bound_end_the_session(cred, server, capped):
+    """What CLOSE and DEALLOCATE cannot free: one statement that looks up a
+    million missing OIDs keeps each negative answer in the session's catalog
+    caches (about 140 MB). At the end of its run the session ends (FATAL
+    53200), which gives the memory back; the next login works."""
+    conn = Connection(cred.login_args(server))
+    try:
+        pid = conn.pid()
+        state, _ = conn.exec("SELECT count(x::oid::regclass::text) FROM generate_series(100000, 1100000) x")
+        assert state == OUT_OF_MEMORY, state
+    finally:
+        conn.close()
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, "the session's backend to exit")
+    assert login_state(cred.login_args(server)) == OK
 
 
 def big_statement(terms: int) -> str:

@@ -326,15 +326,45 @@ pub fn unreserved_connection_slots() -> i32 {
     }
 }
 
-static mut AFTER_EXECUTOR_RUN: Option<fn(u64)> = None;
+static mut AFTER_EXECUTOR_RUN: Option<fn(*mut pg_sys::QueryDesc, u64)> = None;
 static mut PREVIOUS_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 
-/// Installs `after` to run after every run of the executor (with the row
-/// count it was asked for, 0 for all), behind whatever hook was there.
+thread_local! {
+    /// Runs of the executor in progress: more than one inside a function a
+    /// statement calls.
+    static RUNS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the executor is running a statement now (what starts then is a
+/// function's statement inside it).
+pub fn inside_executor_run() -> bool {
+    RUNS.with(|runs| runs.get() > 0)
+}
+
+/// Counts a run for as long as it lasts, however it ends (an error unwinds
+/// through it).
+struct Running;
+
+impl Running {
+    fn enter() -> Self {
+        RUNS.with(|runs| runs.set(runs.get() + 1));
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNS.with(|runs| runs.set(runs.get().saturating_sub(1)));
+    }
+}
+
+/// Installs `after` to run after every outermost run of the executor (with
+/// the query and the row count it was asked for, 0 for all), behind
+/// whatever hook was there.
 ///
 /// # Safety
 /// Once per backend, from `_PG_init`, before any query runs.
-pub unsafe fn install_after_executor_run(after: fn(u64)) {
+pub unsafe fn install_after_executor_run(after: fn(*mut pg_sys::QueryDesc, u64)) {
     AFTER_EXECUTOR_RUN = Some(after);
     PREVIOUS_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
     pg_sys::ExecutorRun_hook = Some(executor_run);
@@ -349,12 +379,19 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
+    let running = Running::enter();
     match PREVIOUS_EXECUTOR_RUN {
-        Some(previous) => previous(query, direction, count, execute_once),
+        // Guarded like pg_sys's own calls: an error there unwinds through
+        // `running`, which must not stay counted.
+        Some(previous) => {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| previous(query, direction, count, execute_once))
+        }
         None => pg_sys::standard_ExecutorRun(query, direction, count, execute_once),
     }
-    if let Some(after) = AFTER_EXECUTOR_RUN {
-        after(count);
+    drop(running);
+    match AFTER_EXECUTOR_RUN {
+        Some(after) if !inside_executor_run() => after(query, count),
+        _ => {}
     }
 }
 
@@ -366,11 +403,16 @@ unsafe extern "C-unwind" fn executor_run(
     direction: pg_sys::ScanDirection::Type,
     count: u64,
 ) {
+    let running = Running::enter();
     match PREVIOUS_EXECUTOR_RUN {
-        Some(previous) => previous(query, direction, count),
+        // Guarded like pg_sys's own calls: an error there unwinds through
+        // `running`, which must not stay counted.
+        Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| previous(query, direction, count)),
         None => pg_sys::standard_ExecutorRun(query, direction, count),
     }
-    if let Some(after) = AFTER_EXECUTOR_RUN {
-        after(count);
+    drop(running);
+    match AFTER_EXECUTOR_RUN {
+        Some(after) if !inside_executor_run() => after(query, count),
+        _ => {}
     }
 }

@@ -136,6 +136,15 @@ pub enum BiError {
     )]
     SessionMemory { kept: usize, cap: usize },
 
+    /// The same, past the bound by what the session cannot free itself
+    /// (catalog caches): the session ends.
+    #[error(
+        "terminating connection: this bi_access session keeps {} MB of memory, past its bound of {} MB (bi_access.session_memory), that only its end frees",
+        kept / (1024 * 1024),
+        cap / (1024 * 1024)
+    )]
+    SessionMemoryStuck { kept: usize, cap: usize },
+
     /// The session guard: cursors or prepared statements of a credential
     /// session past their cap (src/guard/memory.rs).
     #[error("too many {what} in this bi_access session ({limit}, bi_access.{setting})")]
@@ -201,7 +210,9 @@ impl BiError {
             BiError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
-            BiError::SessionMemory { .. } => ERRCODE_OUT_OF_MEMORY,
+            BiError::SessionMemory { .. } | BiError::SessionMemoryStuck { .. } => {
+                ERRCODE_OUT_OF_MEMORY
+            }
             BiError::SessionLimit { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
@@ -296,6 +307,10 @@ impl BiError {
             ),
             BiError::SessionMemory { .. } => Some(
                 "Close cursors (CLOSE ALL), deallocate prepared statements (DEALLOCATE ALL), or reconnect."
+                    .into(),
+            ),
+            BiError::SessionMemoryStuck { .. } => Some(
+                "Reconnect. A statement that looks up very many catalog entries (millions of OIDs cast to regclass, say) keeps them in the session's caches."
                     .into(),
             ),
             BiError::SessionLimit { hint, .. } => Some((*hint).into()),

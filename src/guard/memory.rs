@@ -13,14 +13,17 @@
 //! - the memory the session has allocated (every memory context of the
 //!   backend) is checked against `bi_access.session_memory` before each
 //!   statement's executor starts, at the end of each run of the executor
-//!   that leaves a cursor or a portal open (FETCH, the protocol's Execute
-//!   with a row count, and a held cursor's materialization at COMMIT, which
-//!   runs its query to the end: the COMMIT that would keep too much fails),
-//!   and before each DECLARE, PREPARE and named Parse; past it the statement
-//!   is refused with 53200. A statement that runs to completion frees its
-//!   executor's memory as its executor ends, so there is nothing to check
-//!   then that the next start does not see; and an executor also ends when
-//!   CLOSE or COMMIT drops a cursor, which must never be refused.
+//!   (the memory of a statement that ran to completion left aside: it is
+//!   freed as its executor ends; a cursor's or a portal's that stays open
+//!   counted: FETCH, the protocol's Execute with a row count, and a held
+//!   cursor's materialization at COMMIT, so the COMMIT that would keep too
+//!   much fails), and before each DECLARE, PREPARE and named Parse; past it
+//!   the statement is refused with 53200. Past it by what CLOSE and
+//!   DEALLOCATE cannot free (catalog caches: one statement that looks up
+//!   millions of missing OIDs keeps hundreds of MB of them), the session
+//!   ends (FATAL 53200): nothing else gives that memory back. Not when an
+//!   executor ends: CLOSE and COMMIT end cursors' executors too, and must
+//!   never be refused.
 //!
 //! CLOSE, DEALLOCATE and DISCARD are never refused: they free memory.
 
@@ -37,36 +40,89 @@ pub(super) fn install() {
     unsafe { crate::compat::install_after_executor_run(after_run) };
 }
 
-/// Every byte the backend's memory contexts hold now.
-fn allocated() -> usize {
+/// Every byte a memory context and its descendants hold.
+fn allocated(context: pg_sys::MemoryContext) -> usize {
+    if context.is_null() {
+        return 0;
+    }
     // SAFETY: walks this backend's memory context tree, reading counters.
-    unsafe { pg_sys::MemoryContextMemAllocated(pg_sys::TopMemoryContext, true) }
+    unsafe { pg_sys::MemoryContextMemAllocated(context, true) }
 }
 
 /// Refuses (53200) if the session holds more than bi_access.session_memory
 /// (a parallel worker's memory is its own, gone at the query's end).
 pub(super) fn check_kept() {
+    check_kept_but(std::ptr::null_mut());
+}
+
+/// The same, leaving aside `running`: the memory of a statement that ends.
+fn check_kept_but(running: pg_sys::MemoryContext) {
     let Some(cap) = settings::session_memory_bytes().filter(|_| super::client_backend()) else {
         return;
     };
-    let kept = allocated();
-    if kept > cap {
-        BiError::SessionMemory { kept, cap }.raise();
+    // SAFETY: a read of a backend-global pointer.
+    let kept = allocated(unsafe { pg_sys::TopMemoryContext }).saturating_sub(allocated(running));
+    if kept <= cap {
+        return;
+    }
+    if kept.saturating_sub(freeable()) > cap {
+        BiError::SessionMemoryStuck { kept, cap }.raise_fatal();
+    }
+    BiError::SessionMemory { kept, cap }.raise();
+}
+
+/// What CLOSE and DEALLOCATE may free: the portals (cursors, held ones
+/// included) and the saved plans (prepared statements among them). Only
+/// looked at past the bound.
+fn freeable() -> usize {
+    // SAFETY: walks the direct children of two long-lived contexts of this
+    // backend by their names (portalmem.c keeps TopPortalContext static).
+    unsafe {
+        let named = |parent: pg_sys::MemoryContext, names: &[&std::ffi::CStr]| {
+            let mut total = 0;
+            let mut child = if parent.is_null() {
+                std::ptr::null_mut()
+            } else {
+                (*parent).firstchild
+            };
+            while !child.is_null() {
+                let name = (*child).name;
+                if !name.is_null() && names.contains(&std::ffi::CStr::from_ptr(name)) {
+                    total += allocated(child);
+                }
+                child = (*child).nextchild;
+            }
+            total
+        };
+        named(pg_sys::TopMemoryContext, &[c"TopPortalContext"])
+            + named(
+                pg_sys::CacheMemoryContext,
+                &[c"CachedPlanSource", c"CachedPlan"],
+            )
     }
 }
 
-/// After each run of the executor: a portal that stays open after it (a
+/// After each run of the executor. A portal that stays open after it (a
 /// cursor, or a protocol portal run for a row count) keeps its executor's
-/// memory until it is closed, so it counts now.
-fn after_run(count: u64) {
-    // SAFETY: ActivePortal is the portal being run, or NULL.
-    let cursor = unsafe {
-        let portal = pg_sys::ActivePortal;
-        !portal.is_null() && (*portal).visible
-    };
-    if (count > 0 || cursor) && guarded() {
-        check_kept();
+/// memory until it is closed, so it counts; a statement that ran to the end
+/// frees its own as its executor ends.
+fn after_run(query: *mut pg_sys::QueryDesc, count: u64) {
+    if !guarded() {
+        return;
     }
+    // SAFETY: ActivePortal is the portal being run, or NULL; the query's
+    // executor state lives until its executor ends.
+    let running = unsafe {
+        let portal = pg_sys::ActivePortal;
+        let stays_open = count > 0 || (!portal.is_null() && (*portal).visible);
+        let estate = (*query).estate;
+        if stays_open || estate.is_null() {
+            std::ptr::null_mut()
+        } else {
+            (*estate).es_query_cxt
+        }
+    };
+    check_kept_but(running);
 }
 
 /// Before DECLARE: the session's cursors and held cursors, and its memory.
