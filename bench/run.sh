@@ -30,7 +30,8 @@
 #   BENCH_PORT      first of three ports (default 56431: A, B = +1, R = +2)
 #   BENCH_WORKTREE=1 build the working tree instead of HEAD (the results
 #                   then say "dirty" when src/ or sql/ differ from HEAD)
-#   BENCH_PKG       a `cargo pgrx package` output directory to use instead
+#   BENCH_PKG       a `cargo pgrx package` output directory (with the login gate
+#                   that `scripts/gate.sh stage DIR` adds) to use instead
 #                   of building (the results then say "dirty": unverified build)
 #   BENCH_RESULTS   where to write the results
 #   BENCH_KEEP=1    leave the servers running; `bash bench/run.sh stop` stops them
@@ -174,7 +175,9 @@ else
     fi
     log "building the release build of $BUILD_DESC (cargo pgrx package: release profile, lto = fat)"
     rm -rf "$PKG"
-    (cd "$SRC" && cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$PKG") >"$CACHE/build.log" 2>&1 ||
+    # The login gate every credential role loads beside bi_access.
+    (cd "$SRC" && cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$PKG" &&
+        PG_CONFIG=$PG_CONFIG bash scripts/gate.sh stage "$PKG") >"$CACHE/build.log" 2>&1 ||
         { tail -40 "$CACHE/build.log" >&2; exit 1; }
 fi
 if [[ -n $BENCH_DIRTY ]]; then
@@ -183,7 +186,9 @@ fi
 SYS_BIN=$("$PG_CONFIG" --bindir)
 SYS_LIB=$("$PG_CONFIG" --pkglibdir)
 SYS_SHARE=$("$PG_CONFIG" --sharedir)
-[[ -f $PKG$SYS_LIB/bi_access.so ]] || { echo "no release build in $PKG$SYS_LIB" >&2; exit 1; }
+for library in bi_access bi_access_gate; do
+    [[ -f $PKG$SYS_LIB/$library.so ]] || { echo "no release build of $library in $PKG$SYS_LIB" >&2; exit 1; }
+done
 BUILD_END=$(date +%s)
 SO_SHA=$(sha256sum "$PKG$SYS_LIB/bi_access.so" | cut -c1-16)
 
@@ -198,7 +203,7 @@ cp -a "$SYS_BIN"/{postgres,initdb,pg_ctl} "$PGSERVER/"
 cp -a "$SYS_LIB" "$PRIV$(dirname "$SYS_LIB")/"
 cp -a "$SYS_SHARE" "$PRIV$(dirname "$SYS_SHARE")/"
 rm -f "$PRIV$SYS_LIB"/bi_access* "$PRIV$SYS_SHARE"/extension/bi_access*
-cp "$PKG$SYS_LIB"/bi_access.so "$PRIV$SYS_LIB/"
+cp "$PKG$SYS_LIB"/bi_access.so "$PKG$SYS_LIB"/bi_access_gate.so "$PRIV$SYS_LIB/"
 cp "$PKG$SYS_SHARE"/extension/bi_access* "$PRIV$SYS_SHARE/extension/"
 chown -R postgres:postgres "$RUN"
 chmod 700 "$SOCK"
@@ -239,7 +244,7 @@ FAST="-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
 # ---- the cached clusters A and B -----------------------------------------
 KEY=$( {
     echo "v$SETUP_VERSION $ORDERS_ROWS $SMALL_TABLES $SMALL_ROWS $CREDENTIALS_B"
-    cat "$PKG$SYS_LIB"/bi_access.so "$PKG$SYS_SHARE"/extension/bi_access* \
+    cat "$PKG$SYS_LIB"/bi_access.so "$PKG$SYS_LIB"/bi_access_gate.so "$PKG$SYS_SHARE"/extension/bi_access* \
         "$HERE/dataset.sql" "$HERE/baseline.sql"
 } | sha256sum | cut -c1-16)
 CL=$CACHE/clusters/$KEY
