@@ -59,8 +59,8 @@ if [[ -n $unexpected ]]; then
   exit 1
 fi
 cat >"$doc/README.Debian" <<EOF
-bi_access for PostgreSQL $major
-==============================
+bi_access: the recommended install
+==================================
 
 Recommended install: preload bi_access in every server (the primary and each
 standby), then restart it:
