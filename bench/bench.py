@@ -1076,8 +1076,9 @@ class Bench:
             D.append("psycopg2 connects over TCP to 127.0.0.1 with SCRAM-SHA-256 and runs `SELECT pg_backend_pid()`; "
                      "the timed span ends when that row arrives. After each login the session is closed and the "
                      "driver waits (untimed) until its backend has exited. The credential's session loads "
-                     "bi_access's session guard (`session_preload_libraries`); `plain_login` is a login role "
-                     "without bi_access.\n")
+                     "bi_access's session guard and its login gate (`session_preload_libraries = 'bi_access, "
+                     "bi_access_gate'`), which checks the org's and the server's connection limits and clamps "
+                     "the caps before the first statement; `plain_login` is a login role without bi_access.\n")
             D.append(f"- per-round ratios: {', '.join(f'{x:.3f}' for x in login['ratios'])}")
             D.append(f"- credential: median {mc:.2f} ms, p90 {pct(login['cred'], 0.9):.2f}, n={len(login['cred'])}")
             D.append(f"- plain role: median {mp:.2f} ms, p90 {pct(login['plain'], 0.9):.2f}, n={len(login['plain'])}")

@@ -32,7 +32,8 @@
 #   BENCH_PORT      first of four ports (default 56431: A, B = +1, R = +2, P = +3)
 #   BENCH_WORKTREE=1 build the working tree instead of HEAD (the results
 #                   then say "dirty" when src/ or sql/ differ from HEAD)
-#   BENCH_PKG       a `cargo pgrx package` output directory to use instead
+#   BENCH_PKG       a staged build (`DESTDIR=DIR scripts/install.sh`, with the login gate
+#                   that `scripts/gate.sh stage DIR` adds) to use instead
 #                   of building (the results then say "dirty": unverified build)
 #   BENCH_RESULTS   where to write the results
 #   BENCH_KEEP=1    leave the servers running; `bash bench/run.sh stop` stops them
@@ -187,7 +188,9 @@ fi
 SYS_BIN=$("$PG_CONFIG" --bindir)
 SYS_LIB=$("$PG_CONFIG" --pkglibdir)
 SYS_SHARE=$("$PG_CONFIG" --sharedir)
-[[ -f $PKG$SYS_LIB/bi_access.so ]] || { echo "no release build in $PKG$SYS_LIB" >&2; exit 1; }
+for library in bi_access bi_access_gate; do
+    [[ -f $PKG$SYS_LIB/$library.so ]] || { echo "no release build of $library in $PKG$SYS_LIB" >&2; exit 1; }
+done
 BUILD_END=$(date +%s)
 SO_SHA=$(sha256sum "$PKG$SYS_LIB/bi_access.so" | cut -c1-16)
 
@@ -202,7 +205,7 @@ cp -a "$SYS_BIN"/{postgres,initdb,pg_ctl} "$PGSERVER/"
 cp -a "$SYS_LIB" "$PRIV$(dirname "$SYS_LIB")/"
 cp -a "$SYS_SHARE" "$PRIV$(dirname "$SYS_SHARE")/"
 rm -f "$PRIV$SYS_LIB"/bi_access* "$PRIV$SYS_SHARE"/extension/bi_access*
-cp "$PKG$SYS_LIB"/bi_access.so "$PRIV$SYS_LIB/"
+cp "$PKG$SYS_LIB"/bi_access.so "$PKG$SYS_LIB"/bi_access_gate.so "$PRIV$SYS_LIB/"
 cp "$PKG$SYS_SHARE"/extension/bi_access* "$PRIV$SYS_SHARE/extension/"
 chown -R postgres:postgres "$RUN"
 chmod 700 "$SOCK"
@@ -243,7 +246,7 @@ FAST="-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
 # ---- the cached clusters A and B -----------------------------------------
 KEY=$( {
     echo "v$SETUP_VERSION $ORDERS_ROWS $SMALL_TABLES $SMALL_ROWS $CREDENTIALS_B"
-    cat "$PKG$SYS_LIB"/bi_access.so "$PKG$SYS_SHARE"/extension/bi_access* \
+    cat "$PKG$SYS_LIB"/bi_access.so "$PKG$SYS_LIB"/bi_access_gate.so "$PKG$SYS_SHARE"/extension/bi_access* \
         "$HERE/dataset.sql" "$HERE/baseline.sql"
 } | sha256sum | cut -c1-16)
 CL=$CACHE/clusters/$KEY

@@ -24,6 +24,11 @@ from typing import Callable
 
 import psycopg2
 
+# BI_PRELOAD=1: the servers preload bi_access (shared_preload_libraries), the
+# recommended install; otherwise only the credentials' sessions load it.
+# pg_test/run.sh runs the guard's suites both ways.
+PRELOADED = os.environ.get("BI_PRELOAD") == "1"
+
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 BASE_DIR = Path(os.environ.get("BI_PG_TEST_DIR", "/tmp/bi_access_pg_test"))
 # Set BI_PG_TEST_KEEP=1 to leave the data directories and logs for a post-mortem.
@@ -55,7 +60,7 @@ COMMON_SETTINGS = {
     "log_connections": "on",
     "log_line_prefix": "%m [%p] %q%u@%d ",
     "logging_collector": "off",
-    "shared_preload_libraries": "pg_stat_statements",
+    "shared_preload_libraries": "pg_stat_statements,bi_access" if PRELOADED else "pg_stat_statements",
     "pg_stat_statements.track": "all",
     "password_encryption": "scram-sha-256",
     # PREPARE TRANSACTION works (test_rollback.py); a standby needs at least
@@ -66,6 +71,9 @@ COMMON_SETTINGS = {
     # The standby reports its replay position every second rather than every
     # ten, so the primary notices a replayed credential (pending -> active) fast.
     "wal_receiver_status_interval": 1,
+    # PREPARE TRANSACTION works for any role (Citus sets 200 by itself); the
+    # session guard must refuse it (test_resources.py).
+    "max_prepared_transactions": 5,
 }
 
 

@@ -196,3 +196,21 @@ def set_bi_settings(pair, settings: dict[str, str | None]) -> None:
         finally:
             conn.close()
     time.sleep(0.5)  # every backend handles the reload signal before its next command
+
+
+@contextlib.contextmanager
+def server_settings(pair, **settings: str):
+    """Settings of both servers (ALTER SYSTEM, then a reload) for the block,
+    reset afterwards."""
+    set_bi_settings(pair, settings)
+    try:
+        yield
+    finally:
+        set_bi_settings(pair, {name: None for name in settings})
+
+
+@contextlib.contextmanager
+def bi_settings(pair, **settings: str):
+    """bi_access.<name> = value on both servers for the block."""
+    with server_settings(pair, **{f"bi_access.{k}": v for k, v in settings.items()}):
+        yield

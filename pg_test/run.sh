@@ -2,12 +2,25 @@
 # End-to-end suite: starts its own primary + streaming replica (see
 # pg_test/README.md) and tests the bi_access installed in the system
 # PostgreSQL 15 (`make pg-test` installs it first). Extra arguments go to
-# pytest instead of the default `pg_test`, e.g.
+# pytest instead of the default, e.g.
 #   bash pg_test/run.sh pg_test/test_replica.py
 #   bash pg_test/run.sh pg_test -k lifecycle
+# Without arguments it runs twice: the whole suite with bi_access loaded by
+# the credentials' sessions only, then the suites whose promises must hold
+# whatever the load mode (PRELOAD_SUITES) with the servers preloading it
+# (shared_preload_libraries, BI_PRELOAD=1). BI_PRELOAD=1 with arguments runs
+# those in the preloaded mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Write nothing into the tree: no .pytest_cache, no __pycache__.
 export PYTHONDONTWRITEBYTECODE=1
-(($#)) || set -- pg_test
-exec python3 -m pytest -q -rs -p no:cacheprovider "$@"
+PRELOAD_SUITES=(pg_test/test_hostile.py pg_test/test_guardrails.py pg_test/test_revocation.py
+                pg_test/test_resources.py)
+pytest() { python3 -m pytest -q -rs -p no:cacheprovider "$@"; }
+if (($#)); then
+  pytest "$@"
+  exit
+fi
+BI_PRELOAD= pytest pg_test
+echo "== the same promises with bi_access in shared_preload_libraries =="
+BI_PRELOAD=1 pytest "${PRELOAD_SUITES[@]}"

@@ -24,6 +24,7 @@ def test_the_server_loads_the_packaged_files(pair):
     packaged = subprocess.run(["dpkg-deb", "--contents", deb], capture_output=True, text=True,
                               check=True).stdout
     assert f".{libdir}/bi_access.so" in packaged, packaged
+    assert f".{libdir}/bi_access_gate.so" in packaged, packaged
     assert f".{sharedir}/extension/bi_access.control" in packaged, packaged
     assert str(PG_BIN).startswith("/usr/lib/postgresql/")
 

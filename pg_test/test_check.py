@@ -9,8 +9,13 @@ import contextlib
 import pytest
 
 from bi import BiAccess
-from cluster import REPLICA_APP_NAME, wait_until
+from cluster import PRELOADED, REPLICA_APP_NAME, wait_until
 from probe import reader_group, session
+
+# The one finding about the server rather than the setup: bi_access missing
+# from shared_preload_libraries (the recommended install), which the pair
+# has only with BI_PRELOAD=1. test_check_names_what_needs_the_preload covers it.
+PRELOAD_OBJECT = "setting shared_preload_libraries"
 
 
 @pytest.fixture
@@ -30,11 +35,29 @@ def clean(pair, check_db, check_cred):
         pair.primary.sql(f'GRANT CONNECT ON DATABASE "{d}" TO PUBLIC')
 
 
-def findings(check_bi) -> list[tuple]:
-    """Every finding but the regime that bounds lock waits (object `lock
-    waits`, always there: test_resources_locks.py)."""
+def findings(check_bi, preload: bool = False) -> list[tuple]:
+    """check()'s findings but the preload's (or only it, with `preload`),
+    and but the regime that bounds lock waits (object `lock waits`, always
+    there: test_resources_locks.py)."""
     return [(r["severity"], r["object"], r["finding"], r["fix"])
-            for r in check_bi.query("SELECT * FROM bi_access.check() WHERE object <> 'lock waits'")]
+            for r in check_bi.query("SELECT * FROM bi_access.check() WHERE object <> 'lock waits'")
+            if (r["object"] == PRELOAD_OBJECT) == preload]
+
+
+def test_check_names_what_needs_the_preload(check_bi, clean):
+    """Without bi_access in shared_preload_libraries, one warning says what
+    is missing (the application's sessions lack the planner hook), with the
+    statement that adds it to what the server preloads already."""
+    found = findings(check_bi, preload=True)
+    if PRELOADED:
+        assert found == []
+    else:
+        assert len(found) == 1, found
+        severity, _, finding, fix = found[0]
+        assert severity == "warning"
+        assert finding.startswith("bi_access is not in shared_preload_libraries: "), finding
+        assert "planner hook" in finding, finding
+        assert fix.startswith("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements, bi_access';"), fix
 
 
 def test_check_is_silent_on_a_clean_setup(check_bi, clean):

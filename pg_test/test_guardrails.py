@@ -4,7 +4,6 @@ the primary and on the replica (many orgs share one replica)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
@@ -14,7 +13,8 @@ import pytest
 
 from bi import PLAIN_PASSWORD, PLAIN_ROLE, login
 from cluster import PG_MAJOR, pg_tool, wait_until
-from probe import PERMISSION_DENIED, session, set_bi_settings
+from libpq import login_state
+from probe import PERMISSION_DENIED, bi_settings, session
 
 ORG_A, ORG_B = "901", "902"
 TOO_MANY_CONNECTIONS = "53300"
@@ -43,16 +43,6 @@ def cred(bi):
 def sess(cred, server):
     with session(cred, server) as s:
         yield s
-
-
-@contextlib.contextmanager
-def bi_settings(pair, **settings: str):
-    names = {f"bi_access.{k}": v for k, v in settings.items()}
-    set_bi_settings(pair, names)
-    try:
-        yield
-    finally:
-        set_bi_settings(pair, {name: None for name in names})
 
 
 @pytest.mark.parametrize("setting", list(RAISES))
@@ -170,19 +160,10 @@ def open_sessions(cred, server, count: int) -> list:
 
 
 def first_statement(cred, server) -> str:
-    """'ok', or the SQLSTATE of the FATAL a new psql session gets at login or
-    at its first statement (psycopg2 loses a FATAL's SQLSTATE once the server
-    closes the connection)."""
-    args = cred.login_args(server)
-    proc = subprocess.run(
-        [pg_tool("psql"), "-X", "-At", "-v", "VERBOSITY=verbose", "-h", args["host"], "-p", str(args["port"]),
-         "-U", args["user"], "-d", args["dbname"], "-c", "SELECT 'ok'"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": args["password"]})
-    if proc.returncode == 0:
-        return proc.stdout.strip()
-    fatal = [line for line in proc.stderr.splitlines() if line.startswith("FATAL:  ")]
-    assert fatal, proc.stderr
-    return fatal[0].split()[1].rstrip(":")
+    """'ok', or the SQLSTATE of the FATAL a new session gets at login (the
+    login gate) or at its first statement (psycopg2 loses a FATAL's SQLSTATE
+    once the server closes the connection; libpq keeps it)."""
+    return login_state(cred.login_args(server))
 
 
 def neighbours_connect(pair, bi, server) -> None:

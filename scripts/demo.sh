@@ -151,6 +151,10 @@ wal_level = replica
 max_wal_senders = 4
 hot_standby = on
 password_encryption = 'scram-sha-256'
+# The recommended install: every session gets bi_access's planner hook (the
+# application's plans stay its own); credentials load it and its login gate
+# either way. pg_basebackup copies it to the replica.
+shared_preload_libraries = 'bi_access'
 # What bi_access tells BI clients: connect to the read replica, not here.
 bi_access.host = '$HOST'
 bi_access.port = $REPLICA_PORT
@@ -243,7 +247,8 @@ show_sql() {
 }
 
 require_extension() {
-  [[ -f $("$PGBIN/pg_config" --sharedir)/extension/bi_access.control ]] \
+  [[ -f $("$PGBIN/pg_config" --sharedir)/extension/bi_access.control &&
+     -f $("$PGBIN/pg_config" --pkglibdir)/bi_access_gate.so ]] \
     || die "bi_access is not installed into PostgreSQL $PG_MAJOR ($PGBIN); run 'make install PG=$PG_MAJOR' (or 'make demo PG=$PG_MAJOR')."
 }
 

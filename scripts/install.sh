@@ -3,6 +3,9 @@
 # files where that major's pg_config says, with plain cargo: no cargo-pgrx.
 #
 #   bash scripts/with-pg.sh 15 bash scripts/install.sh          (make install)
+#
+# It installs bi_access.so with its control and SQL files, and beside it the
+# login gate bi_access_gate.so (scripts/gate.sh).
 #   DESTDIR=/tmp/stage bash scripts/with-pg.sh 17 bash scripts/install.sh
 #       lays the files out under /tmp/stage instead, as `cargo pgrx package`
 #       would (scripts/package.sh, the pg_upgrade test and bench/run.sh)
@@ -40,4 +43,11 @@ mv -f "$pkglibdir/bi_access.so.new" "$pkglibdir/bi_access.so"
 sed "s/@CARGO_VERSION@/$version/" bi_access.control >"$extdir/bi_access.control"
 chmod 644 "$extdir/bi_access.control"
 install -m 644 "$script" sql/bi_access--*--*.sql "$extdir/"
-echo "installed bi_access $version into $pkglibdir and $extdir"
+# The login gate every credential role loads beside bi_access (a small C
+# library built with this major's PGXS: scripts/gate.sh).
+if [[ -n ${DESTDIR:-} ]]; then
+  bash scripts/gate.sh stage "$DESTDIR"
+else
+  bash scripts/gate.sh install
+fi
+echo "installed bi_access $version and its login gate into $pkglibdir and $extdir"

@@ -22,7 +22,7 @@ deb=${BI_PACKAGE_DIR:-$PWD/target/packages}/postgresql-$major-bi-access_$version
 dpkg -i "$deb"
 # The files the server loads must be the package's, unchanged since.
 dpkg -V "postgresql-$major-bi-access"
-for file in "/usr/lib/postgresql/$major/lib/bi_access.so" \
+for file in "/usr/lib/postgresql/$major/lib/bi_access.so" "/usr/lib/postgresql/$major/lib/bi_access_gate.so" \
             "/usr/share/postgresql/$major/extension/bi_access.control"; do
   owner=$(dpkg -S "$file" | cut -d: -f1)
   [[ $owner == "postgresql-$major-bi-access" ]] \

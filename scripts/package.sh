@@ -9,8 +9,9 @@
 # package` would. A Debian server keeps them elsewhere, so the files
 # are moved to Debian's layout for that major, the one Debian's and PGDG's
 # postgresql-<major> packages use:
-#   /usr/lib/postgresql/<major>/lib/bi_access.so
+#   /usr/lib/postgresql/<major>/lib/bi_access.so, bi_access_gate.so (the login gate)
 #   /usr/share/postgresql/<major>/extension/bi_access.control, bi_access--*.sql
+#   /usr/share/doc/postgresql-<major>-bi-access/README.Debian (the recommended install)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PG_MAJOR:?run through scripts/with-pg.sh}" "${PG_CONFIG:?}"
@@ -26,13 +27,15 @@ DESTDIR=$stage/pgrx bash scripts/install.sh
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
 extdir=$("$PG_CONFIG" --sharedir)/extension
 root=$stage/root
+doc=$root/usr/share/doc/$name
 install -d -m 755 "$root/DEBIAN" "$root/usr/lib/postgresql/$major/lib" \
-  "$root/usr/share/postgresql/$major/extension"
+  "$root/usr/share/postgresql/$major/extension" "$doc"
 install -m 644 "$stage/pgrx$pkglibdir"/bi_access.so "$root/usr/lib/postgresql/$major/lib/"
+install -m 644 "$stage/pgrx$pkglibdir"/bi_access_gate.so "$root/usr/lib/postgresql/$major/lib/"
 install -m 644 "$stage/pgrx$extdir"/bi_access* "$root/usr/share/postgresql/$major/extension/"
 # Whatever else the build produced would be left out silently: refuse instead.
 expected=$(cd "$stage/pgrx" && find . -type f | sort)
-placed=$(cd "$stage/pgrx" && { find ".$pkglibdir" -maxdepth 1 -name bi_access.so; find ".$extdir" -maxdepth 1 -name 'bi_access*'; } | sort)
+placed=$(cd "$stage/pgrx" && { find ".$pkglibdir" -maxdepth 1 -name 'bi_access*.so'; find ".$extdir" -maxdepth 1 -name 'bi_access*'; } | sort)
 if [[ $expected != "$placed" ]]; then
   echo "package.sh: scripts/install.sh produced files this script does not place:" >&2
   comm -23 <(echo "$expected") <(echo "$placed") >&2
@@ -41,17 +44,37 @@ fi
 
 # As Debian's packages do: no symbol table beyond the dynamic one, which is
 # all PostgreSQL looks up (Pg_magic_func, _PG_init, pg_finfo_*, the functions).
-strip --strip-unneeded "$root/usr/lib/postgresql/$major/lib/bi_access.so"
+strip --strip-unneeded "$root/usr/lib/postgresql/$major/lib/bi_access.so" \
+  "$root/usr/lib/postgresql/$major/lib/bi_access_gate.so"
 
-# The highest glibc symbol version the library needs is its one dependency
-# besides the server (it links nothing else: the crypto is pure Rust).
-so=$root/usr/lib/postgresql/$major/lib/bi_access.so
-glibc=$(objdump -T "$so" | grep -oE 'GLIBC_[0-9.]+' | sed 's/GLIBC_//' | sort -uV | tail -1)
-unexpected=$(objdump -p "$so" | awk '/NEEDED/ {print $2}' | grep -vE '^(libc|libm|libgcc_s|ld-linux-x86-64)\.so' || true)
+# The highest glibc symbol version the libraries need is their one
+# dependency besides the server (they link nothing else: the crypto is pure
+# Rust).
+libs=("$root/usr/lib/postgresql/$major/lib/bi_access.so" "$root/usr/lib/postgresql/$major/lib/bi_access_gate.so")
+glibc=$(objdump -T "${libs[@]}" | grep -oE 'GLIBC_[0-9.]+' | sed 's/GLIBC_//' | sort -uV | tail -1)
+unexpected=$(objdump -p "${libs[@]}" | awk '/NEEDED/ {print $2}' | grep -vE '^(libc|libm|libgcc_s|ld-linux-x86-64)\.so' || true)
 if [[ -n $unexpected ]]; then
-  echo "package.sh: bi_access.so links libraries the package does not depend on: $unexpected" >&2
+  echo "package.sh: the libraries link others the package does not depend on: $unexpected" >&2
   exit 1
 fi
+cat >"$doc/README.Debian" <<EOF
+bi_access: the recommended install
+==================================
+
+Recommended install: preload bi_access in every server (the primary and each
+standby), then restart it:
+
+    shared_preload_libraries = 'bi_access'    # add to what is already there
+
+The application's sessions then get bi_access's planner hook (without it each
+of their queries on an exposed table plans the pass-through policy's
+sub-select); bi_access.check() names what a server lacks without the preload.
+Credentials' sessions load bi_access and its login gate (bi_access_gate.so)
+themselves, preloaded or not: both files must be installed on every server
+credentials log in to.
+
+Then, in each database that needs it: CREATE EXTENSION bi_access;
+EOF
 (cd "$root" && find usr -type f -exec md5sum {} + | sort -k2) >"$root/DEBIAN/md5sums"
 cat >"$root/DEBIAN/control" <<EOF
 Package: $name
@@ -67,7 +90,9 @@ Description: per-organization BI logins for PostgreSQL $major
  PostgreSQL login for BI tools, read-only by default and isolated to the
  organization's rows by row-level security and a session guard.
  .
- Load it with CREATE EXTENSION bi_access in each database that needs it.
+ Recommended: shared_preload_libraries = 'bi_access' on every server (see
+ /usr/share/doc/$name/README.Debian); then CREATE EXTENSION bi_access in each
+ database that needs it.
 EOF
 mkdir -p "$out"
 deb=$out/${name}_$version-1_amd64.deb

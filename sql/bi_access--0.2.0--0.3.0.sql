@@ -300,6 +300,10 @@ STRICT STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+CREATE FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
 CREATE FUNCTION bi_access_internal."sync_table"(
 	"tbl" oid /* pg_sys :: Oid */
 ) RETURNS bool /* bool */
@@ -737,6 +741,14 @@ BEGIN
 END
 $grants$;
 
--- After the SQL surface is rebuilt: the quota trigger on every table of
--- the custom schemas made under 0.2.0 (src/guard/quota.rs).
+-- After the SQL surface is rebuilt.
+
+-- The quota trigger on every table of the custom schemas made under 0.2.0
+-- (src/guard/quota.rs).
 SELECT bi_access_internal.add_quota_triggers();
+
+-- 0.2.0's credential roles load bi_access alone; from 0.3.0 each loads the
+-- login gate beside it (src/guard/gate.rs): every current credential role
+-- of this database (custody: not a copy's) gets the new
+-- session_preload_libraries now, not at the next sync.
+SELECT bi_access_internal.sync_session_libraries();

@@ -327,33 +327,19 @@ AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:242
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/custody.rs:247
--- bi_access::custody::bi_access_internal::mark_credentials
-CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:46
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:256
--- bi_access::api::bi_access_internal::hide_table
-CREATE  FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* Option < pg_sys :: Oid > */
+-- src/api.rs:131
+-- bi_access::api::bi_access_internal::activate
+CREATE  FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -365,6 +351,38 @@ CREATE  FUNCTION bi_access_internal."org_lookup_support"(
 IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:178
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:305
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:362
+-- bi_access::api::bi_access_internal::sync_tables
+CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -380,39 +398,61 @@ AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:270
--- bi_access::api::bi_access_internal::check
-CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
+-- src/api.rs:318
+-- bi_access::api::bi_access_internal::sync_end
+CREATE  FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:216
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+-- src/api.rs:183
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
 	"org_id" TEXT /* Option < & str > */
-) RETURNS void
+) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:126
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
+-- src/api.rs:141
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
 	"role" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:108
+-- bi_access::api::bi_access_internal::connection_details
+CREATE  FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:256
+-- bi_access::api::bi_access_internal::hide_table
+CREATE  FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* Option < pg_sys :: Oid > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -430,14 +470,13 @@ AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:66
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
+-- src/api.rs:312
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -462,34 +501,36 @@ AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:332
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:248
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT /* Option < & str > */
+-- src/api.rs:216
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:312
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
+-- src/api.rs:66
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:126
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -506,15 +547,57 @@ AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:108
--- bi_access::api::bi_access_internal::connection_details
-CREATE  FUNCTION bi_access_internal."connection_details"(
+-- src/api.rs:326
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:136
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
 	"role" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
+) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:270
+-- bi_access::api::bi_access_internal::check
+CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:208
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:223
+-- bi_access::api::bi_access_internal::add_quota_triggers
+CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -536,6 +619,15 @@ AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:332
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:188
 -- bi_access::api::bi_access_internal::set_target
 CREATE  FUNCTION bi_access_internal."set_target"(
@@ -548,101 +640,6 @@ CREATE  FUNCTION bi_access_internal."set_target"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:131
--- bi_access::api::bi_access_internal::activate
-CREATE  FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:136
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:208
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:178
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:265
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:305
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:326
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:141
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -659,25 +656,26 @@ AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:223
--- bi_access::api::bi_access_internal::add_quota_triggers
-CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+-- src/api.rs:265
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:318
--- bi_access::api::bi_access_internal::sync_end
-CREATE  FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
+-- src/api.rs:248
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT /* Option < & str > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -697,29 +695,36 @@ AS 'MODULE_PATHNAME', 'targets_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:362
--- bi_access::api::bi_access_internal::sync_tables
-CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
+-- src/custody.rs:242
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:247
+-- bi_access::custody::bi_access_internal::mark_credentials
+CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/roles.rs:200
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/roles.rs:205
+-- bi_access::roles::bi_access_internal::sync_session_libraries
+CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- src/key.rs:506
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/key.rs:512
--- bi_access::key::bi_access_internal::init_key
-CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'init_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -732,15 +737,15 @@ AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:526
--- requires:
---   api
---   bi_access_internal::init_key
+-- src/key.rs:512
+-- bi_access::key::bi_access_internal::init_key
+CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
+/* </end connected objects> */
 
-SELECT bi_access_internal.init_key();
-REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
-
-
+/* <begin connected objects> */
 -- src/lib.rs:75
 -- finalize
 -- bi_access: the SQL surface. Runs after every generated object.
@@ -1145,5 +1150,14 @@ BEGIN
                    (SELECT reader_role FROM bi_access.config));
 END
 $grants$;
+
+
+-- src/key.rs:526
+-- requires:
+--   api
+--   bi_access_internal::init_key
+
+SELECT bi_access_internal.init_key();
+REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 /* </end connected objects> */
 

@@ -17,6 +17,7 @@
 //! | first free `TimeoutId` (`USER_TIMEOUT`) | 10 | 12 | 16: 12; 17 on: 13 |
 //! | `AddinShmemInitLock` | main LWLock 21 | same | same |
 //! | `ExecutorRun_hook` | with `execute_once` | same | same, and without it from 18 |
+//! | connection slots reserved | `superuser_reserved_connections` | same | and `reserved_connections` |
 //!
 //! (From 17 on `ALTER SYSTEM SET bi_access.…` no longer needs the library
 //! loaded in the session; nothing here depends on it, README says so.)
@@ -380,24 +381,110 @@ unsafe extern "C-unwind" fn executor_check_perms(
     check(&mut requests, report)
 }
 
+/// The connection slots a role without reserved connections may take:
+/// max_connections less superuser_reserved_connections and, from 16,
+/// reserved_connections (for members of pg_use_reserved_connections).
+pub fn unreserved_connection_slots() -> i32 {
+    // SAFETY: reads of this backend's GUC variables.
+    unsafe {
+        #[cfg(any(feature = "pg14", feature = "pg15"))]
+        let reserved = pg_sys::ReservedBackends;
+        #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+        let reserved = pg_sys::SuperuserReservedConnections + pg_sys::ReservedConnections;
+        pg_sys::MaxConnections - reserved
+    }
+}
+
 /// What runs around every ExecutorRun: `run` runs the executor (the hook
 /// that was there before, or PostgreSQL's own), once.
 pub type RunWrapper = unsafe fn(*mut pg_sys::QueryDesc, &mut dyn FnMut());
 
+/// One ExecutorRun hook for bi_access (18 dropped its `execute_once`
+/// argument): the quota's wrapper around the run (guard/quota.rs), and the
+/// memory check after each outermost run (guard/memory.rs).
 static mut RUN_WRAPPER: Option<RunWrapper> = None;
-static mut PREVIOUS_RUN_HOOK: pg_sys::ExecutorRun_hook_type = None;
+static mut AFTER_EXECUTOR_RUN: Option<fn(*mut pg_sys::QueryDesc, u64)> = None;
+static mut PREVIOUS_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut EXECUTOR_RUN_HOOKED: bool = false;
 
-/// Installs `wrapper` around ExecutorRun, in front of whatever hook was
-/// there. 18 dropped the hook's `execute_once` argument.
+thread_local! {
+    /// Runs of the executor in progress: more than one inside a function a
+    /// statement calls.
+    static RUNS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the executor is running a statement now (what starts then is a
+/// function's statement inside it).
+pub fn inside_executor_run() -> bool {
+    RUNS.with(|runs| runs.get() > 0)
+}
+
+/// Counts a run for as long as it lasts, however it ends (an error unwinds
+/// through it).
+struct Running;
+
+impl Running {
+    fn enter() -> Self {
+        RUNS.with(|runs| runs.set(runs.get() + 1));
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNS.with(|runs| runs.set(runs.get().saturating_sub(1)));
+    }
+}
+
+/// # Safety
+/// From `_PG_init` only.
+unsafe fn hook_executor_run() {
+    if !EXECUTOR_RUN_HOOKED {
+        EXECUTOR_RUN_HOOKED = true;
+        PREVIOUS_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+    }
+}
+
+/// Installs `wrapper` around every ExecutorRun, in front of whatever hook
+/// was there.
 ///
 /// # Safety
 /// Once per backend, from `_PG_init`, before any query runs.
 pub unsafe fn install_executor_run(wrapper: RunWrapper) {
     RUN_WRAPPER = Some(wrapper);
-    PREVIOUS_RUN_HOOK = pg_sys::ExecutorRun_hook;
-    pg_sys::ExecutorRun_hook = Some(executor_run);
+    hook_executor_run();
 }
 
+/// Installs `after` to run after every outermost run of the executor (with
+/// the query and the row count it was asked for, 0 for all).
+///
+/// # Safety
+/// Once per backend, from `_PG_init`, before any query runs.
+pub unsafe fn install_after_executor_run(after: fn(*mut pg_sys::QueryDesc, u64)) {
+    AFTER_EXECUTOR_RUN = Some(after);
+    hook_executor_run();
+}
+
+/// Runs the executor through the wrapper, counted while it runs, then what
+/// comes after an outermost run.
+///
+/// # Safety
+/// From the ExecutorRun hook, with its query.
+unsafe fn around_executor_run(query: *mut pg_sys::QueryDesc, count: u64, run: &mut dyn FnMut()) {
+    let running = Running::enter();
+    match RUN_WRAPPER {
+        Some(wrapper) => wrapper(query, run),
+        None => run(),
+    }
+    drop(running);
+    match AFTER_EXECUTOR_RUN {
+        Some(after) if !inside_executor_run() => after(query, count),
+        _ => {}
+    }
+}
+
+/// The hook in the shape of 14 to 17.
 #[cfg(not(feature = "pg18"))]
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_run(
@@ -406,20 +493,18 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
-    let mut run = || match PREVIOUS_RUN_HOOK {
-        // SAFETY: the previous hook, with the arguments it was given; an
-        // error it raises comes back as a Rust panic.
+    let mut run = || match PREVIOUS_EXECUTOR_RUN {
+        // Guarded like pg_sys's own calls: an error there unwinds through
+        // the run counter, which must not stay counted.
         Some(previous) => {
             pg_sys::ffi::pg_guard_ffi_boundary(|| previous(query, direction, count, execute_once))
         }
         None => pg_sys::standard_ExecutorRun(query, direction, count, execute_once),
     };
-    match RUN_WRAPPER {
-        Some(wrapper) => wrapper(query, &mut run),
-        None => run(),
-    }
+    around_executor_run(query, count, &mut run);
 }
 
+/// The hook in the shape of 18, which dropped `execute_once`.
 #[cfg(feature = "pg18")]
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_run(
@@ -427,13 +512,10 @@ unsafe extern "C-unwind" fn executor_run(
     direction: pg_sys::ScanDirection::Type,
     count: u64,
 ) {
-    let mut run = || match PREVIOUS_RUN_HOOK {
-        // SAFETY: as above.
+    let mut run = || match PREVIOUS_EXECUTOR_RUN {
+        // As above.
         Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| previous(query, direction, count)),
         None => pg_sys::standard_ExecutorRun(query, direction, count),
     };
-    match RUN_WRAPPER {
-        Some(wrapper) => wrapper(query, &mut run),
-        None => run(),
-    }
+    around_executor_run(query, count, &mut run);
 }

@@ -160,6 +160,33 @@ pub enum BiError {
     /// (src/citus.rs).
     #[error("{0}")]
     Citus(String),
+    /// The session guard: the memory a credential session keeps past
+    /// bi_access.session_memory (src/guard/memory.rs).
+    #[error(
+        "this bi_access session keeps {} MB of memory, past its bound of {} MB (bi_access.session_memory)",
+        kept / (1024 * 1024),
+        cap / (1024 * 1024)
+    )]
+    SessionMemory { kept: usize, cap: usize },
+
+    /// The same, past the bound by what the session cannot free itself
+    /// (catalog caches): the session ends.
+    #[error(
+        "terminating connection: this bi_access session keeps {} MB of memory, past its bound of {} MB (bi_access.session_memory), that only its end frees",
+        kept / (1024 * 1024),
+        cap / (1024 * 1024)
+    )]
+    SessionMemoryStuck { kept: usize, cap: usize },
+
+    /// The session guard: cursors or prepared statements of a credential
+    /// session past their cap (src/guard/memory.rs).
+    #[error("too many {what} in this bi_access session ({limit}, bi_access.{setting})")]
+    SessionLimit {
+        what: &'static str,
+        limit: i32,
+        setting: &'static str,
+        hint: &'static str,
+    },
 
     #[error(transparent)]
     Secret(#[from] SecretError),
@@ -261,6 +288,10 @@ impl BiError {
             BiError::PrepareAfterEndingSessions => ERRCODE_FEATURE_NOT_SUPPORTED,
             BiError::NeedsReadCommitted(_) => ERRCODE_INVALID_TRANSACTION_STATE,
             BiError::Citus(_) => ERRCODE_CONNECTION_EXCEPTION,
+            BiError::SessionMemory { .. } | BiError::SessionMemoryStuck { .. } => {
+                ERRCODE_OUT_OF_MEMORY
+            }
+            BiError::SessionLimit { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             BiError::Secret(error) => error.code(),
             BiError::Internal(_) | BiError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -384,6 +415,15 @@ impl BiError {
                  (citus.node_conninfo, pg_dist_authinfo) and have bi_access installed."
                     .into(),
             ),
+            BiError::SessionMemory { .. } => Some(
+                "Close cursors (CLOSE ALL), deallocate prepared statements (DEALLOCATE ALL), or reconnect."
+                    .into(),
+            ),
+            BiError::SessionMemoryStuck { .. } => Some(
+                "Reconnect. A statement that looks up very many catalog entries (millions of OIDs cast to regclass, say) keeps them in the session's caches."
+                    .into(),
+            ),
+            BiError::SessionLimit { hint, .. } => Some((*hint).into()),
             BiError::Secret(error) => error.hint(),
             _ => None,
         }

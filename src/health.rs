@@ -33,7 +33,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 19] = [
+    let probes: [Probe; 20] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -53,6 +53,7 @@ pub fn check() -> Result<Vec<Finding>> {
         custom_schemas,
         lock_waits,
         capacity,
+        preload,
     ];
     let mut findings = Vec::new();
     for probe in probes {
@@ -570,4 +571,42 @@ fn lock_waits(_: &Context) -> Result<Vec<Finding>> {
             "Nothing to do.",
         ),
     }
+}
+
+/// What only `shared_preload_libraries = 'bi_access'` gives, each named when
+/// the server lacks it. Everything else holds either way: every credential
+/// session loads bi_access and its login gate itself.
+const NEEDS_THE_PRELOAD: [&str; 2] = [
+    "the application's sessions lack bi_access's planner hook, so each of their queries on an \
+     exposed table plans the pass-through policy's sub-select (README: The application is unchanged)",
+    "no yield worker makes a credential give up a lock the application or replay waits for, \
+     so the wait lasts up to bi_access.transaction_timeout (object lock waits)",
+];
+
+fn preload(_: &Context) -> Result<Vec<Finding>> {
+    if crate::guard::preloaded() {
+        return Ok(vec![]);
+    }
+    let libraries = db::first::<String>(
+        "SELECT pg_catalog.current_setting('shared_preload_libraries')",
+        &[],
+    )?
+    .unwrap_or_default();
+    let wanted = if libraries.trim().is_empty() {
+        names::EXTENSION.to_string()
+    } else {
+        format!("{}, {}", libraries.trim(), names::EXTENSION)
+    };
+    Ok(vec![Finding {
+        severity: "warning",
+        object: "setting shared_preload_libraries".into(),
+        finding: format!(
+            "bi_access is not in shared_preload_libraries: {}",
+            NEEDS_THE_PRELOAD.join("; ")
+        ),
+        fix: format!(
+            "ALTER SYSTEM SET shared_preload_libraries = {}; then restart the server (and each standby).",
+            pgrx::spi::quote_literal(&wanted)
+        ),
+    }])
 }

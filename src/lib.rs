@@ -38,8 +38,8 @@ use pgrx::prelude::*;
 
 mod api;
 mod audit;
-mod citus;
 mod capacity;
+mod citus;
 mod compat;
 mod connection;
 mod credentials;
@@ -89,7 +89,7 @@ pub extern "C-unwind" fn _PG_init() {
         settings::Scope::All
     });
     guard::install();
-    guard::refuse_client_settings(&asked);
+    guard::gate::remember_client_settings(asked);
     org::init();
     citus::init();
     // SAFETY: a flag of the postmaster's, true while it loads

@@ -6,6 +6,12 @@ use std::ffi::CStr;
 /// The extension, its schema, and the library every credential session loads.
 pub const EXTENSION: &str = "bi_access";
 pub const EXTENSION_C: &CStr = c"bi_access";
+/// The login gate (gate/bi_access_gate.c): a second library every credential
+/// role loads at login beside bi_access, which runs bi_access's checks at
+/// login whether or not the server preloads bi_access (src/guard/gate.rs).
+pub const GATE_LIBRARY: &str = "bi_access_gate";
+/// Every credential role's session_preload_libraries, in order.
+pub const SESSION_LIBRARIES: [&str; 2] = [EXTENSION, GATE_LIBRARY];
 /// bi_access's own schemas: the SQL surface, and the workers behind it.
 pub const SCHEMAS: [&str; 2] = ["bi_access", "bi_access_internal"];
 

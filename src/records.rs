@@ -612,11 +612,12 @@ pub fn live_verifier(username: &str) -> Result<Option<(String, String)>> {
     })
 }
 
-/// For the session guard's org connection limit: how many other sessions of
-/// this database belong to credentials of the login's org; None where this
-/// database has no bi_access (a credential of another database visiting).
-/// Runs under the session's search_path: every name is schema-qualified.
-pub fn other_sessions_of_my_org() -> Result<Option<i64>> {
+/// For the login gate's org connection limit: how many of `sessions` (the
+/// login roles of other BI sessions of this database, by OID) are
+/// credentials of the login's org; None where this database has no
+/// bi_access (a credential of another database visiting). Runs under the
+/// session's search_path: every name is schema-qualified.
+pub fn sessions_of_my_org(sessions: Vec<i64>) -> Result<Option<i64>> {
     let managed_here = db::first::<bool>(
         "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
         &[],
@@ -626,14 +627,12 @@ pub fn other_sessions_of_my_org() -> Result<Option<i64>> {
         return Ok(None);
     }
     db::first::<i64>(
-        "SELECT count(*) FROM pg_catalog.pg_stat_activity a \
-         JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.usename \
-         WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
-           AND a.datid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
-                            WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
-           AND c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
+        "SELECT count(*) FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS s(role) \
+         JOIN pg_catalog.pg_authid a ON a.oid OPERATOR(pg_catalog.=) s.role::pg_catalog.oid \
+         JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.rolname \
+         WHERE c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
                             WHERE k.role_name OPERATOR(pg_catalog.=) session_user)",
-        &[],
+        &[sessions.into()],
     )
 }
 

@@ -6,7 +6,7 @@
 use std::ffi::CString;
 
 use pgrx::prelude::*;
-use pgrx::spi::quote_identifier;
+use pgrx::spi::{quote_identifier, quote_literal};
 use rand::rngs::OsRng;
 use rand::Rng;
 
@@ -143,27 +143,69 @@ pub fn sync_memberships() -> Result<i64> {
     Ok(changed)
 }
 
-/// Settings every BI session starts with: read-only, a search_path, and this
-/// library loaded so the session guard (with its guardrails, which read the
-/// bi_access.* caps at every statement) holds from the first statement; a
-/// role cannot reset a superuser-only setting on itself.
+/// Settings every BI session starts with: read-only, a search_path, and
+/// this library with the login gate loaded so the session guard (with its
+/// guardrails, which read the bi_access.* caps at every statement) holds
+/// from the login on; a role cannot reset a superuser-only setting on itself.
 fn apply_session_settings(role: &str) -> Result<()> {
     let quoted = quote_identifier(role);
     let settings = [
-        ("default_transaction_read_only", "on"),
-        ("search_path", "public"),
-        ("session_preload_libraries", names::EXTENSION),
+        ("default_transaction_read_only", quote_literal("on")),
+        ("search_path", quote_literal("public")),
+        ("session_preload_libraries", session_libraries_sql()),
     ];
     for (name, value) in settings {
-        Spi::run(&format!(
-            "ALTER ROLE {quoted} SET {name} = {}",
-            pgrx::spi::quote_literal(value)
-        ))?;
+        Spi::run(&format!("ALTER ROLE {quoted} SET {name} = {value}"))?;
     }
     if audit_wanted() {
         set_audit(role, true)?;
     }
     Ok(())
+}
+
+/// `'bi_access', 'bi_access_gate'`: a list of two, as `SET` takes one.
+fn session_libraries_sql() -> String {
+    names::SESSION_LIBRARIES.map(quote_literal).join(", ")
+}
+
+/// The entry that makes in pg_db_role_setting.
+fn session_libraries_entry() -> String {
+    format!(
+        "session_preload_libraries={}",
+        names::SESSION_LIBRARIES.join(", ")
+    )
+}
+
+/// At a sync, and at the update from 0.2.0 (whose roles load bi_access
+/// alone): every current credential role of this database whose
+/// session_preload_libraries is not bi_access's with the login gate gets it.
+/// Returns how many roles changed; a second call changes nothing.
+pub fn sync_session_libraries() -> Result<i64> {
+    let roles = crate::records::current_roles_setting_differs(&session_libraries_entry(), true)?;
+    let mut changed = 0;
+    for role in &roles {
+        // A copy of the database leaves the original's roles alone.
+        if crate::custody::manages(role)? {
+            Spi::run(&format!(
+                "ALTER ROLE {} SET session_preload_libraries = {}",
+                quote_identifier(role),
+                session_libraries_sql()
+            ))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+#[pg_schema]
+mod bi_access_internal {
+    use pgrx::prelude::*;
+
+    /// Called once by the update from 0.2.0, whose roles load bi_access alone.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn sync_session_libraries() -> i64 {
+        crate::error::or_raise(super::sync_session_libraries())
+    }
 }
 
 /// pgaudit's setting and the value bi_access.audit_reads gives it: SELECT

@@ -26,8 +26,17 @@ static IDLE_IN_TRANSACTION_TIMEOUT: Int = Int::new(60 * 1000);
 static IDLE_SESSION_TIMEOUT: Int = Int::new(30 * 60 * 1000);
 static WORK_MEM: Int = Int::new(64 * 1024);
 static TEMP_FILE_LIMIT: Int = Int::new(1024 * 1024);
+// Memory a credential session keeps between statements (src/guard/memory.rs):
+// open cursors (held ones included), held cursors, prepared statements (SQL
+// and protocol level), each 0 for no cap; and the session's allocated memory
+// (kB), -1 for twice the work_mem cap plus 32 MB, 0 for no cap.
+static MAX_CURSORS: Int = Int::new(50);
+static MAX_HELD_CURSORS: Int = Int::new(4);
+static MAX_PREPARED_STATEMENTS: Int = Int::new(500);
+static SESSION_MEMORY: Int = Int::new(-1);
 // Connections: per credential (for those generated without a limit), per
-// org and for all credentials on one server; -1: half of max_connections.
+// org and for all credentials on one server; -1: half of the slots that
+// roles without reserved connections may use.
 static DEFAULT_CONNECTION_LIMIT: Int = Int::new(5);
 static ORG_CONNECTION_LIMIT: Int = Int::new(10);
 static MAX_BI_CONNECTIONS: Int = Int::new(-1);
@@ -78,7 +87,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 27] = [
+const NAMES: [&std::ffi::CStr; 31] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -93,6 +102,10 @@ const NAMES: [&std::ffi::CStr; 27] = [
     c"bi_access.idle_session_timeout",
     c"bi_access.work_mem",
     c"bi_access.temp_file_limit",
+    c"bi_access.max_cursors",
+    c"bi_access.max_held_cursors",
+    c"bi_access.max_prepared_statements",
+    c"bi_access.session_memory",
     c"bi_access.default_connection_limit",
     c"bi_access.org_connection_limit",
     c"bi_access.max_bi_connections",
@@ -159,6 +172,34 @@ pub fn init(scope: Scope) {
         GucFlags::UNIT_KB,
     );
     int(
+        c"bi_access.max_cursors",
+        c"Open cursors (DECLARE, held ones included) of one credential session; 0: no cap.",
+        &MAX_CURSORS,
+        0,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.max_held_cursors",
+        c"Cursors WITH HOLD of one credential session; 0: no cap.",
+        &MAX_HELD_CURSORS,
+        0,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.max_prepared_statements",
+        c"Prepared statements (PREPARE, and the protocol's named ones) of one credential session; 0: no cap.",
+        &MAX_PREPARED_STATEMENTS,
+        0,
+        GucFlags::default(),
+    );
+    int(
+        c"bi_access.session_memory",
+        c"Memory one credential session may keep between statements; -1: twice bi_access.work_mem plus 32MB, 0: no cap.",
+        &SESSION_MEMORY,
+        -1,
+        GucFlags::UNIT_KB,
+    );
+    int(
         c"bi_access.org_connection_limit",
         c"Sessions of all of one org's credentials on one server; 0: no limit.",
         &ORG_CONNECTION_LIMIT,
@@ -167,7 +208,7 @@ pub fn init(scope: Scope) {
     );
     int(
         c"bi_access.max_bi_connections",
-        c"Sessions of all credentials on one server; -1: half of max_connections, 0: no limit.",
+        c"Sessions of all credentials on one server; -1: half of the connection slots not reserved, 0: no limit.",
         &MAX_BI_CONNECTIONS,
         -1,
         GucFlags::default(),
@@ -472,14 +513,40 @@ pub fn org_connection_limit() -> Option<i32> {
     cap(&ORG_CONNECTION_LIMIT)
 }
 
-/// All credentials' sessions on this server, or None for no limit.
+/// All credentials' sessions on this server, or None for no limit. The
+/// default leaves the application at least half of the slots a role without
+/// reserved connections may take (README: "Connections").
 pub fn max_bi_connections() -> Option<i32> {
     match MAX_BI_CONNECTIONS.get() {
-        // SAFETY: a read of a GUC variable of this backend.
-        -1 => Some((unsafe { pg_sys::MaxConnections } / 2).max(1)),
+        -1 => Some((crate::compat::unreserved_connection_slots() / 2).max(1)),
         0 => None,
         limit => Some(limit),
     }
+}
+
+pub fn max_cursors() -> Option<i32> {
+    cap(&MAX_CURSORS)
+}
+
+pub fn max_held_cursors() -> Option<i32> {
+    cap(&MAX_HELD_CURSORS)
+}
+
+pub fn max_prepared_statements() -> Option<i32> {
+    cap(&MAX_PREPARED_STATEMENTS)
+}
+
+/// The memory a credential session may keep between statements, in bytes,
+/// or None for no cap. Its default follows the work_mem cap: a held cursor
+/// keeps up to work_mem, and the bound README states (4 × the cap + 64 MB
+/// of anonymous memory) leaves the rest to the allocator and the backend.
+pub fn session_memory_bytes() -> Option<usize> {
+    let kb = match SESSION_MEMORY.get() {
+        -1 => i64::from(work_mem_kb()?) * 2 + 32 * 1024,
+        0 => return None,
+        kb => i64::from(kb),
+    };
+    usize::try_from(kb * 1024).ok()
 }
 
 pub fn default_valid_for() -> Option<String> {

@@ -145,7 +145,9 @@ def upgraded(request):
         if not KEEP_DIRS:
             shutil.rmtree(root, ignore_errors=True)
     request.addfinalizer(teardown)
-    settings = {"bi_access.host": "127.0.0.1", "bi_access.port": port, "bi_access.sslmode": "prefer"}
+    # bi_access preloaded, as recommended (check() names a server without it).
+    settings = {"bi_access.host": "127.0.0.1", "bi_access.port": port, "bi_access.sslmode": "prefer",
+                "shared_preload_libraries": "pg_stat_statements,bi_access"}
     secrets: set[str] = set()
 
     old.initdb(settings)

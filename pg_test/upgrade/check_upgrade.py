@@ -458,6 +458,15 @@ def test_existing_credentials_log_in_and_stay_in_their_org(pair, upgraded, db):
                 assert s.run("CREATE TEMP TABLE t (x int)").state == PERMISSION_DENIED
 
 
+def test_existing_credentials_load_the_login_gate(pair, upgraded, db):
+    """The update gives the credential roles of older versions (which load
+    bi_access alone) the login gate beside it (src/guard/gate.rs)."""
+    for cred in upgraded[db].values():
+        config = pair.primary.value("SELECT array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = %s",
+                                    (cred.role,))
+        assert "session_preload_libraries=bi_access, bi_access_gate" in config, config
+
+
 def test_every_reveal_still_works(pair, upgraded, secrets, db):
     bi = BiAccess(pair, db, secrets)
     try:

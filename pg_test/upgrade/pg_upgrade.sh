@@ -54,10 +54,12 @@ private_copy() {
   # with it; the wheels' trees have bin/, lib/ and share/ side by side.
   [[ -d $dest$lib ]] || cp -a "$lib" "$dest$(dirname "$lib")/"
   [[ -d $dest$share ]] || cp -a "$share" "$dest$(dirname "$share")/"
-  rm -f "$dest$lib"/bi_access.so "$dest$share"/extension/bi_access*
+  rm -f "$dest$lib"/bi_access.so "$dest$lib"/bi_access_gate.so "$dest$share"/extension/bi_access*
   # The package has the same absolute layout: it overlays the copy.
   cp -a "$package/." "$dest/"
-  [[ -f $dest$lib/bi_access.so ]] || { echo "pg_upgrade.sh: $package has no $lib/bi_access.so" >&2; exit 1; }
+  for library in bi_access bi_access_gate; do
+    [[ -f $dest$lib/$library.so ]] || { echo "pg_upgrade.sh: $package has no $lib/$library.so" >&2; exit 1; }
+  done
   echo "$dest$bin"
 }
 OLD_BIN=$(private_copy "$OLD_CONFIG" "$ROOT/pkg15" "$ROOT/pg15")

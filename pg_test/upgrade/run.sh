@@ -24,9 +24,10 @@ LIB=$("$PG_CONFIG" --pkglibdir)
 SHARE=$("$PG_CONFIG" --sharedir)
 ROOT=${BI_UPGRADE_DIR:-/tmp/bi_access_upgrade}
 rm -rf "$ROOT" && mkdir -p "$ROOT/new"
-# This tree's build, as make install put it (or as BI_UPGRADE_BUILD has it).
+# This tree's build (the login gate beside it), as make install put it (or
+# as BI_UPGRADE_BUILD has it).
 BUILD=${BI_UPGRADE_BUILD:+$(realpath "$BI_UPGRADE_BUILD")}
-cp "$BUILD$LIB/bi_access.so" "$BUILD$SHARE"/extension/bi_access* "$ROOT/new/"
+cp "$BUILD$LIB/bi_access.so" "$BUILD$LIB/bi_access_gate.so" "$BUILD$SHARE"/extension/bi_access* "$ROOT/new/"
 # Between a package upgrade and ALTER EXTENSION UPDATE, the old version's SQL
 # calls the new library: every symbol a released install script names must be
 # there (src/legacy.rs keeps them).
@@ -44,7 +45,7 @@ mkdir -p "$PRIV$(dirname "$BIN")" "$PRIV$(dirname "$LIB")" "$PRIV$(dirname "$SHA
 cp -a "$BIN" "$PRIV$(dirname "$BIN")/"
 [[ -d $PRIV$LIB ]] || cp -a "$LIB" "$PRIV$(dirname "$LIB")/"
 cp -a "$SHARE" "$PRIV$(dirname "$SHARE")/"
-rm -f "$PRIV$LIB"/bi_access.so "$PRIV$SHARE"/extension/bi_access*
+rm -f "$PRIV$LIB"/bi_access.so "$PRIV$LIB"/bi_access_gate.so "$PRIV$SHARE"/extension/bi_access*
 # Each released version as its package had it: its library, its control
 # file, its install script and the upgrade scripts of its commit.
 for version in "${RELEASED[@]}"; do

@@ -140,12 +140,7 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
         }
         done.push((tbl, sync_table(tbl)?));
     }
-    // Credentials' pgaudit read logging follows bi_access.audit_reads.
-    crate::roles::sync_audit_reads()?;
-    // Each credential is in its org's custom schema groups, and each
-    // custom-schema table has its quota trigger.
-    crate::custom_schema::sync_memberships()?;
-    crate::custom_schema::add_quota_triggers(None)?;
+    credentials_in_place()?;
     let changed = done.iter().filter(|(_, action)| action.changed()).count();
     audit::record(
         "sync_tables",
@@ -331,18 +326,24 @@ pub(super) fn lock_exclusively(target: &Target) -> Result<()> {
 /// bi_access.auto_expose), records which backend syncs (credentials read
 /// `syncing` meanwhile: `records::begin_sync`), and returns the tables to
 /// sync, one transaction each.
+/// What a sync puts back for the credentials, whatever the tables: their
+/// pgaudit read logging as bi_access.audit_reads says, their login gate, their
+/// org's custom schema groups, and each custom-schema table's quota trigger.
+fn credentials_in_place() -> Result<()> {
+    crate::roles::sync_audit_reads()?;
+    crate::roles::sync_session_libraries()?;
+    crate::custom_schema::sync_memberships()?;
+    crate::custom_schema::add_quota_triggers(None)?;
+    Ok(())
+}
+
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     crate::custody::adopt_all()?;
     crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
     crate::roles::sync_memberships()?;
     expose_new_tables()?;
-    // Credentials' pgaudit read logging follows bi_access.audit_reads.
-    crate::roles::sync_audit_reads()?;
-    // Each credential is in its org's custom schema groups, and each
-    // custom-schema table has its quota trigger.
-    crate::custom_schema::sync_memberships()?;
-    crate::custom_schema::add_quota_triggers(None)?;
+    credentials_in_place()?;
     crate::records::begin_sync()?;
     Ok(exposed_tables()?.into_iter().map(|(tbl, _)| tbl).collect())
 }

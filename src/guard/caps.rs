@@ -224,19 +224,28 @@ unsafe extern "C-unwind" fn check_hash_mem_multiplier(
     }
 }
 
-/// Makes guc.c refuse the value with 42501 and say why. A check hook must
-/// not raise: it reports through these variables.
+/// Makes guc.c refuse the value with 42501 and say why.
 ///
 /// # Safety
 /// Only from a check hook.
 unsafe fn refuse(name: &CStr, cap: &str) {
-    let message = format!(
-        "a bi_access credential may not raise {} above its cap ({cap}), nor disable it",
-        name.to_string_lossy()
+    refuse_in_check_hook(
+        &format!(
+            "a bi_access credential may not raise {} above its cap ({cap}), nor disable it",
+            name.to_string_lossy()
+        ),
+        "A lower value is accepted. The caps are the bi_access.* settings of the server.",
     );
-    let hint = "A lower value is accepted. The caps are the bi_access.* settings of the server.";
+}
+
+/// Makes guc.c refuse a value with 42501, `message` and `hint`. A check hook
+/// must not raise: it reports through these variables.
+///
+/// # Safety
+/// Only from a check hook.
+pub(super) unsafe fn refuse_in_check_hook(message: &str, hint: &str) {
     pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as c_int);
-    pg_sys::GUC_check_errmsg_string = palloc_str(&message);
+    pg_sys::GUC_check_errmsg_string = palloc_str(message);
     pg_sys::GUC_check_errhint_string = palloc_str(hint);
 }
 
@@ -294,7 +303,7 @@ pub fn enforce(startup: bool) -> bool {
 
 /// Sets the value both as the default RESET returns to (an override, below
 /// the session's own SETs) and as the session's current value.
-fn set(name: &CStr, value: &str) {
+pub(super) fn set(name: &CStr, value: &str) {
     let value = CString::new(value).unwrap_or_default();
     // SAFETY: guc.c copies both strings; the value is within the cap, so our
     // own check hook accepts it.

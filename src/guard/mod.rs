@@ -1,10 +1,14 @@
 //! The session guard: what a credential's own session may do, whatever it
 //! does to its settings and roles.
 //!
-//! Every credential role has `session_preload_libraries = bi_access` (a role
-//! setting, which outlives any DROP … CASCADE of the extension), so this
-//! library is loaded before its first statement and installs three hooks:
+//! Every credential role has `session_preload_libraries = 'bi_access,
+//! bi_access_gate'` (a role setting, which outlives any DROP … CASCADE of the
+//! extension), so this library is loaded before its first statement (or
+//! preloaded by the server for every session) and installs its hooks:
 //!
+//! - `gate`: the login gate, every check that must hold at login, run by the
+//!   small `bi_access_gate` library in each credential session;
+//! - `connections`: the org's and the server's limits of BI sessions;
 //! - `statements`: a utility statement is refused (42501) unless it only
 //!   reads or manages the session;
 //! - `reads`: a relation is readable only if it is a system catalog, an
@@ -24,21 +28,28 @@
 //!   nothing;
 //! - `caps`: the guardrails, settings a session may lower but never raise;
 //! - `transaction`: the cap on a transaction's length (a timer before 17);
+//! - `search`: the planner's search settings, movable only toward less work;
+//! - `memory`: cursors, held cursors and prepared statements per session,
+//!   and the memory the session keeps, checked at each executor start and end;
 //! - `standing`: at every statement, the login must still be what it was
-//!   (not revoked, deleted, rotated or expired) and within the connection
-//!   limits, or the session ends.
+//!   (not revoked, deleted, rotated or expired), or the session ends.
 //!
 //! The guard is keyed on the session's login (`session_user`), never on the
 //! current user, so `SET ROLE` to a group changes nothing it refuses. Inside a
 //! SECURITY DEFINER function owned by a superuser (bi_access's own org lookup)
 //! the guard stands aside: that code is the extension's, not the tenant's.
 
+mod analysis;
 mod calls;
 pub mod caps;
+mod connections;
 mod custom;
+pub mod gate;
+mod memory;
 mod plans;
 mod quota;
 mod reads;
+mod search;
 mod standing;
 mod statements;
 mod transaction;
@@ -61,7 +72,19 @@ thread_local! {
     static LOADED_AT_START: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether bi_access is in shared_preload_libraries: its _PG_init ran in the
+/// postmaster, whose memory every backend starts with.
+static PRELOADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn preloaded() -> bool {
+    PRELOADED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn install() {
+    // SAFETY: a read of a flag of this process.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        PRELOADED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     // Before the session's first query there is no query text; a function
     // call that loads the library runs inside one. (Session preload runs
     // inside the startup transaction, so transaction state cannot tell.)
@@ -69,6 +92,7 @@ pub fn install() {
     let before_any_query = unsafe { pg_sys::debug_query_string.is_null() };
     LOADED_AT_START.with(|loaded| loaded.set(before_any_query));
     statements::install();
+    analysis::install();
     reads::install();
     calls::install();
     plans::install();
@@ -76,19 +100,9 @@ pub fn install() {
     quota::install();
     caps::install();
     transaction::install();
+    search::install();
+    memory::install();
     standing::install();
-    // Loaded by the role's session_preload_libraries, after authentication
-    // (a shared preload runs in the postmaster, where there is no session
-    // yet: the first statement does it). compat says where the catalogs are
-    // readable then.
-    if before_any_query {
-        crate::compat::at_session_start(|| {
-            if session_is_credential() {
-                standing::remember_login();
-                caps::enforce(true);
-            }
-        });
-    }
     on_catalog_change(
         &[
             pg_sys::SysCacheIdentifier::AUTHOID,
@@ -127,6 +141,14 @@ unsafe extern "C-unwind" fn forget_identity(_: pg_sys::Datum, _: std::ffi::c_int
     });
 }
 
+/// Whether this process is a client's own backend: not a parallel worker,
+/// which loads the leader's libraries (the login gate's included) and
+/// restores its settings as the leader accepted them, nor another worker.
+pub(crate) fn client_backend() -> bool {
+    // SAFETY: a read of backend-local state.
+    unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND }
+}
+
 /// Whether this session's login is a bi_access credential (a member of the
 /// cluster-wide credential group; a superuser never is).
 pub fn session_is_credential() -> bool {
@@ -159,21 +181,6 @@ pub fn credential_at_start() -> bool {
     before_any_query && crate::compat::at_session_start(session_is_credential) == Some(true)
 }
 
-/// A credential that sends bi_access.* settings in its startup packet would
-/// have its session fall back to the built-in defaults (see
-/// `settings::asked_for_by_the_client`): its login is refused instead.
-pub fn refuse_client_settings(asked: &[String]) {
-    // SAFETY: a read of backend-local state.
-    let at_login = unsafe { pg_sys::debug_query_string.is_null() };
-    if asked.is_empty()
-        || !at_login
-        || crate::compat::at_session_start(session_is_credential) != Some(true)
-    {
-        return;
-    }
-    BiError::ClientSettings(asked.join(", ")).raise_fatal();
-}
-
 /// The answer of `session_is_credential` if this session already knows it;
 /// never looks anything up (check hooks may run outside any transaction).
 pub fn known_credential_session() -> bool {
@@ -182,10 +189,16 @@ pub fn known_credential_session() -> bool {
     matches!(CREDENTIAL_SESSION.with(Cell::get), Some((known, true)) if known == login)
 }
 
-/// At the start of every statement of a credential session: the login's
-/// standing, then the caps (re-arming the running statement's timeout if a
-/// lowered cap changed it).
+/// At the start of every statement of a credential session: the login gate's
+/// checks if the login did not run them, the login's standing, then the caps
+/// (re-arming the running statement's timeout if a lowered cap changed it).
 pub(crate) fn every_statement() {
+    // A parallel worker runs its leader's statement with its leader's
+    // settings (it restores the values, not what RESET would return to).
+    if !client_backend() {
+        return;
+    }
+    gate::ensure_ran();
     standing::check();
     transaction::arm();
     if caps::enforce(false) {

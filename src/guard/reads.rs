@@ -83,6 +83,12 @@ fn check_permissions(requests: &mut dyn Iterator<Item = PermissionRequest>, repo
     true
 }
 
+/// The refusal of a write to `relid` (a read credential's, or a read_write
+/// one's outside its custom schema).
+pub(super) fn refuse_write(relid: pg_sys::Oid) -> ! {
+    refuse_relation(relid, Refusal::Write)
+}
+
 fn refuse_relation(relid: pg_sys::Oid, refusal: Refusal) -> ! {
     let name = relation_name(relid);
     match refusal {

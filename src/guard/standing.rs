@@ -13,9 +13,9 @@
 //!   sessions and its commit. A role without a password (a credential's on
 //!   a Citus worker, where Citus logs in with its own authentication) is
 //!   not ended for that: only for losing the one it logged in with.
-//! - over its org's or the server's connection limit for BI sessions: FATAL
-//!   53300 before its first statement (the library loads after
-//!   authentication; a role's own CONNECTION LIMIT is PostgreSQL's, at login).
+//!
+//! The verifier to compare with is remembered at login, by the login gate
+//! (gate.rs).
 
 use std::cell::Cell;
 use std::ffi::CStr;
@@ -24,16 +24,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use crate::error::BiError;
 use pgrx::pg_sys;
 
-use crate::db;
-use crate::names;
-use crate::settings;
-
 thread_local! {
     /// A fingerprint of the password verifier the session logged in under
     /// (None inside: the role had none, as a credential's role on a Citus
     /// worker, where only Citus's own connections log in without one).
     static LOGIN_VERIFIER: Cell<Option<Option<u64>>> = const { Cell::new(None) };
-    static LIMITS_CHECKED: Cell<bool> = const { Cell::new(false) };
     /// The login's VALID UNTIL as last read, while no change to pg_authid
     /// has arrived since (`forget_standing`): the catalogs are read again
     /// only after one has.
@@ -58,8 +53,8 @@ unsafe extern "C-unwind" fn forget_standing(_: pg_sys::Datum, _: std::ffi::c_int
     KNOWN.with(|known| known.set(None));
 }
 
-/// At load, inside the startup transaction: the verifier the session
-/// authenticated with.
+/// At login (the gate), inside the startup transaction: the verifier the
+/// session authenticated with.
 pub(super) fn remember_login() {
     if let Standing::Good { verifier, .. } = standing() {
         LOGIN_VERIFIER.with(|login| login.set(Some(verifier)));
@@ -98,9 +93,6 @@ pub(super) fn check() {
     // SAFETY: reads the clock.
     if valid_until.is_some_and(|until| until < unsafe { pg_sys::GetCurrentTimestamp() }) {
         end("has expired");
-    }
-    if !LIMITS_CHECKED.with(|checked| checked.replace(true)) {
-        connection_limits();
     }
 }
 
@@ -151,80 +143,4 @@ fn standing() -> Standing {
 
 fn end(why: &'static str) -> ! {
     BiError::Ended(why).raise_fatal()
-}
-
-/// The other backends whose login (PGPROC's roleId: the session user, which
-/// SET ROLE does not change) is a member of the credential group. Read
-/// without the proc array's lock but for each candidate's own check: a count
-/// for a limit, which a login or logout racing it may move by one either way.
-fn bi_sessions_on_server() -> i64 {
-    // SAFETY: ProcGlobal and its PGPROC array live in shared memory for the
-    // life of the server; pid and roleId are plain integers read as they
-    // are; the membership check is a syscache lookup that raises for nothing.
-    unsafe {
-        let group = pg_sys::get_role_oid(names::CREDENTIAL_GROUP_C.as_ptr(), true);
-        let global = pg_sys::ProcGlobal;
-        if group == pg_sys::InvalidOid || global.is_null() {
-            return 0;
-        }
-        let mut count = 0;
-        for i in 0..(*global).allProcCount as usize {
-            let process = (*global).allProcs.add(i);
-            let pid = std::ptr::read_volatile(std::ptr::addr_of!((*process).pid));
-            let login = std::ptr::read_volatile(std::ptr::addr_of!((*process).roleId));
-            // A PGPROC back on the free list keeps its last pid and role:
-            // only one the proc array still holds for that pid is a session.
-            if pid != 0
-                && pid != pg_sys::MyProcPid
-                && login != pg_sys::InvalidOid
-                && pg_sys::is_member_of_role_nosuper(login, group)
-                && pg_sys::BackendPidGetProc(pid) == process
-            {
-                count += 1;
-            }
-        }
-        count
-    }
-}
-
-fn too_many(what: String) -> ! {
-    BiError::TooManyConnections(what).raise_fatal()
-}
-
-/// Counts other BI sessions on this server from the proc array (no query:
-/// a login pays for none), and those of the login's org, as the bootstrap
-/// superuser, only when the server has as many as the org's limit: the
-/// credential itself may read neither bi_access's records nor other roles'
-/// memberships through the session guard's eyes.
-fn connection_limits() {
-    let server_limit = settings::max_bi_connections();
-    let org_limit = settings::org_connection_limit();
-    if server_limit.is_none() && org_limit.is_none() {
-        return;
-    }
-    let on_server = bi_sessions_on_server();
-    // The org's sessions are some of the server's: while the server has
-    // fewer BI sessions than the org's limit, the org cannot be over it, and
-    // the costlier count (bi_access's records joined with every backend) is
-    // skipped.
-    let org_may_be_over = org_limit.is_some_and(|limit| on_server >= i64::from(limit));
-    let of_org = if org_may_be_over {
-        db::as_superuser(|| crate::records::other_sessions_of_my_org().ok().flatten())
-    } else {
-        None
-    };
-    if let Some(limit) = server_limit {
-        if on_server >= i64::from(limit) {
-            too_many(format!(
-                "too many bi_access connections on this server ({limit}, bi_access.max_bi_connections)"
-            ));
-        }
-    }
-    if let (Some(limit), Some(count)) = (org_limit, of_org) {
-        if count >= i64::from(limit) {
-            too_many(format!(
-                "too many connections for this organization's bi_access credentials ({limit}, bi_access.org_connection_limit)"
-            ));
-        }
-    }
 }

@@ -2,7 +2,10 @@
 //! passes `every_statement` (standing, caps). Of utility statements only
 //! those that read or manage the session itself pass. Everything else (DDL,
 //! LOCK, LISTEN, NOTIFY, COPY FROM, DO, CALL, ALTER ROLE on itself, LOAD…)
-//! is refused.
+//! is refused, and so is two-phase commit: a prepared transaction keeps its
+//! locks and its transaction id after the session, revoke and delete, until
+//! a superuser ends it. DECLARE and PREPARE are counted (memory.rs), and the
+//! session's memory is checked before each statement's executor starts.
 
 use std::ffi::CStr;
 
@@ -29,6 +32,11 @@ pub(super) fn install() {
 unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, flags: std::ffi::c_int) {
     if guarded() {
         every_statement();
+        // A function's statement inside a running one: the running
+        // statement's own working memory is not what the session keeps.
+        if !crate::compat::inside_executor_run() {
+            super::memory::check_kept();
+        }
     }
     match PREVIOUS_START {
         Some(previous) => previous(query, flags),
@@ -48,6 +56,35 @@ fn allowed(statement: *mut pg_sys::Node) -> bool {
         // SAFETY: the tag says it is a CopyStmt.
         T_CopyStmt => unsafe { !(*(statement as *mut pg_sys::CopyStmt)).is_from },
         _ => false,
+    }
+}
+
+/// PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED.
+fn two_phase(statement: *mut pg_sys::Node) -> bool {
+    use pg_sys::TransactionStmtKind::*;
+    // SAFETY: a utility statement from a PlannedStmt is a valid Node, and
+    // the tag says whether it is a TransactionStmt.
+    unsafe {
+        (*statement).type_ == pg_sys::NodeTag::T_TransactionStmt
+            && matches!(
+                (*(statement as *mut pg_sys::TransactionStmt)).kind,
+                TRANS_STMT_PREPARE | TRANS_STMT_COMMIT_PREPARED | TRANS_STMT_ROLLBACK_PREPARED
+            )
+    }
+}
+
+/// Counts what DECLARE and PREPARE would add to what the session keeps.
+fn before_keeping(statement: *mut pg_sys::Node) {
+    // SAFETY: as above; the tag says which statement it is.
+    unsafe {
+        match (*statement).type_ {
+            pg_sys::NodeTag::T_DeclareCursorStmt => {
+                let options = (*(statement as *mut pg_sys::DeclareCursorStmt)).options;
+                super::memory::before_declare(options & pg_sys::CURSOR_OPT_HOLD as i32 != 0);
+            }
+            pg_sys::NodeTag::T_PrepareStmt => super::memory::before_prepare(),
+            _ => {}
+        }
     }
 }
 
@@ -118,6 +155,13 @@ unsafe extern "C-unwind" fn utility_hook(
     let guarded = guarded();
     if guarded {
         every_statement();
+        if two_phase(statement) {
+            refuse(
+                "a bi_access credential may not use two-phase commit (PREPARE TRANSACTION)".into(),
+                "A prepared transaction would keep its locks after the session ends; use COMMIT.",
+            );
+        }
+        before_keeping(statement);
     }
     let refused = guarded && !allowed(statement);
     let writer = if refused {

@@ -76,7 +76,7 @@ mod tests {
         // not role settings that would go stale when a cap changes.
         assert_eq!(
             config,
-            "default_transaction_read_only=on search_path=public session_preload_libraries=bi_access"
+            "default_transaction_read_only=on search_path=public session_preload_libraries=bi_access, bi_access_gate"
         );
         let limit: i32 = one(&format!(
             "SELECT rolconnlimit FROM pg_roles WHERE rolname = '{user}'"

@@ -21,5 +21,6 @@ mod management;
 mod quota;
 mod read_only;
 mod read_write;
+mod resources;
 mod scales;
 mod secrets;

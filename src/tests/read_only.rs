@@ -76,7 +76,7 @@ mod tests {
             "SELECT array_to_string(rolconfig, ' ') FROM pg_roles WHERE rolname = '{acme}'"
         ));
         assert!(
-            config.contains("session_preload_libraries=bi_access"),
+            config.contains("session_preload_libraries=bi_access, bi_access_gate"),
             "{config}"
         );
     }
