@@ -36,6 +36,8 @@ static ACTOR: Text = Text::new(None);
 static AUDIT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
 // The size of each org's custom schema (kB); 0 means no quota.
 static CUSTOM_SCHEMA_QUOTA: Int = Int::new(1024 * 1024);
+// Whether a credential may run plain EXPLAIN (src/guard/oracles.rs).
+static ALLOW_EXPLAIN: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// The bi_access.* settings a client asked for in its startup packet, read
 /// before they are defined: until then they are placeholders, and a client's
@@ -60,7 +62,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 21] = [
+const NAMES: [&std::ffi::CStr; 22] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -82,13 +84,15 @@ const NAMES: [&std::ffi::CStr; 21] = [
     c"bi_access.actor",
     c"bi_access.audit_reads",
     c"bi_access.custom_schema_quota",
+    c"bi_access.allow_explain",
 ];
 
 /// Which settings a session defines: every one, or in a credential's own
 /// session only those its session guard reads (the caps, the connection
-/// limits and the custom schema's quota). Defining a setting costs a sort of every setting the server has
-/// on 14 and 15, about 65 µs each on the bench's machine, at every login;
-/// management settings are never read where no management call can run.
+/// limits, the custom schema's quota and allow_explain). Defining a setting
+/// costs a sort of every setting the server has on 14 and 15, about 65 µs
+/// each on the bench's machine, at every login; management settings are
+/// never read where no management call can run.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Scope {
     All,
@@ -154,6 +158,14 @@ pub fn init(scope: Scope) {
         &CUSTOM_SCHEMA_QUOTA,
         0,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_bool_guc(
+        c"bi_access.allow_explain",
+        c"Whether credentials may run plain EXPLAIN, whose estimates come from statistics over every org's rows (EXPLAIN ANALYZE never).",
+        c"",
+        &ALLOW_EXPLAIN,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     if scope == Scope::All {
         define_management_settings();
@@ -418,4 +430,9 @@ pub fn custom_schema_quota_bytes() -> Option<i64> {
     Some(CUSTOM_SCHEMA_QUOTA.get())
         .filter(|kb| *kb > 0)
         .map(|kb| i64::from(kb) * 1024)
+}
+
+/// Whether a credential may run plain EXPLAIN (never EXPLAIN ANALYZE).
+pub fn allow_explain() -> bool {
+    ALLOW_EXPLAIN.get()
 }

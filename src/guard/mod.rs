@@ -16,6 +16,10 @@
 //! - `calls`: creating or altering any catalog object is refused, and so are
 //!   the built-in functions that write without a table privilege (large
 //!   objects, NOTIFY, advisory locks, sequences);
+//! - `definers`: no SECURITY DEFINER function but bi_access's own (and those
+//!   an exposed table's policies call), however the call is reached;
+//! - `oracles`: EXPLAIN, the statistics of tables and statements, and
+//!   messages below NOTICE, which would tell about other orgs' rows;
 //! - `plans`: the pass-through policy's condition is decided before
 //!   planning (false for a credential, true for anyone else), so it costs
 //!   nothing;
@@ -27,11 +31,14 @@
 //! The guard is keyed on the session's login (`session_user`), never on the
 //! current user, so `SET ROLE` to a group changes nothing it refuses. Inside a
 //! SECURITY DEFINER function owned by a superuser (bi_access's own org lookup)
-//! the guard stands aside: that code is the extension's, not the tenant's.
+//! the guard stands aside: that code is the extension's, not the tenant's
+//! (`definers` lets a credential call no other definer function).
 
 mod calls;
 pub mod caps;
 mod custom;
+mod definers;
+mod oracles;
 mod plans;
 mod reads;
 mod standing;
@@ -69,6 +76,8 @@ pub fn install() {
     custom::install();
     caps::install();
     standing::install();
+    definers::install();
+    oracles::install();
     // Loaded by the role's session_preload_libraries, after authentication
     // (a shared preload runs in the postmaster, where there is no session
     // yet: the first statement does it). compat says where the catalogs are
@@ -78,6 +87,7 @@ pub fn install() {
             if session_is_credential() {
                 standing::remember_login();
                 caps::enforce(true);
+                oracles::at_login();
             }
         });
     }

@@ -1,8 +1,13 @@
 //! Statements in a credential session. Each one, planned or utility, first
 //! passes `every_statement` (standing, caps). Of utility statements only
-//! those that read or manage the session itself pass. Everything else (DDL,
-//! LOCK, LISTEN, NOTIFY, COPY FROM, DO, CALL, ALTER ROLE on itself, LOAD…)
-//! is refused.
+//! those that read or manage the session itself pass (EXPLAIN only as
+//! `oracles` allows). Everything else (DDL, LOCK, LISTEN, NOTIFY, COPY FROM,
+//! DO, CALL, ALTER ROLE on itself, LOAD…) is refused.
+//!
+//! In every session (the hook runs wherever the library is loaded):
+//! REASSIGN OWNED, which fires no event trigger, is refused while it would
+//! give bi_access's objects to another role and credentials are current
+//! (src/uninstall.rs).
 
 use std::ffi::CStr;
 
@@ -115,9 +120,13 @@ unsafe extern "C-unwind" fn utility_hook(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     let statement = (*pstmt).utilityStmt;
+    if (*statement).type_ == pg_sys::NodeTag::T_ReassignOwnedStmt {
+        crate::uninstall::before_reassign(statement as *mut pg_sys::ReassignOwnedStmt);
+    }
     let guarded = guarded();
     if guarded {
         every_statement();
+        super::oracles::refuse_explain(statement);
     }
     let refused = guarded && !allowed(statement);
     let writer = if refused {
