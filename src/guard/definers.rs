@@ -39,6 +39,20 @@ thread_local! {
     static LOOKING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The login this backend last answered for (InvalidOid: none), and whether
+/// it is a credential: the hook's whole cost outside credential sessions,
+/// so a plain static (the backend has one thread) rather than a
+/// thread-local, which a loaded library reaches through a function call.
+static mut LOGIN: (pg_sys::Oid, bool) = (pg_sys::InvalidOid, false);
+
+// miscinit.c: returns a backend-local variable and raises nothing, so it is
+// called without pgrx's error boundary (a sigsetjmp per call): this runs at
+// every call of a definer function in every session that loaded the library.
+unsafe extern "C" {
+    #[link_name = "GetSessionUserId"]
+    fn session_user_id() -> pg_sys::Oid;
+}
+
 pub(super) fn install() {
     // SAFETY: called once from _PG_init, in the backend's only thread; the
     // previous hook is kept and called in turn.
@@ -50,6 +64,24 @@ pub(super) fn install() {
         pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0));
     }
     super::on_catalog_change(&[pg_sys::SysCacheIdentifier::PROCOID], forget_function);
+    super::on_catalog_change(
+        &[
+            pg_sys::SysCacheIdentifier::AUTHOID,
+            pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
+        ],
+        forget_login,
+    );
+}
+
+/// Runs during invalidation processing: no catalog access, no error. A
+/// credential stays one for the life of its login (fail closed).
+unsafe extern "C-unwind" fn forget_login(_: pg_sys::Datum, _: std::ffi::c_int, _: u32) {
+    // SAFETY: backend-local state, in the backend's only thread.
+    unsafe {
+        if !LOGIN.1 {
+            LOGIN = (pg_sys::InvalidOid, false);
+        }
+    }
 }
 
 /// Runs during invalidation processing: no catalog access, no error.
@@ -86,13 +118,21 @@ unsafe extern "C-unwind" fn fmgr_hook(
     }
 }
 
-/// The session's login is a credential (looked up once per login).
+/// The session's login is a credential (looked up once per login, inside
+/// the function call's transaction).
 fn credential_session() -> bool {
-    // SAFETY: a read of backend-local state.
-    if unsafe { pg_sys::IsTransactionState() } {
-        super::session_is_credential()
-    } else {
-        super::known_credential_session()
+    // SAFETY: reads of backend-local state, in the backend's only thread.
+    unsafe {
+        let login = session_user_id();
+        if LOGIN.0 == login && login != pg_sys::InvalidOid {
+            return LOGIN.1;
+        }
+        if !pg_sys::IsTransactionState() {
+            return super::known_credential_session(); // no catalog to read
+        }
+        let answer = super::session_is_credential();
+        LOGIN = (login, answer);
+        answer
     }
 }
 
