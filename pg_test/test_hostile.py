@@ -109,10 +109,12 @@ CREATE POLICY app_filter ON docs FOR SELECT TO PUBLIC USING (reporting.tenant_fi
 """
 # The view path: a security_invoker view (15 and later: exposed by the sync)
 # over the reporting function. 14 has no security_invoker views, so no view
-# is exposed there and the session guard refuses the view itself.
+# is exposed there: the DBA grants it to PUBLIC, and the session guard
+# refuses the view itself.
 OVERVIEW = ("CREATE VIEW org_overview {options} AS SELECT o.id AS org_id, s.docs, s.token "
             "FROM orgs o JOIN reporting.org_summary() s ON s.org_id = o.id;\n").format(
-    options="WITH (security_invoker = true)" if PG_MAJOR >= 15 else "")
+    options="WITH (security_invoker = true)" if PG_MAJOR >= 15 else "") + \
+    ("" if PG_MAJOR >= 15 else "GRANT SELECT ON org_overview TO PUBLIC;\n")
 
 EXPOSE = """
 SELECT bi_access.hide_table('app_secrets');
