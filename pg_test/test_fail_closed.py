@@ -178,15 +178,20 @@ MOVES = {
 
 
 def bi_access_objects(pair, dbname: str) -> list[tuple]:
-    """Every object of bi_access with its schema and owner."""
+    """Every object of bi_access (its schemas, the extension's members) with
+    its owner, read from each catalog's own owner column."""
     return pair.primary.sql(
-        "SELECT pg_describe_object(d.classid, d.objid, 0), "
-        "coalesce((SELECT refobjid::regrole::text FROM pg_shdepend s WHERE s.classid = d.classid "
-        "AND s.objid = d.objid AND s.deptype = 'o'), 'bootstrap') "
-        "FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid "
-        "WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'bi_access' AND d.deptype = 'e' "
-        "UNION ALL SELECT 'schema ' || nspname || ' of ' || nspowner::regrole::text, '' FROM pg_namespace "
-        "WHERE nspname LIKE 'bi\\_access%%' ORDER BY 1", dbname=dbname)
+        "WITH m AS (SELECT d.classid, d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid "
+        "           WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'bi_access' AND d.deptype = 'e' "
+        "           UNION SELECT 'pg_namespace'::regclass, oid FROM pg_namespace "
+        "           WHERE nspname IN ('bi_access', 'bi_access_internal')) "
+        "SELECT pg_describe_object(m.classid, m.objid, 0), coalesce(CASE m.classid "
+        "  WHEN 'pg_class'::regclass THEN (SELECT relowner FROM pg_class WHERE oid = m.objid) "
+        "  WHEN 'pg_proc'::regclass THEN (SELECT proowner FROM pg_proc WHERE oid = m.objid) "
+        "  WHEN 'pg_type'::regclass THEN (SELECT typowner FROM pg_type WHERE oid = m.objid) "
+        "  WHEN 'pg_namespace'::regclass THEN (SELECT nspowner FROM pg_namespace WHERE oid = m.objid) "
+        "  WHEN 'pg_event_trigger'::regclass THEN (SELECT evtowner FROM pg_event_trigger WHERE oid = m.objid) "
+        "  END::regrole::text, '') FROM m ORDER BY 1", dbname=dbname)
 
 
 @pytest.mark.parametrize("statement", MOVES.values(), ids=list(MOVES))

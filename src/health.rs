@@ -275,15 +275,39 @@ fn policy_security_definer(_: &Context) -> Result<Vec<Finding>> {
     )
 }
 
+/// The owner of the extension member `m` (classid, objid), for the kinds
+/// that have one of their own. A table's row type, an array type, an index
+/// and a sequence a column owns follow their table's or element's owner (on
+/// 17 and later the types are members too) and answer NULL, as do kinds
+/// without an owner.
+const OWNER: &str = "CASE m.classid \
+      WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN \
+        (SELECT c.relowner FROM pg_catalog.pg_class c \
+         WHERE c.oid = m.objid AND c.relkind NOT IN ('c', 'i', 'I') \
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend sd \
+                           WHERE sd.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                             AND sd.objid = c.oid AND sd.deptype IN ('a', 'i') \
+                             AND sd.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass)) \
+      WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN \
+        (SELECT p.proowner FROM pg_catalog.pg_proc p WHERE p.oid = m.objid) \
+      WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN \
+        (SELECT t.typowner FROM pg_catalog.pg_type t \
+         WHERE t.oid = m.objid AND t.typcategory <> 'A' \
+           AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c \
+                                   WHERE c.oid = t.typrelid) = 'c')) \
+      WHEN 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN \
+        (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid = m.objid) \
+      WHEN 'pg_catalog.pg_event_trigger'::pg_catalog.regclass THEN \
+        (SELECT e.evtowner FROM pg_catalog.pg_event_trigger e WHERE e.oid = m.objid) END";
+
 /// bi_access's objects (its schemas and every member of the extension) owned
 /// by another role than the extension's owner: what an `ALTER … OWNER TO`
 /// past the drop guard left (`REASSIGN OWNED`, which fires no event trigger,
 /// moves the extension with them, and only to a superuser: bi_access's event
 /// triggers may have no other owner). Their new owner may read the sealed
-/// secrets, or drop what the drop guard protects. The bootstrap superuser
-/// owns without a pg_shdepend entry. And an extension's owner that is no
-/// longer a superuser (`ALTER ROLE … NOSUPERUSER`): bi_access's SECURITY
-/// DEFINER functions run as that role.
+/// secrets, or drop what the drop guard protects. And an extension's owner
+/// that is no longer a superuser (`ALTER ROLE … NOSUPERUSER`): bi_access's
+/// SECURITY DEFINER functions run as that role.
 fn owners(_: &Context) -> Result<Vec<Finding>> {
     let mut findings = rows(
         "SELECT 'extension ' || e.extname || ' (owned by ' || e.extowner::regrole::text || ')', \
@@ -296,26 +320,15 @@ fn owners(_: &Context) -> Result<Vec<Finding>> {
          rights, which cannot manage roles or read what they must",
     )?;
     findings.extend(rows(
-        "WITH ext AS (SELECT oid, extowner FROM pg_catalog.pg_extension WHERE extname = $1), \
+        &format!(
+            "WITH ext AS (SELECT oid, extowner FROM pg_catalog.pg_extension WHERE extname = $1), \
               members AS ( \
                 SELECT d.classid, d.objid FROM pg_catalog.pg_depend d, ext \
                 WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass \
                   AND d.refobjid = ext.oid AND d.deptype = 'e' \
-                  AND d.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass, \
-                                    'pg_catalog.pg_proc'::pg_catalog.regclass, \
-                                    'pg_catalog.pg_type'::pg_catalog.regclass, \
-                                    'pg_catalog.pg_namespace'::pg_catalog.regclass, \
-                                    'pg_catalog.pg_event_trigger'::pg_catalog.regclass) \
                 UNION SELECT 'pg_catalog.pg_namespace'::pg_catalog.regclass, n.oid \
                 FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY ($2)), \
-              owned AS ( \
-                SELECT m.classid, m.objid, \
-                       coalesce((SELECT s.refobjid FROM pg_catalog.pg_shdepend s \
-                                 JOIN pg_catalog.pg_database db ON db.oid = s.dbid \
-                                 WHERE db.datname = current_database() AND s.classid = m.classid \
-                                   AND s.objid = m.objid AND s.objsubid = 0 AND s.deptype = 'o'), \
-                                10::oid) AS owner \
-                FROM members m) \
+              owned AS (SELECT m.classid, m.objid, {OWNER} AS owner FROM members m) \
          SELECT pg_catalog.pg_describe_object(o.classid, o.objid, 0) \
                     || ' (owned by ' || o.owner::regrole::text || ')', \
                 format('ALTER %s %s OWNER TO %s;', \
@@ -323,7 +336,8 @@ fn owners(_: &Context) -> Result<Vec<Finding>> {
          FROM owned o CROSS JOIN ext \
          CROSS JOIN LATERAL pg_catalog.pg_identify_object(o.classid, o.objid, 0) i \
          WHERE o.owner <> ext.extowner \
-         ORDER BY 1",
+         ORDER BY 1"
+        ),
         &[names::EXTENSION.into(), names::SCHEMAS.to_vec().into()],
         "error",
         "an object of bi_access owned by another role than the extension's owner (ALTER … OWNER TO \
