@@ -21,9 +21,10 @@ PRELOAD_OBJECT = "setting shared_preload_libraries"
 @pytest.fixture
 def clean(pair, check_db, check_cred):
     """What a clean setup takes beyond the defaults: no other database that
-    PUBLIC may connect to (restored afterwards, other tests need it)."""
+    PUBLIC may connect to, template1 included (restored afterwards, other
+    tests need it)."""
     others = [d for (d,) in pair.primary.sql(
-        "SELECT datname FROM pg_database d WHERE datallowconn AND NOT datistemplate AND datname <> %s "
+        "SELECT datname FROM pg_database d WHERE datallowconn AND datname <> %s "
         "AND (datacl IS NULL OR EXISTS (SELECT FROM aclexplode(datacl) a WHERE a.grantee = 0 "
         "AND a.privilege_type = 'CONNECT'))", (check_db,))]
     for d in others:
@@ -64,14 +65,17 @@ def test_check_is_silent_on_a_clean_setup(check_bi, clean):
     assert findings(check_bi) == []
 
 
-def test_check_reports_public_connect_on_another_database(pair, check_bi, clean):
-    pair.primary.sql("GRANT CONNECT ON DATABASE postgres TO PUBLIC")
+@pytest.mark.parametrize("database", ["postgres", "template1"])
+def test_check_reports_public_connect_on_another_database(pair, check_bi, clean, database):
+    """A credential could log in there (and read the catalogs): advice, a
+    warning, template1 included."""
+    pair.primary.sql(f"GRANT CONNECT ON DATABASE {database} TO PUBLIC")
     try:
         found = findings(check_bi)
     finally:
-        pair.primary.sql("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC")
-    assert [f[1] for f in found] == ["database postgres"], found
-    assert found[0][3] == "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;"
+        pair.primary.sql(f"REVOKE CONNECT ON DATABASE {database} FROM PUBLIC")
+    assert [(f[0], f[1]) for f in found] == [("warning", f"database {database}")], found
+    assert found[0][3] == f"REVOKE CONNECT ON DATABASE {database} FROM PUBLIC;"
 
 
 # (plant, undo, expected object, words of the finding, whether running the fix clears it)
@@ -83,6 +87,26 @@ PLANTS = {
         "CREATE FUNCTION public.all_accounts() RETURNS SETOF accounts LANGUAGE sql SECURITY DEFINER "
         "AS 'SELECT * FROM accounts'", "DROP FUNCTION public.all_accounts()",
         "function public.all_accounts()", "security definer", True),
+    "SECURITY DEFINER function in a schema that is not exposed": (
+        "CREATE SCHEMA reporting; GRANT USAGE ON SCHEMA reporting TO PUBLIC; "
+        "CREATE FUNCTION reporting.totals() RETURNS bigint LANGUAGE sql SECURITY DEFINER "
+        "AS 'SELECT sum(amount) FROM public.ledger'", "DROP SCHEMA reporting CASCADE",
+        "function reporting.totals()", "security definer", True),
+    "SECURITY DEFINER function granted to the reader group": (
+        "CREATE FUNCTION public.totals() RETURNS bigint LANGUAGE sql SECURITY DEFINER "
+        "AS 'SELECT sum(amount) FROM public.ledger'; REVOKE EXECUTE ON FUNCTION public.totals() FROM PUBLIC; "
+        "GRANT EXECUTE ON FUNCTION public.totals() TO {reader}", "DROP FUNCTION public.totals()",
+        "function public.totals()", "security definer", True),
+    "SECURITY DEFINER function an exposed table's policy calls": (
+        "CREATE FUNCTION public.tenant_ok(integer) RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER "
+        "AS 'SELECT false'; CREATE POLICY app_ok ON ledger FOR SELECT TO PUBLIC USING (public.tenant_ok(org_id))",
+        "DROP POLICY app_ok ON ledger; DROP FUNCTION public.tenant_ok(integer)",
+        "function public.tenant_ok(integer)", "policies call", True),
+    "an object of bi_access given to another role past the drop guard": (
+        "ALTER EVENT TRIGGER bi_access_drop_guard DISABLE; ALTER TABLE bi_access.target OWNER TO bi_plain; "
+        "ALTER EVENT TRIGGER bi_access_drop_guard ENABLE",
+        "ALTER TABLE bi_access.target OWNER TO postgres",
+        "table bi_access.target (owned by bi_plain)", "owned by another role", True),
     "exposed table with RLS off": (
         "ALTER TABLE ledger DISABLE ROW LEVEL SECURITY", "ALTER TABLE ledger ENABLE ROW LEVEL SECURITY",
         "ledger", "row level security", True),
@@ -161,8 +185,7 @@ def test_check_reports_a_table_every_login_may_read_through_the_passthrough(pair
     assert any("ledger" in f[1] for f in found), found
 
 
-# ==========================================================================
-# What credentials take of what the server shares (issue 24, src/capacity.rs)
+# ===================================================================# What credentials take of what the server shares (issue 24, src/capacity.rs)
 
 def fresh_findings(pair, check_db) -> list[tuple]:
     """check() in a new session: one that sees the database's settings as
@@ -259,3 +282,23 @@ def test_check_reports_a_standby_whose_feedback_holds_back_vacuum(pair, check_bi
         pair.replica.sql("SELECT pg_reload_conf()")
     wait_until(lambda: horizon() == [(False,)], 30, "the standby's feedback to stop")
     assert findings(check_bi) == []
+=======
+DEFINER = ("CREATE SCHEMA reporting; CREATE FUNCTION reporting.totals() RETURNS bigint LANGUAGE sql "
+           "SECURITY DEFINER AS 'SELECT sum(amount) FROM public.ledger'")
+
+
+@pytest.mark.parametrize("usage, severity", [("PUBLIC", "error"), ("{reader}", "error"), (None, "warning")],
+                         ids=["USAGE for PUBLIC", "USAGE for the reader group", "no USAGE"])
+def test_check_reports_a_definer_function_in_any_schema(pair, check_db, check_bi, clean, usage, severity):
+    """A SECURITY DEFINER function executable by PUBLIC, in any schema: an
+    error where a credential could call it (USAGE on its schema) were it not
+    for the session guard, a warning where a grant on the schema is missing."""
+    reader = reader_group(pair.primary, check_db)
+    grant = f"; GRANT USAGE ON SCHEMA reporting TO {usage.format(reader=reader)}" if usage else ""
+    pair.primary.sql(DEFINER + grant, dbname=check_db)
+    try:
+        found = findings(check_bi)
+    finally:
+        pair.primary.sql("DROP SCHEMA reporting CASCADE", dbname=check_db)
+    assert [(f[0], f[1], f[3]) for f in found] == [
+        (severity, "function reporting.totals()", "REVOKE EXECUTE ON FUNCTION reporting.totals() FROM PUBLIC;")], found

@@ -129,6 +129,221 @@ def test_every_spelling_of_a_drop_is_refused_with_2bp01(pair, fdb, cred, stateme
     assert_sees_own_rows(pair, cred, fdb)
 
 
+NEW_OWNER = "failclosed_new_owner"
+
+
+@pytest.fixture(scope="module")
+def new_owner(pair):
+    if not pair.primary.sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (NEW_OWNER,)):
+        pair.primary.sql(f"CREATE ROLE {NEW_OWNER} NOLOGIN")
+    return NEW_OWNER
+
+
+# Every way to move what the drop guard protects out of its reach: rename
+# bi_access's schemas or give them another owner, move the extension, rename,
+# move or re-own its tables, columns, views, functions, types, indexes and
+# triggers, in any spelling.
+MOVES = {
+    "rename the schema": "ALTER SCHEMA bi_access RENAME TO gone",
+    "rename the internal schema": 'ALTER SCHEMA "bi_access_internal" RENAME TO gone',
+    "rename, unicode name": 'ALTER /* x */ SCHEMA U&"bi_\\0061ccess" RENAME TO gone',
+    "rename in dynamic SQL": "DO $$ BEGIN EXECUTE format('ALTER SCHEMA %I RENAME TO gone', 'bi_' || 'access'); END $$",
+    "rename in a function": "CREATE FUNCTION pg_temp.mover() RETURNS void LANGUAGE plpgsql AS "
+                            "$$ BEGIN ALTER SCHEMA bi_access RENAME TO gone; END $$; SELECT pg_temp.mover()",
+    "rename as replica": "SET session_replication_role = replica; ALTER SCHEMA bi_access RENAME TO gone",
+    "schema owner": f"ALTER SCHEMA bi_access OWNER TO {NEW_OWNER}",
+    "internal schema owner": f"ALTER SCHEMA bi_access_internal OWNER TO {NEW_OWNER}",
+    "move the extension": "ALTER EXTENSION bi_access SET SCHEMA public",
+    "rename a table": "ALTER TABLE bi_access.credential RENAME TO gone",
+    "rename a table found on the search_path": "SET search_path = bi_access; ALTER TABLE credential RENAME TO gone",
+    "rename a column": "ALTER TABLE bi_access.credential RENAME COLUMN org_id TO gone",
+    "move a table": "ALTER TABLE bi_access.event SET SCHEMA public",
+    "table owner": f"ALTER TABLE bi_access.credential OWNER TO {NEW_OWNER}",
+    "table owner, with another change": f"ALTER TABLE bi_access.event ADD COLUMN x int, OWNER TO {NEW_OWNER}",
+    "rename a view": "ALTER VIEW bi_access.credentials RENAME TO gone",
+    "view owner": f"ALTER VIEW bi_access.credentials OWNER TO {NEW_OWNER}",
+    "rename a function": "ALTER FUNCTION bi_access.check() RENAME TO gone",
+    "function owner": f"ALTER FUNCTION bi_access.current_org() OWNER TO {NEW_OWNER}",
+    "move a function": "ALTER FUNCTION bi_access.current_org() SET SCHEMA public",
+    "procedure owner": f"ALTER PROCEDURE bi_access.sync(text, integer) OWNER TO {NEW_OWNER}",
+    "rename a type": "ALTER TYPE bi_access.connection RENAME TO gone",
+    "type owner": f"ALTER TYPE bi_access.credential_status OWNER TO {NEW_OWNER}",
+    "rename an index": "ALTER INDEX bi_access.credential_org_label RENAME TO gone",
+    "rename a trigger": "ALTER TRIGGER event_append_only ON bi_access.event RENAME TO gone",
+    # REASSIGN OWNED fires no event trigger: the utility hook refuses it
+    # where the library is loaded (PostgreSQL would refuse it for the
+    # bootstrap superuser too, after bi_access: the message says whose).
+    "reassign owned": f"LOAD 'bi_access'; REASSIGN OWNED BY {SUPERUSER} TO {NEW_OWNER}",
+}
+
+
+def bi_access_objects(pair, dbname: str) -> list[tuple]:
+    """Every object of bi_access (its schemas, the extension's members) with
+    its owner, read from each catalog's own owner column."""
+    return pair.primary.sql(
+        "WITH m AS (SELECT d.classid, d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid "
+        "           WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'bi_access' AND d.deptype = 'e' "
+        "           UNION SELECT 'pg_namespace'::regclass, oid FROM pg_namespace "
+        "           WHERE nspname IN ('bi_access', 'bi_access_internal')) "
+        "SELECT pg_describe_object(m.classid, m.objid, 0), coalesce(CASE m.classid "
+        "  WHEN 'pg_class'::regclass THEN (SELECT relowner FROM pg_class WHERE oid = m.objid) "
+        "  WHEN 'pg_proc'::regclass THEN (SELECT proowner FROM pg_proc WHERE oid = m.objid) "
+        "  WHEN 'pg_type'::regclass THEN (SELECT typowner FROM pg_type WHERE oid = m.objid) "
+        "  WHEN 'pg_namespace'::regclass THEN (SELECT nspowner FROM pg_namespace WHERE oid = m.objid) "
+        "  WHEN 'pg_event_trigger'::regclass THEN (SELECT evtowner FROM pg_event_trigger WHERE oid = m.objid) "
+        "  END::regrole::text, '') FROM m ORDER BY 1", dbname=dbname)
+
+
+@pytest.mark.parametrize("statement", MOVES.values(), ids=list(MOVES))
+def test_every_way_to_move_what_the_guard_protects_is_refused_with_2bp01(pair, fdb, cred, new_owner, statement):
+    before = bi_access_objects(pair, fdb)
+    conn = pair.primary.connect(fdb)
+    try:
+        with pytest.raises(psycopg2.Error) as info:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        assert info.value.pgcode == "2BP01", info.value.pgerror
+        assert "cannot be renamed, moved or given another owner while live credentials exist" in \
+            info.value.pgerror, info.value.pgerror
+        assert info.value.diag.message_hint.startswith("Delete them first"), info.value.diag.message_hint
+    finally:
+        conn.close()
+    assert bi_access_objects(pair, fdb) == before
+    assert_sees_own_rows(pair, cred, fdb)
+
+
+OWNED = "failclosed_owned"
+# Two superusers: bi_access's event triggers may only be owned by one, so
+# REASSIGN OWNED to any other role fails on PostgreSQL's own check.
+DBA, DBA2 = "failclosed_dba", "failclosed_dba2"
+
+
+@pytest.fixture(scope="module")
+def owned(pair, saas_db, secrets, new_owner):
+    """A database whose bi_access a superuser other than the bootstrap one
+    owns (the bootstrap superuser's objects cannot be reassigned at all)."""
+    for dba in (DBA, DBA2):
+        if not pair.primary.sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (dba,)):
+            pair.primary.sql(f"CREATE ROLE {dba} SUPERUSER NOLOGIN")
+    pair.primary.sql(f"CREATE DATABASE {OWNED}")
+    pair.primary.sql(SCHEMA, dbname=OWNED)
+    pair.primary.sql(f"SET ROLE {DBA}; CREATE EXTENSION bi_access; RESET ROLE; {EXPOSE}", dbname=OWNED)
+    b = BiAccess(pair, OWNED, secrets)
+    cred = b.generate(ORG_A)
+    b.close()
+    return cred
+
+
+def owner_findings(pair, dbname: str) -> list[tuple]:
+    return [f for f in findings(pair, dbname) if "owned by another role than the extension's owner" in f[2]]
+
+
+def test_reassign_owned_is_refused_wherever_the_library_is_loaded(pair, owned):
+    """REASSIGN OWNED BY the extension's owner fires no event trigger; the
+    utility hook refuses it (2BP01) in a session that loaded bi_access (every
+    session, where bi_access is preloaded)."""
+    before = bi_access_objects(pair, OWNED)
+    conn = pair.primary.connect(OWNED)
+    try:
+        with pytest.raises(psycopg2.Error) as info:
+            with conn.cursor() as cur:
+                cur.execute(f"LOAD 'bi_access'; REASSIGN OWNED BY {DBA} TO {DBA2}")
+        assert info.value.pgcode == "2BP01", info.value.pgerror
+        assert f'bi_access\'s objects (owned by {DBA}) cannot be renamed, moved or given another owner' in \
+            info.value.pgerror, info.value.pgerror
+    finally:
+        conn.close()
+    assert bi_access_objects(pair, OWNED) == before
+    assert owner_findings(pair, OWNED) == []
+    assert_sees_own_rows(pair, owned, OWNED)
+
+
+def test_past_the_utility_hook_reassign_owned_moves_everything_to_a_superuser(pair, owned):
+    """In a session that never loaded the library (bi_access not preloaded),
+    REASSIGN OWNED goes through, but only to a superuser (PostgreSQL refuses
+    any other owner of bi_access's event triggers) and with the extension
+    itself: every object stays with the extension's owner, which check()
+    confirms, and the credential still reads its own org's rows and nothing
+    else."""
+    conn = pair.primary.connect(OWNED)
+    try:
+        with pytest.raises(psycopg2.Error) as info:
+            with conn.cursor() as cur:
+                cur.execute(f"REASSIGN OWNED BY {DBA} TO {NEW_OWNER}")
+        assert info.value.pgcode == "42501", info.value.pgerror
+        assert "The owner of an event trigger must be a superuser" in info.value.pgerror, info.value.pgerror
+    finally:
+        conn.close()
+    pair.primary.sql(f"REASSIGN OWNED BY {DBA} TO {DBA2}", dbname=OWNED)
+    pair.wait_replayed()
+    try:
+        assert {owner for _, owner in bi_access_objects(pair, OWNED)} <= {DBA2, ""}
+        assert pair.primary.value("SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'bi_access'",
+                                  dbname=OWNED) == DBA2
+        assert owner_findings(pair, OWNED) == []
+        assert_sees_own_rows(pair, owned, OWNED)
+    finally:
+        pair.primary.sql(f"REASSIGN OWNED BY {DBA2} TO {DBA}", dbname=OWNED)
+
+
+def test_check_reports_an_owner_that_lost_superuser(pair, owned):
+    """The one way bi_access's owner stops being a superuser: ALTER ROLE …
+    NOSUPERUSER (no event trigger, no ownership check). check() says so, with
+    the fix."""
+    pair.primary.sql(f"ALTER ROLE {DBA} NOSUPERUSER")
+    try:
+        found = [f for f in findings(pair, OWNED) if f[1].startswith("extension bi_access")]
+    finally:
+        pair.primary.sql(f"ALTER ROLE {DBA} SUPERUSER")
+    assert [(f[0], f[1], f[3]) for f in found] == [
+        ("error", f"extension bi_access (owned by {DBA})", f"ALTER ROLE {DBA} SUPERUSER;")], found
+    assert [f for f in findings(pair, OWNED) if f[1].startswith("extension bi_access")] == []
+
+
+def drop_orphans(pair, dbname: str, reader: str, roles: list[str]) -> None:
+    """What check() tells to run after bi_access went past its drop guard
+    (test_check_elsewhere_names_the_orphans_and_its_fixes_remove_them)."""
+    conn = pair.primary.connect(dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT format('DROP POLICY bi_access_passthrough ON %s; "
+                        "ALTER TABLE %s DISABLE ROW LEVEL SECURITY;', polrelid::regclass, polrelid::regclass) "
+                        "FROM pg_policy WHERE polname = 'bi_access_passthrough'")
+            for (statement,) in cur.fetchall():
+                cur.execute(statement)
+            cur.execute(f"DROP OWNED BY {reader}")
+    finally:
+        conn.close()
+    pair.primary.sql(f"DROP ROLE {reader}; " + " ".join(f"DROP ROLE {r};" for r in roles))
+
+
+# With the drop guard disabled on purpose, each way around it, then the drop
+# it was for (as the role that now owns the schema).
+AROUND_THE_GUARD = {
+    "rename": "ALTER SCHEMA bi_access RENAME TO gone; DROP SCHEMA gone CASCADE",
+    "re-own": f"ALTER SCHEMA bi_access OWNER TO {NEW_OWNER}; SET ROLE {NEW_OWNER}; DROP SCHEMA bi_access CASCADE",
+}
+
+
+@pytest.mark.parametrize("path", AROUND_THE_GUARD)
+def test_past_the_disabled_guard_a_moved_bi_access_fails_closed(request, pair, saas_db, secrets, new_owner, path):
+    """The outcome of the paths no event trigger sees: the credential reads
+    nothing of any exposed table, on both servers, as after a plain drop
+    past the guard."""
+    dbname = f"failclosed_{path.replace('-', '')}"
+    create_database(pair, dbname, SCHEMA, EXPOSE)
+    b = BiAccess(pair, dbname, secrets)
+    cred = b.generate(ORG_A)
+    b.close()
+    reader = reader_group(pair.primary, dbname)
+    request.addfinalizer(lambda: drop_orphans(pair, dbname, reader, [cred.role]))
+    pair.primary.sql(f"ALTER EVENT TRIGGER bi_access_drop_guard DISABLE; {AROUND_THE_GUARD[path]}", dbname=dbname)
+    pair.wait_replayed()
+    assert not pair.primary.sql("SELECT 1 FROM pg_extension WHERE extname = 'bi_access'", dbname=dbname)
+    for table in TABLES:
+        assert_sees_nothing(pair, cred, dbname, table)
+
+
 GONE = "failclosed_gone"
 
 

@@ -18,6 +18,7 @@ control that an ordinary role does read or call it."""
 from __future__ import annotations
 
 import io
+import json
 
 import psycopg2
 import pytest
@@ -26,7 +27,7 @@ from bi import ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, login
 from cluster import MEMBERSHIPS_ALLOW_SET_ROLE, PG_MAJOR, PRELOADED, SUPERUSER
 from libpq import LoginRefused, Connection
 from probe import (CANNOT_COERCE, OK, PERMISSION_DENIED, READ_ONLY_TRANSACTION, Session, bi_for, leaks,
-                   reader_group, session, tenant_database)
+                   reader_group, session, set_bi_settings, tenant_database)
 
 DB = "hostile"
 ORG_A, ORG_B, ORG_C = "7301001", "7302002", "7303003"
@@ -58,6 +59,13 @@ INSERT INTO metrics (org_id, value)
 CREATE INDEX ON metrics (org_id);
 CREATE STATISTICS metrics_stats (mcv) ON org_id, value FROM metrics;
 
+-- A column whose values differ by org: the planner's statistics of it tell
+-- one org's values to anyone who may EXPLAIN.
+CREATE TABLE deals (id bigserial PRIMARY KEY, org_id bigint NOT NULL, stage text NOT NULL);
+INSERT INTO deals (org_id, stage)
+  SELECT o, s FROM (VALUES ({ORG_A}, 'prospect', 40), ({ORG_B}, 'acquire-initech', 300), ({ORG_C}, 'prospect', 60))
+         v(o, s, n), generate_series(1, n) g;
+
 CREATE TABLE events (id bigint NOT NULL, org_id bigint NOT NULL, kind text NOT NULL) PARTITION BY HASH (org_id);
 CREATE TABLE events_p0 PARTITION OF events FOR VALUES WITH (MODULUS 2, REMAINDER 0);
 CREATE TABLE events_p1 PARTITION OF events FOR VALUES WITH (MODULUS 2, REMAINDER 1);
@@ -73,7 +81,41 @@ INSERT INTO app_secrets (org_id, token) VALUES ({ORG_A}, 'token of {ORG_A}'), ({
 CREATE SCHEMA internal;
 CREATE TABLE internal.payroll (org_id bigint NOT NULL, salary integer NOT NULL);
 INSERT INTO internal.payroll VALUES ({ORG_A}, 1), ({ORG_B}, 2);
+
+-- A DBA's reporting schema (not exposed): USAGE and EXECUTE left to PUBLIC,
+-- SECURITY DEFINER functions owned by the superuser that read every org's
+-- rows and tokens. Reached directly, through a view, an operator, an index
+-- expression and another function (no org key in any function's text: the
+-- catalogs must carry none).
+CREATE SCHEMA reporting;
+GRANT USAGE ON SCHEMA reporting TO PUBLIC;
+CREATE FUNCTION reporting.org_summary() RETURNS TABLE (org_id bigint, docs bigint, token text)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
+  AS $$ SELECT o.id, (SELECT count(*) FROM docs d WHERE d.org_id = o.id),
+               (SELECT s.token FROM app_secrets s WHERE s.org_id = o.id) FROM orgs o $$;
+CREATE FUNCTION reporting.org_token(bigint) RETURNS text
+  LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = public
+  AS $$ SELECT token FROM app_secrets WHERE org_id = $1 $$;
+CREATE OPERATOR reporting.### (RIGHTARG = bigint, FUNCTION = reporting.org_token);
+CREATE FUNCTION reporting.my_summary() RETURNS TABLE (org_id bigint, docs bigint, token text)
+  LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY SELECT * FROM reporting.org_summary(); END $$;
+-- Runs any statement under EXPLAIN (an invoker's helper, as DBAs write them).
+CREATE FUNCTION reporting.explain(query text) RETURNS SETOF text
+  LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN ' || query; END $$;
+-- A definer function the application's own policy on docs calls: the one
+-- kind of definer function a credential's query must be able to run.
+CREATE FUNCTION reporting.tenant_filter(bigint) RETURNS boolean
+  LANGUAGE sql STABLE SECURITY DEFINER AS $$ SELECT false $$;
+CREATE POLICY app_filter ON docs FOR SELECT TO PUBLIC USING (reporting.tenant_filter(org_id));
 """
+# The view path: a security_invoker view (15 and later: exposed by the sync)
+# over the reporting function. 14 has no security_invoker views, so no view
+# is exposed there: the DBA grants it to PUBLIC, and the session guard
+# refuses the view itself.
+OVERVIEW = ("CREATE VIEW org_overview {options} AS SELECT o.id AS org_id, s.docs, s.token "
+            "FROM orgs o JOIN reporting.org_summary() s ON s.org_id = o.id;\n").format(
+    options="WITH (security_invoker = true)" if PG_MAJOR >= 15 else "") + \
+    ("" if PG_MAJOR >= 15 else "GRANT SELECT ON org_overview TO PUBLIC;\n")
 
 EXPOSE = """
 SELECT bi_access.hide_table('app_secrets');
@@ -120,6 +162,7 @@ BI_SETTINGS = {
     "bi_access.custom_schema_max_columns": "0",
     "bi_access.custom_schema_max_expressions": "0",
     "bi_access.max_parallel_workers": "-1",
+    "bi_access.allow_explain": "on",
 }
 # The settings a credential's own session defines: those its session guard
 # reads (src/settings.rs). The others (management: where and how credentials
@@ -134,7 +177,8 @@ GUARD_BI_SETTINGS = {"bi_access.statement_timeout", "bi_access.idle_in_transacti
                      "bi_access.custom_schema_max_relations",
                      "bi_access.custom_schema_max_columns", "bi_access.custom_schema_max_expressions",
                      "bi_access.max_parallel_workers", "bi_access.max_cursors", "bi_access.max_held_cursors",
-                     "bi_access.max_prepared_statements", "bi_access.session_memory"}
+                     "bi_access.max_prepared_statements", "bi_access.session_memory",
+                     "bi_access.allow_explain"}
 INVALID_PARAMETER_NAME = "42602"
 UNDEFINED_SETTING_OUTCOME = INVALID_PARAMETER_NAME if PG_MAJOR >= 15 else OK
 
@@ -152,7 +196,7 @@ def code(sqlstate: str):
 @pytest.fixture(scope="module")
 def hostile(pair, bi):
     """The hostile database, its tables exposed and analyzed, replayed."""
-    tenant_database(pair, DB, SCHEMA, EXPOSE + f"GRANT SELECT ON docs TO {PLAIN_ROLE};")
+    tenant_database(pair, DB, SCHEMA + OVERVIEW, EXPOSE + f"GRANT SELECT ON docs TO {PLAIN_ROLE};")
     return DB
 
 
@@ -570,8 +614,7 @@ ORG_LOOKUPS = ("current_org", "current_org_bigint", "current_org_uuid")
 @pytest.fixture(scope="module")
 def org_of_caller(pair, hostile):
     """A careless DBA's SECURITY DEFINER wrapper in public, executable by
-    PUBLIC, that hands the org lookups to anyone: the one way a credential
-    can observe what they answer for its session."""
+    PUBLIC, that hands the org lookups to anyone."""
     pair.primary.sql("CREATE FUNCTION public.org_of_caller() RETURNS text[] LANGUAGE sql SECURITY DEFINER "
                      "AS $$SELECT ARRAY[bi_access.current_org(), bi_access.current_org_bigint()::text, "
                      "bi_access.current_org_uuid()::text]$$", dbname=hostile)
@@ -581,26 +624,121 @@ def org_of_caller(pair, hostile):
     pair.wait_replayed()
 
 
-def test_current_org_gives_only_the_own_key(sess, server, hostile, org_of_caller):
+def test_current_org_is_callable_by_no_path(sess, server, hostile, org_of_caller):
     """Called directly, the org lookups are refused (42501: no USAGE on
-    bi_access's schema). Through the DBA's wrapper they answer the outer
-    user's org: the credential's own key (its bigint form; NULL as a uuid),
-    also after it SETs the application's placeholders; as the reader group,
-    after SET ROLE, nothing."""
+    bi_access's schema); through the DBA's definer wrapper too (42501: the
+    session guard runs no SECURITY DEFINER function but bi_access's own),
+    also after the credential SETs the application's placeholders. A plain
+    role does get the wrapper's answer (for it: no org)."""
     observed = {fn: sess.run(f"SELECT bi_access.{fn}()::text").state for fn in ORG_LOOKUPS}
     assert observed == {fn: PERMISSION_DENIED for fn in ORG_LOOKUPS}, observed
-    own = [ORG_A, ORG_A, None]
-    assert sess.value(f"SELECT {org_of_caller}") == own
-    for name, value in PLACEHOLDERS.items():
-        sess.rows(f"SET {name} = '{value}'")
-    assert sess.value(f"SELECT {org_of_caller}") == own
-    if MEMBERSHIPS_ALLOW_SET_ROLE:
-        sess.rows(f"SET ROLE {reader_group(server, hostile)}")
-        assert sess.value(f"SELECT {org_of_caller}") == [None, None, None]
-        sess.rows("RESET ROLE")
-    else:  # 16 and later: the membership is WITH SET FALSE
-        expect(sess.run(f"SET ROLE {reader_group(server, hostile)}"), PERMISSION_DENIED)
-    assert sess.value(f"SELECT {org_of_caller}") == own
+    control = login(server.tcp_args(hostile, PLAIN_ROLE, PLAIN_PASSWORD))
+    try:
+        assert Session(control).value(f"SELECT {org_of_caller}") == [None, None, None], "control"
+    finally:
+        control.close()
+    for name, value in [(None, None), *PLACEHOLDERS.items()]:
+        if name:
+            sess.rows(f"SET {name} = '{value}'")
+        outcome = sess.run(f"SELECT {org_of_caller}")
+        expect(outcome, PERMISSION_DENIED)
+        assert f"SECURITY DEFINER function {org_of_caller}" in outcome.message, str(outcome)
+
+
+# --------------------------------------------------------------------------
+# SECURITY DEFINER functions: however they are reached
+
+REPORTING_ROWS = "SELECT o.id, (SELECT count(*) FROM docs d WHERE d.org_id = o.id), " \
+                 "(SELECT s.token FROM app_secrets s WHERE s.org_id = o.id) FROM orgs o ORDER BY 1"
+
+# What the credential runs -> the function the refusal names.
+DEFINER_PATHS = {
+    "directly": ("SELECT * FROM reporting.org_summary()", "reporting.org_summary()"),
+    "in a FROM list beside an exposed table": (
+        "SELECT o.name, s.token FROM orgs o, reporting.org_summary() s", "reporting.org_summary()"),
+    "in a view": ("SELECT * FROM org_overview", "reporting.org_summary()"),
+    "through an operator, folded by the planner": (f"SELECT OPERATOR(reporting.###) {ORG_B}::bigint",
+                                                   "reporting.org_token(bigint)"),
+    "through an operator on a column": ("SELECT OPERATOR(reporting.###) id FROM orgs",
+                                        "reporting.org_token(bigint)"),
+    "in another function": ("SELECT * FROM reporting.my_summary()", "reporting.org_summary()"),
+    "in a WHERE clause": (f"SELECT count(*) FROM orgs WHERE reporting.org_token(id) = 'token of {ORG_B}'",
+                          "reporting.org_token(bigint)"),
+    "in a prepared statement": ("PREPARE summary AS SELECT * FROM reporting.org_summary(); EXECUTE summary",
+                                "reporting.org_summary()"),
+}
+
+
+def test_the_reporting_functions_give_every_org_to_an_ordinary_role(pair, server, hostile):
+    """Control: the DBA's reporting function, called by any role (here the
+    plain one, which may read no table of the database), returns every org's
+    counts and tokens, as the superuser counts them; so does its operator."""
+    conn = login(server.tcp_args(hostile, PLAIN_ROLE, PLAIN_PASSWORD))
+    try:
+        s = Session(conn)
+        assert s.rows("SELECT * FROM reporting.org_summary() ORDER BY 1") == \
+            server.sql(REPORTING_ROWS, dbname=hostile)
+        assert s.value(f"SELECT OPERATOR(reporting.###) {ORG_B}::bigint") == f"token of {ORG_B}"
+        expect(s.run("SELECT * FROM app_secrets"), PERMISSION_DENIED)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", DEFINER_PATHS, ids=code("42501"))
+def test_a_definer_function_is_refused_however_it_is_reached(sess, expected, path):
+    """The session guard runs no SECURITY DEFINER function but bi_access's own
+    (and those an exposed table's policies call): the function manager's
+    hook refuses it at the call, after PostgreSQL switched to its owner, on
+    the session's login. On 14 no view is exposed: the guard refuses the view
+    itself (42501 too), before the function."""
+    sql, function = DEFINER_PATHS[path]
+    outcome = sess.run(sql)
+    expect(outcome, PERMISSION_DENIED)
+    if path == "in a view" and PG_MAJOR < 15:
+        assert "reads only exposed tables" in outcome.message, str(outcome)
+    else:
+        assert f"may not call SECURITY DEFINER function {function}" in outcome.message, str(outcome)
+    assert not leaks(outcome.text(), foreign()), leaks(outcome.text(), foreign())
+    assert_sees_exactly(sess, expected[ORG_A], f"after {path}")
+
+
+def test_a_definer_function_in_an_index_expression_is_refused(sess, cred, server):
+    """A read_write credential builds an index on an expression that calls
+    the reporting function over its own table of guessed keys: the build
+    calls it, and the guard refuses (42501, naming it); a read credential may
+    build no index at all (42501, read-only). Nothing is created either way."""
+    read_write(sess)
+    if cred.details["scope"] == "read_write" and server.name == "primary":
+        schema = cred.details["custom_schema"]
+        sess.rows(f"CREATE TABLE {schema}.guesses (org_id bigint)")
+        try:
+            sess.rows(f"INSERT INTO {schema}.guesses VALUES ({ORG_B}), ({ORG_C})")
+            outcome = sess.run(f"CREATE INDEX guesses_token ON {schema}.guesses (reporting.org_token(org_id))")
+            expect(outcome, PERMISSION_DENIED)
+            assert "may not call SECURITY DEFINER function reporting.org_token(bigint)" in outcome.message, \
+                str(outcome)
+            assert sess.rows("SELECT 1 FROM pg_class WHERE relname = 'guesses_token'") == []
+        finally:
+            sess.rows(f"DROP TABLE {schema}.guesses")
+        return
+    outcome = sess.run("CREATE INDEX orgs_token ON orgs (reporting.org_token(id))")
+    expect(outcome, PERMISSION_DENIED)
+    assert sess.rows("SELECT 1 FROM pg_class WHERE relname = 'orgs_token'") == []
+
+
+def test_a_definer_function_an_exposed_tables_policy_calls_is_admitted(sess, pair, server, hostile, expected):
+    """docs carries the application's own policy calling a definer function
+    (reporting.tenant_filter): a credential's query on docs runs it, so the
+    guard admits it (the one exception, which check() lists), and it gives the
+    org's rows exactly; called directly it answers too (here: false)."""
+    assert server.value("SELECT count(*) FROM pg_policy WHERE polname = 'app_filter'", dbname=hostile) == 1
+    assert sess.rows("SELECT * FROM docs ORDER BY 1") == expected[ORG_A]["docs"]
+    assert sess.value(f"SELECT reporting.tenant_filter({ORG_B})") is False
+    findings = pair.primary.sql("SELECT severity, object FROM bi_access.check() WHERE object LIKE %s",
+                                ("function reporting.%",), dbname=hostile)
+    assert ("warning", "function reporting.tenant_filter(bigint)") in findings, findings
+    assert ("error", "function reporting.org_summary()") in findings, findings
+    assert ("error", "function reporting.org_token(bigint)") in findings, findings
 
 
 # --------------------------------------------------------------------------
@@ -784,26 +922,126 @@ def test_prepared_statements_and_cursors_stay_in_the_org(cred, hbi, pair, server
 # --------------------------------------------------------------------------
 # what the planner and the statistics tell
 
-EXPLAINED = {
-    "docs": "SELECT * FROM docs",
-    "metrics filtered": f"SELECT * FROM metrics WHERE org_id = {ORG_A} AND value >= 0",
-    "metrics of another org": f"SELECT * FROM metrics WHERE org_id + 0 <> {ORG_A}",
-    "events grouped": "SELECT org_id, count(*) FROM events GROUP BY org_id",
-    "join": "SELECT o.name, count(*) FROM orgs o JOIN docs d ON d.org_id = o.id GROUP BY o.name",
-    "tickets sorted": "SELECT * FROM tickets ORDER BY subject",
+# Guesses at another org's values: ANALYZE (in the fixture) put every org's
+# stages in deals' statistics, so the planner's estimate for the right guess
+# (org B's stage) differs from a wrong one's.
+GUESSES = {
+    "right guess": "SELECT * FROM deals WHERE stage = 'acquire-initech'",
+    "wrong guess": "SELECT * FROM deals WHERE stage = 'acquire-hooli'",
+}
+EXPLAIN_FORMS = {
+    "EXPLAIN": "EXPLAIN {q}",
+    "EXPLAIN (FORMAT JSON)": "EXPLAIN (FORMAT JSON) {q}",
+    "EXPLAIN (COSTS, VERBOSE, SETTINGS)": "EXPLAIN (COSTS, VERBOSE, SETTINGS) {q}",
+    "EXPLAIN ANALYZE": "EXPLAIN ANALYZE {q}",
+    "EXPLAIN (ANALYZE, BUFFERS, FORMAT YAML)": "EXPLAIN (ANALYZE, BUFFERS, FORMAT YAML) {q}",
+    "EXPLAIN (ANALYZE false)": "EXPLAIN (ANALYZE false) {q}",
+    "EXPLAIN EXECUTE": "PREPARE guess AS {q}; EXPLAIN EXECUTE guess",
+    "EXPLAIN in a function": "SELECT * FROM reporting.explain($q${q}$q$)",
+}
+ANALYZES = {form for form in EXPLAIN_FORMS if "ANALYZE" in form and "false" not in form}
+
+
+def estimate(rows) -> float:
+    """The top node's row estimate of EXPLAIN (FORMAT JSON)'s output."""
+    out = rows[0][0]
+    return (out if isinstance(out, list) else json.loads(out))[0]["Plan"]["Plan Rows"]
+
+
+def test_estimates_tell_another_orgs_values(server, hostile, creds):
+    """Control: planned as the credential's role (a superuser session that
+    SET ROLE to it, which the session guard does not watch), EXPLAIN's
+    estimates tell a right guess of another org's key from a wrong one."""
+    conn = server.connect(hostile)
+    try:
+        s = Session(conn)
+        s.rows(f'SET ROLE "{creds[ORG_A].role}"')
+        right, wrong = (estimate(s.rows(f"EXPLAIN (FORMAT JSON) {GUESSES[g]}")) for g in GUESSES)
+        assert right > wrong, (right, wrong)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("guess", GUESSES)
+@pytest.mark.parametrize("form", EXPLAIN_FORMS, ids=code("42501"))
+def test_explain_is_refused(sess, expected, form, guess):
+    """Every form of EXPLAIN (42501), whatever it explains: the estimates come
+    from statistics over every org's rows, and ANALYZE counts the rows a
+    filter removed."""
+    outcome = sess.run(EXPLAIN_FORMS[form].format(q=GUESSES[guess]))
+    expect(outcome, PERMISSION_DENIED)
+    what = "EXPLAIN ANALYZE" if form in ANALYZES else "EXPLAIN:"
+    assert f"a bi_access credential may not run {what}" in outcome.message, str(outcome)
+    # No plan, no estimate (the error's context may echo the guess itself).
+    assert outcome.rows == [] and "rows=" not in outcome.text(), str(outcome)
+    assert_sees_exactly(sess, expected[ORG_A], f"after {form}")
+
+
+@pytest.fixture
+def explain_allowed(pair):
+    set_bi_settings(pair, {"bi_access.allow_explain": "on"})
+    yield
+    set_bi_settings(pair, {"bi_access.allow_explain": None})
+
+
+@pytest.mark.parametrize("form", EXPLAIN_FORMS)
+def test_allow_explain_allows_plain_explain_only(explain_allowed, sess, form):
+    """A deployment that accepts the estimates sets bi_access.allow_explain:
+    plain EXPLAIN then runs (its estimates tell right from wrong guesses, as
+    the control shows); EXPLAIN ANALYZE stays refused (42501)."""
+    outcome = sess.run(EXPLAIN_FORMS[form].format(q=GUESSES["right guess"]))
+    if form in ANALYZES:
+        expect(outcome, PERMISSION_DENIED)
+        assert "may not run EXPLAIN ANALYZE" in outcome.message, str(outcome)
+    else:
+        expect(outcome, OK)
+        assert outcome.rows, str(outcome)
+
+
+MESSAGES_BELOW_NOTICE = {
+    "SET": "SET client_min_messages = log",
+    "SET debug5": "SET client_min_messages = debug5",
+    "set_config": "SELECT set_config('client_min_messages', 'debug1', false)",
+    "SET LOCAL": "BEGIN; SET LOCAL client_min_messages = log; COMMIT",
 }
 
 
-@pytest.mark.parametrize("options", ["ANALYZE, VERBOSE, BUFFERS, SETTINGS",
-                                     "ANALYZE, VERBOSE, FORMAT JSON", "VERBOSE, COSTS, FORMAT YAML"])
-@pytest.mark.parametrize("query", EXPLAINED)
-def test_explain_shows_no_other_org(sess, query, options):
-    outcome = sess.run(f"EXPLAIN ({options}) {EXPLAINED[query]}")
-    expect(outcome, OK)
-    text = outcome.text()
-    # The planner put the credential's own key where the policies compare.
-    assert ORG_A in text, "not the plan of an org-filtered query"
-    assert not leaks(text, foreign()), leaks(text, foreign())
+@pytest.mark.parametrize("how", MESSAGES_BELOW_NOTICE, ids=code("42501"))
+def test_messages_below_notice_are_refused(sess, how):
+    """A plan printed at LOG (debug_print_plan, auto_explain) carries the
+    estimates: a credential may not ask for messages below NOTICE (42501)."""
+    outcome = sess.run(MESSAGES_BELOW_NOTICE[how])
+    expect(outcome, PERMISSION_DENIED)
+    assert "may not receive messages below NOTICE" in outcome.message, str(outcome)
+    sess.run("ROLLBACK")
+    assert sess.value("SHOW client_min_messages") == "notice"
+
+
+def test_a_plan_printed_at_log_never_reaches_a_credential(cred, server, hostile):
+    """debug_print_plan (any role may set it) prints the plan, estimates
+    included, at LOG. Control: an ordinary role asking for LOG in its startup
+    packet gets it. A credential asking the same gets client_min_messages
+    NOTICE and no plan."""
+    options = "-c client_min_messages=debug1 -c debug_print_plan=on"
+    control = login({**server.tcp_args(hostile, PLAIN_ROLE, PLAIN_PASSWORD), "options": options})
+    control.notices = []
+    try:
+        Session(control).rows(f"SELECT * FROM docs WHERE org_id = {ORG_B}")
+        assert any("plan_rows" in n for n in control.notices), "control: the plan reaches the client"
+    finally:
+        control.close()
+    conn = login({**cred.login_args(server), "options": options})
+    try:
+        s = Session(conn)
+        assert s.value("SHOW client_min_messages") == "notice"
+        outcome = s.run(GUESSES["right guess"])
+        expect(outcome, OK)
+        assert not any("plan_rows" in n for n in outcome.notices), outcome.notices
+        s.rows("SET debug_print_plan = on")
+        outcome = s.run(GUESSES["right guess"])
+        assert not any("plan_rows" in n for n in outcome.notices), outcome.notices
+    finally:
+        conn.close()
 
 
 def test_statistics_views_are_refused(sess, pair, server, hostile):
@@ -825,6 +1063,93 @@ def test_statistics_views_are_refused(sess, pair, server, hostile):
         outcome = sess.run(f"SELECT * FROM {view}")
         expect(outcome, PERMISSION_DENIED)
         assert "bi_access credential" in outcome.message, str(outcome)
+
+
+def statistics_views(server, hostile) -> list[str]:
+    """This major's views of table and index statistics, from its catalog:
+    pg_stat*_tables, pg_stat*_indexes, pg_statio_*."""
+    return [v for (v,) in server.sql(
+        "SELECT viewname::text FROM pg_views WHERE schemaname = 'pg_catalog' "
+        "AND (viewname ~ '^pg_stat.*_(tables|indexes)$' OR viewname LIKE 'pg\\_statio\\_%') ORDER BY 1",
+        dbname=hostile)]
+
+
+def test_table_statistics_views_are_refused_whole(sess, server, hostile):
+    """pg_stat_user_tables and its kin count every table's rows (non-exposed
+    ones, bi_access's own credentials and events: how many customers have BI
+    access), scans and blocks, whatever the reader's privileges. Control: an
+    ordinary role reads bi_access.credential's counters there. Each view is
+    refused whole (42501), on this major's list of them."""
+    views = statistics_views(server, hostile)
+    assert {"pg_stat_user_tables", "pg_stat_xact_user_tables", "pg_stat_all_indexes", "pg_statio_user_tables",
+            "pg_statio_all_sequences"} <= set(views), views
+    control = login(server.tcp_args(hostile, PLAIN_ROLE, PLAIN_PASSWORD))
+    try:
+        assert Session(control).rows("SELECT relname FROM pg_stat_user_tables "
+                                     "WHERE schemaname = 'bi_access' AND relname = 'credential'"), "control"
+    finally:
+        control.close()
+    observed = {v: sess.run(f"SELECT * FROM {v}") for v in views}
+    assert {v: o.state for v, o in observed.items()} == {v: PERMISSION_DENIED for v in views}, observed
+    assert all("a bi_access credential reads only exposed tables" in o.message for o in observed.values())
+
+
+def statistics_functions(server, hostile) -> list[str]:
+    """The pg_stat_get_* functions this major's table and index statistics
+    views call, read from their definitions."""
+    return [f for (f,) in server.sql(
+        "SELECT DISTINCT m[1] FROM pg_views v, regexp_matches(v.definition, '(pg_stat_get_[a-z_]+)', 'g') m "
+        "WHERE v.schemaname = 'pg_catalog' "
+        "AND (v.viewname ~ '^pg_stat.*_(tables|indexes)$' OR v.viewname LIKE 'pg\\_statio\\_%') ORDER BY 1",
+        dbname=hostile)]
+
+
+def test_relation_statistics_functions_are_refused_by_name(sess, server, hostile):
+    """Every pg_stat_get_* function those views call, called directly on
+    bi_access.credential's OID (by OID: a credential may not even name a
+    relation of bi_access's schema) and on an exposed table: 42501. Control:
+    an ordinary role gets bi_access.credential's live rows."""
+    relid = server.value("SELECT 'bi_access.credential'::regclass::oid", dbname=hostile)
+    functions = statistics_functions(server, hostile)
+    assert "pg_stat_get_live_tuples" in functions and len(functions) >= 25, functions
+    control = login(server.tcp_args(hostile, PLAIN_ROLE, PLAIN_PASSWORD))
+    try:
+        expect(Session(control).run(f"SELECT pg_stat_get_live_tuples({relid})"), OK)
+    finally:
+        control.close()
+    observed = {f: sess.run(f"SELECT {f}({relid})").state for f in functions}
+    observed["pg_stat_get_live_tuples on an exposed table"] = \
+        sess.run("SELECT pg_stat_get_live_tuples('metrics'::regclass)").state
+    observed["pg_stat_get_xact_blocks_hit"] = sess.run(f"SELECT pg_stat_get_xact_blocks_hit({relid})").state
+    assert observed == {f: PERMISSION_DENIED for f in observed}, observed
+
+
+def test_pg_stat_activity_still_works(sess, cred, server):
+    """What BI clients read when they connect: the server's sessions (other
+    roles' statements hidden, as PostgreSQL does for every role)."""
+    rows = sess.rows("SELECT usename, query FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+    assert rows == [(cred.role, "SELECT usename, query FROM pg_stat_activity WHERE pid = pg_backend_pid()")]
+    assert sess.value("SELECT count(*) FROM pg_stat_database WHERE datname = current_database()") == 1
+
+
+XID_FUNCTIONS = ("pg_current_xact_id()", "txid_current()")
+
+
+@pytest.mark.parametrize("function", XID_FUNCTIONS)
+def test_a_read_credential_assigns_no_transaction_id(sess, cred, server, function):
+    """A read credential's call that would assign a transaction id: 42501 on
+    every server. A read_write credential writes, so it may (on the primary;
+    a standby assigns none, and PostgreSQL refuses it there: 25006)."""
+    outcome = sess.run(f"SELECT {function}")
+    if cred.details["scope"] == "read":
+        expect(outcome, PERMISSION_DENIED)
+        assert "may not call" in outcome.message and "assigns a transaction id" in outcome.message, str(outcome)
+    elif server.name == "primary":
+        expect(outcome, OK)
+    else:
+        expect(outcome, READ_ONLY_TRANSACTION)
+        assert "during recovery" in outcome.message, str(outcome)
+    expect(sess.run("SELECT pg_current_xact_id_if_assigned()"), OK)
 
 
 CATALOGS = {
@@ -884,6 +1209,168 @@ def test_pg_stat_statements_is_unreadable_in_a_database_without_bi_access(cred, 
         assert not leaks(outcome.text(), every_org())
     finally:
         conn.close()
+
+
+PG_STAT_STATEMENTS_CALLS = {
+    "pg_stat_statements(true)": "SELECT * FROM pg_stat_statements(true)",
+    "pg_stat_statements(false)": "SELECT * FROM pg_stat_statements(false)",
+    "pg_stat_statements(showtext => true)": "SELECT * FROM public.pg_stat_statements(showtext => true)",
+    "in the select list": "SELECT (pg_stat_statements(true)).query",
+    "pg_stat_statements_info()": "SELECT * FROM pg_stat_statements_info()",
+}
+
+
+@pytest.mark.parametrize("call", PG_STAT_STATEMENTS_CALLS, ids=code("42501"))
+def test_pg_stat_statements_functions_are_refused_whatever_the_argument(cred, server, call):
+    """The view is refused, and so is the function behind it, called with any
+    argument (where PostgreSQL would show other roles' statements and row
+    counts to a role that may not read the view). Control: the superuser's
+    call of the same function shows the marker."""
+    marker = f"DO $$BEGIN PERFORM '{NAMES[ORG_C]} {ORG_C}'; END$$"
+    server.sql(marker)
+    assert any(NAMES[ORG_C] in q for (q,) in server.sql("SELECT query FROM pg_stat_statements(true)")), "control"
+    conn = login({**cred.login_args(server), "dbname": "postgres"})
+    try:
+        outcome = Session(conn).run(PG_STAT_STATEMENTS_CALLS[call])
+        expect(outcome, PERMISSION_DENIED)
+        assert "may not call pg_stat_statements" in outcome.message, str(outcome)
+        assert not leaks(outcome.text(), every_org())
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------
+# what a credential can still learn (README: "What a BI login can still
+# learn" names each item, and nothing else)
+
+OTHER_APPLICATION = "another-bi-tool"
+
+
+@pytest.fixture
+def other_session(creds, server):
+    """Another org's credential on the same server, named by its
+    application_name, inside a transaction that read docs (it holds the lock)."""
+    conn = login({**creds[ORG_B].login_args(server), "application_name": OTHER_APPLICATION})
+    s = Session(conn)
+    s.rows("BEGIN")
+    s.rows("SELECT count(*) FROM docs")
+    yield creds[ORG_B].role
+    s.run("ROLLBACK")
+    conn.close()
+
+
+def learn_names(sess, server, hostile, other):
+    """Every relation's, column's and function's name, exposed or not,
+    bi_access's own included."""
+    rows = set(sess.rows("SELECT n.nspname::text, c.relname::text FROM pg_class c "
+                         "JOIN pg_namespace n ON n.oid = c.relnamespace"))
+    assert {("public", "app_secrets"), ("internal", "payroll"), ("bi_access", "credential"),
+            ("bi_access", "event")} <= rows
+    columns = sess.rows("SELECT attname::text FROM pg_attribute WHERE attrelid = "
+                        "(SELECT oid FROM pg_class WHERE relname = 'app_secrets') AND attnum > 0 ORDER BY attnum")
+    assert columns == [("id",), ("org_id",), ("token",)]
+    assert sess.rows("SELECT proname::text FROM pg_proc WHERE proname = 'org_summary'") == [("org_summary",)]
+
+
+SIZES = ("SELECT n.nspname::text, c.relname::text, c.relpages, c.reltuples, pg_relation_size(c.oid) "
+         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+         "WHERE (n.nspname, c.relname) IN (('public', 'metrics'), ('public', 'app_secrets'), "
+         "('internal', 'payroll'), ('bi_access', 'credential')) ORDER BY 1, 2")
+
+
+def learn_sizes(sess, server, hostile, other):
+    """Every table's size in pages, the planner's estimate of its rows, and
+    its size on disk, as the superuser reads them: exposed or not, bi_access's
+    own included."""
+    seen = sess.rows(SIZES)
+    assert seen == server.sql(SIZES, dbname=hostile), seen
+    assert len(seen) == 4 and all(size > 0 for *_, size in seen), seen
+
+
+def learn_roles(sess, server, hostile, other):
+    """Every role's name, and which are BI credentials (the members of
+    bi_access_credential): how many there are in the cluster."""
+    roles = {r for (r,) in sess.rows("SELECT rolname::text FROM pg_roles")}
+    assert other in roles and PLAIN_ROLE in roles and ADMIN_ROLE in roles
+    members = {r for (r,) in sess.rows("SELECT member::regrole::text FROM pg_auth_members "
+                                       "WHERE roleid = 'bi_access_credential'::regrole")}
+    assert other in members
+    assert len(members) == server.value("SELECT count(*) FROM pg_auth_members "
+                                        "WHERE roleid = 'bi_access_credential'::regrole")
+
+
+def learn_databases_and_schemas(sess, server, hostile, other):
+    assert {("postgres",), (hostile,)} <= set(sess.rows("SELECT datname::text FROM pg_database"))
+    schemas = {n for (n,) in sess.rows("SELECT nspname::text FROM pg_namespace")}
+    custom = {n for (n,) in server.sql("SELECT schema_name::text FROM bi_access.custom_schema", dbname=hostile)}
+    assert {"internal", "reporting", "bi_access", "bi_access_internal"} | custom <= schemas
+
+
+def learn_policies(sess, server, hostile, other):
+    policies = dict(sess.rows("SELECT policyname::text, qual FROM pg_policies WHERE tablename = 'docs'"))
+    assert "current_org_bigint()" in policies["bi_access_read"], policies
+    assert "current_setting('app.org'" in policies["app_tenant"], policies
+
+
+def learn_settings(sess, server, hostile, other):
+    assert sess.value("SELECT count(*) FROM pg_settings") > 200
+    assert sess.value("SELECT setting FROM pg_settings WHERE name = 'max_connections'") == \
+        server.value("SHOW max_connections")
+
+
+def learn_activity(sess, server, hostile, other):
+    """Another session's login, database, application name and process id;
+    not its statement, backend type, client address, state or start."""
+    rows = sess.rows("SELECT usename::text, datname::text, application_name, pid IS NOT NULL, backend_type, "
+                     "query, client_addr, state, backend_start FROM pg_stat_activity WHERE usename = %s", (other,))
+    assert rows == [(other, hostile, OTHER_APPLICATION, True, None, "<insufficient privilege>",
+                     None, None, None)], rows
+
+
+def learn_locks(sess, server, hostile, other):
+    """The locks every session holds: which relations another session uses."""
+    pid = sess.value("SELECT pid FROM pg_stat_activity WHERE usename = %s", (other,))
+    locked = {r for (r,) in sess.rows("SELECT relation::regclass::text FROM pg_locks WHERE pid = %s "
+                                      "AND locktype = 'relation'", (pid,))}
+    assert "docs" in locked, locked
+
+
+def learn_database_counters(sess, server, hostile, other):
+    """The database's own counters: commits, rows returned, sessions."""
+    row = sess.rows("SELECT numbackends, xact_commit, tup_returned FROM pg_stat_database "
+                    "WHERE datname = current_database()")[0]
+    assert row[0] >= 2 and row[1] > 0 and row[2] > 0, row
+
+
+def learn_server_counters(sess, server, hostile, other):
+    """The server's own counters (background writer, WAL, SLRU, archiver and,
+    from 16, I/O by backend type)."""
+    views = ["pg_stat_bgwriter", "pg_stat_wal", "pg_stat_slru", "pg_stat_archiver"]
+    if PG_MAJOR >= 16:
+        views.append("pg_stat_io")
+    assert {v: bool(sess.rows(f"SELECT * FROM {v}")) for v in views} == {v: True for v in views}
+
+
+LEARNABLE = {
+    "names of every relation, column and function": learn_names,
+    "size and row estimate of every table": learn_sizes,
+    "every role, and which are BI credentials": learn_roles,
+    "every database and schema": learn_databases_and_schemas,
+    "the policies' expressions": learn_policies,
+    "the server's settings": learn_settings,
+    "other sessions' login, database and application name": learn_activity,
+    "the relations other sessions lock": learn_locks,
+    "the database's counters": learn_database_counters,
+    "the server's counters": learn_server_counters,
+}
+
+
+@pytest.mark.parametrize("item", LEARNABLE)
+def test_what_a_credential_can_still_learn(sess, server, hostile, other_session, item):
+    """What the catalogs and the server-wide statistics still tell a
+    credential, as PostgreSQL shows them to every role. README lists each
+    item; none carries another org's rows or values (test_catalog_names_no_org)."""
+    LEARNABLE[item](sess, server, hostile, other_session)
 
 
 # --------------------------------------------------------------------------

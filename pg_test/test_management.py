@@ -187,6 +187,62 @@ def test_hide_table_of_a_table_bi_access_does_not_know_is_55000(pair, mgmt):
         pair.primary.sql(f"REVOKE {OWNER} FROM {ADMIN}")
 
 
+PAYROLL = "public.payroll"
+
+
+@pytest.fixture
+def payroll(pair, mgmt):
+    """A new table (in an exposed schema, with the org column) that the admin
+    may not read: the superuser's, no grant."""
+    pair.primary.sql(f"CREATE TABLE {PAYROLL} (org_id bigint NOT NULL, salary int NOT NULL); "
+                     f"INSERT INTO {PAYROLL} VALUES (42, 1000), (42, 1100), (7, 9000)", dbname=DB)
+    yield PAYROLL
+    pair.primary.sql(f"DROP TABLE {PAYROLL}", dbname=DB)
+
+
+SYNCS = {"sync_tables()": "SELECT * FROM bi_access.sync_tables()", "CALL sync()": "CALL bi_access.sync()"}
+
+
+@pytest.mark.parametrize("sync", SYNCS)
+def test_a_sync_by_the_admin_leaves_a_new_table_it_cannot_read_new(pair, mgmt, payroll, sync):
+    """Issue 25's confused deputy: the non-superuser admin, refused by
+    expose_table on a table it cannot read, runs a sync, which runs with the
+    extension owner's rights. The sync checks the admin as expose_table does:
+    the table stays new, a NOTICE names it and the rights the admin lacks,
+    and unsynced_tables() lists it with that reason. A DBA's expose_table then
+    exposes it, and a credential reads its org's rows of it."""
+    conn = mgmt.connect()
+    try:
+        s = Session(conn)
+        assert s.run(f"SELECT * FROM {payroll}").state == "42501", "control: the admin may not read it"
+        assert s.run(f"SELECT bi_access.expose_table('{payroll}')").state == "42501"
+        outcome = s.run(SYNCS[sync])
+        assert outcome.ok, str(outcome)
+        lacks = f'it lacks membership in its owner postgres, SELECT on it'
+        named = [n for n in outcome.notices if payroll in n]
+        assert len(named) == 1 and "new table not exposed" in named[0] and lacks in named[0], outcome.notices
+        assert not exposed(pair, payroll)
+        reasons = s.rows("SELECT reason FROM bi_access.unsynced_tables() WHERE tbl = %s::regclass", (payroll,))
+        assert len(reasons) == 1 and reasons[0][0].startswith("new table with the org column, not exposable: "
+                                                              f"{ADMIN} may not expose or hide {payroll}: {lacks}"), \
+            reasons
+    finally:
+        conn.close()
+    # The superuser's unsynced_tables(): a new table it could expose.
+    assert pair.primary.sql("SELECT reason FROM bi_access.unsynced_tables() WHERE tbl = %s::regclass",
+                            (payroll,), dbname=DB) == [("new table with the org column, not exposed",)]
+    pair.primary.sql(f"SELECT bi_access.expose_table('{payroll}')", dbname=DB)
+    assert exposed(pair, payroll)
+    cred = mgmt.generate("42", unique_label("payroll"), wait_replica=False)
+    s = Session.of(cred, pair.primary)
+    try:
+        assert s.rows(f"SELECT * FROM {payroll} ORDER BY salary") == pair.primary.sql(
+            f"SELECT * FROM {payroll} WHERE org_id = 42 ORDER BY salary", dbname=DB)
+    finally:
+        s.close()
+    mgmt.one("delete", cred.role)
+
+
 # ==========================================================================
 # Org key matching, per column type: (table, key, rows it reads)
 
@@ -230,12 +286,15 @@ def test_org_key_matching(pair, key_creds, table, key, rows):
 
 def test_the_org_lookup_is_planned_as_the_key_on_the_columns_index(pair, key_creds, mgmt):
     pair.primary.sql("CREATE INDEX IF NOT EXISTS keys_bigint_org ON public.keys_bigint (org_id)", dbname=DB)
+    # A credential may run EXPLAIN only where bi_access.allow_explain is on.
+    pair.primary.sql(f"ALTER DATABASE {DB} SET bi_access.allow_explain = on")
     s = Session.of(key_creds["42"], pair.primary)
     try:
         s.rows("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in s.rows("EXPLAIN SELECT * FROM public.keys_bigint"))
     finally:
         s.close()
+        pair.primary.sql(f"ALTER DATABASE {DB} RESET bi_access.allow_explain")
     assert "Index Cond: (org_id = '42'::bigint)" in plan and "keys_bigint_org" in plan, plan
 
 
@@ -319,10 +378,14 @@ def backtrace_server(request):
     server.sql("CREATE DATABASE bt")
     server.sql("CREATE EXTENSION bi_access", dbname="bt")
     server.sql(f"CREATE ROLE {ADMIN} LOGIN PASSWORD %s IN ROLE bi_access_admin", (ADMIN_PASSWORD,))
-    # Enough tables that a sync outlasts a short statement_timeout.
+    # Enough tables that a sync outlasts a short statement_timeout: the
+    # admin's own (a sync exposes only what its caller could), and one that
+    # is not.
     server.sql("DO $$ BEGIN FOR i IN 1..200 LOOP "
-               "EXECUTE format('CREATE TABLE public.t%s (id int, org_id bigint)', i); END LOOP; END $$",
+               "EXECUTE format('CREATE TABLE public.t%s (id int, org_id bigint)', i); "
+               f"EXECUTE format('ALTER TABLE public.t%s OWNER TO {ADMIN}', i); END LOOP; END $$",
                dbname="bt")
+    server.sql("CREATE TABLE public.not_yours (id int)", dbname="bt")
     return server
 
 
@@ -367,7 +430,7 @@ def test_set_role_postgres_from_a_credential_carries_no_backtrace(backtrace_serv
 
 @pytest.mark.parametrize("sql, sqlstate", [
     ("SELECT bi_access.expose_table('pg_class')", "42809"),
-    ("SELECT bi_access.expose_table('public.t1', 'no_such_column')", "42501"),
+    ("SELECT bi_access.expose_table('public.not_yours', 'no_such_column')", "42501"),
     ("SELECT * FROM bi_access.connection_details('no_such_role')", "42704"),
 ])
 def test_errors_bi_access_raises_carry_no_backtrace(backtrace_server, sql, sqlstate):

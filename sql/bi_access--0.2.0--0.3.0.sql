@@ -660,10 +660,13 @@ CREATE EVENT TRIGGER bi_access_forget_dropped ON sql_drop
 -- The drop guard (src/uninstall.rs): a C function, because only C functions
 -- receive the statement's parse tree, where every spelling of a name is the
 -- same. ENABLE ALWAYS: it also fires under session_replication_role = replica.
+-- The ALTER tags: renaming, moving or re-owning its schemas and their objects.
 CREATE FUNCTION bi_access_internal.drop_guard() RETURNS event_trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'bi_access_drop_guard';
 CREATE EVENT TRIGGER bi_access_drop_guard ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER EXTENSION')
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER EXTENSION', 'ALTER SCHEMA',
+                 'ALTER TABLE', 'ALTER VIEW', 'ALTER SEQUENCE', 'ALTER INDEX', 'ALTER FUNCTION',
+                 'ALTER PROCEDURE', 'ALTER ROUTINE', 'ALTER TYPE', 'ALTER TRIGGER')
     EXECUTE FUNCTION bi_access_internal.drop_guard();
 ALTER EVENT TRIGGER bi_access_drop_guard ENABLE ALWAYS;
 

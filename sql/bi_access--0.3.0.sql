@@ -327,74 +327,45 @@ AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/custody.rs:242
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:247
+-- bi_access::custody::bi_access_internal::mark_credentials
+CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/key.rs:506
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/key.rs:512
+-- bi_access::key::bi_access_internal::init_key
+CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/key.rs:518
+-- bi_access::key::bi_access_internal::adopt_key_file
+CREATE  FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:46
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:131
--- bi_access::api::bi_access_internal::activate
-CREATE  FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:52
--- bi_access::api::bi_access_internal::org_lookup_support
-CREATE  FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:178
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:305
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:362
--- bi_access::api::bi_access_internal::sync_tables
-CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:295
--- bi_access::api::bi_access_internal::lock_yields
-CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
-	"cancelled" bigint,  /* i64 */
-	"terminated" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -411,40 +382,6 @@ AS 'MODULE_PATHNAME', 'sync_end_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:183
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:141
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:108
--- bi_access::api::bi_access_internal::connection_details
-CREATE  FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:256
 -- bi_access::api::bi_access_internal::hide_table
 CREATE  FUNCTION bi_access_internal."hide_table"(
@@ -456,27 +393,81 @@ AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:355
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
+-- src/api.rs:305
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:312
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+-- src/api.rs:216
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:230
+-- bi_access::api::bi_access_internal::targets
+CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"host" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"sslmode" TEXT,  /* String */
+	"standby" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+AS 'MODULE_PATHNAME', 'targets_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:79
+-- bi_access::api::bi_access_internal::generate
+CREATE  FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:362
+-- bi_access::api::bi_access_internal::sync_tables
+CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:248
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -501,28 +492,6 @@ AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:216
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:66
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:126
 -- bi_access::api::bi_access_internal::revoke
 CREATE  FUNCTION bi_access_internal."revoke"(
@@ -534,97 +503,16 @@ AS 'MODULE_PATHNAME', 'revoke_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:337
--- bi_access::api::bi_access_internal::unsynced_tables
-CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"org_column" TEXT,  /* String */
-	"reason" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:326
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:136
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:270
--- bi_access::api::bi_access_internal::check
-CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:208
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:223
--- bi_access::api::bi_access_internal::add_quota_triggers
-CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:79
--- bi_access::api::bi_access_internal::generate
-CREATE  FUNCTION bi_access_internal."generate"(
-	"org_id" TEXT, /* Option < & str > */
-	"label" TEXT, /* Option < & str > */
-	"org_name" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"connection_limit" INT, /* Option < i32 > */
-	"scope" TEXT, /* Option < & str > */
-	"target" TEXT /* Option < & str > */
+-- src/api.rs:116
+-- bi_access::api::bi_access_internal::regenerate
+CREATE  FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
 > */
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:332
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -643,19 +531,6 @@ AS 'MODULE_PATHNAME', 'set_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:116
--- bi_access::api::bi_access_internal::regenerate
-CREATE  FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:265
 -- bi_access::api::bi_access_internal::sync_table
 CREATE  FUNCTION bi_access_internal."sync_table"(
@@ -667,45 +542,193 @@ AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:248
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT /* Option < & str > */
+-- src/api.rs:337
+-- bi_access::api::bi_access_internal::unsynced_tables
+CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:131
+-- bi_access::api::bi_access_internal::activate
+CREATE  FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:230
--- bi_access::api::bi_access_internal::targets
-CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
-	"name" TEXT,  /* String */
-	"host" TEXT,  /* String */
-	"port" INT,  /* i32 */
-	"sslmode" TEXT,  /* String */
-	"standby" TEXT  /* Option < String > */
-)
-STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
-SET search_path TO pg_catalog, pg_temp
+-- src/api.rs:141
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'targets_wrapper';
+AS 'MODULE_PATHNAME', 'purge_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:242
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/custody.rs:247
--- bi_access::custody::bi_access_internal::mark_credentials
-CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+-- src/api.rs:332
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:52
+-- bi_access::api::bi_access_internal::org_lookup_support
+CREATE  FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:223
+-- bi_access::api::bi_access_internal::add_quota_triggers
+CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:326
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:312
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:270
+-- bi_access::api::bi_access_internal::check
+CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:295
+-- bi_access::api::bi_access_internal::lock_yields
+CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:355
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:108
+-- bi_access::api::bi_access_internal::connection_details
+CREATE  FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:208
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:136
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:66
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:178
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -723,29 +746,15 @@ AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:506
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
-/* </end connected objects> */
+-- src/key.rs:526
+-- requires:
+--   api
+--   bi_access_internal::init_key
 
-/* <begin connected objects> */
--- src/key.rs:518
--- bi_access::key::bi_access_internal::adopt_key_file
-CREATE  FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
-/* </end connected objects> */
+SELECT bi_access_internal.init_key();
+REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 
-/* <begin connected objects> */
--- src/key.rs:512
--- bi_access::key::bi_access_internal::init_key
-CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'init_key_wrapper';
-/* </end connected objects> */
 
-/* <begin connected objects> */
 -- src/lib.rs:75
 -- finalize
 -- bi_access: the SQL surface. Runs after every generated object.
@@ -1070,10 +1079,13 @@ CREATE EVENT TRIGGER bi_access_forget_dropped ON sql_drop
 -- The drop guard (src/uninstall.rs): a C function, because only C functions
 -- receive the statement's parse tree, where every spelling of a name is the
 -- same. ENABLE ALWAYS: it also fires under session_replication_role = replica.
+-- The ALTER tags: renaming, moving or re-owning its schemas and their objects.
 CREATE FUNCTION bi_access_internal.drop_guard() RETURNS event_trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'bi_access_drop_guard';
 CREATE EVENT TRIGGER bi_access_drop_guard ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER EXTENSION')
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER EXTENSION', 'ALTER SCHEMA',
+                 'ALTER TABLE', 'ALTER VIEW', 'ALTER SEQUENCE', 'ALTER INDEX', 'ALTER FUNCTION',
+                 'ALTER PROCEDURE', 'ALTER ROUTINE', 'ALTER TYPE', 'ALTER TRIGGER')
     EXECUTE FUNCTION bi_access_internal.drop_guard();
 ALTER EVENT TRIGGER bi_access_drop_guard ENABLE ALWAYS;
 
@@ -1150,14 +1162,5 @@ BEGIN
                    (SELECT reader_role FROM bi_access.config));
 END
 $grants$;
-
-
--- src/key.rs:526
--- requires:
---   api
---   bi_access_internal::init_key
-
-SELECT bi_access_internal.init_key();
-REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 /* </end connected objects> */
 

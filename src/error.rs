@@ -63,10 +63,14 @@ pub enum BiError {
     RefusedSchema { table: String, schema: String },
 
     #[error(
-        "{role} may not expose or hide {table}: it needs to be a member of the table's owner, \
-             with USAGE on its schema and SELECT on it"
+        "{role} may not expose or hide {table}: it lacks {missing} (it needs to be a member of \
+             the table's owner, with USAGE on its schema and SELECT on it)"
     )]
-    NotPermitted { role: String, table: String },
+    NotPermitted {
+        role: String,
+        table: String,
+        missing: String,
+    },
 
     #[error("org column {column:?} of {table} is of type {column_type}, which bi_access does not match org keys against")]
     RefusedColumnType {
@@ -92,6 +96,11 @@ pub enum BiError {
 
     #[error("bi_access cannot be dropped while live credentials exist")]
     LiveCredentials(i64),
+
+    /// A rename, SET SCHEMA or change of owner of what the drop guard
+    /// protects (src/uninstall.rs), or a REASSIGN OWNED that would move it.
+    #[error("{0} cannot be renamed, moved or given another owner while live credentials exist")]
+    Protected(String, i64),
 
     #[error("database {database} manages the role {role:?}: this database is a copy of it")]
     ManagedElsewhere { role: String, database: String },
@@ -267,7 +276,9 @@ impl BiError {
             BiError::UnknownTable(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
-            BiError::LiveCredentials(_) => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            BiError::LiveCredentials(_) | BiError::Protected(..) => {
+                ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST
+            }
             BiError::ManagedElsewhere { .. } | BiError::NotAdopted(_) => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
@@ -352,7 +363,7 @@ impl BiError {
                 "Retry later, raise lock_timeout, or use CALL bi_access.sync(), which retries table by table."
                     .into(),
             ),
-            BiError::LiveCredentials(_) => Some(
+            BiError::LiveCredentials(_) | BiError::Protected(..) => Some(
                 "Delete them first: SELECT bi_access.delete(role_name) FROM bi_access.credentials WHERE status <> 'deleted';"
                     .into(),
             ),
@@ -431,7 +442,7 @@ impl BiError {
 
     fn detail(&self) -> Option<String> {
         match self {
-            BiError::LiveCredentials(count) => {
+            BiError::LiveCredentials(count) | BiError::Protected(_, count) => {
                 Some(format!("{count} credential(s) are not deleted."))
             }
             _ => None,

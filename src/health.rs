@@ -33,10 +33,12 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 20] = [
+    let probes: [Probe; 22] = [
         public_connect,
         public_create,
         public_security_definer,
+        policy_security_definer,
+        owners,
         public_select,
         unsynced,
         definer_views,
@@ -148,13 +150,15 @@ fn absent_standbys(_: &Context) -> Result<Vec<Finding>> {
         .collect())
 }
 
-/// New LOGIN roles may connect wherever PUBLIC may.
+/// New LOGIN roles may connect wherever PUBLIC may, template1 included
+/// (a template that allows connections). Advice: the credential logs in
+/// there and reads nothing of it but the system catalogs.
 fn public_connect(_: &Context) -> Result<Vec<Finding>> {
     rows(
         "SELECT 'database ' || quote_ident(d.datname), \
                 format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC;', d.datname) \
          FROM pg_catalog.pg_database d \
-         WHERE d.datallowconn AND NOT d.datistemplate AND d.datname <> current_database() \
+         WHERE d.datallowconn AND d.datname <> current_database() \
            AND (d.datacl IS NULL OR EXISTS (SELECT FROM pg_catalog.aclexplode(d.datacl) a \
                                             WHERE a.grantee = 0 AND a.privilege_type = 'CONNECT')) \
          ORDER BY 1",
@@ -179,19 +183,177 @@ fn public_create(context: &Context) -> Result<Vec<Finding>> {
     )
 }
 
+/// The grantee `a.grantee` of an ACL entry reaches credentials: PUBLIC, a
+/// group a credential inherits from (the reader group, bi_access_credential,
+/// a custom schema's group), or a credential itself. $1 is the reader group.
+/// A superuser is a member of every role to pg_has_role, and never a
+/// credential.
+const REACHES_CREDENTIALS: &str = "CASE WHEN a.grantee = 0 THEN true ELSE EXISTS ( \
+      SELECT FROM pg_catalog.pg_roles g WHERE g.oid = a.grantee AND NOT g.rolsuper AND ( \
+        pg_catalog.pg_has_role($1::text, g.oid, 'MEMBER') \
+        OR pg_catalog.pg_has_role('bi_access_credential', g.oid, 'MEMBER') \
+        OR pg_catalog.pg_has_role(g.oid, 'bi_access_credential', 'MEMBER') \
+        OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                   JOIN pg_catalog.pg_roles c ON c.oid = m.member \
+                   WHERE m.roleid = g.oid AND NOT c.rolsuper \
+                     AND pg_catalog.pg_has_role(c.oid, 'bi_access_credential', 'MEMBER')))) END";
+
+/// SECURITY DEFINER functions in a bi_access schema (its own) or called by
+/// an exposed table's policies ($2: bi_access's schemas); the session guard
+/// admits those, and refuses every other definer function to credentials.
+const ADMITTED_DEFINERS: &str = "(n.nspname = ANY ($2) OR EXISTS ( \
+      SELECT FROM pg_catalog.pg_depend d \
+      JOIN pg_catalog.pg_policy pol ON pol.oid = d.objid \
+      JOIN bi_access.exposed_table e ON e.tbl = pol.polrelid AND NOT e.hidden \
+      WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass \
+        AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = p.oid))";
+
+/// SECURITY DEFINER functions, in every schema, that PUBLIC or a credential
+/// may execute: the session guard refuses them to credentials (all but
+/// bi_access's own and those an exposed table's policies call), but each is
+/// one missing guard away from running with its owner's rights. An error
+/// when a credential could reach it (USAGE on its schema), a warning
+/// otherwise.
 fn public_security_definer(context: &Context) -> Result<Vec<Finding>> {
+    Spi::connect(|client| {
+        let mut findings = Vec::new();
+        for row in client.select(
+            &format!(
+                "SELECT 'function ' || p.oid::regprocedure::text, \
+                        (SELECT string_agg(format('REVOKE EXECUTE ON FUNCTION %s FROM %s;', p.oid::regprocedure, \
+                                                  CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                                                       ELSE a.grantee::regrole::text END), \
+                                           ' ' ORDER BY a.grantee) \
+                         FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a \
+                         WHERE a.privilege_type = 'EXECUTE' AND {REACHES_CREDENTIALS}), \
+                        pg_catalog.has_schema_privilege($1::text, n.oid, 'USAGE') \
+                        OR pg_catalog.has_schema_privilege('bi_access_credential', n.oid, 'USAGE') \
+                 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE p.prosecdef AND NOT {ADMITTED_DEFINERS} \
+                   AND EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a \
+                               WHERE a.privilege_type = 'EXECUTE' AND {REACHES_CREDENTIALS}) \
+                 ORDER BY 1"
+            ),
+            None,
+            &[
+                context.reader.as_str().into(),
+                names::SCHEMAS.to_vec().into(),
+            ],
+        )? {
+            let reachable = row.get::<bool>(3)?.unwrap_or(false);
+            findings.push(Finding {
+                severity: if reachable { "error" } else { "warning" },
+                object: row.get::<String>(1)?.unwrap_or_default(),
+                finding: if reachable {
+                    "a SECURITY DEFINER function that BI roles could run with its owner's rights, \
+                     were it not for the session guard (which refuses it to them)"
+                } else {
+                    "a SECURITY DEFINER function executable by PUBLIC or a BI role, in a schema \
+                     BI roles may not use: one grant away from running with its owner's rights"
+                }
+                .to_string(),
+                fix: row.get::<String>(2)?.unwrap_or_default(),
+            });
+        }
+        Ok(findings)
+    })
+}
+
+/// SECURITY DEFINER functions that an exposed table's own policies call:
+/// the session guard lets credentials call them (a query on the table needs
+/// them), directly too.
+fn policy_security_definer(_: &Context) -> Result<Vec<Finding>> {
     rows(
         "SELECT 'function ' || p.oid::regprocedure::text, \
-                format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC;', p.oid::regprocedure) \
-         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-         WHERE n.nspname = ANY ($1) AND p.prosecdef \
-           AND (p.proacl IS NULL OR EXISTS (SELECT FROM pg_catalog.aclexplode(p.proacl) a \
-                                            WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')) \
-         ORDER BY 1",
-        &[context.schemas.clone().into()],
-        "error",
-        "a SECURITY DEFINER function in an exposed schema is executable by PUBLIC, BI roles included",
+                format('ALTER FUNCTION %s SECURITY INVOKER; -- if the policies of %s still work so; \
+                        else make sure it tells a caller nothing of other organizations', \
+                       p.oid::regprocedure, string_agg(DISTINCT pol.polrelid::regclass::text, ', ')) \
+         FROM pg_catalog.pg_depend d \
+         JOIN pg_catalog.pg_policy pol ON pol.oid = d.objid \
+         JOIN bi_access.exposed_table e ON e.tbl = pol.polrelid AND NOT e.hidden \
+         JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass \
+           AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+           AND p.prosecdef AND n.nspname <> ALL ($1) \
+         GROUP BY p.oid ORDER BY 1",
+        &[names::SCHEMAS.to_vec().into()],
+        "warning",
+        "a SECURITY DEFINER function that an exposed table's policies call: the session guard lets \
+         BI roles call it (directly too), with its owner's rights",
     )
+}
+
+/// The owner of the extension member `m` (classid, objid), for the kinds
+/// that have one of their own. A table's row type, an array type, an index
+/// and a sequence a column owns follow their table's or element's owner (on
+/// 17 and later the types are members too) and answer NULL, as do kinds
+/// without an owner.
+const OWNER: &str = "CASE m.classid \
+      WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN \
+        (SELECT c.relowner FROM pg_catalog.pg_class c \
+         WHERE c.oid = m.objid AND c.relkind NOT IN ('c', 'i', 'I') \
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend sd \
+                           WHERE sd.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                             AND sd.objid = c.oid AND sd.deptype IN ('a', 'i') \
+                             AND sd.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass)) \
+      WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN \
+        (SELECT p.proowner FROM pg_catalog.pg_proc p WHERE p.oid = m.objid) \
+      WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN \
+        (SELECT t.typowner FROM pg_catalog.pg_type t \
+         WHERE t.oid = m.objid AND t.typcategory <> 'A' \
+           AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c \
+                                   WHERE c.oid = t.typrelid) = 'c')) \
+      WHEN 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN \
+        (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid = m.objid) \
+      WHEN 'pg_catalog.pg_event_trigger'::pg_catalog.regclass THEN \
+        (SELECT e.evtowner FROM pg_catalog.pg_event_trigger e WHERE e.oid = m.objid) END";
+
+/// bi_access's objects (its schemas and every member of the extension) owned
+/// by another role than the extension's owner: what an `ALTER … OWNER TO`
+/// past the drop guard left (`REASSIGN OWNED`, which fires no event trigger,
+/// moves the extension with them, and only to a superuser: bi_access's event
+/// triggers may have no other owner). Their new owner may read the sealed
+/// secrets, or drop what the drop guard protects. And an extension's owner
+/// that is no longer a superuser (`ALTER ROLE … NOSUPERUSER`): bi_access's
+/// SECURITY DEFINER functions run as that role.
+fn owners(_: &Context) -> Result<Vec<Finding>> {
+    let mut findings = rows(
+        "SELECT 'extension ' || e.extname || ' (owned by ' || e.extowner::regrole::text || ')', \
+                format('ALTER ROLE %s SUPERUSER;', e.extowner::regrole) \
+         FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_roles r ON r.oid = e.extowner \
+         WHERE e.extname = $1 AND NOT r.rolsuper",
+        &[names::EXTENSION.into()],
+        "error",
+        "bi_access's owner is not a superuser: its SECURITY DEFINER functions run with that role's \
+         rights, which cannot manage roles or read what they must",
+    )?;
+    findings.extend(rows(
+        &format!(
+            "WITH ext AS (SELECT oid, extowner FROM pg_catalog.pg_extension WHERE extname = $1), \
+              members AS ( \
+                SELECT d.classid, d.objid FROM pg_catalog.pg_depend d, ext \
+                WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass \
+                  AND d.refobjid = ext.oid AND d.deptype = 'e' \
+                UNION SELECT 'pg_catalog.pg_namespace'::pg_catalog.regclass, n.oid \
+                FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY ($2)), \
+              owned AS (SELECT m.classid, m.objid, {OWNER} AS owner FROM members m) \
+         SELECT pg_catalog.pg_describe_object(o.classid, o.objid, 0) \
+                    || ' (owned by ' || o.owner::regrole::text || ')', \
+                format('ALTER %s %s OWNER TO %s;', \
+                       upper(replace(i.type, 'composite type', 'type')), i.identity, ext.extowner::regrole) \
+         FROM owned o CROSS JOIN ext \
+         CROSS JOIN LATERAL pg_catalog.pg_identify_object(o.classid, o.objid, 0) i \
+         WHERE o.owner <> ext.extowner \
+         ORDER BY 1"
+        ),
+        &[names::EXTENSION.into(), names::SCHEMAS.to_vec().into()],
+        "error",
+        "an object of bi_access owned by another role than the extension's owner (ALTER … OWNER TO \
+         past the drop guard): that role may read the sealed secrets and drop what the drop guard \
+         protects",
+    )?);
+    Ok(findings)
 }
 
 /// PUBLIC's SELECT reaches every login of the cluster: all rows of a table

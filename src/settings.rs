@@ -63,6 +63,8 @@ static CUSTOM_SCHEMA_MAX_EXPRESSIONS: Int = Int::new(DEFAULT_CUSTOM_SCHEMA_MAX_E
 // running on the server past which a credential's query launches none
 // (half of PostgreSQL's default 8); -1: no cap.
 static MAX_PARALLEL_WORKERS: Int = Int::new(4);
+// Whether a credential may run plain EXPLAIN (src/guard/oracles.rs).
+static ALLOW_EXPLAIN: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// The bi_access.* settings a client asked for in its startup packet, read
 /// before they are defined: until then they are placeholders, and a client's
@@ -87,7 +89,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 31] = [
+const NAMES: [&std::ffi::CStr; 32] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -119,13 +121,15 @@ const NAMES: [&std::ffi::CStr; 31] = [
     c"bi_access.custom_schema_max_columns",
     c"bi_access.custom_schema_max_expressions",
     c"bi_access.max_parallel_workers",
+    c"bi_access.allow_explain",
 ];
 
 /// Which settings a session defines: every one, or in a credential's own
 /// session only those its session guard reads (the caps, the connection
-/// limits and the custom schema's quota). Defining a setting costs a sort of every setting the server has
-/// on 14 and 15, about 65 µs each on the bench's machine, at every login;
-/// management settings are never read where no management call can run.
+/// limits, the custom schema's quota and allow_explain). Defining a setting
+/// costs a sort of every setting the server has on 14 and 15, about 65 µs
+/// each on the bench's machine, at every login; management settings are
+/// never read where no management call can run.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Scope {
     All,
@@ -253,6 +257,14 @@ pub fn init(scope: Scope) {
         c"Cap on max_parallel_workers in every credential session: its queries launch no parallel worker while this many run on the server; -1: no cap.",
         &MAX_PARALLEL_WORKERS,
         -1,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"bi_access.allow_explain",
+        c"Whether credentials may run plain EXPLAIN, whose estimates come from statistics over every org's rows (EXPLAIN ANALYZE never).",
+        c"",
+        &ALLOW_EXPLAIN,
+        GucContext::Suset,
         GucFlags::default(),
     );
     if scope == Scope::All {
@@ -599,4 +611,9 @@ pub fn custom_schema_max_expressions() -> Option<i32> {
 /// 0 is a real cap here (no parallel workers at all).
 pub fn max_parallel_workers() -> Option<i32> {
     Some(MAX_PARALLEL_WORKERS.get()).filter(|value| *value >= 0)
+}
+
+/// Whether a credential may run plain EXPLAIN (never EXPLAIN ANALYZE).
+pub fn allow_explain() -> bool {
+    ALLOW_EXPLAIN.get()
 }

@@ -4,7 +4,6 @@
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_qualified_identifier};
 
-use crate::db;
 use crate::error::{BiError, Result};
 use crate::policies::Target;
 
@@ -42,9 +41,8 @@ pub(super) enum Vet {
     /// row-level security. An org column of a type refused since it was
     /// exposed is left as it is (check() reports it).
     Sync,
-    /// A new table a sync would expose: the same, and the column's type.
-    New,
-    /// expose_table: the same, and the caller's own rights over the table.
+    /// expose_table, and a new table a sync would expose: the same, the
+    /// column's type, and the caller's own rights over the table.
     Caller,
 }
 
@@ -103,7 +101,8 @@ pub(super) fn refuse_kind(relation: &Relation, name: &str) -> Result<()> {
 /// 42501 unless the caller is a member of the table's owner and has USAGE on
 /// its schema and SELECT on it: the management functions are SECURITY
 /// DEFINER, so without this an admin would expose, through the extension
-/// owner's rights, a table it cannot read itself (the confused deputy).
+/// owner's rights, a table it cannot read itself (the confused deputy), by
+/// expose_table or by a sync that exposes new tables.
 ///
 /// The caller is the outer user: the session's login, or the role it SET
 /// ROLE to. That is the role whose rights the session acts with (an admin
@@ -113,15 +112,29 @@ pub(super) fn refuse_kind(relation: &Relation, name: &str) -> Result<()> {
 pub(super) fn caller_may(tbl: pg_sys::Oid, name: &str) -> Result<()> {
     // SAFETY: a read of backend-local state.
     let caller = unsafe { pg_sys::GetOuterUserId() };
-    let allowed = db::first::<bool>(
-        "SELECT pg_catalog.pg_has_role($2, c.relowner, 'MEMBER') \
-                AND pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE') \
-                AND pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
-         FROM pg_catalog.pg_class c WHERE c.oid = $1",
-        &[tbl.into(), caller.into()],
-    )?
-    .unwrap_or(false);
-    if allowed {
+    let missing = Spi::connect(|client| {
+        let table = client.select(
+            "SELECT CASE WHEN NOT pg_catalog.pg_has_role($2, c.relowner, 'MEMBER') \
+                         THEN format('membership in its owner %s', c.relowner::regrole) END, \
+                    CASE WHEN NOT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE') \
+                         THEN format('USAGE on schema %I', n.nspname) END, \
+                    CASE WHEN NOT pg_catalog.has_table_privilege($2, c.oid, 'SELECT') \
+                         THEN 'SELECT on it' END \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = $1",
+            Some(1),
+            &[tbl.into(), caller.into()],
+        )?;
+        let mut missing = Vec::new();
+        if !table.is_empty() {
+            let row = table.first();
+            for column in 1..=3 {
+                missing.extend(row.get::<String>(column)?);
+            }
+        }
+        Ok::<_, BiError>(missing)
+    })?;
+    if missing.is_empty() {
         return Ok(());
     }
     // SAFETY: a syscache lookup; NULL for a role that no longer exists.
@@ -138,6 +151,7 @@ pub(super) fn caller_may(tbl: pg_sys::Oid, name: &str) -> Result<()> {
     Err(BiError::NotPermitted {
         role: quote_identifier(&role),
         table: name.to_string(),
+        missing: missing.join(", "),
     })
 }
 

@@ -108,7 +108,8 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
         }));
     }
     for (tbl, column) in new_tables()? {
-        let reason = match vet(tbl, &column, Vet::New) {
+        // As a sync by this caller would: with expose_table's caller check.
+        let reason = match vet(tbl, &column, Vet::Caller) {
             Ok(_) => Unsynced::NewTable,
             Err(error) if error.is_refusal() => Unsynced::NewTableRefused(error),
             Err(error) => return Err(error),
@@ -151,15 +152,24 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
 }
 
 /// With bi_access.auto_expose, records every new table that can be exposed
-/// as exposed (not yet synced); returns them.
+/// as exposed (not yet synced); returns them. Checked as expose_table checks
+/// its caller: a table the caller could not expose itself stays new, and a
+/// NOTICE names it with the right the caller lacks (the sync runs with the
+/// extension owner's rights, which must not expose what the caller cannot
+/// read: the confused deputy).
 pub(super) fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
     if !settings::auto_expose() {
         return Ok(Vec::new());
     }
     let mut exposed = Vec::new();
     for (tbl, column) in new_tables()? {
-        if vet(tbl, &column, Vet::New).is_err() {
-            continue; // unsynced_tables() says why
+        match vet(tbl, &column, Vet::Caller) {
+            Ok(_) => {}
+            Err(error @ BiError::NotPermitted { .. }) => {
+                pgrx::notice!("bi_access: new table not exposed: {error}");
+                continue;
+            }
+            Err(_) => continue, // unsynced_tables() says why
         }
         db::exec(
             "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",

@@ -6,7 +6,9 @@
 //! folded by the planner, or through libpq's fast-path interface (which is
 //! how clients call the large-object functions). Some built-ins need no table
 //! privilege yet write or reach other sessions: large objects, NOTIFY,
-//! advisory locks, sequences. A credential may call none of them.
+//! advisory locks, sequences. A credential may call none of them, nor the
+//! statistics functions of tables and pg_stat_statements' (`oracles`); a
+//! `read` credential none that assigns a transaction id.
 
 use std::ffi::CStr;
 
@@ -40,16 +42,41 @@ fn forbidden(name: &str) -> bool {
     EXACT.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
-/// The function's name if it is a built-in of pg_catalog.
-fn builtin_name(function: pg_sys::Oid) -> Option<String> {
+/// The function's name, and whether it is a built-in of pg_catalog.
+fn function_name(function: pg_sys::Oid) -> Option<(String, bool)> {
     // SAFETY: syscache lookups; both return NULL/InvalidOid for a missing
     // function instead of raising.
     unsafe {
-        if pg_sys::get_func_namespace(function) != pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) {
-            return None;
-        }
+        let builtin =
+            pg_sys::get_func_namespace(function) == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE);
         let name = pg_sys::get_func_name(function);
-        (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned())
+        (!name.is_null()).then(|| (CStr::from_ptr(name).to_string_lossy().into_owned(), builtin))
+    }
+}
+
+/// Refuses (42501) a function call a credential may not make.
+fn refuse_call(name: &str, builtin: bool) {
+    // nextval/setval too for a read_write session: the hook does not see
+    // which sequence, and a stray grant on an application sequence would
+    // let it write there. Its tables number rows with identity columns (no
+    // function call).
+    if builtin && forbidden(name) {
+        refuse(
+            format!("a bi_access credential may not call {name}()"),
+            "Large objects, NOTIFY, advisory locks and sequences are not available to BI logins.",
+        );
+    }
+    if super::oracles::is_statistics_function(name, builtin) {
+        refuse(
+            format!("a bi_access credential may not call {name}(): the statistics of tables and statements count every organization's rows"),
+            "BI logins may read their organization's rows and nothing else.",
+        );
+    }
+    if builtin && super::oracles::assigns_xid(name) && super::custom::writer().is_none() {
+        refuse(
+            format!("a bi_access read credential may not call {name}(): it assigns a transaction id"),
+            "A read credential reads; pg_current_snapshot() and pg_current_xact_id_if_assigned() assign nothing.",
+        );
     }
 }
 
@@ -79,15 +106,8 @@ unsafe extern "C-unwind" fn object_access_hook(
             "BI logins may read their organization's rows and nothing else.",
         ),
         OAT_FUNCTION_EXECUTE if guarded() => {
-            // nextval/setval too for a read_write session: the hook does
-            // not see which sequence, and a stray grant on an application
-            // sequence would let it write there. Its tables number rows with
-            // identity columns (no function call).
-            if let Some(name) = builtin_name(object_id).filter(|name| forbidden(name)) {
-                refuse(
-                    format!("a bi_access credential may not call {name}()"),
-                    "Large objects, NOTIFY, advisory locks and sequences are not available to BI logins.",
-                );
+            if let Some((name, builtin)) = function_name(object_id) {
+                refuse_call(&name, builtin);
             }
         }
         _ => {}

@@ -29,7 +29,7 @@ use crate::error::BiError;
 type Check = fn();
 
 /// Every check, in order.
-const CHECKS: [Check; 4] = [
+const CHECKS: [Check; 5] = [
     // bi_access.* settings in the startup packet.
     refuse_client_settings,
     // The org's and the server's limits of BI sessions (the credential's own
@@ -39,6 +39,8 @@ const CHECKS: [Check; 4] = [
     super::standing::remember_login,
     // The guardrails: values above a cap lowered to it.
     clamp_caps,
+    // No message below NOTICE reaches the client (oracles.rs).
+    super::oracles::at_login,
 ];
 
 thread_local! {

@@ -23,6 +23,10 @@
 //! - `calls`: creating or altering any catalog object is refused, and so are
 //!   the built-in functions that write without a table privilege (large
 //!   objects, NOTIFY, advisory locks, sequences);
+//! - `definers`: no SECURITY DEFINER function but bi_access's own (and those
+//!   an exposed table's policies call), however the call is reached;
+//! - `oracles`: EXPLAIN, the statistics of tables and statements, and
+//!   messages below NOTICE, which would tell about other orgs' rows;
 //! - `plans`: the pass-through policy's condition is decided before
 //!   planning (false for a credential, true for anyone else), so it costs
 //!   nothing;
@@ -37,15 +41,18 @@
 //! The guard is keyed on the session's login (`session_user`), never on the
 //! current user, so `SET ROLE` to a group changes nothing it refuses. Inside a
 //! SECURITY DEFINER function owned by a superuser (bi_access's own org lookup)
-//! the guard stands aside: that code is the extension's, not the tenant's.
+//! the guard stands aside: that code is the extension's, not the tenant's
+//! (`definers` lets a credential call no other definer function).
 
 mod analysis;
 mod calls;
 pub mod caps;
 mod connections;
 mod custom;
+mod definers;
 pub mod gate;
 mod memory;
+mod oracles;
 mod plans;
 mod quota;
 mod reads;
@@ -103,6 +110,8 @@ pub fn install() {
     search::install();
     memory::install();
     standing::install();
+    definers::install();
+    oracles::install();
     on_catalog_change(
         &[
             pg_sys::SysCacheIdentifier::AUTHOID,

@@ -5,7 +5,8 @@
 //!
 //! A relation in a query's range table passes if it is
 //! - in `pg_catalog` or `information_schema`, for reading (but for the
-//!   statistics views, pg_stats*, which show other tables' values);
+//!   statistics views of tables and indexes, which show other tables'
+//!   values and row counts: `oracles::is_statistics_view`);
 //! - a table (or partitioned table) with row-level security on and both of
 //!   bi_access's reader policies in place, each comparing a column with
 //!   bi_access's org lookup, the guard binding every credential;
@@ -131,20 +132,22 @@ fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal
     if required & !(pg_sys::ACL_SELECT as pg_sys::AclMode) != 0 {
         return Err(Refusal::Write);
     }
-    if let Some(known) = VERDICTS.with(|verdicts| verdicts.borrow().get(&relid).copied()) {
-        return if known {
-            Ok(())
-        } else {
-            Err(Refusal::NotExposed)
-        };
-    }
-    let verdict = exposed(relid);
-    VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict));
-    if verdict {
+    if exposed_now(relid) {
         Ok(())
     } else {
         Err(Refusal::NotExposed)
     }
+}
+
+/// Whether a credential may read the relation (remembered until its
+/// relcache entry is invalidated).
+pub(super) fn exposed_now(relid: pg_sys::Oid) -> bool {
+    if let Some(known) = VERDICTS.with(|verdicts| verdicts.borrow().get(&relid).copied()) {
+        return known;
+    }
+    let verdict = exposed(relid);
+    VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict));
+    verdict
 }
 
 /// Whether a credential may read the relation, from its catalogs.
@@ -173,16 +176,15 @@ fn exposed(relid: pg_sys::Oid) -> bool {
 }
 
 /// pg_stats and its kin show the values of any table whose columns the role
-/// may read and whose RLS is off: a stray grant the guard refuses for the
-/// table would give its values away there.
+/// may read and whose RLS is off (a stray grant the guard refuses for the
+/// table would give its values away there); the pg_stat*_tables, _indexes
+/// and pg_statio_* views show every table's row counts.
 fn is_statistics_view(relid: pg_sys::Oid) -> bool {
     // SAFETY: a syscache lookup; NULL for a missing relation.
     let name = unsafe { pg_sys::get_rel_name(relid) };
     // SAFETY: a NUL-terminated name from the syscache.
     !name.is_null()
-        && unsafe { CStr::from_ptr(name) }
-            .to_bytes()
-            .starts_with(b"pg_stats")
+        && super::oracles::is_statistics_view(unsafe { CStr::from_ptr(name) }.to_bytes())
 }
 
 fn is_catalog_namespace(namespace: pg_sys::Oid) -> bool {

@@ -1,11 +1,17 @@
 //! Statements in a credential session. Each one, planned or utility, first
 //! passes `every_statement` (standing, caps). Of utility statements only
-//! those that read or manage the session itself pass. Everything else (DDL,
+//! those that read or manage the session itself pass (EXPLAIN only as
+//! `oracles` allows). Everything else (DDL,
 //! LOCK, LISTEN, NOTIFY, COPY FROM, DO, CALL, ALTER ROLE on itself, LOAD…)
 //! is refused, and so is two-phase commit: a prepared transaction keeps its
 //! locks and its transaction id after the session, revoke and delete, until
 //! a superuser ends it. DECLARE and PREPARE are counted (memory.rs), and the
 //! session's memory is checked before each statement's executor starts.
+//!
+//! In every session (the hook runs wherever the library is loaded):
+//! REASSIGN OWNED, which fires no event trigger, is refused while it would
+//! give bi_access's objects to another role and credentials are current
+//! (src/uninstall.rs).
 
 use std::ffi::CStr;
 
@@ -152,6 +158,9 @@ unsafe extern "C-unwind" fn utility_hook(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     let statement = (*pstmt).utilityStmt;
+    if (*statement).type_ == pg_sys::NodeTag::T_ReassignOwnedStmt {
+        crate::uninstall::before_reassign(statement as *mut pg_sys::ReassignOwnedStmt);
+    }
     let guarded = guarded();
     if guarded {
         every_statement();
@@ -162,6 +171,7 @@ unsafe extern "C-unwind" fn utility_hook(
             );
         }
         before_keeping(statement);
+        super::oracles::refuse_explain(statement);
     }
     let refused = guarded && !allowed(statement);
     let writer = if refused {

@@ -38,7 +38,7 @@ mod tests {
             client
                 .select(
                     "SELECT datname::text FROM pg_database \
-                     WHERE datname <> current_database() AND datallowconn AND NOT datistemplate",
+                     WHERE datname <> current_database() AND datallowconn",
                     None,
                     &[],
                 )
@@ -61,6 +61,10 @@ mod tests {
 
         run("GRANT CREATE ON SCHEMA public TO PUBLIC");
         run("CREATE FUNCTION public.definer() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'");
+        // In any schema: a warning where BI roles may not use the schema.
+        run("CREATE SCHEMA reporting");
+        run("CREATE FUNCTION reporting.hidden() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'");
+        run("GRANT CONNECT ON DATABASE template1 TO PUBLIC");
         run("CREATE VIEW public.leaky AS SELECT * FROM public.projects");
         run("GRANT SELECT ON public.leaky TO PUBLIC");
         run("DROP POLICY bi_access_guard ON public.invoices");
@@ -70,8 +74,11 @@ mod tests {
         let report: String = one(findings);
         for expected in [
             "schema public|REVOKE CREATE ON SCHEMA public FROM PUBLIC;".to_string(),
-            "function public.definer()|REVOKE EXECUTE ON FUNCTION public.definer() FROM PUBLIC;"
+            "error|function public.definer()|REVOKE EXECUTE ON FUNCTION public.definer() FROM PUBLIC;"
                 .into(),
+            "warning|function reporting.hidden()|REVOKE EXECUTE ON FUNCTION reporting.hidden() FROM PUBLIC;"
+                .into(),
+            "warning|database template1|REVOKE CONNECT ON DATABASE template1 FROM PUBLIC;".into(),
             if crate::compat::VIEWS_HAVE_SECURITY_INVOKER {
                 "public.leaky|ALTER VIEW public.leaky SET (security_invoker = true);".into()
             } else {

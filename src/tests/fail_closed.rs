@@ -189,4 +189,31 @@ mod tests {
             );
         });
     }
+
+    /// While a credential is current, nothing that the drop guard protects
+    /// may be renamed, moved or given another owner (2BP01), REASSIGN OWNED
+    /// included; giving an object back to the extension's owner moves
+    /// nothing away.
+    #[pg_test]
+    fn moving_bi_access_is_refused_while_credentials_are_current() {
+        generate(ACME);
+        run("CREATE ROLE test_new_owner NOLOGIN");
+        for statement in [
+            "ALTER SCHEMA bi_access RENAME TO gone",
+            "ALTER SCHEMA bi_access_internal OWNER TO test_new_owner",
+            "ALTER EXTENSION bi_access SET SCHEMA public",
+            "ALTER TABLE bi_access.credential RENAME TO gone",
+            "ALTER TABLE bi_access.credential RENAME COLUMN org_id TO gone",
+            "ALTER TABLE bi_access.event SET SCHEMA public",
+            "ALTER TABLE bi_access.credential OWNER TO test_new_owner",
+            "ALTER FUNCTION bi_access.check() RENAME TO gone",
+            "ALTER TYPE bi_access.connection OWNER TO test_new_owner",
+            "REASSIGN OWNED BY postgres TO test_new_owner",
+        ] {
+            fails_with(statement, ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST);
+        }
+        // (A function: re-owning a table would hold its exclusive lock to
+        // the end of the test, against other tests' generate on 14.)
+        run("ALTER FUNCTION bi_access.check() OWNER TO postgres");
+    }
 }

@@ -188,4 +188,53 @@ mod tests {
             assert!(plan.contains("accounts_org"), "{plan}");
         });
     }
+
+    /// Nothing that would tell another org's rows without reading them: a
+    /// SECURITY DEFINER function that is not bi_access's (however reached),
+    /// EXPLAIN, the statistics of tables, pg_stat_statements' functions, a
+    /// transaction id for a read credential, messages below NOTICE.
+    #[pg_test]
+    fn a_credential_borrows_no_rights_and_reads_no_estimate() {
+        saas();
+        run(
+            "CREATE FUNCTION public.all_projects() RETURNS bigint LANGUAGE sql \
+             SECURITY DEFINER AS 'SELECT count(*) FROM public.projects'",
+        );
+        run("CREATE FUNCTION public.via() RETURNS bigint LANGUAGE sql \
+             AS 'SELECT public.all_projects()'");
+        run(
+            "CREATE FUNCTION public.explained(q text) RETURNS SETOF text LANGUAGE plpgsql \
+             AS $$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN ' || q; END $$",
+        );
+        let projects: u32 = one::<pg_sys::Oid>("SELECT 'public.projects'::regclass::oid").into();
+        let (acme, _) = generate(ACME);
+        assert_eq!(one::<i64>("SELECT public.via()"), 8, "as the superuser");
+        as_login(&acme, || {
+            for refused in [
+                "SELECT public.all_projects()".to_string(),
+                "SELECT public.via()".into(),
+                "EXPLAIN SELECT * FROM public.projects".into(),
+                "EXPLAIN (ANALYZE) SELECT * FROM public.projects".into(),
+                "SELECT * FROM public.explained('SELECT 1')".into(),
+                "SELECT * FROM pg_stat_user_tables".into(),
+                "SELECT * FROM pg_statio_all_indexes".into(),
+                format!("SELECT pg_stat_get_live_tuples({projects})"),
+                "SELECT pg_current_xact_id()".into(),
+                "SET client_min_messages = log".into(),
+            ] {
+                fails_with(&refused, ERRCODE_INSUFFICIENT_PRIVILEGE);
+            }
+            assert_eq!(one::<i64>("SELECT count(*) FROM public.projects"), 3);
+            assert!(one::<i64>("SELECT count(*) FROM pg_stat_activity") > 0);
+        });
+        // A deployment that accepts the estimates: plain EXPLAIN only.
+        run("SET LOCAL bi_access.allow_explain = on");
+        as_login(&acme, || {
+            assert!(!explain("SELECT * FROM public.projects").is_empty());
+            fails_with(
+                "EXPLAIN (ANALYZE) SELECT * FROM public.projects",
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            );
+        });
+    }
 }

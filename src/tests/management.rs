@@ -101,4 +101,37 @@ mod tests {
             run("SELECT bi_access.expose_table('t_caller.owned_elsewhere')");
         });
     }
+
+    /// A sync runs with the extension owner's rights: it exposes a new table
+    /// only when its caller could expose it itself (the confused deputy of
+    /// issue 25); the table stays new, with the reason, until one who may
+    /// exposes it.
+    #[pg_test]
+    fn a_sync_exposes_only_the_new_tables_its_caller_could() {
+        plain_admin("test_sync_admin");
+        run("CREATE TABLE public.payroll (org_id bigint, salary int)");
+        let exposed = "SELECT count(*) FROM bi_access.exposed_table \
+                       WHERE tbl = 'public.payroll'::regclass AND NOT hidden";
+        let reason = "SELECT reason FROM bi_access.unsynced_tables() \
+                      WHERE tbl = 'public.payroll'::regclass";
+        let refused: String = as_role("test_sync_admin", || {
+            run("SELECT * FROM bi_access.sync_tables()");
+            one(reason)
+        });
+        assert_eq!(one::<i64>(exposed), 0);
+        assert!(
+            refused.contains(
+                "test_sync_admin may not expose or hide public.payroll: it lacks \
+                              membership in its owner postgres, SELECT on it"
+            ),
+            "{refused}"
+        );
+        assert_eq!(
+            one::<String>(reason),
+            "new table with the org column, not exposed",
+            "the superuser could"
+        );
+        run("SELECT * FROM bi_access.sync_tables()");
+        assert_eq!(one::<i64>(exposed), 1);
+    }
 }
