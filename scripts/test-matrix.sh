@@ -17,41 +17,46 @@
 #               workers, once that major's stages passed; one line says it
 #               was skipped otherwise
 # A failing stage ends its major; the other majors still run, and the run
-# fails at the end. Seconds per stage and major go to target/test-times.txt.
+# fails at the end. Majors run two at a time (BI_TEST_JOBS; each major has
+# its own target directory, servers on ports the OS picks, and pgrx's test
+# server on its own port), each into target/test-logs/<major>.log, printed
+# whole once that major is done; the stage lines show as they happen.
+# Seconds per stage and major go to target/test-times.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/pg_majors.sh
 source scripts/pg_majors.sh
 majors=("$@")
-((${#majors[@]})) || majors=("${PG_MAJORS[@]}")
+# The longest majors first (15: transcripts, upgrades, package test; 17:
+# pg_upgrade), so that the last one to start is a short one.
+((${#majors[@]})) || majors=(15 17 $(printf '%s\n' "${PG_MAJORS[@]}" | grep -vx '15\|17'))
+jobs=${BI_TEST_JOBS:-2}
 export PGRX_TEST_PGDATA=${PGRX_TEST_PGDATA:-/var/lib/postgresql/pgrx}
 install -d -o postgres -g postgres "$PGRX_TEST_PGDATA"
 times=target/test-times.txt
-mkdir -p target
+logs=target/test-logs
+rm -rf "$logs"
+mkdir -p "$logs"
 printf '%-8s %-12s %8s  %s\n' major stage seconds result >"$times"
-failed=()
 
 stage() { # stage MAJOR NAME COMMAND...
   local major=$1 name=$2 start rc
   shift 2
   printf '\n==> [%s] %s\n' "$major" "$name"
+  printf '%s ==> [%s] %s\n' "$(date +%T)" "$major" "$name" >&3
   start=$SECONDS
   "$@"
   rc=$?
   printf '%-8s %-12s %8d  %s\n' "$major" "$name" $((SECONDS - start)) \
-    "$([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)")" >>"$times"
-  ((rc == 0)) || failed+=("$major:$name")
+    "$([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)")" >>"$logs/$major.times"
+  ((rc == 0)) || echo "$major:$name" >>"$logs/failed"
   return "$rc"
 }
 
 with() { bash scripts/with-pg.sh "$@"; }
 
-begin=$SECONDS
-stage all fmt cargo fmt --check
-stage all generated bash scripts/check-generated.sh
-stage all lock python3 scripts/check-lock.py
-for major in "${majors[@]}"; do
-  major_start=$SECONDS
+major_suite() { # major_suite MAJOR: every stage of one major, in order
+  local major=$1 major_start=$SECONDS
   stage "$major" clippy with "$major" bash -c \
       'cargo clippy --all-targets $PG_FEATURES --features pg_test -- -D warnings' &&
     stage "$major" pgrx-test with "$major" bash -c \
@@ -73,18 +78,40 @@ for major in "${majors[@]}"; do
     if [[ $major == 15 ]]; then
       stage "$major" package-test with "$major" bash scripts/package-test.sh
     fi
-  printf '%-8s %-12s %8d\n' "$major" total $((SECONDS - major_start)) >>"$times"
+  printf '%-8s %-12s %8d\n' "$major" total $((SECONDS - major_start)) >>"$logs/$major.times"
+}
+
+begin=$SECONDS
+exec 3>&1
+{
+  stage all fmt cargo fmt --check
+  stage all generated bash scripts/check-generated.sh
+  stage all lock python3 scripts/check-lock.py
+} >"$logs/all.log" 2>&1
+cat "$logs/all.log"
+for major in "${majors[@]}"; do
+  while (($(jobs -rp | wc -l) >= jobs)); do wait -n; done
+  major_suite "$major" >"$logs/$major.log" 2>&1 &
 done
+wait
+for major in "${majors[@]}"; do
+  printf '\n======== PostgreSQL %s (target/test-logs/%s.log) ========\n' "$major" "$major"
+  cat "$logs/$major.log"
+done
+cat "$logs/all.times" >>"$times"
+for major in "${majors[@]}"; do cat "$logs/$major.times" >>"$times"; done
 citus_major=${CITUS_PG:-16}
 if [[ -z ${CITUS_SRC:-} ]]; then
   citus_skipped="CITUS_SRC is not set (make citus-test CITUS_SRC=<a checkout of github.com/citusdata/citus>)"
 elif [[ " ${majors[*]} " != *" $citus_major "* ]]; then
   citus_skipped="PostgreSQL $citus_major (CITUS_PG) is not among this run's majors"
-elif [[ " ${failed[*]} " == *" $citus_major:"* ]]; then
+elif grep -q "^$citus_major:" "$logs/failed" 2>/dev/null; then
   citus_skipped="PostgreSQL $citus_major failed a stage"
 else
   citus_skipped=
   stage "$citus_major" citus with "$citus_major" bash scripts/citus.sh test
+  cat "$logs/$citus_major.times" >"$logs/citus.times"
+  tail -1 "$logs/citus.times" >>"$times"
 fi
 if [[ -n $citus_skipped ]]; then
   printf '\n==> citus: skipped: %s\n' "$citus_skipped"
@@ -94,8 +121,8 @@ printf '%-8s %-12s %8d\n' all total $((SECONDS - begin)) >>"$times"
 
 printf '\n'
 cat "$times"
-if ((${#failed[@]})); then
-  printf '\nmake test: FAILED: %s\n' "${failed[*]}"
+if [[ -s $logs/failed ]]; then
+  printf '\nmake test: FAILED: %s\n' "$(tr '\n' ' ' <"$logs/failed")"
   exit 1
 fi
 printf '\nmake test: all suites passed on PostgreSQL %s\n' "${majors[*]}"
