@@ -138,7 +138,8 @@ pub fn is_citus_table_cached(tbl: pg_sys::Oid) -> bool {
 
 /// A worker of a Citus cluster: a node whose group is not the coordinator's
 /// (group 0). A node not yet added to a cluster is none.
-fn is_worker() -> Result<bool> {
+/// A worker of a Citus cluster (its records are on the coordinator).
+pub fn is_worker() -> Result<bool> {
     if !installed()? {
         return Ok(false);
     }

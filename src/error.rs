@@ -165,6 +165,11 @@ pub enum BiError {
     #[error("{0}")]
     TooManyConnections(String),
 
+    /// The login gate: a credential logging in to a database that does not
+    /// manage it (src/guard/home.rs).
+    #[error("a bi_access credential logs in only to the database that manages it, not to {0}")]
+    NotItsDatabase(String),
+
     /// Another node of a Citus cluster could not be asked, or failed
     /// (src/citus.rs).
     #[error("{0}")]
@@ -293,6 +298,7 @@ impl BiError {
             BiError::QuotaUnguarded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
+            BiError::NotItsDatabase(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             BiError::OnStandby { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
             BiError::SqlBehind { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -397,6 +403,9 @@ impl BiError {
             BiError::Ended(_) => Some(
                 "Ask the organization's administrator for the credential's current connection details."
                     .into(),
+            ),
+            BiError::NotItsDatabase(_) => Some(
+                "Connect to the database named in the credential's connection details.".into(),
             ),
             BiError::TooManyConnections(_) => Some(
                 "Close another session of this organization's BI tools, or ask its administrator to raise the limit."

@@ -636,6 +636,26 @@ pub fn sessions_of_my_org(sessions: Vec<i64>) -> Result<Option<i64>> {
     )
 }
 
+/// Whether this database manages the session's login: bi_access is
+/// installed here and holds a record of the role. Runs under the session's
+/// search_path: every name is schema-qualified.
+pub fn manages_session_user() -> Result<bool> {
+    let installed = db::first::<bool>(
+        "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false);
+    if !installed {
+        return Ok(false);
+    }
+    Ok(db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM bi_access.credential c \
+                        WHERE c.role_name OPERATOR(pg_catalog.=) session_user)",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
 /// check(): (object, fix) of each credential role of this database with an
 /// attribute or a membership bi_access never gives; `settable` is the SQL
 /// condition on `m` (pg_auth_members) of a membership that allows SET ROLE

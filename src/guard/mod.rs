@@ -51,6 +51,7 @@ mod connections;
 mod custom;
 mod definers;
 pub mod gate;
+mod home;
 mod memory;
 mod oracles;
 mod plans;
