@@ -14,7 +14,7 @@ import psycopg2
 import psycopg2.extensions
 
 from bi import BiAccess, Credential, login
-from cluster import Server
+from cluster import Server, pg_tool, run_as_postgres
 
 OK = "ok"
 PERMISSION_DENIED = "42501"
@@ -214,3 +214,10 @@ def bi_settings(pair, **settings: str):
     """bi_access.<name> = value on both servers for the block."""
     with server_settings(pair, **{f"bi_access.{k}": v for k, v in settings.items()}):
         yield
+
+
+def run_fix(server: Server, script: str) -> str:
+    """A check() fix as a DBA runs it: psql as the superuser (the fixes are
+    psql scripts: some \\connect or \\gexec), stopping at the first error."""
+    return run_as_postgres([pg_tool("psql"), *server.tool_args("postgres"), "-v", "ON_ERROR_STOP=1", "-q"],
+                           input=script).stdout

@@ -76,6 +76,7 @@ KEY_CALLS = {
     "import_key": "SELECT bi_access.import_key('bi_access-key-v1:x')",
     "rotate_key": "SELECT bi_access.rotate_key()",
     "reset_key": "SELECT bi_access.reset_key()",
+    "adopt": "SELECT * FROM bi_access.adopt()",
 }
 
 READS = {

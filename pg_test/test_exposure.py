@@ -585,6 +585,38 @@ def test_sync_tables_reports_55P03_naming_the_locked_table(pair, sync_bi, needs_
     assert set(unsynced(pair)) == {"t05", "t10"}
 
 
+LOCK_CALLS = {
+    "sync_tables": "SELECT * FROM bi_access.sync_tables()",
+    "expose_table": "SELECT bi_access.expose_table('t05')",
+    "hide_table": "SELECT bi_access.hide_table('t05')",
+}
+
+
+@pytest.mark.parametrize("mode", ["ACCESS SHARE", "ACCESS EXCLUSIVE"])
+@pytest.mark.parametrize("call", LOCK_CALLS)
+def test_lock_timeout_is_55P03_naming_the_table(pair, sync_bi, needs_sync, call, mode):
+    """Whatever the application holds on the table (a reader's ACCESS SHARE,
+    a migration's ACCESS EXCLUSIVE), a call that needs the table's lock
+    gives up within lock_timeout with 55P03 naming the table and a HINT
+    pointing to CALL bi_access.sync(), and changes nothing."""
+    needs_sync(["t05"])
+    with table_locked(pair.primary, SYNC_DB, "t05", mode):
+        # The table's owner (a superuser here) may expose and hide it.
+        s = Session(sync_bi.connect()) if call == "sync_tables" else Session.superuser(pair.primary, SYNC_DB)
+        try:
+            s.rows("SET lock_timeout = '200ms'")
+            started = time.monotonic()
+            outcome = s.run(LOCK_CALLS[call])
+            elapsed = time.monotonic() - started
+        finally:
+            s.close()
+    assert outcome.state == LOCK_NOT_AVAILABLE, str(outcome)
+    assert "t05" in outcome.message, outcome.message
+    assert "CALL bi_access.sync()" in outcome.message, outcome.message
+    assert elapsed < 5, f"took {elapsed:.1f}s with lock_timeout = 200ms"
+    assert set(unsynced(pair)) == {"t05"}
+
+
 def test_call_sync_skips_the_locked_table_and_commits_the_others(pair, sync_bi, needs_sync):
     needs_sync(["t05", "t10", "t20"])
     with table_locked(pair.primary, SYNC_DB, "t05"):

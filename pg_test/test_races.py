@@ -1,5 +1,9 @@
 """Management calls racing each other lose nothing (property 9, issue 27).
 
+Two syncs at once: the second waits for the first (sync_tables()) or, a
+second CALL bi_access.sync() while one runs, syncs nothing with a NOTICE;
+never 23505.
+
 rotate_key against generate: several clients generate for 30 s while a
 superuser rotates the key again and again. Every secret must open with the
 key in force once both committed: each credential's reveal gives exactly the
@@ -16,8 +20,8 @@ import time
 import psycopg2
 import pytest
 
-from bi import BiAccess, unique_label
-from probe import create_database
+from bi import ADMIN_ROLE, BiAccess, unique_label
+from probe import Background, Session, create_database, table_locked
 
 DB = "races"
 DURATION = 30.0
@@ -109,3 +113,76 @@ def test_rotate_key_racing_generate_loses_no_secret(pair, race_bi):
     assert resealed == pair.primary.value(
         "SELECT count(*) FROM bi_access.credential WHERE secret IS NOT NULL", dbname=DB)
     print(f"{len(generated)} generates by {GENERATORS} clients, {rotations['ok']} rotations in {DURATION:.0f} s")
+
+
+# --------------------------------------------------------------------------
+# Two syncs at once (issue 27: one failed with a raw 23505 on
+# exposed_table_pkey, 3 of 3). The second waits for the first, or, for a
+# second CALL bi_access.sync() while one runs, syncs nothing and says so.
+
+def sessions(race_bi, n: int) -> list[Session]:
+    out = []
+    for _ in range(n):
+        conn = race_bi.connect()
+        conn.autocommit = True
+        out.append(Session(conn))
+    return out
+
+
+def exposed_rows(pair, table: str) -> int:
+    return pair.primary.value("SELECT count(*) FROM bi_access.exposed_table WHERE tbl = %s::regclass",
+                              (table,), dbname=DB)
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_two_sync_tables_at_once_expose_a_new_table_once(pair, race_bi, trial):
+    """Both see the same new table; the first holds its transaction open
+    while the second starts. The second waits, then succeeds: the table is
+    exposed once, by the first, and the second finds it in place."""
+    table = f"new_{trial}"
+    # Owned by the admin role: its sync may expose it (the caller check).
+    pair.primary.sql(f"CREATE TABLE {table} (id int, org_id bigint); ALTER TABLE {table} OWNER TO {ADMIN_ROLE}",
+                     dbname=DB)
+    first, second = sessions(race_bi, 2)
+    try:
+        first.rows("BEGIN")
+        mine = dict(first.rows("SELECT tbl::text, action FROM bi_access.sync_tables()"))
+        assert mine[table] == "exposed", mine
+        other = Background(second, "SELECT tbl::text, action FROM bi_access.sync_tables()")
+        time.sleep(1.0)
+        assert not other.done, "the second sync did not wait for the first"
+        first.rows("COMMIT")
+        outcome = other.join()
+    finally:
+        first.close()
+        second.close()
+    assert outcome.ok, str(outcome)
+    assert dict(outcome.rows)[table] == "unchanged", outcome.rows
+    assert exposed_rows(pair, table) == 1
+
+
+def test_a_second_call_sync_while_one_runs_syncs_nothing_and_says_so(pair, race_bi):
+    """The first CALL waits on a table held locked (it needs a sync); the
+    second, started meanwhile, returns at once with a NOTICE naming the
+    first's backend, and records no event. The first completes."""
+    pair.primary.sql("DROP POLICY bi_access_guard ON t", dbname=DB)
+    events_before = pair.primary.value("SELECT count(*) FROM bi_access.event WHERE action = 'sync'", dbname=DB)
+    first, second = sessions(race_bi, 2)
+    try:
+        with table_locked(pair.primary, DB, "t"):
+            running = Background(first, "CALL bi_access.sync('1s', 2)")
+            time.sleep(1.0)
+            assert not running.done, "the first CALL did not wait on the locked table"
+            outcome = second.run("CALL bi_access.sync('1s', 2)")
+        result = running.join()
+    finally:
+        first.close()
+        second.close()
+    assert outcome.ok, str(outcome)
+    assert any(f"is running in backend {running.pid}; this one syncs nothing" in n for n in outcome.notices), \
+        outcome.notices
+    assert result.ok, str(result)
+    unsynced = pair.primary.sql("SELECT tbl::text FROM bi_access.unsynced_tables()", dbname=DB)
+    assert unsynced == [], unsynced
+    events = pair.primary.value("SELECT count(*) FROM bi_access.event WHERE action = 'sync'", dbname=DB)
+    assert events == events_before + 1

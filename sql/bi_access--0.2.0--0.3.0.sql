@@ -77,6 +77,16 @@ DROP FUNCTION bi_access_internal."targets";
 DROP FUNCTION bi_access_internal."unsynced_tables";
 
 -- The Rust workers of the new version (the org lookups in place).
+CREATE FUNCTION bi_access."adopt"(
+	"key" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"step" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"detail" TEXT  /* String */
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_wrapper';
 CREATE OR REPLACE FUNCTION bi_access."current_org"() RETURNS TEXT /* Option < String > */
 STRICT STABLE SECURITY DEFINER PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -755,3 +765,6 @@ SELECT bi_access_internal.add_quota_triggers();
 -- of this database (custody: not a copy's) gets the new
 -- session_preload_libraries now, not at the next sync.
 SELECT bi_access_internal.sync_session_libraries();
+
+-- New in 0.3.0, commented where it is declared (src/restore.rs).
+COMMENT ON FUNCTION bi_access.adopt(text) IS 'The one call after a restore: the original key (export_key''s text), the roles a restore without roles lost, a sync; superusers only';

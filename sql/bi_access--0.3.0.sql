@@ -7,7 +7,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:74
+-- src/lib.rs:75
 -- bootstrap
 -- bi_access bootstrap: roles, types and tables. Runs before every generated
 -- object of the extension script, in schema bi_access.
@@ -232,6 +232,29 @@ REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/restore.rs:69
+-- bi_access::restore::adopt
+CREATE  FUNCTION "adopt"(
+	"key" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"step" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"detail" TEXT  /* String */
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/restore.rs:84
+-- requires:
+--   adopt
+
+COMMENT ON FUNCTION bi_access.adopt(text) IS 'The one call after a restore: the original key (export_key''s text), the roles a restore without roles lost, a sync; superusers only';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/legacy.rs:34
 -- bi_access::legacy::before_drop
 -- Skipped due to `#[pgrx(sql = false)]`
@@ -265,7 +288,7 @@ AS 'MODULE_PATHNAME', 'current_org_uuid_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:473
+-- src/key.rs:474
 -- bi_access::key::export_key
 CREATE  FUNCTION "export_key"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -274,7 +297,7 @@ AS 'MODULE_PATHNAME', 'export_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:478
+-- src/key.rs:479
 -- bi_access::key::import_key
 CREATE  FUNCTION "import_key"(
 	"key" TEXT /* Option < & str > */
@@ -303,7 +326,7 @@ AS 'MODULE_PATHNAME', 'import_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:490
+-- src/key.rs:492
 -- bi_access::key::reset_key
 CREATE  FUNCTION "reset_key"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -312,7 +335,7 @@ AS 'MODULE_PATHNAME', 'reset_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:485
+-- src/key.rs:487
 -- bi_access::key::rotate_key
 CREATE  FUNCTION "rotate_key"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -327,26 +350,26 @@ AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:242
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
+-- src/roles.rs:233
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:247
--- bi_access::custody::bi_access_internal::mark_credentials
-CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+-- src/roles.rs:238
+-- bi_access::roles::bi_access_internal::sync_session_libraries
+CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:506
+-- src/key.rs:508
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:512
+-- src/key.rs:514
 -- bi_access::key::bi_access_internal::init_key
 CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
@@ -355,7 +378,7 @@ AS 'MODULE_PATHNAME', 'init_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:518
+-- src/key.rs:520
 -- bi_access::key::bi_access_internal::adopt_key_file
 CREATE  FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
@@ -366,50 +389,6 @@ AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
 /* <begin connected objects> */
 -- src/api.rs:46
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:318
--- bi_access::api::bi_access_internal::sync_end
-CREATE  FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:256
--- bi_access::api::bi_access_internal::hide_table
-CREATE  FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* Option < pg_sys :: Oid > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:305
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:216
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -426,6 +405,86 @@ STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'targets_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:208
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:126
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:188
+-- bi_access::api::bi_access_internal::set_target
+CREATE  FUNCTION bi_access_internal."set_target"(
+	"name" TEXT, /* Option < & str > */
+	"host" TEXT, /* Option < & str > */
+	"port" INT, /* Option < i32 > */
+	"sslmode" TEXT, /* Option < & str > */
+	"standby" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:248
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:52
+-- bi_access::api::bi_access_internal::org_lookup_support
+CREATE  FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:332
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -447,6 +506,54 @@ AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:256
+-- bi_access::api::bi_access_internal::hide_table
+CREATE  FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* Option < pg_sys :: Oid > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:355
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:318
+-- bi_access::api::bi_access_internal::sync_end
+CREATE  FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:312
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:362
 -- bi_access::api::bi_access_internal::sync_tables
 CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
@@ -456,89 +563,6 @@ CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:248
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:150
--- bi_access::api::bi_access_internal::credential_state
-CREATE  FUNCTION bi_access_internal."credential_state"(
-	"stored" TEXT, /* & str */
-	"role_name" TEXT, /* & str */
-	"target" TEXT, /* Option < & str > */
-	"lsn" TEXT, /* Option < & str > */
-	"expired" bool, /* bool */
-	"syncing" bool, /* bool */
-	"written_by" TEXT /* & str */
-) RETURNS TABLE (
-	"status" TEXT,  /* String */
-	"problem" TEXT  /* Option < String > */
-)
-STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'credential_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:126
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:116
--- bi_access::api::bi_access_internal::regenerate
-CREATE  FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:188
--- bi_access::api::bi_access_internal::set_target
-CREATE  FUNCTION bi_access_internal."set_target"(
-	"name" TEXT, /* Option < & str > */
-	"host" TEXT, /* Option < & str > */
-	"port" INT, /* Option < i32 > */
-	"sslmode" TEXT, /* Option < & str > */
-	"standby" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:265
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -566,43 +590,36 @@ AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:141
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:332
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:52
--- bi_access::api::bi_access_internal::org_lookup_support
-CREATE  FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:223
 -- bi_access::api::bi_access_internal::add_quota_triggers
 CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:116
+-- bi_access::api::bi_access_internal::regenerate
+CREATE  FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:216
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -615,13 +632,26 @@ AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:312
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
+-- src/api.rs:295
+-- bi_access::api::bi_access_internal::lock_yields
+CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:141
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -639,40 +669,66 @@ AS 'MODULE_PATHNAME', 'check_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:295
--- bi_access::api::bi_access_internal::lock_yields
-CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
-	"cancelled" bigint,  /* i64 */
-	"terminated" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:355
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
+-- src/api.rs:66
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:183
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
+-- src/api.rs:150
+-- bi_access::api::bi_access_internal::credential_state
+CREATE  FUNCTION bi_access_internal."credential_state"(
+	"stored" TEXT, /* & str */
+	"role_name" TEXT, /* & str */
+	"target" TEXT, /* Option < & str > */
+	"lsn" TEXT, /* Option < & str > */
+	"expired" bool, /* bool */
+	"syncing" bool, /* bool */
+	"written_by" TEXT /* & str */
+) RETURNS TABLE (
+	"status" TEXT,  /* String */
+	"problem" TEXT  /* Option < String > */
+)
+STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'credential_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:136
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:178
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
 	"org_id" TEXT /* Option < & str > */
 ) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:305
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -688,65 +744,32 @@ AS 'MODULE_PATHNAME', 'connection_details_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:208
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:136
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:66
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:178
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:200
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:205
--- bi_access::roles::bi_access_internal::sync_session_libraries
-CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
+-- src/api.rs:265
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:526
+-- src/custody.rs:254
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:259
+-- bi_access::custody::bi_access_internal::mark_credentials
+CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/key.rs:528
 -- requires:
 --   api
 --   bi_access_internal::init_key
@@ -755,7 +778,7 @@ SELECT bi_access_internal.init_key();
 REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 
 
--- src/lib.rs:75
+-- src/lib.rs:76
 -- finalize
 -- bi_access: the SQL surface. Runs after every generated object.
 --

@@ -191,18 +191,21 @@ pub fn problem(role: &str) -> Result<Option<String>> {
 /// cluster, or whose managing database is gone, becomes this database's
 /// (marked, and a member of this database's reader group). A role this
 /// database manages whose mark names another system (pg_upgrade) is
-/// re-marked. Returns how many were adopted.
+/// re-marked. An adopted role leaves the reader group of the cluster it came
+/// from (roles::leave_dead_reader_groups). Returns how many were adopted.
 pub fn adopt_all() -> Result<i64> {
     let roles = crate::records::current_roles(false)?;
     let reader = roles::reader_group()?;
     let here = mark_here()?;
     let (mut adopted, mut remarked) = (0, 0);
+    let mut left = std::collections::BTreeSet::new();
     for role in roles {
         let comment = comment_of(&role)?;
         match judge(&role, comment.as_deref())? {
             Custody::Adoptable => {
                 mark(&role)?;
                 roles::join_reader_group(&role, &reader)?;
+                left.extend(roles::leave_dead_reader_groups(&role, &reader)?);
                 adopted += 1;
             }
             // Carried here by pg_upgrade: with the new system in its mark, a
@@ -216,7 +219,16 @@ pub fn adopt_all() -> Result<i64> {
         }
     }
     if adopted > 0 {
-        audit::record("adopt", &NO_SUBJECT, json!({ "roles": adopted }))?;
+        audit::record(
+            "adopt",
+            &NO_SUBJECT,
+            json!({ "roles": adopted, "left_reader_groups": left }),
+        )?;
+    }
+    for group in &left {
+        pgrx::notice!(
+            "bi_access: the adopted roles left {group}, another cluster's reader group that no database here uses; bi_access.check() gives the statements that drop it"
+        );
     }
     if remarked > 0 {
         audit::record("remark", &NO_SUBJECT, json!({ "roles": remarked }))?;

@@ -165,6 +165,10 @@ pub enum BiError {
     #[error("{0}")]
     TooManyConnections(String),
 
+    /// adopt() without the key that sealed this database's passwords.
+    #[error("{0}")]
+    KeyNeeded(String),
+
     /// The login gate: a credential logging in to a database that does not
     /// manage it (src/guard/home.rs).
     #[error("a bi_access credential logs in only to the database that manages it, not to {0}")]
@@ -299,6 +303,7 @@ impl BiError {
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
             BiError::NotItsDatabase(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            BiError::KeyNeeded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::OnStandby { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
             BiError::SqlBehind { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -402,6 +407,10 @@ impl BiError {
             ),
             BiError::Ended(_) => Some(
                 "Ask the organization's administrator for the credential's current connection details."
+                    .into(),
+            ),
+            BiError::KeyNeeded(_) => Some(
+                "SELECT * FROM bi_access.adopt(key => '…'); -- the text SELECT bi_access.export_key() gives on the original"
                     .into(),
             ),
             BiError::NotItsDatabase(_) => Some(

@@ -560,17 +560,23 @@ fn orphaned_credentials(_: &Context) -> Result<Vec<Finding>> {
 }
 
 /// Reader groups whose database lost bi_access: the statements that finish
-/// the removal there, then the role.
+/// the removal there, then the role. A database that has bi_access (a
+/// restore's, whose roles brought the source cluster's group along) keeps
+/// its policies and RLS: the fix only takes the old group's grants there.
 fn orphaned_reader_groups(_: &Context) -> Result<Vec<Finding>> {
+    // A psql script, run as a superuser: \connect to each database where
+    // the group still holds something, finish there, then drop the role.
     rows(
         &format!(
             "{READER_GROUPS} \
              SELECT 'role ' || quote_ident(rd.rolname), \
-                    coalesce((SELECT string_agg(format( \
-                        '-- in database %I, as a superuser: SELECT format(''DROP POLICY %s ON %%s; \
-ALTER TABLE %%s DISABLE ROW LEVEL SECURITY;'', polrelid::regclass, polrelid::regclass) \
-FROM pg_policy WHERE polname = ''%s'' \\gexec DROP OWNED BY %I; ', \
-                        d.datname, $2::text, $2::text, rd.rolname), '' ORDER BY d.datname) \
+                    coalesce((SELECT string_agg( \
+                        format('\\connect %I', d.datname) || chr(10) \
+                        || format('SELECT format(''DROP POLICY %I ON %%s; ALTER TABLE %%s DISABLE ROW LEVEL SECURITY;'', \
+polrelid::regclass, polrelid::regclass) FROM pg_policy WHERE polname = %L \
+AND NOT EXISTS (SELECT FROM pg_extension WHERE extname = ''bi_access'') \\gexec', $2::text, $2::text) \
+                        || chr(10) || format('DROP OWNED BY %I;', rd.rolname) || chr(10), \
+                        '' ORDER BY d.datname) \
                               FROM pg_catalog.pg_database d \
                               WHERE d.oid IN (SELECT s.dbid FROM pg_catalog.pg_shdepend s \
                                               WHERE s.refobjid = rd.oid AND s.dbid <> 0)), '') \
@@ -579,8 +585,10 @@ FROM pg_policy WHERE polname = ''%s'' \\gexec DROP OWNED BY %I; ', \
         ),
         &[names::READER_GROUP_PREFIX.into(), names::POLICY_PASSTHROUGH.into()],
         "error",
-        "the reader group of a database where bi_access is gone (dropped past its drop guard, \
-         or the database was dropped): tables there keep its grants and bi_access's pass-through policy",
+        "a reader group no database uses: bi_access is gone from its database (dropped past its \
+         drop guard, or the database was dropped), or it came with roles restored from another \
+         cluster; tables keep its grants (and, where bi_access is gone, its pass-through policy). \
+         The fix is a psql script for a superuser",
     )
 }
 
@@ -663,11 +671,7 @@ fn lock_waits(_: &Context) -> Result<Vec<Finding>> {
     };
     let object = "lock waits".to_string();
     if crate::shmem::segment().is_none() {
-        let preloaded = db::first::<String>(
-            "SELECT pg_catalog.current_setting('shared_preload_libraries')",
-            &[],
-        )?
-        .unwrap_or_default();
+        let preloaded = settings::shared_preload_libraries();
         let libraries = preloaded
             .split(',')
             .map(str::trim)
@@ -749,11 +753,7 @@ fn preload(_: &Context) -> Result<Vec<Finding>> {
     if crate::guard::preloaded() {
         return Ok(vec![]);
     }
-    let libraries = db::first::<String>(
-        "SELECT pg_catalog.current_setting('shared_preload_libraries')",
-        &[],
-    )?
-    .unwrap_or_default();
+    let libraries = settings::shared_preload_libraries();
     let wanted = if libraries.trim().is_empty() {
         names::EXTENSION.to_string()
     } else {

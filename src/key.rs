@@ -187,7 +187,7 @@ pub fn for_opening(sealed_with: Option<&str>) -> Result<SealingKey> {
     Ok(key)
 }
 
-fn require_superuser(what: &str) -> Result<()> {
+pub fn require_superuser(what: &str) -> Result<()> {
     // SAFETY: a read of the current user's cached superuser flag.
     if unsafe { pg_sys::superuser() } {
         Ok(())
@@ -219,7 +219,7 @@ pub fn export() -> Result<String> {
 /// the same transaction, so the restored secrets and the new ones all open
 /// with it; unless no secret is sealed with the imported key, which then is
 /// not a key this database needs: refused (55000), the key in use stays.
-pub fn import(text: &str) -> Result<()> {
+pub fn import(text: &str) -> Result<bool> {
     require_superuser("import_key")?;
     require_read_committed("import_key")?;
     let bytes = text
@@ -236,7 +236,7 @@ pub fn import(text: &str) -> Result<()> {
     let current = stored_held(Hold::ToReplace)?;
     if let Some(current) = &current {
         if current.fingerprint == key.fingerprint {
-            return Ok(());
+            return Ok(false);
         }
         if sealed_by(&current.fingerprint)? > 0 {
             if sealed_by(&key.fingerprint)? == 0 {
@@ -256,7 +256,8 @@ pub fn import(text: &str) -> Result<()> {
             "re_sealed": re_sealed,
             "legacy_secrets_adopted": adopted,
         }),
-    )
+    )?;
+    Ok(true)
 }
 
 /// Every secret of `which` (locked for the rest of the transaction) opened
@@ -478,7 +479,8 @@ fn export_key() -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 fn import_key(key: Option<&str>) {
     crate::error::or_raise(
-        Call::management("import_key").and_then(|call| import(call.required("key", key)?)),
+        Call::management("import_key")
+            .and_then(|call| import(call.required("key", key)?).map(|_| ())),
     )
 }
 

@@ -59,6 +59,7 @@ mod org;
 mod policies;
 mod pooler;
 mod records;
+mod restore;
 mod roles;
 mod secrets;
 mod sessions;

@@ -502,6 +502,20 @@ pub fn current_roles(unmarked: bool) -> Result<Vec<String>> {
     )
 }
 
+/// Roles of current records whose role does not exist (a restore without
+/// roles, a role dropped by hand).
+pub fn current_roles_without_role() -> Result<Vec<String>> {
+    db::column::<String>(
+        &format!(
+            "SELECT c.role_name::text FROM bi_access.credential c \
+             WHERE c.{CURRENT} \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = c.role_name) \
+             ORDER BY c.id"
+        ),
+        &[],
+    )
+}
+
 /// Roles of current records whose role has the role setting `setting`
 /// (`name=value`, for every database) when `wanted` is false, or lacks it
 /// when it is true.
@@ -728,8 +742,36 @@ pub fn begin_sync() -> Result<()> {
     )
 }
 
+/// The last step of this backend's `CALL bi_access.sync()` (a sync that
+/// skipped never began, and leaves the running one's pid as it is).
 pub fn end_sync() -> Result<()> {
-    db::exec("UPDATE bi_access.config SET sync_pid = NULL", &[])
+    db::exec(
+        "UPDATE bi_access.config SET sync_pid = NULL \
+         WHERE sync_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()",
+        &[],
+    )
+}
+
+/// Serialises the syncs of this database: the second waits for the first's
+/// transaction (`sync_tables()`, or the first step of `CALL
+/// bi_access.sync()`), so two never expose the same new table or alter the
+/// same role at once.
+pub fn one_sync_at_a_time() -> Result<()> {
+    db::exec("SELECT FROM bi_access.config FOR UPDATE", &[])
+}
+
+/// The backend of another `CALL bi_access.sync()` running now in this
+/// database, if any.
+pub fn other_sync() -> Result<Option<i32>> {
+    db::first::<i32>(
+        "SELECT a.pid FROM pg_catalog.pg_stat_activity a, bi_access.config c \
+         WHERE a.pid OPERATOR(pg_catalog.=) c.sync_pid \
+           AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
+           AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database() \
+           AND a.state OPERATOR(pg_catalog.=) 'active' \
+           AND a.query OPERATOR(pg_catalog.~*) '\\mcall\\s+bi_access\\.sync\\M'",
+        &[],
+    )
 }
 
 /// Whether `CALL bi_access.sync()` runs now in this database: the backend

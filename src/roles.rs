@@ -97,6 +97,39 @@ pub fn join_reader_group(role: &str, reader: &str) -> Result<()> {
     Ok(())
 }
 
+/// A role restored from another cluster with `pg_dumpall --roles-only` is
+/// still a member of that cluster's reader group, which came along and that
+/// no database here grants anything: the membership goes (the group itself
+/// is the DBA's to drop, as check() says). Returns the groups it left.
+pub fn leave_dead_reader_groups(role: &str, reader: &str) -> Result<Vec<String>> {
+    let dead = db::first::<Vec<String>>(
+        "SELECT coalesce(pg_catalog.array_agg(g.rolname::text ORDER BY g.rolname), '{}') \
+         FROM pg_catalog.pg_auth_members m \
+         JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
+         JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) m.member \
+         WHERE r.rolname OPERATOR(pg_catalog.=) $1 \
+           AND pg_catalog.starts_with(g.rolname, $2) AND g.rolname OPERATOR(pg_catalog.<>) $3 \
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_shdepend s \
+                           WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
+                             AND s.refobjid = g.oid AND s.deptype = 'a' \
+                             AND s.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass)",
+        &[
+            role.into(),
+            names::READER_GROUP_PREFIX.into(),
+            reader.into(),
+        ],
+    )?
+    .unwrap_or_default();
+    for group in &dead {
+        Spi::run(&format!(
+            "REVOKE {} FROM {}",
+            quote_identifier(group),
+            quote_identifier(role)
+        ))?;
+    }
+    Ok(dead)
+}
+
 /// At a sync, from PostgreSQL 16 on: every current credential role this
 /// database manages whose membership in its reader group or in
 /// bi_access_credential allows SET ROLE (or does not inherit) is granted

@@ -617,3 +617,21 @@ pub fn max_parallel_workers() -> Option<i32> {
 pub fn allow_explain() -> bool {
     ALLOW_EXPLAIN.get()
 }
+
+/// The server's shared_preload_libraries, for check()'s findings. Read
+/// without the privilege check that current_setting() makes (it needs
+/// pg_read_all_settings): check() runs as the extension's owner, who may have
+/// lost superuser, and the finding is what it is about.
+pub fn shared_preload_libraries() -> String {
+    // SAFETY: GetConfigOption returns a pointer into the GUC's own storage
+    // (or NULL), valid until the setting changes; copied at once.
+    unsafe {
+        let value = pg_sys::GetConfigOption(c"shared_preload_libraries".as_ptr(), true, false);
+        if value.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(value)
+            .to_string_lossy()
+            .into_owned()
+    }
+}

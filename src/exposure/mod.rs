@@ -18,7 +18,7 @@ mod sync;
 
 pub use catalog::ACCEPTED_TYPE;
 pub use events::{after_ddl, forget_dropped};
-pub use registry::{expose_table, hide_all, hide_table};
+pub use registry::{expose_table, hide_all, hide_table, table_name};
 pub use sync::{sync_begin, sync_end, sync_table, sync_tables, unsynced_tables};
 
 thread_local! {

@@ -6,8 +6,8 @@ use pgrx::spi::{quote_identifier, quote_qualified_identifier};
 use serde_json::json;
 
 use super::catalog::{caller_may, refuse_kind, relation, vet, Vet};
-use super::sync::lock_exclusively;
 use super::sync::sync_table;
+use super::sync::{lock_exclusively, lock_to_read};
 use super::ChangingTables;
 use crate::audit::{self, NO_SUBJECT};
 use crate::db;
@@ -23,6 +23,7 @@ pub fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) -> Result<()> {
     let column = org_column
         .map(str::to_string)
         .unwrap_or_else(settings::org_column);
+    lock_to_read(tbl)?;
     vet(tbl, &column, Vet::Caller)?;
     db::exec(
         "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2) \
@@ -46,6 +47,7 @@ pub fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) -> Result<()> {
 /// that is exposed now can always be hidden, whatever its kind or schema:
 /// an exposure made before those were refused can be undone.
 pub fn hide_table(tbl: pg_sys::Oid) -> Result<()> {
+    lock_to_read(tbl)?;
     let exposed = exposed_row(tbl)?;
     let relation = relation(tbl, &settings::org_column())?;
     let name = quote_qualified_identifier(&relation.schema, &relation.name);
@@ -121,7 +123,7 @@ pub(super) fn known(tbl: pg_sys::Oid) -> Result<bool> {
     Ok(new_tables()?.iter().any(|(new, _)| *new == tbl))
 }
 
-pub(super) fn table_name(tbl: pg_sys::Oid) -> Result<String> {
+pub fn table_name(tbl: pg_sys::Oid) -> Result<String> {
     Ok(db::first::<String>("SELECT $1::regclass::text", &[tbl.into()])?.unwrap_or_default())
 }
 

@@ -126,6 +126,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// Brings every exposed table (and, with bi_access.auto_expose, every new
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
+    crate::records::one_sync_at_a_time()?;
     crate::custody::adopt_all()?;
     crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
@@ -171,11 +172,17 @@ pub(super) fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
             }
             Err(_) => continue, // unsynced_tables() says why
         }
-        db::exec(
-            "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2)",
+        // A sync that began before another one committed the same table
+        // (under REPEATABLE READ the lock above does not refresh what it
+        // sees) finds it there: exposed once, by the first.
+        let inserted = db::first::<bool>(
+            "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2) \
+             ON CONFLICT (tbl) DO NOTHING RETURNING true",
             &[tbl.into(), column.as_str().into()],
         )?;
-        exposed.push(tbl);
+        if inserted.is_some() {
+            exposed.push(tbl);
+        }
     }
     Ok(exposed)
 }
@@ -190,6 +197,7 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
     let Some((column, rls_by_us)) = exposed_row(tbl)? else {
         return Ok(SyncAction::NotExposed);
     };
+    lock_to_read(tbl)?;
     let _changing = ChangingTables::begin();
     let target = target(tbl, &column)?;
     let reader = roles::reader_group()?;
@@ -306,25 +314,42 @@ pub(super) fn missing(target: &Target, reader: &str) -> Result<Vec<Unsynced>> {
     Ok(reasons)
 }
 
-/// AccessExclusiveLock within lock_timeout (55P03 naming the table), polling
-/// a conditional lock so the error can say which table it was.
+/// AccessExclusiveLock within lock_timeout (55P03 naming the table).
 pub(super) fn lock_exclusively(target: &Target) -> Result<()> {
-    let mode = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+    lock_within_timeout(target.oid, pg_sys::AccessExclusiveLock, &target.name)
+}
+
+/// The ACCESS SHARE lock that reading the table's definition takes, within
+/// lock_timeout (55P03 naming the table): behind an application's ACCESS
+/// EXCLUSIVE lock (a migration) the call would otherwise end with
+/// PostgreSQL's "canceling statement due to lock timeout", which names no
+/// table. Taken first by every call that acts on a table.
+pub(super) fn lock_to_read(tbl: pg_sys::Oid) -> Result<()> {
+    lock_within_timeout(
+        tbl,
+        pg_sys::AccessShareLock,
+        &super::registry::table_name(tbl)?,
+    )
+}
+
+/// Polls a conditional lock, so the error can say which table it was.
+fn lock_within_timeout(tbl: pg_sys::Oid, mode: u32, name: &str) -> Result<()> {
+    let mode = mode as pg_sys::LOCKMODE;
     // SAFETY: reading a GUC variable of this backend.
     let timeout_ms = unsafe { pg_sys::LockTimeout };
     if timeout_ms <= 0 {
         // SAFETY: an ordinary heavyweight lock, released at transaction end.
-        unsafe { pg_sys::LockRelationOid(target.oid, mode) };
+        unsafe { pg_sys::LockRelationOid(tbl, mode) };
         return Ok(());
     }
     let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
     loop {
         // SAFETY: as above; returns false instead of waiting.
-        if unsafe { pg_sys::ConditionalLockRelationOid(target.oid, mode) } {
+        if unsafe { pg_sys::ConditionalLockRelationOid(tbl, mode) } {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(BiError::LockNotAvailable(target.name.clone()));
+            return Err(BiError::LockNotAvailable(name.to_string()));
         }
         pgrx::check_for_interrupts!();
         // SAFETY: sleeps this backend only.
@@ -332,10 +357,6 @@ pub(super) fn lock_exclusively(target: &Target) -> Result<()> {
     }
 }
 
-/// First step of `CALL bi_access.sync()`: exposes new tables (with
-/// bi_access.auto_expose), records which backend syncs (credentials read
-/// `syncing` meanwhile: `records::begin_sync`), and returns the tables to
-/// sync, one transaction each.
 /// What a sync puts back for the credentials, whatever the tables: their
 /// pgaudit read logging as bi_access.audit_reads says, their login gate, their
 /// org's custom schema groups, and each custom-schema table's quota trigger.
@@ -347,7 +368,28 @@ fn credentials_in_place() -> Result<()> {
     Ok(())
 }
 
+thread_local! {
+    /// This backend's `CALL bi_access.sync()` found another running and
+    /// synced nothing: its last step records no event either.
+    static SKIPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// First step of `CALL bi_access.sync()`: exposes new tables (with
+/// bi_access.auto_expose), records which backend syncs (credentials read
+/// `syncing` meanwhile: `records::begin_sync`), and returns the tables to
+/// sync, one transaction each. While another backend's CALL runs, it syncs
+/// nothing (a NOTICE says so).
 pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
+    crate::records::one_sync_at_a_time()?;
+    if let Some(pid) = crate::records::other_sync()? {
+        // Its tables would be synced twice at once: this one leaves them.
+        pgrx::notice!(
+            "bi_access.sync: CALL bi_access.sync() is running in backend {pid}; this one syncs nothing"
+        );
+        SKIPPED.with(|skipped| skipped.set(true));
+        return Ok(Vec::new());
+    }
+    SKIPPED.with(|skipped| skipped.set(false));
     crate::custody::adopt_all()?;
     crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
@@ -360,6 +402,9 @@ pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
 
 /// Last step: one event tells what was done.
 pub fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) -> Result<()> {
+    if SKIPPED.with(std::cell::Cell::get) {
+        return Ok(());
+    }
     crate::records::end_sync()?;
     audit::record(
         "sync",
