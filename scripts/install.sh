@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds bi_access (release profile) for one PostgreSQL major and installs its
-# files where that major's pg_config says, with plain cargo: no cargo-pgrx.
+# Builds bi_access (release profile, or BI_PROFILE's: make test uses `ci`) for
+# one PostgreSQL major and installs its files where that major's pg_config
+# says, with plain cargo: no cargo-pgrx.
 #
 #   bash scripts/with-pg.sh 15 bash scripts/install.sh          (make install)
 #
@@ -31,8 +32,8 @@ if [[ -z ${PGRX_PG_CONFIG_PATH:-} ]] &&
 fi
 # shellcheck disable=SC2086 # PG_FEATURES is a list of flags
 cargo --config 'target.'"'"'cfg(all(target_family = "unix", not(target_os = "macos")))'"'"'.rustflags = ["-C", "link-arg=-Wl,--no-gc-sections"]' \
-  build --lib --release $PG_FEATURES --message-format=short
-library=${CARGO_TARGET_DIR:-target}/release/libbi_access.so
+  build --lib --profile "${BI_PROFILE:-release}" $PG_FEATURES --message-format=short
+library=${CARGO_TARGET_DIR:-target}/${BI_PROFILE:-release}/libbi_access.so
 
 pkglibdir=${DESTDIR:-}$("$PG_CONFIG" --pkglibdir)
 extdir=${DESTDIR:-}$("$PG_CONFIG" --sharedir)/extension

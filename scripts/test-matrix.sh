@@ -4,7 +4,8 @@
 #               are what the code generates (scripts/check-generated.sh); no
 #               yanked crate in Cargo.lock (scripts/check-lock.py)
 #   per major:  clippy (-D warnings), the #[pg_test]s (cargo pgrx test, as the
-#               postgres user), a release install into that major's server,
+#               postgres user), an install (the `ci` profile: release
+#               without LTO) into that major's server,
 #               the pg_test/ end-to-end suite against a primary + streaming
 #               replica of that major (on 15 also README's transcripts
 #               against a new run, and the upgrade test along every released
@@ -31,6 +32,8 @@ majors=("$@")
 # pg_upgrade), so that the last one to start is a short one.
 ((${#majors[@]})) || majors=(15 17 $(printf '%s\n' "${PG_MAJORS[@]}" | grep -vx '15\|17'))
 jobs=${BI_TEST_JOBS:-2}
+# The installs build Cargo.toml's `ci` profile (release without LTO).
+export BI_PROFILE=${BI_PROFILE:-ci}
 export PGRX_TEST_PGDATA=${PGRX_TEST_PGDATA:-/var/lib/postgresql/pgrx}
 install -d -o postgres -g postgres "$PGRX_TEST_PGDATA"
 times=target/test-times.txt
