@@ -108,9 +108,7 @@ thread_local! {
 
 /// Called from _PG_init.
 pub fn init() {
-    // SAFETY: registers a callback for the life of the backend, in its only
-    // thread.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_table), pg_sys::Datum::from(0)) };
+    crate::guard::on_relation_change(forget_table);
 }
 
 /// Runs during invalidation processing: no catalog access, no error.

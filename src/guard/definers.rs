@@ -59,10 +59,10 @@ pub(super) fn install() {
     unsafe {
         PREVIOUS = pg_sys::fmgr_hook;
         pg_sys::fmgr_hook = Some(fmgr_hook);
-        // A policy's change (and RLS turned on or off) invalidates its
-        // table's relcache entry.
-        pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0));
     }
+    // A policy's change (and RLS turned on or off) invalidates its table's
+    // relcache entry.
+    super::on_relation_change(forget_relation);
     super::on_catalog_change(&[pg_sys::SysCacheIdentifier::PROCOID], forget_function);
     super::on_catalog_change(
         &[

@@ -75,8 +75,8 @@ pub(super) fn install() {
     // SAFETY: called once from _PG_init, in the backend's only thread.
     unsafe {
         crate::compat::install_executor_run(around_run);
-        pg_sys::CacheRegisterRelcacheCallback(Some(forget_shapes), pg_sys::Datum::from(0));
     }
+    super::on_relation_change(forget_shapes);
 }
 
 /// Runs during invalidation processing: no catalog access, no error.

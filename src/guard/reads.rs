@@ -56,8 +56,8 @@ pub(super) fn install() {
     // keeps the previous hook and calls it first.
     unsafe {
         compat::install_permission_check(check_permissions);
-        pg_sys::CacheRegisterRelcacheCallback(Some(forget_verdict), pg_sys::Datum::from(0));
     }
+    super::on_relation_change(forget_verdict);
 }
 
 /// Why a relation is not readable by a credential.
