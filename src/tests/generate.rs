@@ -159,7 +159,8 @@ mod tests {
 
     /// The org key as applications hold it (DESIGN.md, generate): bigint
     /// and uuid overloads beside the text one, with its parameter names and
-    /// defaults; what each resolves to; each credential sees its org's rows.
+    /// defaults; what each resolves to; each credential sees its org's rows
+    /// (as_role: a backend's guard follows one login, and this test has four).
     #[pg_test]
     fn generate_takes_an_integer_or_uuid_org_key() {
         saas();
@@ -195,14 +196,14 @@ mod tests {
                 "SELECT username FROM bi_access.generate({key}, 'int{i}')"
             ));
             assert_eq!(org_of(&user), "10", "{key}");
-            let seen: i64 = as_login(&user, || one("SELECT count(*) FROM public.invoices"));
+            let seen: i64 = as_role(&user, || one("SELECT count(*) FROM public.invoices"));
             assert_eq!(seen, invoices_of_10, "{key}");
         }
         let user: String = one(&format!(
             "SELECT username FROM bi_access.generate('{ACME}'::uuid, 'uuid')"
         ));
         assert_eq!(org_of(&user), ACME);
-        let seen: i64 = as_login(&user, || one("SELECT count(*) FROM public.projects"));
+        let seen: i64 = as_role(&user, || one("SELECT count(*) FROM public.projects"));
         assert_eq!(seen, projects_of_acme);
 
         // numeric reaches none of the three.
