@@ -282,7 +282,8 @@ def test_check_reports_a_standby_whose_feedback_holds_back_vacuum(pair, check_bi
         pair.replica.sql("SELECT pg_reload_conf()")
     wait_until(lambda: horizon() == [(False,)], 30, "the standby's feedback to stop")
     assert findings(check_bi) == []
-=======
+
+
 DEFINER = ("CREATE SCHEMA reporting; CREATE FUNCTION reporting.totals() RETURNS bigint LANGUAGE sql "
            "SECURITY DEFINER AS 'SELECT sum(amount) FROM public.ledger'")
 
