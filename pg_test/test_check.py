@@ -243,7 +243,7 @@ def test_check_reports_unbounded_temporary_files(pair, check_db, check_bi, clean
 
 def test_check_reports_a_custom_schema_table_without_its_quota_trigger(pair, check_db, check_bi, clean):
     check_bi.call("set_target", "check_primary", "127.0.0.1", pair.primary.port, "prefer", None)
-    cred = check_bi.generate("quota-check", "analyst", scope="read_write", target="check_primary",
+    cred = check_bi.generate("77", "analyst", scope="read_write", target="check_primary",
                              wait_replica=False)
     schema = cred.details["custom_schema"]
     try:
@@ -258,7 +258,7 @@ def test_check_reports_a_custom_schema_table_without_its_quota_trigger(pair, che
         assert findings(check_bi) == []
     finally:
         check_bi.call("delete", cred.role)
-        check_bi.call("drop_custom_schema", "quota-check")
+        check_bi.call("drop_custom_schema", "77")
         check_bi.call("drop_target", "check_primary")
     assert findings(check_bi) == []
 

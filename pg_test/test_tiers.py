@@ -34,6 +34,8 @@ CALLS = {
     "check": ("viewer", "SELECT * FROM bi_access.check()"),
     "lock_yields": ("viewer", "SELECT * FROM bi_access.lock_yields()"),
     "generate": ("editor", "SELECT * FROM bi_access.generate('{org}', '{label}')"),
+    "generate bigint": ("editor", "SELECT * FROM bi_access.generate({org}, '{label}')"),
+    "generate uuid": ("editor", "SELECT * FROM bi_access.generate(md5('{org}')::uuid, '{label}')"),
     "connection_details": ("editor", "SELECT * FROM bi_access.connection_details('{live}')"),
     "regenerate": ("admin", "SELECT * FROM bi_access.regenerate('{live}')"),
     "revoke": ("admin", "SELECT * FROM bi_access.revoke('{live}')"),

@@ -350,20 +350,6 @@ AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/roles.rs:233
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:238
--- bi_access::roles::bi_access_internal::sync_session_libraries
-CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/key.rs:508
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
 /* </end connected objects> */
@@ -387,8 +373,135 @@ AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/custody.rs:254
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:259
+-- bi_access::custody::bi_access_internal::mark_credentials
+CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:46
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:66
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:295
+-- bi_access::api::bi_access_internal::lock_yields
+CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:312
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:141
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:305
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:270
+-- bi_access::api::bi_access_internal::check
+CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:265
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:362
+-- bi_access::api::bi_access_internal::sync_tables
+CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:248
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -408,14 +521,91 @@ AS 'MODULE_PATHNAME', 'targets_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:208
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
+-- src/api.rs:337
+-- bi_access::api::bi_access_internal::unsynced_tables
+CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:326
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:355
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:332
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:178
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:108
+-- bi_access::api::bi_access_internal::connection_details
+CREATE  FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:223
+-- bi_access::api::bi_access_internal::add_quota_triggers
+CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:216
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -445,46 +635,36 @@ AS 'MODULE_PATHNAME', 'set_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:248
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT /* Option < & str > */
+-- src/api.rs:208
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:183
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
+-- src/api.rs:131
+-- bi_access::api::bi_access_internal::activate
+CREATE  FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:52
--- bi_access::api::bi_access_internal::org_lookup_support
-CREATE  FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
+-- src/api.rs:136
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:332
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+AS 'MODULE_PATHNAME', 'delete_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -506,6 +686,17 @@ AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:52
+-- bi_access::api::bi_access_internal::org_lookup_support
+CREATE  FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:256
 -- bi_access::api::bi_access_internal::hide_table
 CREATE  FUNCTION bi_access_internal."hide_table"(
@@ -514,20 +705,6 @@ CREATE  FUNCTION bi_access_internal."hide_table"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hide_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:355
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -541,142 +718,6 @@ CREATE  FUNCTION bi_access_internal."sync_end"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:312
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:362
--- bi_access::api::bi_access_internal::sync_tables
-CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:337
--- bi_access::api::bi_access_internal::unsynced_tables
-CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"org_column" TEXT,  /* String */
-	"reason" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:131
--- bi_access::api::bi_access_internal::activate
-CREATE  FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:223
--- bi_access::api::bi_access_internal::add_quota_triggers
-CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:116
--- bi_access::api::bi_access_internal::regenerate
-CREATE  FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:216
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:326
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:295
--- bi_access::api::bi_access_internal::lock_yields
-CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
-	"cancelled" bigint,  /* i64 */
-	"terminated" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:141
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:270
--- bi_access::api::bi_access_internal::check
-CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:66
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -701,71 +742,30 @@ AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:136
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:178
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:305
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:108
--- bi_access::api::bi_access_internal::connection_details
-CREATE  FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* Option < & str > */
+-- src/api.rs:116
+-- bi_access::api::bi_access_internal::regenerate
+CREATE  FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
 > */
-VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:265
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
+-- src/roles.rs:233
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/roles.rs:238
+-- bi_access::roles::bi_access_internal::sync_session_libraries
+CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/custody.rs:254
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/custody.rs:259
--- bi_access::custody::bi_access_internal::mark_credentials
-CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -854,6 +854,45 @@ AS $$
 $$;
 COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text) IS
     'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
+
+-- The same with the org key as applications hold it: the three share
+-- parameter names and defaults, so an unknown literal resolves to text,
+-- int2/int4/int8 to bigint (no implicit cast reaches text), and numeric to
+-- none (42883). The key is passed on as the type prints it, which is its
+-- canonical form.
+CREATE FUNCTION bi_access.generate(
+    org_id bigint,
+    label text DEFAULT 'default',
+    org_name text DEFAULT NULL,
+    valid_until timestamptz DEFAULT NULL,
+    connection_limit integer DEFAULT NULL,
+    scope text DEFAULT 'read',
+    target text DEFAULT NULL
+) RETURNS bi_access.connection
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM bi_access_internal.generate(org_id::text, label, org_name, valid_until,
+                                              connection_limit, scope, target)
+$$;
+COMMENT ON FUNCTION bi_access.generate(bigint, text, text, timestamptz, integer, text, text) IS
+    'generate() with an integer org key (smallint, integer or bigint), as applications pass it';
+
+CREATE FUNCTION bi_access.generate(
+    org_id uuid,
+    label text DEFAULT 'default',
+    org_name text DEFAULT NULL,
+    valid_until timestamptz DEFAULT NULL,
+    connection_limit integer DEFAULT NULL,
+    scope text DEFAULT 'read',
+    target text DEFAULT NULL
+) RETURNS bi_access.connection
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM bi_access_internal.generate(org_id::text, label, org_name, valid_until,
+                                              connection_limit, scope, target)
+$$;
+COMMENT ON FUNCTION bi_access.generate(uuid, text, text, timestamptz, integer, text, text) IS
+    'generate() with a uuid org key, as applications pass it';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1144,6 +1183,8 @@ TO bi_access_viewer;
 
 GRANT EXECUTE ON FUNCTION
     bi_access.generate(text, text, text, timestamptz, integer, text, text),
+    bi_access.generate(bigint, text, text, timestamptz, integer, text, text),
+    bi_access.generate(uuid, text, text, timestamptz, integer, text, text),
     bi_access.connection_details(name)
 TO bi_access_editor;
 
@@ -1185,5 +1226,123 @@ BEGIN
                    (SELECT reader_role FROM bi_access.config));
 END
 $grants$;
+
+-- What \df+ and \d+ say of each object (every function of both schemas and
+-- every view column has a COMMENT: src/tests/management.rs checks it).
+COMMENT ON FUNCTION bi_access.current_org() IS
+    'The org key of the login running the query (every bi_access policy calls it); NULL for any other role';
+COMMENT ON FUNCTION bi_access.current_org_bigint() IS
+    'current_org() as a bigint, for integer org columns; NULL unless the key is exactly what bigint::text prints';
+COMMENT ON FUNCTION bi_access.current_org_uuid() IS
+    'current_org() as a uuid, for uuid org columns; NULL unless the key is exactly what uuid::text prints';
+COMMENT ON FUNCTION bi_access.export_key() IS
+    'Superusers: the key that seals the stored passwords, as text to import elsewhere (a restore into another cluster)';
+COMMENT ON FUNCTION bi_access.import_key(text) IS
+    'Superusers: installs an exported key; refuses a different key than the one that sealed this database''s passwords';
+COMMENT ON FUNCTION bi_access.rotate_key() IS
+    'Superusers: a new sealing key, every stored password sealed again under it';
+COMMENT ON FUNCTION bi_access.reset_key() IS
+    'Superusers: a new key for a database whose key is lost; stored passwords become unreadable (regenerate them)';
+COMMENT ON FUNCTION bi_access.event_append_only() IS
+    'Trigger of bi_access.event: the event log is append-only';
+
+COMMENT ON FUNCTION bi_access_internal.generate(text, text, text, timestamptz, integer, text, text) IS
+    'Worker of bi_access.generate()';
+COMMENT ON FUNCTION bi_access_internal.connection_details(text) IS
+    'Worker of bi_access.connection_details()';
+COMMENT ON FUNCTION bi_access_internal.regenerate(text, timestamptz) IS
+    'Worker of bi_access.regenerate()';
+COMMENT ON FUNCTION bi_access_internal.revoke(text) IS 'Worker of bi_access.revoke()';
+COMMENT ON FUNCTION bi_access_internal.activate(text) IS 'Worker of bi_access.activate()';
+COMMENT ON FUNCTION bi_access_internal.delete(text) IS 'Worker of bi_access.delete()';
+COMMENT ON FUNCTION bi_access_internal.purge(text) IS 'Worker of bi_access.purge()';
+COMMENT ON FUNCTION bi_access_internal.revoke_org(text) IS 'Worker of bi_access.revoke_org()';
+COMMENT ON FUNCTION bi_access_internal.delete_org(text) IS 'Worker of bi_access.delete_org()';
+COMMENT ON FUNCTION bi_access_internal.set_target(text, text, integer, text, text) IS
+    'Worker of bi_access.set_target()';
+COMMENT ON FUNCTION bi_access_internal.drop_target(text) IS 'Worker of bi_access.drop_target()';
+COMMENT ON FUNCTION bi_access_internal.drop_custom_schema(text) IS
+    'Worker of bi_access.drop_custom_schema()';
+COMMENT ON FUNCTION bi_access_internal.expose_table(oid, text) IS 'Worker of bi_access.expose_table()';
+COMMENT ON FUNCTION bi_access_internal.hide_table(oid) IS 'Worker of bi_access.hide_table()';
+COMMENT ON FUNCTION bi_access_internal.unsynced_tables() IS 'Worker of bi_access.unsynced_tables()';
+COMMENT ON FUNCTION bi_access_internal.sync_tables() IS 'Worker of bi_access.sync_tables()';
+COMMENT ON FUNCTION bi_access_internal."check"() IS 'Worker of bi_access.check()';
+COMMENT ON FUNCTION bi_access_internal.lock_yields() IS 'Worker of bi_access.lock_yields()';
+COMMENT ON FUNCTION bi_access_internal.pgbouncer_auth(text) IS 'Worker of bi_access.pgbouncer_auth()';
+COMMENT ON FUNCTION bi_access_internal.sync_begin() IS
+    'CALL bi_access.sync(): its first step, the tables to sync (through step_sync_begin)';
+COMMENT ON FUNCTION bi_access_internal.sync_table(oid) IS
+    'CALL bi_access.sync(): syncs one table (through step_sync_table)';
+COMMENT ON FUNCTION bi_access_internal.sync_end(integer, integer, text[]) IS
+    'CALL bi_access.sync(): its last step and event (through step_sync_end)';
+COMMENT ON FUNCTION bi_access_internal.step_sync_begin() IS
+    'CALL bi_access.sync(): its first step, the tables to sync';
+COMMENT ON FUNCTION bi_access_internal.step_sync_table(regclass) IS
+    'CALL bi_access.sync(): syncs one table; whether it changed';
+COMMENT ON FUNCTION bi_access_internal.step_sync_end(integer, integer, text[]) IS
+    'CALL bi_access.sync(): its last step, and its event';
+COMMENT ON FUNCTION bi_access_internal.sync_running() IS
+    'Whether CALL bi_access.sync() runs now (the credentials view shows syncing)';
+COMMENT ON FUNCTION bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text) IS
+    'The status a credential shows, and why when it failed (the credentials view calls it per record)';
+COMMENT ON FUNCTION bi_access_internal.targets() IS
+    'The default target (the settings) and every named target, for the targets view';
+COMMENT ON FUNCTION bi_access_internal.org_lookup_support(internal) IS
+    'Planner support of the org lookups: turns a policy''s call into the org key as a constant';
+COMMENT ON FUNCTION bi_access_internal.org_of(text) IS
+    'Superusers: the org key of a role as this database answers it (what a Citus worker asks its coordinator)';
+COMMENT ON FUNCTION bi_access_internal.mark_credentials() IS
+    'Marks this database''s credential roles as managed here (custody: copies and restores)';
+COMMENT ON FUNCTION bi_access_internal.init_key() IS
+    'Creates or finds the key that seals stored passwords';
+COMMENT ON FUNCTION bi_access_internal.adopt_key_file() IS
+    'Takes the key from its file into the database (upgrades from a version that kept it in a file)';
+COMMENT ON FUNCTION bi_access_internal.add_quota_triggers() IS
+    'Gives every custom-schema table its quota trigger';
+COMMENT ON FUNCTION bi_access_internal.sync_session_libraries() IS
+    'Sets the login gate in every credential role''s session_preload_libraries';
+COMMENT ON FUNCTION bi_access_internal.after_ddl() IS
+    'Worker of the ddl_command_end event trigger: new tables, weakened exposed tables';
+COMMENT ON FUNCTION bi_access_internal.forget_dropped() IS
+    'Worker of the sql_drop event trigger: forgets dropped exposed tables';
+COMMENT ON FUNCTION bi_access_internal.on_ddl_command_end() IS
+    'Event trigger function (ddl_command_end): new tables and weakened exposed tables';
+COMMENT ON FUNCTION bi_access_internal.on_sql_drop() IS
+    'Event trigger function (sql_drop): forgets dropped exposed tables';
+COMMENT ON FUNCTION bi_access_internal.drop_guard() IS
+    'Event trigger function (ddl_command_start): refuses dropping, renaming or moving bi_access while current credentials exist';
+COMMENT ON FUNCTION bi_access_internal.custom_schema_quota() IS
+    'Row trigger of every custom-schema table: stops writes past bi_access.custom_schema_quota';
+
+COMMENT ON COLUMN bi_access.credentials.id IS 'The record''s id';
+COMMENT ON COLUMN bi_access.credentials.org_id IS 'The org key, as generate() was given it (text)';
+COMMENT ON COLUMN bi_access.credentials.org_name IS 'The org''s display name, if given';
+COMMENT ON COLUMN bi_access.credentials.label IS 'The credential''s label, unique per org among current credentials';
+COMMENT ON COLUMN bi_access.credentials.scope IS 'read, or read_write (writes in the org''s custom schema)';
+COMMENT ON COLUMN bi_access.credentials.target IS 'The target its details point at (default: the bi_access.host/port/sslmode settings)';
+COMMENT ON COLUMN bi_access.credentials.role_name IS 'The login role (username)';
+COMMENT ON COLUMN bi_access.credentials.status IS
+    'pending, active, syncing, failed, deleting, deactivated, deleted or expired (README: Statuses)';
+COMMENT ON COLUMN bi_access.credentials.created_at IS 'When generate() created it';
+COMMENT ON COLUMN bi_access.credentials.updated_at IS 'When a call last changed it';
+COMMENT ON COLUMN bi_access.credentials.rotated_at IS 'When regenerate() last gave it a new password';
+COMMENT ON COLUMN bi_access.credentials.valid_until IS 'When its login expires; NULL: never';
+COMMENT ON COLUMN bi_access.credentials.connection_limit IS 'Its sessions at most, per server; -1: no limit';
+COMMENT ON COLUMN bi_access.credentials.last_error IS 'Why it failed, when it did';
+COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
+COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';
+COMMENT ON COLUMN bi_access.events.action IS 'The call: generate, reveal, regenerate, revoke, expose_table…';
+COMMENT ON COLUMN bi_access.events.role_name IS 'The credential''s role, for a call on one';
+COMMENT ON COLUMN bi_access.events.org_id IS 'The org key, for a call on an org or its credential';
+COMMENT ON COLUMN bi_access.events.actor IS 'Who made the call: the login (session_user), and the application''s own user when it sets bi_access.actor';
+COMMENT ON COLUMN bi_access.events.detail IS 'What the call did (jsonb); never a secret';
+COMMENT ON COLUMN bi_access.targets.name IS 'The target''s name; default is the settings''';
+COMMENT ON COLUMN bi_access.targets.host IS 'Host the credentials are told to connect to';
+COMMENT ON COLUMN bi_access.targets.port IS 'Port the credentials are told to connect to';
+COMMENT ON COLUMN bi_access.targets.sslmode IS 'libpq sslmode in the details';
+COMMENT ON COLUMN bi_access.targets.standby IS
+    'application_name of the standby whose replay makes a credential usable there; NULL: the primary';
+COMMENT ON COLUMN bi_access.targets.credentials IS 'Live credentials (pending, active, syncing) pointing at it';
 /* </end connected objects> */
 

@@ -11,8 +11,10 @@ use crate::audit;
 use crate::connection::{Details, Org};
 use crate::custom_schema;
 use crate::error::{internal, BiError, Result};
+use crate::exposure;
 use crate::input;
 use crate::key;
+use crate::org;
 use crate::records::{self, Record, Subject};
 use crate::roles::{self, LoginOptions};
 use crate::secrets::{self, SecretError};
@@ -42,6 +44,7 @@ pub fn generate(
     request: Request,
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
     let (org_id, label) = validate(&request)?;
+    org::check_canonical(org_id, &exposure::org_column_types()?)?;
     let valid_until = resolve_valid_until(request.valid_until)?;
     let key = key::for_sealing()?;
     // Never unlimited unless asked for (-1) or configured so.

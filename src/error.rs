@@ -12,6 +12,20 @@ pub enum BiError {
     #[error("{0}")]
     InvalidParameter(String),
 
+    /// generate: an org key no exposed org column's type prints, so its
+    /// login would see no row (src/org.rs, `canonical`). `kinds`: "an
+    /// integer", "a uuid" or both; `hint` gives the canonical form.
+    #[error(
+        "org_id {} matches no row of any exposed table: every exposed org column is {kinds}, \
+         and this key is not how PostgreSQL prints one",
+        crate::input::shown(.key)
+    )]
+    NonCanonicalOrgKey {
+        key: String,
+        kinds: String,
+        hint: String,
+    },
+
     #[error("a live bi_access credential for org {org_id:?} and label {label:?} already exists")]
     Duplicate {
         org_id: String,
@@ -262,7 +276,9 @@ impl BiError {
     fn code(&self) -> PgSqlErrorCode {
         use PgSqlErrorCode::*;
         match self {
-            BiError::InvalidParameter(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            BiError::InvalidParameter(_) | BiError::NonCanonicalOrgKey { .. } => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
             BiError::Duplicate { .. } => ERRCODE_UNIQUE_VIOLATION,
             BiError::NoSuchCredential(_)
             | BiError::NoSuchTarget(_)
@@ -321,6 +337,7 @@ impl BiError {
 
     fn hint(&self) -> Option<String> {
         match self {
+            BiError::NonCanonicalOrgKey { hint, .. } => Some(hint.clone()),
             BiError::Duplicate { role: Some(role), .. } => Some(format!(
                 "To replace its password, call bi_access.regenerate('{role}')."
             )),

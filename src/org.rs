@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use pgrx::prelude::*;
 
 use crate::db;
-use crate::error::Result;
+use crate::error::{BiError, Result};
 
 thread_local! {
     /// (outer user, its org key or None).
@@ -214,6 +214,80 @@ pub fn as_uuid(org: &str) -> Option<[u8; 16]> {
     Some(uuid)
 }
 
+/// generate's check of a new key against the types of the exposed org
+/// columns (`column_types`, as `format_type` names them): a key that no
+/// exposed column's type prints (`' 42 '`, `'042'` where every org column is
+/// an integer; an upper-case uuid where every one is a uuid) would give a
+/// login that silently sees nothing, so it is refused (22023) with its
+/// canonical form when it has one. A text, varchar or citext column (or a
+/// domain, which the lookup casts to) takes any key, and so does a database
+/// that exposes nothing yet.
+pub fn check_canonical(key: &str, column_types: &[String]) -> Result<()> {
+    let integer = column_types
+        .iter()
+        .any(|t| matches!(t.as_str(), "smallint" | "integer" | "bigint"));
+    let uuid = column_types.iter().any(|t| t == "uuid");
+    let any_key = column_types
+        .iter()
+        .any(|t| !matches!(t.as_str(), "smallint" | "integer" | "bigint" | "uuid"));
+    if column_types.is_empty()
+        || any_key
+        || (integer && as_bigint(key).is_some())
+        || (uuid && as_uuid(key).is_some())
+    {
+        return Ok(());
+    }
+    let canonical = integer
+        .then(|| canonical_bigint(key))
+        .flatten()
+        .or_else(|| uuid.then(|| canonical_uuid(key)).flatten());
+    let (kinds, printed) = match (integer, uuid) {
+        (true, true) => ("an integer or a uuid", "bigint::text or uuid::text"),
+        (true, false) => ("an integer", "bigint::text"),
+        _ => ("a uuid", "uuid::text"),
+    };
+    let hint = match canonical {
+        Some(form) => format!("Pass org_id '{form}', the key as {printed} prints it."),
+        None => format!("Pass the org key as {printed} prints it."),
+    };
+    Err(BiError::NonCanonicalOrgKey {
+        key: key.to_string(),
+        kinds: kinds.to_string(),
+        hint,
+    })
+}
+
+/// The integer a key spells with blanks, a `+` or leading zeros, as
+/// `bigint::text` prints it.
+fn canonical_bigint(key: &str) -> Option<String> {
+    key.trim()
+        .parse::<i64>()
+        .ok()
+        .map(|value| value.to_string())
+}
+
+/// The uuid a key spells in upper case, with braces or without hyphens, as
+/// `uuid::text` prints it.
+fn canonical_uuid(key: &str) -> Option<String> {
+    let bare = key.trim().trim_start_matches('{').trim_end_matches('}');
+    let digits: String = bare
+        .chars()
+        .filter(|c| *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if digits.len() != 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &digits[..8],
+        &digits[8..12],
+        &digits[12..16],
+        &digits[16..20],
+        &digits[20..]
+    ))
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -264,6 +338,54 @@ mod unit {
         assert_eq!(
             lookup_expression("public.citext"),
             "bi_access.current_org()::public.citext"
+        );
+    }
+
+    fn types(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn hint_of(key: &str, names: &[&str]) -> Option<String> {
+        match check_canonical(key, &types(names)) {
+            Ok(()) => None,
+            Err(BiError::NonCanonicalOrgKey { hint, .. }) => Some(hint),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_key_is_refused_only_when_no_exposed_type_prints_it() {
+        assert_eq!(hint_of(" 42 ", &[]), None);
+        assert_eq!(hint_of(" 42 ", &["integer", "text"]), None);
+        assert_eq!(hint_of("Acme", &["public.citext"]), None);
+        assert_eq!(hint_of("42", &["integer", "bigint"]), None);
+        assert_eq!(hint_of("-7", &["smallint"]), None);
+        let uuid = "1a2b3c4d-0000-4000-8000-00000000000a";
+        assert_eq!(hint_of(uuid, &["uuid"]), None);
+        assert_eq!(hint_of(uuid, &["integer", "uuid"]), None);
+        assert_eq!(
+            hint_of("042", &["integer"]).as_deref(),
+            Some("Pass org_id '42', the key as bigint::text prints it.")
+        );
+        assert_eq!(
+            hint_of(" +42 ", &["bigint", "uuid"]).as_deref(),
+            Some("Pass org_id '42', the key as bigint::text or uuid::text prints it.")
+        );
+        assert_eq!(
+            hint_of(&uuid.to_uppercase(), &["uuid"]).as_deref(),
+            Some(format!("Pass org_id '{uuid}', the key as uuid::text prints it.").as_str())
+        );
+        assert_eq!(
+            hint_of("{1A2B3C4D00004000800000000000000A}", &["uuid"]).as_deref(),
+            Some(format!("Pass org_id '{uuid}', the key as uuid::text prints it.").as_str())
+        );
+        assert_eq!(
+            hint_of("acme", &["integer"]).as_deref(),
+            Some("Pass the org key as bigint::text prints it.")
+        );
+        assert_eq!(
+            hint_of("42", &["uuid"]).as_deref(),
+            Some("Pass the org key as uuid::text prints it.")
         );
     }
 }

@@ -11,7 +11,8 @@ type Text = GucSetting<Option<CString>>;
 
 static HOST: Text = Text::new(None);
 static PORT: GucSetting<i32> = GucSetting::<i32>::new(0);
-static SSLMODE: Text = Text::new(Some(c"require"));
+// Unset by default: see sslmode().
+static SSLMODE: Text = Text::new(None);
 static REPLICA_APPLICATION_NAME: Text = Text::new(None);
 static ROLE_PREFIX: Text = Text::new(Some(c"bi_"));
 static ORG_COLUMN: Text = Text::new(Some(c"org_id"));
@@ -305,7 +306,7 @@ fn define_management_settings() {
     );
     text(
         c"bi_access.sslmode",
-        c"libpq sslmode put in connection details (disable, allow, prefer, require, verify-ca, verify-full).",
+        c"libpq sslmode put in connection details (disable, allow, prefer, require, verify-ca, verify-full); unset: require if ssl is on, else prefer.",
         &SSLMODE,
     );
     text(
@@ -437,9 +438,23 @@ pub fn port() -> i32 {
     PORT.get()
 }
 
+/// What the DBA set, never changed; unset, what this server offers, so the
+/// first URL connects on a default server (DESIGN.md, Settings).
 pub fn sslmode() -> String {
     management("sslmode");
-    get(&SSLMODE).unwrap_or_else(|| "require".into())
+    // SAFETY: a plain bool of the backend's configuration, read in the
+    // backend's own thread.
+    get(&SSLMODE).unwrap_or_else(|| default_sslmode(unsafe { pg_sys::EnableSSL }).into())
+}
+
+/// bi_access.sslmode when unset: SSL required where the server has it on,
+/// else used if offered (`prefer`), which connects to a server without it.
+fn default_sslmode(ssl_on: bool) -> &'static str {
+    if ssl_on {
+        "require"
+    } else {
+        "prefer"
+    }
 }
 
 pub fn replica_application_name() -> Option<String> {

@@ -34,6 +34,27 @@ pub(super) fn refused_schema(schema: &str) -> bool {
         || schema.starts_with(crate::names::CUSTOM_SCHEMA_PREFIX)
 }
 
+/// The types of the org columns of every exposed (not hidden) table, as
+/// `format_type` names them, each once: what generate checks a new org key
+/// against (org::check_canonical).
+pub fn org_column_types() -> Result<Vec<String>> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT DISTINCT pg_catalog.format_type(a.atttypid, NULL) \
+                 FROM bi_access.exposed_table e \
+                 JOIN pg_catalog.pg_attribute a \
+                   ON a.attrelid = e.tbl AND a.attname = e.org_column \
+                  AND a.attnum > 0 AND NOT a.attisdropped \
+                 WHERE NOT e.hidden",
+                None,
+                &[],
+            )?
+            .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
+            .collect()
+    })
+}
+
 /// How much `vet` checks.
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum Vet {

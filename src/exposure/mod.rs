@@ -16,7 +16,7 @@ mod events;
 mod registry;
 mod sync;
 
-pub use catalog::ACCEPTED_TYPE;
+pub use catalog::{org_column_types, ACCEPTED_TYPE};
 pub use events::{after_ddl, forget_dropped};
 pub use registry::{expose_table, hide_all, hide_table, table_name};
 pub use sync::{sync_begin, sync_end, sync_table, sync_tables, unsynced_tables};

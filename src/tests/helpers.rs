@@ -7,6 +7,12 @@ use pgrx::PgSqlErrorCode;
 
 /// Runs `sql` in a subtransaction; the SQLSTATE it failed with, if any.
 pub(crate) fn sqlstate(sql: &str) -> Option<PgSqlErrorCode> {
+    error_of(sql).map(|(code, _, _)| code)
+}
+
+/// Runs `sql` in a subtransaction; the SQLSTATE, message and HINT it failed
+/// with, if it failed.
+pub(crate) fn error_of(sql: &str) -> Option<(PgSqlErrorCode, String, Option<String>)> {
     // SAFETY: the same dance as a PL/pgSQL EXCEPTION block: a
     // subtransaction that is rolled back on error, restoring the memory
     // context and resource owner.
@@ -20,10 +26,15 @@ pub(crate) fn sqlstate(sql: &str) -> Option<PgSqlErrorCode> {
             None
         })
         .catch_others(|error| match error {
-            CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-                Some(report.sql_error_code())
-            }
-            CaughtError::RustPanic { ereport, .. } => Some(ereport.sql_error_code()),
+            CaughtError::PostgresError(report)
+            | CaughtError::ErrorReport(report)
+            | CaughtError::RustPanic {
+                ereport: report, ..
+            } => Some((
+                report.sql_error_code(),
+                report.message().to_string(),
+                report.hint().map(str::to_string),
+            )),
         })
         .execute();
         if failed.is_some() {

@@ -24,3 +24,4 @@ mod read_write;
 mod resources;
 mod scales;
 mod secrets;
+mod surface;
