@@ -164,7 +164,7 @@ fn public_connect(_: &Context) -> Result<Vec<Finding>> {
          ORDER BY 1",
         &[],
         "warning",
-        "PUBLIC may connect to this other database, so every BI credential may too",
+        "PUBLIC may connect to this other database: only bi_access's login gate keeps BI credentials out of it (advice: revoking CONNECT keeps them out before any library loads)",
     )
 }
 
