@@ -111,6 +111,7 @@ CREATE POLICY app_filter ON docs FOR SELECT TO PUBLIC USING (reporting.tenant_fi
 -- whole cluster's): a credential logs in to no other database.
 CREATE SCHEMA stats;
 CREATE EXTENSION pg_stat_statements SCHEMA stats;
+GRANT USAGE ON SCHEMA stats TO PUBLIC;
 """
 # The view path: a security_invoker view (15 and later: exposed by the sync)
 # over the reporting function. 14 has no security_invoker views, so no view

@@ -157,6 +157,24 @@ unsafe extern "C-unwind" fn utility_hook(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
+    // In an aborted transaction block only ROLLBACK and its kin get here
+    // (PostgreSQL refuses the rest with 25P02 before), and nothing may read
+    // the catalogs: from 17 the released resource owner refuses it
+    // ("ResourceOwnerEnlarge called after release started"), and the
+    // session could never leave the block.
+    if !pg_sys::IsTransactionState() {
+        forward(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        );
+        return;
+    }
     let statement = (*pstmt).utilityStmt;
     if (*statement).type_ == pg_sys::NodeTag::T_ReassignOwnedStmt {
         crate::uninstall::before_reassign(statement as *mut pg_sys::ReassignOwnedStmt);
@@ -214,6 +232,42 @@ unsafe extern "C-unwind" fn utility_hook(
             "BI logins may read their organization's rows and nothing else.",
         );
     }
+    forward(
+        pstmt,
+        query_string,
+        read_only_tree,
+        context,
+        params,
+        query_env,
+        dest,
+        qc,
+    );
+    if let Some((admitted, namespace, before)) = admitted {
+        drop(admitted);
+        super::quota::after(statement, namespace, before);
+    }
+    if guarded {
+        // SET ROLE, RESET, DISCARD ALL… may have brought back a value above a
+        // cap that was lowered since it was set.
+        super::caps::enforce(false);
+    }
+}
+
+/// The previous ProcessUtility hook, or PostgreSQL's own.
+///
+/// # Safety
+/// The arguments are the hook's, passed on unchanged.
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
     match PREVIOUS {
         Some(previous) => previous(
             pstmt,
@@ -235,14 +289,5 @@ unsafe extern "C-unwind" fn utility_hook(
             dest,
             qc,
         ),
-    }
-    if let Some((admitted, namespace, before)) = admitted {
-        drop(admitted);
-        super::quota::after(statement, namespace, before);
-    }
-    if guarded {
-        // SET ROLE, RESET, DISCARD ALL… may have brought back a value above a
-        // cap that was lowered since it was set.
-        super::caps::enforce(false);
     }
 }
