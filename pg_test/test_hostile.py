@@ -185,6 +185,7 @@ GUARD_BI_SETTINGS = {"bi_access.statement_timeout", "bi_access.idle_in_transacti
                      "bi_access.max_prepared_statements", "bi_access.session_memory",
                      "bi_access.allow_explain"}
 INVALID_PARAMETER_NAME = "42602"
+CANT_CHANGE_RUNTIME_PARAM = "55P02"
 UNDEFINED_SETTING_OUTCOME = INVALID_PARAMETER_NAME if PG_MAJOR >= 15 else OK
 
 PLACEHOLDERS = {"app.org": ORG_B, "myapp.tenant": "all"}
@@ -432,9 +433,13 @@ def management_setting_outcome(name: str) -> str:
     on, a placeholder nothing reads on 14. Preloaded, the postmaster defined
     every one: a superuser-only setting refuses the SET (42501), and
     bi_access.actor, the one setting any role may set, only names the actor
-    of management calls, which a credential cannot make."""
+    of management calls, which a credential cannot make; bi_access.yield_after,
+    a server-wide setting (postgresql.conf and a reload: the yield worker has
+    no session), is one no session may change (55P02)."""
     if not PRELOADED:
         return UNDEFINED_SETTING_OUTCOME
+    if name == "bi_access.yield_after":
+        return CANT_CHANGE_RUNTIME_PARAM
     return OK if name == "bi_access.actor" else PERMISSION_DENIED
 
 

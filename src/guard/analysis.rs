@@ -53,6 +53,29 @@ unsafe extern "C-unwind" fn post_parse_analyze(
     if named_parse(state) {
         super::memory::before_prepare();
     }
+    if let Some(holdable) = declares(query) {
+        // Here, before the statement has a portal: refused from inside the
+        // DECLARE's portal (after the count's query), the transaction could
+        // not be rolled back on 17 ("ResourceOwnerEnlarge called after
+        // release started").
+        super::memory::before_declare(holdable);
+    }
+}
+
+/// Whether the query is a DECLARE CURSOR, and if so whether WITH HOLD.
+///
+/// # Safety
+/// `query` must be a valid analysed Query (or NULL).
+unsafe fn declares(query: *mut pg_sys::Query) -> Option<bool> {
+    if query.is_null() || (*query).commandType != pg_sys::CmdType::CMD_UTILITY {
+        return None;
+    }
+    let statement = (*query).utilityStmt;
+    if statement.is_null() || (*statement).type_ != pg_sys::NodeTag::T_DeclareCursorStmt {
+        return None;
+    }
+    let options = (*(statement as *mut pg_sys::DeclareCursorStmt)).options;
+    Some(options & pg_sys::CURSOR_OPT_HOLD as i32 != 0)
 }
 
 /// The target of a write the session may not make, if the query makes one.

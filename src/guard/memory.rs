@@ -132,13 +132,16 @@ pub(super) fn before_declare(holdable: bool) {
     if limits == (None, None) {
         return;
     }
-    let counts = db::as_superuser(|| {
-        db::text_pairs(
-            "SELECT count(*)::text, (count(*) FILTER (WHERE is_holdable))::text \
-             FROM pg_catalog.pg_cursors",
-            &[],
-        )
-    });
+    // As the session's own user (pg_cursors shows the session's own
+    // cursors to anyone): on 17, counting as the bootstrap superuser and
+    // then refusing in the same statement left a transaction block that
+    // ROLLBACK could not end ("ResourceOwnerEnlarge called after release
+    // started"; test_held_cursors_are_capped).
+    let counts = db::text_pairs(
+        "SELECT count(*)::text, (count(*) FILTER (WHERE is_holdable))::text \
+         FROM pg_catalog.pg_cursors",
+        &[],
+    );
     let (open, held) = match counts {
         Ok(rows) => rows
             .first()
@@ -174,12 +177,11 @@ pub(super) fn before_prepare() {
     let Some(limit) = settings::max_prepared_statements() else {
         return;
     };
-    let count = db::as_superuser(|| {
-        db::first::<i64>(
-            "SELECT count(*) FROM pg_catalog.pg_prepared_statements",
-            &[],
-        )
-    });
+    // As the session's own user, as before_declare counts.
+    let count = db::first::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_prepared_statements",
+        &[],
+    );
     match count {
         Ok(count) if count.unwrap_or(0) >= i64::from(limit) => too_many(
             "prepared statements",

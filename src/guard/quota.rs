@@ -444,14 +444,21 @@ unsafe extern "C-unwind" fn counting_destroy(receiver: *mut pg_sys::DestReceiver
 
 /// Around every ExecutorRun: a read_write session's rows into a relation
 /// that CREATE TABLE AS (SELECT INTO, CREATE MATERIALIZED VIEW, CREATE TABLE
-/// AS EXECUTE) creates pass through a counting receiver. The receiver is
-/// known only here: a portal sets it after ExecutorStart.
+/// AS EXECUTE) creates, or that REFRESH MATERIALIZED VIEW fills, pass through
+/// a counting receiver. The receiver is known only here: a portal sets it
+/// after ExecutorStart. (From 17, CREATE MATERIALIZED VIEW fills its
+/// relation as REFRESH does, through a transient relation's receiver.)
 ///
 /// # Safety
 /// `query` must be the QueryDesc ExecutorRun was given.
 unsafe fn around_run(query: *mut pg_sys::QueryDesc, run: &mut dyn FnMut()) {
     let dest = (*query).dest;
-    if dest.is_null() || (*dest).mydest != pg_sys::CommandDest::DestIntoRel || !super::guarded() {
+    let fills = !dest.is_null()
+        && matches!(
+            (*dest).mydest,
+            pg_sys::CommandDest::DestIntoRel | pg_sys::CommandDest::DestTransientRel
+        );
+    if !fills || !super::guarded() {
         return run();
     }
     let Some(schema) = super::custom::writer() else {
@@ -463,7 +470,7 @@ unsafe fn around_run(query: *mut pg_sys::QueryDesc, run: &mut dyn FnMut()) {
         rStartup: Some(counting_startup),
         rShutdown: Some(counting_shutdown),
         rDestroy: Some(counting_destroy),
-        mydest: pg_sys::CommandDest::DestIntoRel,
+        mydest: (*dest).mydest,
     };
     (*counting).inner = dest;
     (*counting).namespace = schema.namespace;

@@ -79,18 +79,13 @@ fn two_phase(statement: *mut pg_sys::Node) -> bool {
     }
 }
 
-/// Counts what DECLARE and PREPARE would add to what the session keeps.
+/// Counts what PREPARE would add to what the session keeps (memory.rs);
+/// DECLARE is counted at parse analysis (analysis.rs), before its portal
+/// exists.
 fn before_keeping(statement: *mut pg_sys::Node) {
-    // SAFETY: as above; the tag says which statement it is.
-    unsafe {
-        match (*statement).type_ {
-            pg_sys::NodeTag::T_DeclareCursorStmt => {
-                let options = (*(statement as *mut pg_sys::DeclareCursorStmt)).options;
-                super::memory::before_declare(options & pg_sys::CURSOR_OPT_HOLD as i32 != 0);
-            }
-            pg_sys::NodeTag::T_PrepareStmt => super::memory::before_prepare(),
-            _ => {}
-        }
+    // SAFETY: as above; a utility statement is a valid Node.
+    if unsafe { (*statement).type_ } == pg_sys::NodeTag::T_PrepareStmt {
+        super::memory::before_prepare();
     }
 }
 
