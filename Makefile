@@ -103,7 +103,7 @@ package-test: setup
 # CITUS_PG (one line saying it was skipped otherwise). Times per stage and
 # major go to target/test-times.txt.
 test: setup
-	@bash scripts/test-matrix.sh $(SOME)
+	@bash scripts/test-matrix.sh $(PG)
 
 bench: setup
 	@bash bench/run.sh
