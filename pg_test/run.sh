@@ -8,8 +8,8 @@
 # Without arguments it runs twice: the whole suite with bi_access loaded by
 # the credentials' sessions only, then the suites whose promises must hold
 # whatever the load mode (PRELOAD_SUITES) with the servers preloading it
-# (shared_preload_libraries, BI_PRELOAD=1). BI_PRELOAD=1 with arguments runs
-# those in the preloaded mode.
+# (shared_preload_libraries, BI_PRELOAD=1), on the majors in PRELOAD_MAJORS.
+# BI_PRELOAD=1 with arguments runs those in the preloaded mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Write nothing into the tree: no .pytest_cache, no __pycache__.
@@ -23,5 +23,14 @@ if (($#)); then
   exit
 fi
 BI_PRELOAD= pytest pg_test
+# The preloaded pass on one major of each branch of the preload code in
+# src/compat.rs: 14 (no shmem_request_hook), 15 (16 takes the same path) and
+# 17 (transaction_timeout built in; 18 the same). PRELOAD_MAJORS=all, or a
+# run outside `make test` (no PG_MAJOR), runs it whatever the major.
+PRELOAD_MAJORS=${PRELOAD_MAJORS:-14 15 17}
+if [[ -n ${PG_MAJOR:-} && $PRELOAD_MAJORS != all && " $PRELOAD_MAJORS " != *" $PG_MAJOR "* ]]; then
+  echo "== the preloaded pass runs on PostgreSQL $PRELOAD_MAJORS (PRELOAD_MAJORS), not on $PG_MAJOR =="
+  exit
+fi
 echo "== the same promises with bi_access in shared_preload_libraries =="
 BI_PRELOAD=1 pytest "${PRELOAD_SUITES[@]}"
