@@ -67,8 +67,10 @@ SOURCE_LINE = re.compile(r"^-- src/\S+:\d+$", re.M)
 
 def normalized(script: str) -> list[str]:
     """What an install script creates, whatever order pgrx chose (any order it
-    chooses respects the dependencies) and wherever the code sits in src/."""
-    return sorted(SOURCE_LINE.sub("", block) for block in BLOCK.findall(script))
+    chooses respects the dependencies: it even orders the SQL items that share
+    a block differently from run to run) and wherever the code sits in src/."""
+    return sorted(chunk.strip() for block in BLOCK.findall(script)
+                  for chunk in re.split(r"\n{3,}", SOURCE_LINE.sub("", block)) if chunk.strip())
 
 
 def upgrade_script(old: str, new: str, new_script: str) -> str:
