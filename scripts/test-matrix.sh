@@ -18,7 +18,7 @@
 #               workers, once that major's stages passed; one line says it
 #               was skipped otherwise
 # A failing stage ends its major; the other majors still run, and the run
-# fails at the end. Majors run two at a time (BI_TEST_JOBS; each major has
+# fails at the end. Majors run three at a time (BI_TEST_JOBS; each major has
 # its own target directory, servers on ports the OS picks, and pgrx's test
 # server on its own port), each into target/test-logs/<major>.log, printed
 # whole once that major is done; the stage lines show as they happen.
@@ -31,7 +31,7 @@ majors=("$@")
 # The longest majors first (15: transcripts, upgrades, package test; 17:
 # pg_upgrade), so that the last one to start is a short one.
 ((${#majors[@]})) || majors=(15 17 $(printf '%s\n' "${PG_MAJORS[@]}" | grep -vx '15\|17'))
-jobs=${BI_TEST_JOBS:-2}
+jobs=${BI_TEST_JOBS:-3}
 # The installs build Cargo.toml's `ci` profile (release without LTO).
 export BI_PROFILE=${BI_PROFILE:-ci}
 export PGRX_TEST_PGDATA=${PGRX_TEST_PGDATA:-/var/lib/postgresql/pgrx}
