@@ -632,12 +632,7 @@ pub fn live_verifier(username: &str) -> Result<Option<(String, String)>> {
 /// bi_access (a credential of another database visiting). Runs under the
 /// session's search_path: every name is schema-qualified.
 pub fn sessions_of_my_org(sessions: Vec<i64>) -> Result<Option<i64>> {
-    let managed_here = db::first::<bool>(
-        "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
-        &[],
-    )?
-    .unwrap_or(false);
-    if !managed_here {
+    if !installed_here()? {
         return Ok(None);
     }
     db::first::<i64>(
@@ -650,16 +645,21 @@ pub fn sessions_of_my_org(sessions: Vec<i64>) -> Result<Option<i64>> {
     )
 }
 
+/// Whether bi_access's records exist in this database (a login may reach
+/// one without the extension).
+fn installed_here() -> Result<bool> {
+    Ok(db::first::<bool>(
+        "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
 /// Whether this database manages the session's login: bi_access is
 /// installed here and holds a record of the role. Runs under the session's
 /// search_path: every name is schema-qualified.
 pub fn manages_session_user() -> Result<bool> {
-    let installed = db::first::<bool>(
-        "SELECT pg_catalog.to_regclass('bi_access.credential') IS NOT NULL",
-        &[],
-    )?
-    .unwrap_or(false);
-    if !installed {
+    if !installed_here()? {
         return Ok(false);
     }
     Ok(db::first::<bool>(
@@ -763,28 +763,27 @@ pub fn one_sync_at_a_time() -> Result<()> {
 /// The backend of another `CALL bi_access.sync()` running now in this
 /// database, if any.
 pub fn other_sync() -> Result<Option<i32>> {
-    db::first::<i32>(
-        "SELECT a.pid FROM pg_catalog.pg_stat_activity a, bi_access.config c \
-         WHERE a.pid OPERATOR(pg_catalog.=) c.sync_pid \
-           AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
-           AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database() \
-           AND a.state OPERATOR(pg_catalog.=) 'active' \
-           AND a.query OPERATOR(pg_catalog.~*) '\\mcall\\s+bi_access\\.sync\\M'",
-        &[],
-    )
+    sync_backend(true)
 }
 
 /// Whether `CALL bi_access.sync()` runs now in this database: the backend
 /// that began the last one is still running that statement.
 pub fn sync_running() -> Result<bool> {
-    Ok(db::first::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a, bi_access.config c \
-                        WHERE a.pid = c.sync_pid AND a.datid = (SELECT oid FROM pg_catalog.pg_database \
-                                                                 WHERE datname = current_database()) \
-                          AND a.state = 'active' AND a.query ~* '\\mcall\\s+bi_access\\.sync\\M')",
-        &[],
-    )?
-    .unwrap_or(false))
+    Ok(sync_backend(false)?.is_some())
+}
+
+/// The backend running `CALL bi_access.sync()` in this database, if any
+/// (another than this one's, when `other_than_me`).
+fn sync_backend(other_than_me: bool) -> Result<Option<i32>> {
+    db::first::<i32>(
+        "SELECT a.pid FROM pg_catalog.pg_stat_activity a, bi_access.config c \
+         WHERE a.pid OPERATOR(pg_catalog.=) c.sync_pid \
+           AND (NOT $1 OR a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()) \
+           AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database() \
+           AND a.state OPERATOR(pg_catalog.=) 'active' \
+           AND a.query OPERATOR(pg_catalog.~*) '\\mcall\\s+bi_access\\.sync\\M'",
+        &[other_than_me.into()],
+    )
 }
 
 /// The status a credential shows and, when it failed, why: the credentials
