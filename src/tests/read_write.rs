@@ -55,15 +55,21 @@ mod tests {
         let (writer, scope, schema) = generate("acme-42", "analyst", "read_write");
         assert_eq!(scope, "read_write");
         let schema = schema.expect("a read_write credential has a custom schema");
+        // Prefix and random [a-z0-9] only: no room for the org key (whose
+        // '-' is outside that alphabet).
         assert!(
-            schema.starts_with("bi_custom_") && !schema.contains("42"),
+            one::<bool>(&format!("SELECT '{schema}' ~ '^bi_custom_[a-z0-9]{{12}}$'")),
             "{schema}"
         );
         let owner: String = one(&format!(
             "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = '{schema}'"
         ));
-        assert!(owner.starts_with("bi_access_cs_owner_"), "{owner}");
-        assert!(!owner.contains("42"));
+        assert!(
+            one::<bool>(&format!(
+                "SELECT '{owner}' ~ '^bi_access_cs_owner_[a-z0-9]{{16}}$'"
+            )),
+            "{owner}"
+        );
         // Its writer is a member of the owner group, and only it.
         let (reader, read_scope, read_schema) = generate("acme-42", "default", "read");
         assert_eq!(read_scope, "read");
