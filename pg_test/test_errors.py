@@ -37,6 +37,37 @@ def test_past_valid_until_is_invalid_parameter(bi):
         bi.generate("101", valid_until="2000-01-01T00:00:00Z")
 
 
+WRAPPED_ERRORS = {
+    # call -> (SQL, SQLSTATE): refusals of every shape of worker (one role,
+    # one org, generate's own, a table, a reading call).
+    "generate": ("SELECT * FROM bi_access.generate('101', 'x', scope => 'nope')", "22023"),
+    "revoke": ("SELECT bi_access.revoke('no_such_role')", "42704"),
+    "revoke_org": ("SELECT * FROM bi_access.revoke_org(NULL)", "22004"),
+    "expose_table": ("SELECT bi_access.expose_table('pg_catalog.pg_class')", "42809"),
+    "drop_target": ("SELECT bi_access.drop_target('no_such_target')", "42704"),
+}
+
+
+@pytest.mark.parametrize("call", list(WRAPPED_ERRORS))
+def test_an_error_carries_no_context_line_of_bi_access_s_own_wrapper(bi, call):
+    """The SQL wrapper's frame (`SQL function "revoke" statement 1`) names
+    nothing the caller wrote: the error comes without a CONTEXT."""
+    sql, state = WRAPPED_ERRORS[call]
+    with raises_sqlstate(state) as info:
+        bi.query(sql)
+    assert info.value.diag.context is None, info.value.diag.context
+
+
+def test_the_caller_s_own_frames_stay_in_the_context(bi):
+    """Called from the caller's own code, the error still says where: the DO
+    block's frame stays, only bi_access's wrapper's is gone."""
+    with raises_sqlstate("42704") as info:
+        bi.query("DO $$ BEGIN PERFORM bi_access.revoke('no_such_role'); END $$")
+    context = info.value.diag.context
+    assert context is not None and "PL/pgSQL function inline_code_block" in context, context
+    assert 'SQL function "revoke"' not in context, context
+
+
 def test_role_not_made_by_bi_access_is_unknown(bi):
     with raises_sqlstate("42704"):
         bi.one("connection_details", "postgres")

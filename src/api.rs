@@ -2,9 +2,10 @@
 //! functions of schema `bi_access` with their exact SQL types (name,
 //! regclass), SECURITY DEFINER and a pinned search_path; each calls one of
 //! these, which PUBLIC cannot execute. Here errors become PostgreSQL errors
-//! with their SQLSTATE (`or_raise`), and each call passes its entry checks
-//! first (src/entry.rs: a primary for a call that writes, SQL objects of
-//! this library's version, no NULL where NULL means nothing).
+//! with their SQLSTATE, without the wrapper's CONTEXT line (`wrapped`), and
+//! each call passes its entry checks first (src/entry.rs: a primary for a
+//! call that writes, SQL objects of this library's version, no NULL where
+//! NULL means nothing).
 
 use pgrx::prelude::*;
 
@@ -70,7 +71,7 @@ mod bi_access_internal {
 
     use crate::credentials::{self, Request};
     use crate::entry::Call;
-    use crate::error::{or_raise, Result};
+    use crate::error::{or_raise, wrapped, Result};
     use crate::exposure;
     use crate::targets;
 
@@ -86,7 +87,7 @@ mod bi_access_internal {
         scope: Option<&str>,
         target: Option<&str>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
-        or_raise((|| {
+        wrapped(|| {
             let call = Call::management("generate")?;
             credentials::generate(Request {
                 org_id: call.required("org_id", org_id)?,
@@ -97,12 +98,12 @@ mod bi_access_internal {
                 scope: call.required("scope", scope)?,
                 target,
             })
-        })())
+        })
     }
 
     /// A call that takes one role, which must be given.
     fn on_role<T>(name: &'static str, role: Option<&str>, f: impl FnOnce(&str) -> Result<T>) -> T {
-        or_raise(Call::management(name).and_then(|call| f(call.required("role", role)?)))
+        wrapped(|| Call::management(name).and_then(|call| f(call.required("role", role)?)))
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
@@ -172,7 +173,7 @@ mod bi_access_internal {
 
     /// A call that takes one org key, which must be given.
     fn on_org<T>(name: &'static str, org_id: Option<&str>, f: impl FnOnce(&str) -> Result<T>) -> T {
-        or_raise(Call::management(name).and_then(|call| f(call.required("org_id", org_id)?)))
+        wrapped(|| Call::management(name).and_then(|call| f(call.required("org_id", org_id)?)))
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
@@ -193,7 +194,7 @@ mod bi_access_internal {
         sslmode: Option<&str>,
         standby: Option<&str>,
     ) {
-        or_raise((|| {
+        wrapped(|| {
             let call = Call::management("set_target")?;
             targets::set_target(targets::Definition {
                 name: call.required("name", name)?,
@@ -202,15 +203,15 @@ mod bi_access_internal {
                 sslmode,
                 standby,
             })
-        })())
+        })
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn drop_target(name: Option<&str>) {
-        or_raise(
+        wrapped(|| {
             Call::management("drop_target")
-                .and_then(|call| targets::drop_target(call.required("name", name)?)),
-        )
+                .and_then(|call| targets::drop_target(call.required("name", name)?))
+        })
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
@@ -247,24 +248,24 @@ mod bi_access_internal {
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn expose_table(tbl: Option<pg_sys::Oid>, org_column: Option<&str>) {
-        or_raise(
+        wrapped(|| {
             Call::management("expose_table")
-                .and_then(|call| exposure::expose_table(call.required("tbl", tbl)?, org_column)),
-        )
+                .and_then(|call| exposure::expose_table(call.required("tbl", tbl)?, org_column))
+        })
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn hide_table(tbl: Option<pg_sys::Oid>) {
-        or_raise(
+        wrapped(|| {
             Call::management("hide_table")
-                .and_then(|call| exposure::hide_table(call.required("tbl", tbl)?)),
-        )
+                .and_then(|call| exposure::hide_table(call.required("tbl", tbl)?))
+        })
     }
 
     /// One table of `CALL bi_access.sync()`: whether it changed.
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_table(tbl: pg_sys::Oid) -> bool {
-        or_raise(Call::management("sync").and_then(|_| exposure::sync_table(tbl))).changed()
+        wrapped(|| Call::management("sync").and_then(|_| exposure::sync_table(tbl))).changed()
     }
 
     #[pg_extern(stable, parallel_unsafe)]
@@ -277,7 +278,7 @@ mod bi_access_internal {
             name!(fix, String),
         ),
     > {
-        let rows = or_raise(Call::reading("check").and_then(|_| crate::health::check()))
+        let rows = wrapped(|| Call::reading("check").and_then(|_| crate::health::check()))
             .into_iter()
             .map(|finding| {
                 (
@@ -304,7 +305,7 @@ mod bi_access_internal {
     /// The steps of `CALL bi_access.sync()`, which commits between them.
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_begin() -> Vec<pg_sys::Oid> {
-        or_raise(Call::management("sync").and_then(|_| exposure::sync_begin()))
+        wrapped(|| Call::management("sync").and_then(|_| exposure::sync_begin()))
     }
 
     /// For the credentials view: `syncing` while CALL bi_access.sync() runs.
@@ -317,9 +318,9 @@ mod bi_access_internal {
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) {
-        or_raise(
-            Call::management("sync").and_then(|_| exposure::sync_end(synced, unchanged, skipped)),
-        )
+        wrapped(|| {
+            Call::management("sync").and_then(|_| exposure::sync_end(synced, unchanged, skipped))
+        })
     }
 
     /// Called by the ddl_command_end event trigger.
@@ -344,7 +345,7 @@ mod bi_access_internal {
         ),
     > {
         let rows =
-            or_raise(Call::reading("unsynced_tables").and_then(|_| exposure::unsynced_tables()))
+            wrapped(|| Call::reading("unsynced_tables").and_then(|_| exposure::unsynced_tables()))
                 .into_iter()
                 .map(|pending| (pending.tbl, pending.org_column, pending.reason.to_string()));
         TableIterator::new(rows.collect::<Vec<_>>())
@@ -361,9 +362,10 @@ mod bi_access_internal {
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_tables() -> TableIterator<'static, (name!(tbl, pg_sys::Oid), name!(action, String))> {
-        let rows = or_raise(Call::management("sync_tables").and_then(|_| exposure::sync_tables()))
-            .into_iter()
-            .map(|(tbl, action)| (tbl, action.as_str().to_string()));
+        let rows =
+            wrapped(|| Call::management("sync_tables").and_then(|_| exposure::sync_tables()))
+                .into_iter()
+                .map(|(tbl, action)| (tbl, action.as_str().to_string()));
         TableIterator::new(rows.collect::<Vec<_>>())
     }
 }

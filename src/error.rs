@@ -517,6 +517,35 @@ impl BiError {
     }
 }
 
+/// At the boundary of a worker that one of sql/api.sql's wrappers calls: the
+/// value, or the error raised without the wrapper's own CONTEXT line
+/// (`SQL function "generate" statement 1`), which names nothing the caller
+/// wrote. The caller's own frames (a DO block, a function of theirs) stay.
+pub fn wrapped<T>(work: impl FnOnce() -> Result<T>) -> T {
+    // SAFETY: a read of this backend's error context stack: its top is the
+    // wrapper's frame (a SQL or PL/pgSQL function of bi_access), pushed
+    // before it called this worker.
+    let wrapper = unsafe { pgrx::pg_sys::error_context_stack };
+    match work() {
+        Ok(value) => value,
+        Err(error) => {
+            // SAFETY: the wrapper's frame is live (its function is still
+            // running, and the error ends it). Its callback is silenced
+            // rather than the frame popped: a popped frame was back on the
+            // stack by the time generate's error reached PostgreSQL.
+            unsafe {
+                if !wrapper.is_null() {
+                    (*wrapper).callback = Some(say_nothing);
+                }
+            }
+            error.raise()
+        }
+    }
+}
+
+/// An error context callback that adds no CONTEXT line.
+unsafe extern "C-unwind" fn say_nothing(_: *mut std::ffi::c_void) {}
+
 /// At the SQL boundary: the value, or the error raised with its SQLSTATE,
 /// hint and detail.
 pub fn or_raise<T>(result: Result<T>) -> T {

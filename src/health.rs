@@ -6,9 +6,10 @@ use pgrx::prelude::*;
 
 use crate::compat;
 use crate::db;
-use crate::error::Result;
+use crate::error::{BiError, Result};
 use crate::exposure;
 use crate::names;
+use crate::org;
 use crate::records;
 use crate::roles;
 use crate::settings;
@@ -33,7 +34,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 22] = [
+    let probes: [Probe; 23] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -43,6 +44,7 @@ pub fn check() -> Result<Vec<Finding>> {
         unsynced,
         definer_views,
         refused_org_columns,
+        keys_matching_no_table,
         replication_targets,
         credential_attributes,
         orphaned_credentials,
@@ -482,6 +484,34 @@ fn refused_org_columns(_: &Context) -> Result<Vec<Finding>> {
 /// and fails on such a table unless that owner bypasses RLS (a superuser or
 /// BYPASSRLS). An error when it does not, a warning otherwise (a change of
 /// owner would break replication).
+/// Current credentials whose org key no exposed org column prints (made
+/// before those tables were exposed, or a column's type changed since):
+/// generate refuses such a key now (22023), but these logins already see
+/// no row. The fix makes one with the key's canonical form.
+fn keys_matching_no_table(_: &Context) -> Result<Vec<Finding>> {
+    let types = exposure::org_column_types()?;
+    let mut found = Vec::new();
+    for (role, key) in records::current_keys()? {
+        if let Err(BiError::NonCanonicalOrgKey { kinds, hint, .. }) =
+            org::check_canonical(&key, &types)
+        {
+            found.push(Finding {
+                severity: "warning",
+                object: format!("role {role}"),
+                finding: format!(
+                    "its org key {key:?} is not {kinds} as the exposed org columns print it: \
+                     the credential logs in and sees no row"
+                ),
+                fix: format!(
+                    "{hint} Generate the org's credential with that key, then SELECT bi_access.delete({});",
+                    pgrx::spi::quote_literal(&role)
+                ),
+            });
+        }
+    }
+    Ok(found)
+}
+
 fn replication_targets(_: &Context) -> Result<Vec<Finding>> {
     Spi::connect(|client| {
         let mut findings = Vec::new();

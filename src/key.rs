@@ -473,25 +473,25 @@ pub fn findings() -> Result<Vec<(&'static str, String, String, String)>> {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn export_key() -> String {
-    crate::error::or_raise(Call::management("export_key").and_then(|_| export()))
+    crate::error::wrapped(|| Call::management("export_key").and_then(|_| export()))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn import_key(key: Option<&str>) {
-    crate::error::or_raise(
+    crate::error::wrapped(|| {
         Call::management("import_key")
-            .and_then(|call| import(call.required("key", key)?).map(|_| ())),
-    )
+            .and_then(|call| import(call.required("key", key)?).map(|_| ()))
+    })
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn rotate_key() -> i64 {
-    crate::error::or_raise(Call::management("rotate_key").and_then(|_| rotate()))
+    crate::error::wrapped(|| Call::management("rotate_key").and_then(|_| rotate()))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn reset_key() -> i64 {
-    crate::error::or_raise(Call::management("reset_key").and_then(|_| reset()))
+    crate::error::wrapped(|| Call::management("reset_key").and_then(|_| reset()))
 }
 
 /// At CREATE EXTENSION: the database's key, made once, so that the first

@@ -502,6 +502,18 @@ pub fn current_roles(unmarked: bool) -> Result<Vec<String>> {
     )
 }
 
+/// (role, org key) of every current record, for check()'s keys that no
+/// exposed org column prints.
+pub fn current_keys() -> Result<Vec<(String, String)>> {
+    db::text_pairs(
+        &format!(
+            "SELECT role_name::text, org_id FROM bi_access.credential \
+             WHERE {CURRENT} ORDER BY role_name"
+        ),
+        &[],
+    )
+}
+
 /// Roles of current records whose role does not exist (a restore without
 /// roles, a role dropped by hand).
 pub fn current_roles_without_role() -> Result<Vec<String>> {

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 mod tests {
     use crate::tests::helpers::*;
     use pgrx::prelude::*;
+    use pgrx::PgSqlErrorCode;
 
     /// From 16 on bi_access's memberships are WITH SET FALSE, so one that
     /// allows SET ROLE was given by hand: check() names the credential.
@@ -24,6 +25,36 @@ mod tests {
             one::<i64>(&about_acme),
             1,
             "a membership that allows SET ROLE"
+        );
+    }
+
+    /// A key made before any table was exposed, that no exposed org column
+    /// prints, is named with the key to use; a canonical one is not.
+    #[pg_test]
+    fn check_names_a_current_key_that_no_exposed_org_column_prints() {
+        let (padded, _) = generate("042");
+        let (acme, _) = generate(ACME);
+        saas();
+        let found = |role: &str| -> String {
+            one(&format!(
+                "SELECT coalesce(string_agg(severity || '|' || finding || '|' || fix, E'\\n'), '') \
+                 FROM bi_access.check() WHERE object = 'role {role}'"
+            ))
+        };
+        assert_eq!(
+            found(&padded),
+            format!(
+                "warning|its org key \"042\" is not an integer or a uuid as the exposed org \
+                 columns print it: the credential logs in and sees no row|Pass org_id '42', the \
+                 key as bigint::text or uuid::text prints it. Generate the org's credential with \
+                 that key, then SELECT bi_access.delete('{padded}');"
+            )
+        );
+        assert_eq!(found(&acme), "");
+        // generate refuses that key now.
+        assert_eq!(
+            sqlstate("SELECT * FROM bi_access.generate('042', 'again')"),
+            Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE)
         );
     }
 
