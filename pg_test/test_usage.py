@@ -35,7 +35,8 @@ needs_preload = pytest.mark.skipif(not PRELOADED, reason="the usage counters nee
 
 
 @pytest.fixture(scope="module")
-def ubi(request, pair, secrets):
+def ubi(request, pair, bi, secrets):
+    # `bi` creates the application's admin role (roles are cluster-wide).
     tenant_database(pair, DB, SCHEMA, "SELECT * FROM bi_access.sync_tables();")
     return bi_for(request, pair, DB, secrets)
 

@@ -98,11 +98,26 @@ pub fn refused(error: &BiError) {
     }
 }
 
-/// One more statement of this credential session (top-level only).
+/// Whether the executor runs `query` for the client: not for SPI (the
+/// guard's and the org lookup's own queries, PL/pgSQL), whose results go
+/// to the code that asked. Callers also check that no run encloses it.
+///
+/// # Safety
+/// With a query the executor was handed.
+unsafe fn for_the_client(query: *mut pg_sys::QueryDesc) -> bool {
+    let dest = (*query).dest;
+    !dest.is_null() && (*dest).mydest != pg_sys::CommandDest::DestSPI
+}
+
+/// One more statement of this credential session, if `query` is one the
+/// client sent (the ExecutorStart hook, outside any run).
 #[inline]
-pub fn count_statement() {
+pub fn count_statement(query: *mut pg_sys::QueryDesc) {
     if let Some(entry) = MINE.with(Cell::get) {
-        Usage::count(&entry.statements, 1);
+        // SAFETY: the query handed to ExecutorStart.
+        if unsafe { for_the_client(query) } {
+            Usage::count(&entry.statements, 1);
+        }
     }
 }
 
@@ -113,8 +128,9 @@ fn after_run(query: *mut pg_sys::QueryDesc, _: u64) {
     };
     // SAFETY: the query the run just ran, with its executor state.
     let rows = unsafe {
-        let returns = (*query).operation == pg_sys::CmdType::CMD_SELECT
-            || (!(*query).plannedstmt.is_null() && (*(*query).plannedstmt).hasReturning);
+        let returns = for_the_client(query)
+            && ((*query).operation == pg_sys::CmdType::CMD_SELECT
+                || (!(*query).plannedstmt.is_null() && (*(*query).plannedstmt).hasReturning));
         match (*query).estate.as_ref() {
             Some(estate) if returns => estate.es_processed,
             _ => 0,
