@@ -176,8 +176,27 @@ def test_refused_logins_are_counted_by_cause(pair, ubi):
 
 
 @needs_preload
+@pytest.mark.parametrize("where", ["primary", "replica"])
+def test_a_revoked_credentials_refused_logins_are_counted(pair, ubi, where):
+    """PostgreSQL itself refuses a revoked (NOLOGIN) role: counted as
+    `revocation` for a role that logged in on this server since it started."""
+    server: Server = getattr(pair, where)
+    cred = ubi.generate("4")
+    with _session(cred, server):
+        pass
+    ubi.call("revoke", cred.role)
+    pair.wait_replayed()
+    said = refused(cred, server)
+    assert "not permitted to log in" in said, said
+    counted = usage(server, cred.role)
+    assert (counted["logins"], counted["refused_logins"], counted["refused_revocation"],
+            counted["refused_limits"]) == (1, 1, 1, 0), counted
+
+
+@needs_preload
 def test_cancelled_statements_are_counted(pair, ubi):
-    """A statement cancelled by a timeout counts; its session goes on."""
+    """A statement cancelled by a timeout counts (its session goes on), and
+    so does a session a timeout ends."""
     cred = ubi.generate("3")
     with _session(cred, pair.replica) as s:
         s.rows("SET statement_timeout = '100ms'")
@@ -186,6 +205,16 @@ def test_cancelled_statements_are_counted(pair, ubi):
     wait_closed(pair.replica, cred.role)
     counted = usage(pair.replica, cred.role)
     assert (counted["cancelled"], counted["statements"]) == (1, 2), counted
+    # A session ended by a timeout counts too.
+    with _session(cred, pair.replica) as s:
+        s.rows("SET idle_in_transaction_session_timeout = '100ms'")
+        s.rows("BEGIN")
+        s.rows("SELECT 1")
+        time.sleep(0.5)
+        assert not s.run("SELECT 1").ok
+    wait_closed(pair.replica, cred.role)
+    counted = usage(pair.replica, cred.role)
+    assert (counted["cancelled"], counted["statements"], counted["logins"]) == (2, 3, 2), counted
 
 
 def stale(server: Server, stale_after: str) -> dict[str, tuple]:
