@@ -19,10 +19,11 @@
 //! - counters are atomics: any process adds to them, any reads them, no lock;
 //! - notices are written by the yield worker only (one writer), read by any
 //!   backend: atomics, no lock;
-//! - a keyed table takes `lock` exclusive to add or remove an entry and
-//!   shared to find one; an entry's own counters are atomics again, so a
-//!   backend counting a statement takes the lock shared, never exclusive.
-//!   Nothing may raise an error or wait on anything else while holding it.
+//! - a keyed table takes `lock` exclusive to add an entry and shared to
+//!   find one; an entry's own counters are atomics again, and an entry
+//!   never moves, so a backend finds its entry once (at login) and counts
+//!   each statement without the lock. Nothing may raise an error or wait
+//!   on anything else while holding it.
 
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
