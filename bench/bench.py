@@ -76,6 +76,8 @@ TARGET_GEN_HAND = 1.25  # generate / hand-written generate
 TARGET_GEN_SCALE = 1.2  # generate, 100,000 / 10 credentials
 TARGET_LOGIN = 1.3  # credential login / plain role login
 TARGET_YIELD_IDLE = 1.01  # application point lookup, yield worker running / paused
+TARGET_USAGE_STATEMENT = 1.01  # credential point lookup, usage counters on / off
+TARGET_USAGE_LOGIN = 1.3  # credential login with its usage entry / plain role login, P
 YIELD_AFTER_S = 1.0  # bi_access.yield_after's default, on P
 
 
@@ -123,6 +125,11 @@ class Bench:
         self.ports = {"A": args.port_a, "B": args.port_b, "R": args.port_r, "P": args.port_p}
         with open(args.p_credential) as f:
             self.p_cred = tuple(f.read().strip().split("\t"))
+        # P's two credentials of org 7 for items 11 and 12: `counted` takes
+        # the last usage entry, `uncounted` finds none (overflow).
+        with open(args.p_usage) as f:
+            self.p_usage = dict(zip(("counted", "uncounted"),
+                                    (tuple(line.split("\t")) for line in f.read().strip().split("\n"))))
         self.info = dict(kv.split("=", 1) for kv in args.info)
         self.creds = []
         with open(args.credentials) as f:
@@ -924,6 +931,97 @@ class Bench:
             raise RuntimeError("the yield worker restarted during the measurement")
         return out
 
+    def usage_entries(self):
+        """P has bi_access.usage_max_credentials = 2: the yield credential and
+        `counted` take both entries (each logs in once, in that order),
+        `uncounted` logs in after them and is counted nowhere. Checked in
+        bi_access.usage before anything is measured."""
+        for user, password in (self.p_cred, self.p_usage["counted"], self.p_usage["uncounted"]):
+            self.login("P", user, password).close()
+        shown = dict(self.run_sql("P", "bench", "SELECT role_name, logins FROM bi_access.usage"))
+        counted, uncounted = self.p_usage["counted"][0], self.p_usage["uncounted"][0]
+        if counted not in shown or uncounted in shown:
+            raise RuntimeError(f"P's usage entries are not what items 11 and 12 need: {shown}")
+
+    def usage_statement_cost(self):
+        """Item 11: a credential's point lookup on P with the usage counters on
+        (a session of `counted`) and off (a session of `uncounted`, which has
+        no entry), same org, same statements, lockstep."""
+        T, R = self.a.seconds, self.a.rounds
+        log(f"item 11: the usage counters' cost per statement: credential point lookup on P, counted vs "
+            f"uncounted session, lockstep, {R} rounds x {T} s")
+        self.usage_entries()
+        counted = self.p_usage["counted"][0]
+        before = self.run_sql("P", "bench", ("SELECT statements FROM bi_access.usage WHERE role_name = %s",
+                                             (counted,)))[0][0]
+        rng = random.Random(11)
+        out = {"on": [], "off": [], "ratios": [], "n": []}
+        for r in range(-1, R):
+            sides = []
+            for _ in range(2):
+                sides += [("on", self.login("P", *self.p_usage["counted"])),
+                          ("off", self.login("P", *self.p_usage["uncounted"]))]
+
+            def sqls(i):
+                # org 7's rows: id % 1000 = 6
+                sql = f"SELECT * FROM orders WHERE id = {rng.randrange(0, 100) * 1000 + 6}"
+                return {"on": sql, "off": sql}
+            lat = self.lockstep(sides, sqls, 1 if r < 0 else T, seed=r)
+            for _, c in sides:
+                c.close()
+            if r >= 0:
+                out["on"].append(median(lat["on"]))
+                out["off"].append(median(lat["off"]))
+                out["ratios"].append(median(lat["on"]) / median(lat["off"]))
+                out["n"].append(len(lat["on"]))
+        after = self.run_sql("P", "bench", ("SELECT statements FROM bi_access.usage WHERE role_name = %s",
+                                            (counted,)))[0][0]
+        out["counted"] = after - before
+        return out
+
+    def usage_login(self, per_round):
+        """Item 12: a credential's login on P, where its usage entry is found
+        and its login counted, against the plain role bench_app's."""
+        R = self.a.rounds
+        log(f"item 12: login with the usage counters (P): credential vs plain role, {R} rounds x "
+            f"{per_round} logins each, alternating")
+        self.usage_entries()
+        admin = self.superuser("P")
+        cred, plain = self.p_usage["counted"], ("bench_app", "bench_app")
+        out = {"cred": [], "plain": [], "ratios": []}
+
+        def one(user, pw):
+            t0 = time.perf_counter()
+            conn = self.login("P", user, pw)
+            pid = self.q1(conn, "SELECT pg_backend_pid()")[0]
+            ms = (time.perf_counter() - t0) * 1000
+            conn.close()
+            for _ in range(2000):  # untimed: that backend gone
+                if self.q1(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0] == 0:
+                    break
+                time.sleep(0.001)
+            return ms
+
+        for who in (plain, cred):  # warm-up
+            for _ in range(3):
+                one(*who)
+        before = self.q1(admin, "SELECT logins FROM bi_access.usage WHERE role_name = %s", (cred[0],))[0]
+        for r in range(R):
+            this = {"cred": [], "plain": []}
+            for k in range(per_round):
+                order = [("cred", cred), ("plain", plain)]
+                if (r + k) % 2:
+                    order.reverse()
+                for key, who in order:
+                    this[key].append(one(*who))
+            out["cred"] += this["cred"]
+            out["plain"] += this["plain"]
+            out["ratios"].append(median(this["cred"]) / median(this["plain"]))
+        out["counted"] = self.q1(admin, "SELECT logins FROM bi_access.usage WHERE role_name = %s",
+                                 (cred[0],))[0] - before
+        admin.close()
+        return out
+
     @staticmethod
     def proc_cpu_ms(pid):
         """utime + stime of a process, in ms."""
@@ -961,11 +1059,14 @@ class Bench:
         sync = guard("8. sync", self.sync_bench, 200 if self.quick else 1000, 3 if self.quick else 8)
         ddl = guard("9. DDL wait", self.ddl_wait, 3 if self.quick else 10)
         idle = guard("10. yield worker, idle", self.yield_idle_cost)
-        return self.report(q, app, stats, plans, login, gen, reach, conc, sync, ddl, idle,
+        ustmt = guard("11. usage, statement", self.usage_statement_cost)
+        ulogin = guard("12. usage, login", self.usage_login, 10 if self.quick else 25)
+        return self.report(q, app, stats, plans, login, gen, reach, conc, sync, ddl, idle, ustmt, ulogin,
                            time.time() - t_start)
 
     # ---- report -----------------------------------------------------------------
-    def report(self, q, app, stats, plans, login, gen, reach, conc, sync, ddl, idle, measure_seconds):
+    def report(self, q, app, stats, plans, login, gen, reach, conc, sync, ddl, idle, ustmt, ulogin,
+               measure_seconds):
         D = self.detail
 
         def qtable(title, left, right, data, lkey, rkey):
@@ -1224,10 +1325,47 @@ class Bench:
             D.append(f"- CPU time the yield worker used over the whole measurement: {idle['worker_cpu_ms']:.0f} ms")
             D.append("")
 
+        def sec_usage_statement():
+            # 11
+            m = median(ustmt["ratios"])
+            self.add("11. the usage counters' cost per statement: credential point lookup, counted / uncounted "
+                     "session, same server", f"≤ {TARGET_USAGE_STATEMENT:.2f}",
+                     f"{m:.3f} (spread {spread(ustmt['ratios'])}; {median(ustmt['on']):.3f} vs "
+                     f"{median(ustmt['off']):.3f} ms)", m <= TARGET_USAGE_STATEMENT)
+            D.append("### 11. The usage counters per statement (P)\n")
+            D.append("P counts at most two credentials (`bi_access.usage_max_credentials = 2`): item 9's "
+                     "credential and `counted` take both entries, so `uncounted` (same org) logs in without one "
+                     "and its statements count nothing; `counted`'s each add to its entry. Four sessions, two "
+                     "per side, run `SELECT * FROM orders WHERE id = …` (a random row of org 7) in lockstep; "
+                     "a round's figure is the median latency per side, its ratio counted / uncounted.\n")
+            D.append(f"- per-round ratios: {', '.join(f'{x:.3f}' for x in ustmt['ratios'])}")
+            D.append(f"- statements per side per round: {min(ustmt['n'])}–{max(ustmt['n'])}")
+            D.append(f"- statements bi_access.usage counted for `counted` meanwhile: {ustmt['counted']}")
+            D.append("")
+
+        def sec_usage_login():
+            # 12
+            lr = median(ulogin["ratios"])
+            mc, mp = median(ulogin["cred"]), median(ulogin["plain"])
+            self.add("12. login with the usage counters (TCP + SCRAM + first query): credential / plain role, P",
+                     f"≤ {TARGET_USAGE_LOGIN:.2f}",
+                     f"{lr:.3f} (spread {spread(ulogin['ratios'])}; {mc:.2f} vs {mp:.2f} ms)",
+                     lr <= TARGET_USAGE_LOGIN)
+            D.append("### 12. Login with the usage counters (P)\n")
+            D.append("As item 5, on P (bi_access preloaded): the credential's login finds its usage entry and "
+                     "counts the login and the open session; `bench_app` is a plain login role.\n")
+            D.append(f"- per-round ratios: {', '.join(f'{x:.3f}' for x in ulogin['ratios'])}")
+            D.append(f"- credential: median {mc:.2f} ms, n={len(ulogin['cred'])}; plain role: median {mp:.2f} ms, "
+                     f"n={len(ulogin['plain'])}")
+            D.append(f"- logins bi_access.usage counted for the credential meanwhile: {ulogin['counted']}")
+            D.append("")
+
         sections = [("1–3. queries", sec_q, q), ("4. generate", sec_gen, gen), ("5. login", sec_login, login),
                     ("6. revocation reach", sec_reach, reach), ("7. concurrency", sec_conc, conc),
                     ("8. sync", sec_sync, sync), ("9. DDL wait", sec_ddl, ddl),
-                    ("10. yield worker, idle", sec_idle, idle)]
+                    ("10. yield worker, idle", sec_idle, idle),
+                    ("11. usage, statement", sec_usage_statement, ustmt),
+                    ("12. usage, login", sec_usage_login, ulogin)]
         for label, fn, data in sections:
             err = self.errors.get(label)
             if data is None or err:
@@ -1339,6 +1477,8 @@ def main():
     ap.add_argument("--port-r", type=int, required=True)
     ap.add_argument("--port-p", type=int, required=True)
     ap.add_argument("--p-credential", required=True, help="username<TAB>password of P's credential")
+    ap.add_argument("--p-usage", required=True,
+                    help="two lines username<TAB>password: P's counted and uncounted credentials (items 11, 12)")
     ap.add_argument("--credentials", required=True)
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--rounds", type=int, default=8)

@@ -374,7 +374,8 @@ log "P: a fresh primary with bi_access preloaded (the yield worker), port $PORT_
 as_pg "$PGSERVER/initdb" -D "$RUN/p" -U postgres -E UTF8 --locale=C \
     --auth-local=trust --auth-host=scram-sha-256 >/dev/null
 configure "$RUN/p" "$PORT_P"
-printf "shared_preload_libraries = 'bi_access'\nshared_buffers = 256MB\n" |
+# Two usage entries (items 11 and 12): the yield credential's and `counted`'s.
+printf "shared_preload_libraries = 'bi_access'\nshared_buffers = 256MB\nbi_access.usage_max_credentials = 2\n" |
     as_pg tee -a "$RUN/p/postgresql.conf" >/dev/null
 start_dir "$RUN/p" "$RUN/p.log"
 psql_on "$PORT_P" postgres -c "CREATE DATABASE bench"
@@ -391,6 +392,10 @@ VACUUM ANALYZE orders;
 SQL
 psql_on "$PORT_P" bench -At -F $'\t' -c \
     "SELECT c.username, c.password FROM bi_access.generate('7', 'yield') c" >"$RUN/p_credential.tsv"
+psql_on "$PORT_P" bench -At -F $'\t' -c \
+    "SELECT c.username, c.password FROM unnest(ARRAY['counted', 'uncounted']) WITH ORDINALITY u (l, n),
+            bi_access.generate('7', u.l) c ORDER BY u.n" \
+    >"$RUN/p_usage.tsv"
 
 COUNT_B=$(psql_on "$PORT_B" bench -At -c "SELECT count(*) FROM bi_access.credential WHERE status = 'active'")
 EXPOSED=$(psql_on "$PORT_A" bench -At -c "SELECT count(*) FROM bi_access.exposed_table WHERE NOT hidden")
@@ -402,7 +407,7 @@ source "$CL/info.env"
 set +e
 python3 "$HERE/bench.py" \
     --sock "$SOCK" --port-a "$PORT_A" --port-b "$PORT_B" --port-r "$PORT_R" --port-p "$PORT_P" \
-    --p-credential "$RUN/p_credential.tsv" \
+    --p-credential "$RUN/p_credential.tsv" --p-usage "$RUN/p_usage.tsv" \
     --credentials "$RUN/credentials.tsv" --r-log "$RUN/r.log" \
     --seconds "$SECONDS_PER" --rounds "$ROUNDS" --quick "$QUICK" \
     --results "$RESULTS" \

@@ -168,7 +168,12 @@ BI_SETTINGS = {
     "bi_access.custom_schema_max_expressions": "0",
     "bi_access.max_parallel_workers": "-1",
     "bi_access.allow_explain": "on",
+    "bi_access.stale_after": "0",
 }
+# Defined only while the postmaster preloads bi_access (a server-start
+# setting cannot be defined later): the size of the usage counters' table.
+if PRELOADED:
+    BI_SETTINGS["bi_access.usage_max_credentials"] = "1"
 # The settings a credential's own session defines: those its session guard
 # reads (src/settings.rs). The others (management: where and how credentials
 # are made, and bi_access.actor, the one setting any role may set) are not
@@ -435,10 +440,11 @@ def management_setting_outcome(name: str) -> str:
     bi_access.actor, the one setting any role may set, only names the actor
     of management calls, which a credential cannot make; bi_access.yield_after,
     a server-wide setting (postgresql.conf and a reload: the yield worker has
-    no session), is one no session may change (55P02)."""
+    no session), and bi_access.usage_max_credentials (server start) are ones
+    no session may change (55P02)."""
     if not PRELOADED:
         return UNDEFINED_SETTING_OUTCOME
-    if name == "bi_access.yield_after":
+    if name in ("bi_access.yield_after", "bi_access.usage_max_credentials"):
         return CANT_CHANGE_RUNTIME_PARAM
     return OK if name == "bi_access.actor" else PERMISSION_DENIED
 

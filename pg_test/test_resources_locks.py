@@ -262,6 +262,11 @@ def test_the_application_waits_at_most_yield_after_plus_1s(preloaded, kind):
     assert (after[0] - before[0], after[1] - before[1]) == YIELDS[kind]
     now_logged = yield_log_lines(server)
     assert (now_logged[0] - logged[0], now_logged[1] - logged[1]) == YIELDS[kind], "one LOG line per yield"
+    # The credential's own count (bi_access.usage, issue 29): each error a
+    # yield gave it (a cancel of an idle transaction raises none).
+    errors = (0 if kind == "idle in transaction" else YIELDS[kind][0]) + YIELDS[kind][1]
+    assert server.value("SELECT cancelled FROM bi_access.usage WHERE role_name = %s", (cred.role,),
+                        dbname=PRELOADED_DB) == errors
 
 
 @pytest.mark.parametrize("kind", list(HOSTILE))

@@ -30,6 +30,7 @@ CALLS = {
     "credentials view": ("viewer", "SELECT * FROM bi_access.credentials"),
     "events view": ("viewer", "SELECT * FROM bi_access.events"),
     "targets view": ("viewer", "SELECT * FROM bi_access.targets"),
+    "usage view": ("viewer", "SELECT * FROM bi_access.usage"),
     "unsynced_tables": ("viewer", "SELECT * FROM bi_access.unsynced_tables()"),
     "check": ("viewer", "SELECT * FROM bi_access.check()"),
     "lock_yields": ("viewer", "SELECT * FROM bi_access.lock_yields()"),

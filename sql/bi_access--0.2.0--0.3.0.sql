@@ -346,6 +346,22 @@ CREATE FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+CREATE FUNCTION bi_access_internal."usage"() RETURNS TABLE (
+	"role" oid,  /* pg_sys :: Oid */
+	"sessions_now" bigint,  /* i64 */
+	"logins" bigint,  /* i64 */
+	"refused_limits" bigint,  /* i64 */
+	"refused_networks" bigint,  /* i64 */
+	"refused_revocation" bigint,  /* i64 */
+	"refused_other" bigint,  /* i64 */
+	"last_login_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"statements" bigint,  /* i64 */
+	"rows_returned" bigint,  /* i64 */
+	"cancelled" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'usage_wrapper';
 
 -- The SQL surface, as sql/api.sql creates it.
 -- bi_access: the SQL surface. Runs after every generated object.
@@ -376,8 +392,13 @@ SELECT c.id,
        c.rotated_at,
        c.valid_until,
        c.connection_limit,
-       coalesce(c.last_error, st.problem) AS last_error
+       coalesce(c.last_error, st.problem) AS last_error,
+       -- On this server, since it started (preloaded only: src/usage.rs).
+       u.last_login_at
 FROM bi_access.credential c
+LEFT JOIN (SELECT r.rolname, u.last_login_at
+           FROM bi_access_internal.usage() u
+           JOIN pg_catalog.pg_roles r ON r.oid = u.role) u ON u.rolname = c.role_name
 -- Once per query: whether CALL bi_access.sync() runs now (src/records.rs).
 CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
 CROSS JOIN LATERAL bi_access_internal.credential_state(
@@ -385,6 +406,41 @@ CROSS JOIN LATERAL bi_access_internal.credential_state(
     coalesce(c.valid_until <= now(), false), s.running, c.xmin::text) st;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
+
+-- Each credential's counters on this server since it started
+-- (src/usage.rs, src/shmem.rs): empty without the preload. A standby counts
+-- its own; a credential of another database of the cluster is not shown.
+CREATE VIEW bi_access.usage AS
+SELECT r.rolname AS role_name,
+       c.org_id,
+       u.sessions_now,
+       u.logins,
+       u.refused_limits + u.refused_networks + u.refused_revocation + u.refused_other
+           AS refused_logins,
+       u.last_login_at,
+       u.statements,
+       u.rows_returned,
+       u.cancelled,
+       u.refused_limits,
+       u.refused_networks,
+       u.refused_revocation
+FROM bi_access_internal.usage() u
+JOIN pg_catalog.pg_roles r ON r.oid = u.role
+JOIN bi_access.credential c ON c.role_name = r.rolname;
+COMMENT ON VIEW bi_access.usage IS
+    'Each credential''s logins, statements and rows on this server since it started (needs the preload; empty otherwise)';
+COMMENT ON COLUMN bi_access.usage.role_name IS 'The credential''s login role';
+COMMENT ON COLUMN bi_access.usage.org_id IS 'The credential''s organization';
+COMMENT ON COLUMN bi_access.usage.sessions_now IS 'Its sessions open on this server now';
+COMMENT ON COLUMN bi_access.usage.logins IS 'Logins that passed the login gate';
+COMMENT ON COLUMN bi_access.usage.refused_logins IS 'Logins refused after the password was accepted (limits, networks, revocation and the gate''s other checks)';
+COMMENT ON COLUMN bi_access.usage.last_login_at IS 'Its last login on this server; NULL: none since the server started';
+COMMENT ON COLUMN bi_access.usage.statements IS 'Top-level statements run through the executor (SELECT, COPY, FETCH''s cursor query; not SET or SHOW)';
+COMMENT ON COLUMN bi_access.usage.rows_returned IS 'Rows those statements returned';
+COMMENT ON COLUMN bi_access.usage.cancelled IS 'Statements cancelled (a cap''s timeout, a yield to the application, a cancel request) and sessions ended by a cap or a yield';
+COMMENT ON COLUMN bi_access.usage.refused_limits IS 'Logins refused by a connection limit (the credential''s, the org''s, the server''s)';
+COMMENT ON COLUMN bi_access.usage.refused_networks IS 'Logins refused by the credential''s network allowlist';
+COMMENT ON COLUMN bi_access.usage.refused_revocation IS 'Logins refused because the credential was revoked, deleted, rotated or expired';
 
 CREATE VIEW bi_access.events AS
 SELECT e.id, e.at, e.action, e.role_name, e.org_id, e.actor, e.detail
@@ -739,14 +795,16 @@ REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 -- The views call these as the reader (a function's EXECUTE privilege is
 -- checked against the caller, even inside a view).
 GRANT USAGE ON SCHEMA bi_access TO bi_access_viewer;
-GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi_access_viewer;
+GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets, bi_access.usage
+    TO bi_access_viewer;
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
     bi_access.lock_yields(),
     bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text),
     bi_access_internal.sync_running(),
-    bi_access_internal.targets()
+    bi_access_internal.targets(),
+    bi_access_internal.usage()
 TO bi_access_viewer;
 
 GRANT EXECUTE ON FUNCTION
@@ -837,6 +895,7 @@ COMMENT ON FUNCTION bi_access_internal.unsynced_tables() IS 'Worker of bi_access
 COMMENT ON FUNCTION bi_access_internal.sync_tables() IS 'Worker of bi_access.sync_tables()';
 COMMENT ON FUNCTION bi_access_internal."check"() IS 'Worker of bi_access.check()';
 COMMENT ON FUNCTION bi_access_internal.lock_yields() IS 'Worker of bi_access.lock_yields()';
+COMMENT ON FUNCTION bi_access_internal.usage() IS 'Rows of bi_access.usage: the usage counters of this server';
 COMMENT ON FUNCTION bi_access_internal.pgbouncer_auth(text) IS 'Worker of bi_access.pgbouncer_auth()';
 COMMENT ON FUNCTION bi_access_internal.sync_begin() IS
     'CALL bi_access.sync(): its first step, the tables to sync (through step_sync_begin)';
@@ -898,6 +957,7 @@ COMMENT ON COLUMN bi_access.credentials.rotated_at IS 'When regenerate() last ga
 COMMENT ON COLUMN bi_access.credentials.valid_until IS 'When its login expires; NULL: never';
 COMMENT ON COLUMN bi_access.credentials.connection_limit IS 'Its sessions at most, per server; -1: no limit';
 COMMENT ON COLUMN bi_access.credentials.last_error IS 'Why it failed, when it did';
+COMMENT ON COLUMN bi_access.credentials.last_login_at IS 'Its last login on this server since the server started (needs the preload; bi_access.usage)';
 COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
 COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';
 COMMENT ON COLUMN bi_access.events.action IS 'The call: generate, reveal, regenerate, revoke, expose_table…';

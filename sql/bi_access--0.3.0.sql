@@ -7,7 +7,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:75
+-- src/lib.rs:78
 -- bootstrap
 -- bi_access bootstrap: roles, types and tables. Runs before every generated
 -- object of the extension script, in schema bi_access.
@@ -355,21 +355,21 @@ CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_int
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/key.rs:514
--- bi_access::key::bi_access_internal::init_key
-CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'init_key_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/key.rs:520
 -- bi_access::key::bi_access_internal::adopt_key_file
 CREATE  FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/key.rs:514
+-- bi_access::key::bi_access_internal::init_key
+CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -387,72 +387,69 @@ AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/roles.rs:233
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/roles.rs:238
+-- bi_access::roles::bi_access_internal::sync_session_libraries
+CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:46
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:66
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:295
--- bi_access::api::bi_access_internal::lock_yields
-CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
-	"cancelled" bigint,  /* i64 */
-	"terminated" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:312
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:141
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
+-- src/api.rs:188
+-- bi_access::api::bi_access_internal::set_target
+CREATE  FUNCTION bi_access_internal."set_target"(
+	"name" TEXT, /* Option < & str > */
+	"host" TEXT, /* Option < & str > */
+	"port" INT, /* Option < i32 > */
+	"sslmode" TEXT, /* Option < & str > */
+	"standby" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
+AS 'MODULE_PATHNAME', 'set_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:305
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
+-- src/api.rs:108
+-- bi_access::api::bi_access_internal::connection_details
+CREATE  FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:365
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:216
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -470,6 +467,28 @@ AS 'MODULE_PATHNAME', 'check_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:126
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:66
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:265
 -- bi_access::api::bi_access_internal::sync_table
 CREATE  FUNCTION bi_access_internal."sync_table"(
@@ -481,27 +500,30 @@ AS 'MODULE_PATHNAME', 'sync_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:362
--- bi_access::api::bi_access_internal::sync_tables
-CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
+-- src/api.rs:394
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
 )
-STRICT VOLATILE PARALLEL UNSAFE
+STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:248
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT /* Option < & str > */
+-- src/api.rs:357
+-- bi_access::api::bi_access_internal::sync_end
+CREATE  FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
 ) RETURNS void
-VOLATILE PARALLEL UNSAFE
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -521,120 +543,6 @@ AS 'MODULE_PATHNAME', 'targets_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:337
--- bi_access::api::bi_access_internal::unsynced_tables
-CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"org_column" TEXT,  /* String */
-	"reason" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:326
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:355
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:332
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:178
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:108
--- bi_access::api::bi_access_internal::connection_details
-CREATE  FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:223
--- bi_access::api::bi_access_internal::add_quota_triggers
-CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:216
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:126
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:188
--- bi_access::api::bi_access_internal::set_target
-CREATE  FUNCTION bi_access_internal."set_target"(
-	"name" TEXT, /* Option < & str > */
-	"host" TEXT, /* Option < & str > */
-	"port" INT, /* Option < i32 > */
-	"sslmode" TEXT, /* Option < & str > */
-	"standby" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:208
 -- bi_access::api::bi_access_internal::drop_target
 CREATE  FUNCTION bi_access_internal."drop_target"(
@@ -643,17 +551,6 @@ CREATE  FUNCTION bi_access_internal."drop_target"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:131
--- bi_access::api::bi_access_internal::activate
-CREATE  FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -668,32 +565,26 @@ AS 'MODULE_PATHNAME', 'delete_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:79
--- bi_access::api::bi_access_internal::generate
-CREATE  FUNCTION bi_access_internal."generate"(
-	"org_id" TEXT, /* Option < & str > */
-	"label" TEXT, /* Option < & str > */
-	"org_name" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"connection_limit" INT, /* Option < i32 > */
-	"scope" TEXT, /* Option < & str > */
-	"target" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
+-- src/api.rs:141
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
+AS 'MODULE_PATHNAME', 'purge_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:52
--- bi_access::api::bi_access_internal::org_lookup_support
-CREATE  FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
+-- src/api.rs:248
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -708,16 +599,95 @@ AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:318
--- bi_access::api::bi_access_internal::sync_end
-CREATE  FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
+-- src/api.rs:223
+-- bi_access::api::bi_access_internal::add_quota_triggers
+CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:344
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:371
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:351
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:52
+-- bi_access::api::bi_access_internal::org_lookup_support
+CREATE  FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:401
+-- bi_access::api::bi_access_internal::sync_tables
+CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:306
+-- bi_access::api::bi_access_internal::usage
+CREATE  FUNCTION bi_access_internal."usage"() RETURNS TABLE (
+	"role" oid,  /* pg_sys :: Oid */
+	"sessions_now" bigint,  /* i64 */
+	"logins" bigint,  /* i64 */
+	"refused_limits" bigint,  /* i64 */
+	"refused_networks" bigint,  /* i64 */
+	"refused_revocation" bigint,  /* i64 */
+	"refused_other" bigint,  /* i64 */
+	"last_login_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"statements" bigint,  /* i64 */
+	"rows_returned" bigint,  /* i64 */
+	"cancelled" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'usage_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -742,6 +712,71 @@ AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:131
+-- bi_access::api::bi_access_internal::activate
+CREATE  FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:178
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:376
+-- bi_access::api::bi_access_internal::unsynced_tables
+CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:295
+-- bi_access::api::bi_access_internal::lock_yields
+CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:79
+-- bi_access::api::bi_access_internal::generate
+CREATE  FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:116
 -- bi_access::api::bi_access_internal::regenerate
 CREATE  FUNCTION bi_access_internal."regenerate"(
@@ -755,20 +790,6 @@ AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/roles.rs:233
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:238
--- bi_access::roles::bi_access_internal::sync_session_libraries
-CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/key.rs:528
 -- requires:
 --   api
@@ -778,7 +799,7 @@ SELECT bi_access_internal.init_key();
 REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 
 
--- src/lib.rs:76
+-- src/lib.rs:79
 -- finalize
 -- bi_access: the SQL surface. Runs after every generated object.
 --
@@ -808,8 +829,13 @@ SELECT c.id,
        c.rotated_at,
        c.valid_until,
        c.connection_limit,
-       coalesce(c.last_error, st.problem) AS last_error
+       coalesce(c.last_error, st.problem) AS last_error,
+       -- On this server, since it started (preloaded only: src/usage.rs).
+       u.last_login_at
 FROM bi_access.credential c
+LEFT JOIN (SELECT r.rolname, u.last_login_at
+           FROM bi_access_internal.usage() u
+           JOIN pg_catalog.pg_roles r ON r.oid = u.role) u ON u.rolname = c.role_name
 -- Once per query: whether CALL bi_access.sync() runs now (src/records.rs).
 CROSS JOIN (SELECT bi_access_internal.sync_running() AS running) s
 CROSS JOIN LATERAL bi_access_internal.credential_state(
@@ -817,6 +843,41 @@ CROSS JOIN LATERAL bi_access_internal.credential_state(
     coalesce(c.valid_until <= now(), false), s.running, c.xmin::text) st;
 COMMENT ON VIEW bi_access.credentials IS
     'Every credential bi_access manages, with its status; never shows a secret';
+
+-- Each credential's counters on this server since it started
+-- (src/usage.rs, src/shmem.rs): empty without the preload. A standby counts
+-- its own; a credential of another database of the cluster is not shown.
+CREATE VIEW bi_access.usage AS
+SELECT r.rolname AS role_name,
+       c.org_id,
+       u.sessions_now,
+       u.logins,
+       u.refused_limits + u.refused_networks + u.refused_revocation + u.refused_other
+           AS refused_logins,
+       u.last_login_at,
+       u.statements,
+       u.rows_returned,
+       u.cancelled,
+       u.refused_limits,
+       u.refused_networks,
+       u.refused_revocation
+FROM bi_access_internal.usage() u
+JOIN pg_catalog.pg_roles r ON r.oid = u.role
+JOIN bi_access.credential c ON c.role_name = r.rolname;
+COMMENT ON VIEW bi_access.usage IS
+    'Each credential''s logins, statements and rows on this server since it started (needs the preload; empty otherwise)';
+COMMENT ON COLUMN bi_access.usage.role_name IS 'The credential''s login role';
+COMMENT ON COLUMN bi_access.usage.org_id IS 'The credential''s organization';
+COMMENT ON COLUMN bi_access.usage.sessions_now IS 'Its sessions open on this server now';
+COMMENT ON COLUMN bi_access.usage.logins IS 'Logins that passed the login gate';
+COMMENT ON COLUMN bi_access.usage.refused_logins IS 'Logins refused after the password was accepted (limits, networks, revocation and the gate''s other checks)';
+COMMENT ON COLUMN bi_access.usage.last_login_at IS 'Its last login on this server; NULL: none since the server started';
+COMMENT ON COLUMN bi_access.usage.statements IS 'Top-level statements run through the executor (SELECT, COPY, FETCH''s cursor query; not SET or SHOW)';
+COMMENT ON COLUMN bi_access.usage.rows_returned IS 'Rows those statements returned';
+COMMENT ON COLUMN bi_access.usage.cancelled IS 'Statements cancelled (a cap''s timeout, a yield to the application, a cancel request) and sessions ended by a cap or a yield';
+COMMENT ON COLUMN bi_access.usage.refused_limits IS 'Logins refused by a connection limit (the credential''s, the org''s, the server''s)';
+COMMENT ON COLUMN bi_access.usage.refused_networks IS 'Logins refused by the credential''s network allowlist';
+COMMENT ON COLUMN bi_access.usage.refused_revocation IS 'Logins refused because the credential was revoked, deleted, rotated or expired';
 
 CREATE VIEW bi_access.events AS
 SELECT e.id, e.at, e.action, e.role_name, e.org_id, e.actor, e.detail
@@ -1171,14 +1232,16 @@ REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 -- The views call these as the reader (a function's EXECUTE privilege is
 -- checked against the caller, even inside a view).
 GRANT USAGE ON SCHEMA bi_access TO bi_access_viewer;
-GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets TO bi_access_viewer;
+GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets, bi_access.usage
+    TO bi_access_viewer;
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
     bi_access.lock_yields(),
     bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text),
     bi_access_internal.sync_running(),
-    bi_access_internal.targets()
+    bi_access_internal.targets(),
+    bi_access_internal.usage()
 TO bi_access_viewer;
 
 GRANT EXECUTE ON FUNCTION
@@ -1269,6 +1332,7 @@ COMMENT ON FUNCTION bi_access_internal.unsynced_tables() IS 'Worker of bi_access
 COMMENT ON FUNCTION bi_access_internal.sync_tables() IS 'Worker of bi_access.sync_tables()';
 COMMENT ON FUNCTION bi_access_internal."check"() IS 'Worker of bi_access.check()';
 COMMENT ON FUNCTION bi_access_internal.lock_yields() IS 'Worker of bi_access.lock_yields()';
+COMMENT ON FUNCTION bi_access_internal.usage() IS 'Rows of bi_access.usage: the usage counters of this server';
 COMMENT ON FUNCTION bi_access_internal.pgbouncer_auth(text) IS 'Worker of bi_access.pgbouncer_auth()';
 COMMENT ON FUNCTION bi_access_internal.sync_begin() IS
     'CALL bi_access.sync(): its first step, the tables to sync (through step_sync_begin)';
@@ -1330,6 +1394,7 @@ COMMENT ON COLUMN bi_access.credentials.rotated_at IS 'When regenerate() last ga
 COMMENT ON COLUMN bi_access.credentials.valid_until IS 'When its login expires; NULL: never';
 COMMENT ON COLUMN bi_access.credentials.connection_limit IS 'Its sessions at most, per server; -1: no limit';
 COMMENT ON COLUMN bi_access.credentials.last_error IS 'Why it failed, when it did';
+COMMENT ON COLUMN bi_access.credentials.last_login_at IS 'Its last login on this server since the server started (needs the preload; bi_access.usage)';
 COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
 COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';
 COMMENT ON COLUMN bi_access.events.action IS 'The call: generate, reveal, regenerate, revoke, expose_table…';

@@ -302,6 +302,45 @@ mod bi_access_internal {
         TableIterator::new(counts)
     }
 
+    /// The usage counters of this server since it started (src/usage.rs):
+    /// one row per credential role counted, none without the preload.
+    #[pg_extern(volatile, parallel_safe)]
+    #[allow(clippy::type_complexity)] // the view's columns, as pgrx spells them
+    fn usage() -> TableIterator<
+        'static,
+        (
+            name!(role, pg_sys::Oid),
+            name!(sessions_now, i64),
+            name!(logins, i64),
+            name!(refused_limits, i64),
+            name!(refused_networks, i64),
+            name!(refused_revocation, i64),
+            name!(refused_other, i64),
+            name!(last_login_at, Option<TimestampWithTimeZone>),
+            name!(statements, i64),
+            name!(rows_returned, i64),
+            name!(cancelled, i64),
+        ),
+    > {
+        TableIterator::new(crate::usage::rows().into_iter().map(
+            |(role, now, logins, refused, last, statements, rows, cancelled)| {
+                (
+                    role,
+                    now,
+                    logins,
+                    refused[0],
+                    refused[1],
+                    refused[2],
+                    refused[3],
+                    last.and_then(|at| TimestampWithTimeZone::try_from(at).ok()),
+                    statements,
+                    rows,
+                    cancelled,
+                )
+            },
+        ))
+    }
+
     /// The steps of `CALL bi_access.sync()`, which commits between them.
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_begin() -> Vec<pg_sys::Oid> {

@@ -403,7 +403,10 @@ pub type RunWrapper = unsafe fn(*mut pg_sys::QueryDesc, &mut dyn FnMut());
 /// argument): the quota's wrapper around the run (guard/quota.rs), and the
 /// memory check after each outermost run (guard/memory.rs).
 static mut RUN_WRAPPER: Option<RunWrapper> = None;
-static mut AFTER_EXECUTOR_RUN: Option<fn(*mut pg_sys::QueryDesc, u64)> = None;
+/// What runs after an outermost run: the memory check and the usage
+/// counters' rows (src/usage.rs).
+static mut AFTER_EXECUTOR_RUN: [Option<AfterRun>; 2] = [None; 2];
+type AfterRun = fn(*mut pg_sys::QueryDesc, u64);
 static mut PREVIOUS_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static mut EXECUTOR_RUN_HOOKED: bool = false;
 
@@ -457,12 +460,17 @@ pub unsafe fn install_executor_run(wrapper: RunWrapper) {
 }
 
 /// Installs `after` to run after every outermost run of the executor (with
-/// the query and the row count it was asked for, 0 for all).
+/// the query and the row count it was asked for, 0 for all), after those
+/// installed before it.
 ///
 /// # Safety
-/// Once per backend, from `_PG_init`, before any query runs.
+/// Once per backend and caller, from `_PG_init`, before any query runs.
 pub unsafe fn install_after_executor_run(after: fn(*mut pg_sys::QueryDesc, u64)) {
-    AFTER_EXECUTOR_RUN = Some(after);
+    let slots = &mut *std::ptr::addr_of_mut!(AFTER_EXECUTOR_RUN);
+    let Some(free) = slots.iter_mut().find(|slot| slot.is_none()) else {
+        panic!("bi_access installs more executor run hooks than it has slots for");
+    };
+    *free = Some(after);
     hook_executor_run();
 }
 
@@ -478,9 +486,10 @@ unsafe fn around_executor_run(query: *mut pg_sys::QueryDesc, count: u64, run: &m
         None => run(),
     }
     drop(running);
-    match AFTER_EXECUTOR_RUN {
-        Some(after) if !inside_executor_run() => after(query, count),
-        _ => {}
+    if !inside_executor_run() {
+        for after in (*std::ptr::addr_of!(AFTER_EXECUTOR_RUN)).iter().flatten() {
+            after(query, count);
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 23] = [
+    let probes: [Probe; 24] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -57,6 +57,7 @@ pub fn check() -> Result<Vec<Finding>> {
         custom_schemas,
         lock_waits,
         capacity,
+        stale_credentials,
         preload,
     ];
     let mut findings = Vec::new();
@@ -769,14 +770,66 @@ fn lock_waits(_: &Context) -> Result<Vec<Finding>> {
     }
 }
 
+/// Preloaded: current credentials without a login on this server for
+/// bi_access.stale_after, saying since when the counters count (they start
+/// with the server), and the logins the usage entries had no room for.
+/// Without the preload `preload` says why there is nothing to go by.
+fn stale_credentials(_: &Context) -> Result<Vec<Finding>> {
+    let Some(overflow) = crate::usage::overflow() else {
+        return Ok(vec![]);
+    };
+    let mut findings = Vec::new();
+    if overflow > 0 {
+        let capacity = settings::usage_max_credentials();
+        findings.push(Finding {
+            severity: "warning",
+            object: "setting bi_access.usage_max_credentials".into(),
+            finding: format!(
+                "{overflow} logins on this server were not counted in bi_access.usage: its {capacity} entries are all taken"
+            ),
+            fix: format!(
+                "ALTER SYSTEM SET bi_access.usage_max_credentials = {}; then restart the server (and each standby).",
+                capacity.saturating_mul(2)
+            ),
+        });
+    }
+    let Some(after) = settings::stale_after_s() else {
+        return Ok(findings);
+    };
+    let started: String =
+        db::first("SELECT pg_catalog.pg_postmaster_start_time()::text", &[])?.unwrap_or_default();
+    findings.extend(words(
+        records::stale_credentials(after)?,
+        "warning",
+        &format!(
+            "a current credential without a login on this server for bi_access.stale_after ({}); \
+             the usage counters started with the server at {started}",
+            seconds(after)
+        ),
+    ));
+    Ok(findings)
+}
+
+/// A number of seconds in the largest unit that divides it.
+fn seconds(s: i32) -> String {
+    match s {
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}min", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// What only `shared_preload_libraries = 'bi_access'` gives, each named when
 /// the server lacks it. Everything else holds either way: every credential
 /// session loads bi_access and its login gate itself.
-const NEEDS_THE_PRELOAD: [&str; 2] = [
+const NEEDS_THE_PRELOAD: [&str; 3] = [
     "the application's sessions lack bi_access's planner hook, so each of their queries on an \
      exposed table plans the pass-through policy's sub-select (README: The application is unchanged)",
     "no yield worker makes a credential give up a lock the application or replay waits for, \
      so the wait lasts up to bi_access.transaction_timeout (object lock waits)",
+    "no usage counters: the bi_access.usage view is empty, credentials.last_login_at is NULL \
+     and no credential is found stale (bi_access.stale_after)",
 ];
 
 fn preload(_: &Context) -> Result<Vec<Finding>> {

@@ -23,6 +23,8 @@
 //! - `shmem`: bi_access's shared-memory segment (preloaded only);
 //! - `yielding`: the yield worker: credential sessions yield their locks to
 //!   the application and to replay (preloaded only);
+//! - `usage`: each credential's logins, statements and rows on this server
+//!   (the `usage` view; counters in the shared segment, preloaded only);
 //! - `uninstall`: the drop guard, and what removing the extension does first;
 //! - `names`: every name bi_access gives, spelled once;
 //! - `compat`: what differs between PostgreSQL majors;
@@ -68,6 +70,7 @@ mod shmem;
 mod status;
 mod targets;
 mod uninstall;
+mod usage;
 mod yielding;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -100,6 +103,7 @@ pub extern "C-unwind" fn _PG_init() {
         yielding::register();
     }
     yielding::install();
+    usage::install();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

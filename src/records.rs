@@ -742,6 +742,24 @@ pub fn unmanaged_credential_roles(reader_groups: &str) -> Result<Vec<(String, St
     )
 }
 
+/// check(): (object, fix) of each current credential without a login on
+/// this server for `stale_after_s` seconds: its last login here, or the
+/// server's start if it has none since (the counters start then), and its
+/// creation, all that long ago.
+pub fn stale_credentials(stale_after_s: i32) -> Result<Vec<(String, String)>> {
+    db::text_pairs(
+        "SELECT 'credential ' || quote_ident(c.role_name::text), \
+                format('SELECT bi_access.revoke(%L);  -- if no BI tool uses it any more', c.role_name) \
+         FROM bi_access.credentials c \
+         WHERE c.status IN ('pending', 'active', 'syncing') \
+           AND greatest(c.created_at, \
+                        coalesce(c.last_login_at, pg_catalog.pg_postmaster_start_time())) \
+               <= pg_catalog.now() - pg_catalog.make_interval(secs => $1) \
+         ORDER BY 1",
+        &[f64::from(stale_after_s).into()],
+    )
+}
+
 /// The first step of `CALL bi_access.sync()`: which backend syncs. Every
 /// current credential reads `syncing` while that backend runs the procedure
 /// (`sync_running`), and at no other time: nothing is written on the

@@ -51,6 +51,11 @@ static CUSTOM_SCHEMA_QUOTA: Int = Int::new(1024 * 1024);
 // application or replay may wait on a credential's lock (ms; 0: never yield).
 static TRANSACTION_TIMEOUT: Int = Int::new(10 * 60 * 1000);
 static YIELD_AFTER: Int = Int::new(1000);
+// Usage (src/usage.rs): how many credentials the shared segment counts
+// (fixed at server start), and how long without a login on this server
+// makes a current credential stale in check() (seconds; 0: never).
+static USAGE_MAX_CREDENTIALS: Int = Int::new(4096);
+static STALE_AFTER: Int = Int::new(90 * 24 * 60 * 60);
 // What each custom schema may hold in the catalogs (src/custom_schema.rs
 // says how each is counted); 0 means no cap. The defaults let
 // drop_custom_schema drop a schema at the caps in one transaction under the
@@ -90,7 +95,7 @@ pub fn asked_for_by_the_client() -> Vec<String> {
 }
 
 /// Every bi_access.* setting a session could not set itself.
-const NAMES: [&std::ffi::CStr; 32] = [
+const NAMES: [&std::ffi::CStr; 34] = [
     c"bi_access.host",
     c"bi_access.port",
     c"bi_access.sslmode",
@@ -123,6 +128,8 @@ const NAMES: [&std::ffi::CStr; 32] = [
     c"bi_access.custom_schema_max_expressions",
     c"bi_access.max_parallel_workers",
     c"bi_access.allow_explain",
+    c"bi_access.usage_max_credentials",
+    c"bi_access.stale_after",
 ];
 
 /// Which settings a session defines: every one, or in a credential's own
@@ -288,6 +295,30 @@ fn define_management_settings() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    // The usage entries are sized once, when the postmaster creates the
+    // shared segment (src/shmem.rs). PostgreSQL refuses (FATAL) a
+    // server-start setting defined after the preload: a session that loads
+    // bi_access itself has no segment, and no use for it.
+    // SAFETY: a read of a flag of this process.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_int_guc(
+            c"bi_access.usage_max_credentials",
+            c"How many credentials the usage counters of this server count (needs the preload; set at server start); more are counted as overflow.",
+            c"",
+            &USAGE_MAX_CREDENTIALS,
+            1,
+            1_000_000,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
+    int(
+        c"bi_access.stale_after",
+        c"How long a current credential may go without a login on this server before check() calls it stale (needs the preload); 0: never.",
+        &STALE_AFTER,
+        0,
+        GucFlags::UNIT_S,
     );
     text(
         c"bi_access.host",
@@ -520,6 +551,19 @@ pub fn transaction_timeout_ms() -> Option<i32> {
 /// check(); never in a credential's session loaded on its own.
 pub fn yield_after_ms() -> Option<i32> {
     cap(&YIELD_AFTER)
+}
+
+/// How many credentials the usage counters count. The postmaster's value,
+/// read when it sizes the shared segment.
+pub fn usage_max_credentials() -> i32 {
+    USAGE_MAX_CREDENTIALS.get()
+}
+
+/// Seconds without a login after which check() calls a credential stale,
+/// or None: never.
+pub fn stale_after_s() -> Option<i32> {
+    management("stale_after");
+    cap(&STALE_AFTER)
 }
 
 pub fn work_mem_kb() -> Option<i32> {

@@ -7,22 +7,26 @@
 //! - `yields`: every yield of the yield worker on this server (src/yielding.rs).
 //! - `notices`: the sessions the yield worker just signalled, so that their
 //!   own backend words the error they get (cancel, terminate).
-//! - `lock`: for keyed entries that processes add and remove, such as the
-//!   per-credential usage counters (logins, refused logins, statements, rows,
-//!   cancellations, last login, keyed by role) of a later version, which go
-//!   at the end of `Segment`, with their size in `size()`.
+//! - `lock`: for keyed entries that processes add, the per-credential usage
+//!   counters (src/usage.rs): `usage_capacity` entries of `Usage`, keyed by
+//!   the login role's oid, right after `Segment` (their size in `size()`).
+//!   An entry is added at a credential's first login since the server
+//!   started and kept until it stops (the counters are since then); when
+//!   every entry is taken, a new credential's login is counted in
+//!   `usage_overflow` only.
 //!
 //! Lock discipline:
 //! - counters are atomics: any process adds to them, any reads them, no lock;
 //! - notices are written by the yield worker only (one writer), read by any
 //!   backend: atomics, no lock;
-//! - a keyed table takes `lock` exclusive to add or remove an entry and
-//!   shared to find one; an entry's own counters are atomics again, so a
-//!   backend counting a statement takes the lock shared, never exclusive.
-//!   Nothing may raise an error or wait on anything else while holding it.
+//! - a keyed table takes `lock` exclusive to add an entry and shared to
+//!   find one; an entry's own counters are atomics again, and an entry
+//!   never moves, so a backend finds its entry once (at login) and counts
+//!   each statement without the lock. Nothing may raise an error or wait
+//!   on anything else while holding it.
 
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
 
@@ -37,6 +41,43 @@ pub struct Segment {
     lock: *mut pg_sys::LWLock,
     pub yields: Yields,
     notices: [AtomicI32; NOTICES],
+    /// How many `Usage` entries follow (bi_access.usage_max_credentials at
+    /// server start).
+    usage_capacity: u32,
+    /// Logins of credentials that found every entry taken.
+    pub usage_overflow: AtomicU64,
+}
+
+/// Why a credential's login was refused (`bi_access.usage`).
+#[derive(Clone, Copy)]
+pub enum Refusal {
+    /// The org's or the server's limit of BI sessions, or the role's own.
+    Limits = 0,
+    /// The credential's network allowlist.
+    #[allow(dead_code)] // the allowlist's refusal (src/usage.rs: cause) comes with it
+    Networks = 1,
+    /// Revoked, deleted, rotated or expired.
+    Revocation = 2,
+    /// Anything else the login gate refuses (another database, settings in
+    /// the startup packet).
+    Other = 3,
+}
+
+/// One credential's counters on this server since it started. `role` is
+/// written once, under the exclusive `lock`; every counter is an atomic.
+#[repr(C)]
+pub struct Usage {
+    /// The login role's oid; 0: a free entry.
+    role: AtomicU32,
+    pub sessions_now: AtomicI64,
+    pub logins: AtomicU64,
+    /// Indexed by `Refusal`.
+    pub refused: [AtomicU64; 4],
+    /// TimestampTz of the last login; 0: none since the server started.
+    pub last_login_at: AtomicI64,
+    pub statements: AtomicU64,
+    pub rows_returned: AtomicU64,
+    pub cancelled: AtomicU64,
 }
 
 /// Counted by the yield worker, since the server started.
@@ -67,7 +108,7 @@ fn ask() {
     // SAFETY: PostgreSQL's request functions, at the moment the major
     // accepts requests (compat::request_shared_memory).
     unsafe {
-        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Segment>());
+        pg_sys::RequestAddinShmemSpace(size());
         pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
     }
 }
@@ -80,15 +121,26 @@ unsafe extern "C-unwind" fn startup() {
     let mut found = false;
     let init_lock = crate::compat::addin_shmem_init_lock();
     pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let segment = pg_sys::ShmemInitStruct(NAME.as_ptr(), std::mem::size_of::<Segment>(), &mut found)
-        as *mut Segment;
+    let segment = pg_sys::ShmemInitStruct(NAME.as_ptr(), size(), &mut found) as *mut Segment;
     if !found {
-        // Zeroed atomics are zero counters and empty notices.
-        std::ptr::write_bytes(segment, 0, 1);
+        // Zeroed atomics are zero counters, empty notices and free entries.
+        std::ptr::write_bytes(segment.cast::<u8>(), 0, size());
         (*segment).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
+        (*segment).usage_capacity = usage_capacity();
     }
     pg_sys::LWLockRelease(init_lock);
     SEGMENT = segment;
+}
+
+fn usage_capacity() -> u32 {
+    crate::settings::usage_max_credentials().max(1) as u32
+}
+
+/// The segment and its usage entries, in bytes. In the postmaster only
+/// (the setting's value at server start).
+fn size() -> usize {
+    // Segment's size is a multiple of its alignment (8), Usage's too.
+    std::mem::size_of::<Segment>() + usage_capacity() as usize * std::mem::size_of::<Usage>()
 }
 
 /// The segment, if bi_access was preloaded on this server. Backends and
@@ -130,10 +182,80 @@ impl Segment {
                 .any(|slot| slot.load(Ordering::Acquire) == pid)
     }
 
-    /// The lock of keyed entries (see the module's lock discipline).
-    #[allow(dead_code)] // the usage counters of a later version take it
-    pub fn lock(&self) -> *mut pg_sys::LWLock {
-        self.lock
+    /// The usage entries, right after the segment.
+    fn entries(&self) -> &[Usage] {
+        // SAFETY: startup() sized the segment for `usage_capacity` entries
+        // after `Segment`, zeroed (free), aligned (Segment's size is a
+        // multiple of 8); they live as long as the server.
+        unsafe {
+            let first = (self as *const Segment).add(1).cast::<Usage>();
+            std::slice::from_raw_parts(first, self.usage_capacity as usize)
+        }
+    }
+
+    /// `role`'s usage entry, added if `add` and there is none (None when
+    /// every entry is taken, or without `add` when it has none). Open
+    /// addressing from the oid's slot; entries are never removed, so a free
+    /// slot ends a search. Under `lock` (shared to find, exclusive to add);
+    /// nothing in between raises or waits.
+    pub fn usage_of(&self, role: pg_sys::Oid, add: bool) -> Option<&Usage> {
+        let role = role.to_u32();
+        if role == 0 {
+            return None;
+        }
+        let entries = self.entries();
+        let probe = |claim: bool| -> Option<&Usage> {
+            let start = role as usize % entries.len();
+            for i in 0..entries.len() {
+                let entry = &entries[(start + i) % entries.len()];
+                match entry.role.load(Ordering::Acquire) {
+                    found if found == role => return Some(entry),
+                    0 if claim => {
+                        entry.role.store(role, Ordering::Release);
+                        return Some(entry);
+                    }
+                    0 => return None,
+                    _ => {}
+                }
+            }
+            None
+        };
+        // SAFETY: the segment's own LWLock, released before returning; the
+        // probe between raises nothing.
+        unsafe {
+            pg_sys::LWLockAcquire(self.lock, pg_sys::LWLockMode::LW_SHARED);
+            let found = probe(false);
+            pg_sys::LWLockRelease(self.lock);
+            if found.is_some() || !add {
+                return found;
+            }
+            pg_sys::LWLockAcquire(self.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+            let added = probe(true);
+            pg_sys::LWLockRelease(self.lock);
+            if added.is_none() {
+                self.usage_overflow.fetch_add(1, Ordering::Relaxed);
+            }
+            added
+        }
+    }
+
+    /// Every entry in use, with its role (read without the lock: a role
+    /// is written once and then never changes).
+    pub fn usage(&self) -> impl Iterator<Item = (pg_sys::Oid, &Usage)> {
+        self.entries().iter().filter_map(|entry| {
+            let role = entry.role.load(Ordering::Acquire);
+            (role != 0).then(|| (pg_sys::Oid::from(role), entry))
+        })
+    }
+}
+
+impl Usage {
+    pub fn count(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    pub fn read(counter: &AtomicU64) -> i64 {
+        counter.load(Ordering::Relaxed) as i64
     }
 }
 

@@ -477,6 +477,8 @@ pub fn install() {
 /// to administrator command".
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn word_the_error(error: *mut pg_sys::ErrorData) {
+    // The same report counts for the usage view (a cancel, a refused login).
+    crate::usage::at_error(error);
     let code = (*error).sqlerrcode;
     let cancel = code == PgSqlErrorCode::ERRCODE_QUERY_CANCELED as i32;
     let ended = code == PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN as i32;

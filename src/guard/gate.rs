@@ -49,6 +49,8 @@ thread_local! {
     /// Whether the checks ran in this session (at login, or at the first
     /// statement for a role without the gate library).
     static RAN: Cell<bool> = const { Cell::new(false) };
+    /// Whether the checks are running: a FATAL now refuses the login.
+    static CHECKING: Cell<bool> = const { Cell::new(false) };
     /// The bi_access.* settings the client sent in its startup packet,
     /// read by `_PG_init` before they are defined (see settings.rs).
     static CLIENT_SETTINGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -93,12 +95,27 @@ fn run() {
         }
         pushed
     };
+    CHECKING.with(|checking| checking.set(true));
     for check in CHECKS {
         check();
     }
+    CHECKING.with(|checking| checking.set(false));
+    crate::usage::at_login();
     if pushed {
         // SAFETY: the snapshot pushed above is still the active one.
         unsafe { pg_sys::PopActiveSnapshot() };
+    }
+}
+
+/// Whether the login gate's checks ran (or are running) in this session.
+pub fn ran() -> bool {
+    RAN.with(Cell::get)
+}
+
+/// Right before a FATAL: counted as a refused login if a check raises it.
+pub fn before_fatal(error: &BiError) {
+    if CHECKING.with(Cell::get) {
+        crate::usage::refused(error);
     }
 }
 

@@ -64,6 +64,8 @@ mod transaction;
 
 use std::cell::Cell;
 
+pub(crate) use transaction::TRANSACTION_TIMEOUT as TRANSACTION_TIMEOUT_CODE;
+
 use crate::error::BiError;
 use pgrx::pg_sys;
 

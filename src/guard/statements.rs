@@ -42,6 +42,7 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, flags:
         // statement's own working memory is not what the session keeps.
         if !crate::compat::inside_executor_run() {
             super::memory::check_kept();
+            crate::usage::count_statement(query);
         }
     }
     match PREVIOUS_START {

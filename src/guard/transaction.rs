@@ -22,7 +22,7 @@ use crate::compat;
 use crate::settings;
 
 /// PostgreSQL 17's ERRCODE_TRANSACTION_TIMEOUT, `25P04`.
-const TRANSACTION_TIMEOUT: i32 = sqlstate(*b"25P04");
+pub(crate) const TRANSACTION_TIMEOUT: i32 = sqlstate(*b"25P04");
 
 /// MAKE_SQLSTATE (utils/elog.h): six bits per character.
 const fn sqlstate(code: [u8; 5]) -> i32 {

@@ -25,3 +25,4 @@ mod resources;
 mod scales;
 mod secrets;
 mod surface;
+mod usage;
