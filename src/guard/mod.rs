@@ -114,7 +114,6 @@ pub fn install() {
     search::install();
     memory::install();
     standing::install();
-    networks::install();
     definers::install();
     oracles::install();
     on_catalog_change(

@@ -34,13 +34,10 @@ thread_local! {
     static LOGIN_HASH: Cell<u32> = const { Cell::new(0) };
 }
 
-pub(super) fn install() {
-    super::on_catalog_change(&[pg_sys::SysCacheIdentifier::AUTHOID], forget);
-}
-
-/// Runs during invalidation processing: no catalog access, no error. A
-/// message about another role leaves the session alone (hash 0: all).
-unsafe extern "C-unwind" fn forget(_: pg_sys::Datum, _: std::ffi::c_int, hash: u32) {
+/// Told by standing.rs's callback of each change to a role (pg_authid),
+/// during invalidation processing: no catalog access, no error. A message
+/// about another role leaves the session alone (hash 0: all).
+pub(super) fn role_changed(hash: u32) {
     let login = LOGIN_HASH.with(Cell::get);
     if hash == 0 || login == 0 || hash == login {
         STALE.with(|stale| stale.set(true));
@@ -80,22 +77,19 @@ pub(super) fn check_again() {
         // ROLLBACK of a failed block: the next statement reads it.
         return;
     }
-    STALE.with(|stale| stale.set(false));
-    // SAFETY: pushes a snapshot of the current transaction when none is
-    // active (a utility statement), popped below; an error unwinds the
-    // snapshot stack with the transaction.
-    let pushed = unsafe {
-        let pushed = !pg_sys::ActiveSnapshotSet();
-        if pushed {
-            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-        }
-        pushed
-    };
+    // The latest snapshot, not the transaction's: a REPEATABLE READ block
+    // begun before the change would not see it, and the message that asked
+    // for this read is spent.
+    // SAFETY: pushes a copy of a fresh snapshot (no parallel mode at the
+    // start of a statement), popped below; an error unwinds the snapshot
+    // stack with the transaction.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
     let refused = refused();
-    if pushed {
-        // SAFETY: the snapshot pushed above is still the active one.
-        unsafe { pg_sys::PopActiveSnapshot() };
-    }
+    // SAFETY: the snapshot pushed above is still the active one.
+    unsafe { pg_sys::PopActiveSnapshot() };
+    // Read: until the next change (an error above leaves it to the next
+    // statement).
+    STALE.with(|stale| stale.set(false));
     if refused {
         BiError::Ended("may no longer be used from this address").raise_fatal();
     }
