@@ -54,7 +54,7 @@ def test_logins_from_127_0_0_1_are_refused_outside_the_list_and_admitted_inside(
 def test_set_networks_changes_who_logs_in_everywhere(bi, pair):
     cred = bi.generate(ORG)
     row = bi.one("set_networks", cred.role, cidrs("10.0.0.0/8"))
-    assert row["allowed_networks"] == "{10.0.0.0/8}"
+    assert row["allowed_networks"] == ["10.0.0.0/8"]
     pair.wait_replayed()
     assert [login_state(cred.login_args(s)) for s in (pair.primary, pair.replica)] == [REFUSED, REFUSED]
     bi.one("set_networks", cred.role, cidrs("10.0.0.0/8", "127.0.0.1/32"))
@@ -134,4 +134,4 @@ def test_the_credential_cannot_change_its_own_list(bi, pair):
     finally:
         conn.close()
     assert seen == dict.fromkeys(seen, "42501")
-    assert bi.record(cred.role)["allowed_networks"] == "{127.0.0.1/32}"
+    assert bi.record(cred.role)["allowed_networks"] == ["127.0.0.1/32"]
