@@ -448,9 +448,10 @@ class Bench:
         return stats, plans
 
     # ---- item 5: login ------------------------------------------------------
-    def logins(self, per_round):
+    def logins(self, per_round, creds=None, item="5"):
         R = self.a.rounds
-        log(f"item 5: login (TCP + SCRAM + first query) credential vs plain role, cluster A, "
+        creds = creds or [c[1:] for c in self.creds]
+        log(f"item {item}: login (TCP + SCRAM + first query) credential vs plain role, cluster A, "
             f"{R} rounds x {per_round} logins each, alternating")
         admin = self.superuser("A")
         plain = ("plain_login", "Zq8rT2mW9xK4vB7nH3pL6cF1sD5gJ0aY")
@@ -472,11 +473,11 @@ class Bench:
                 time.sleep(0.001)
             return ms
 
-        for who in (plain, self.creds[0][1:]):  # warm-up
+        for who in (plain, creds[0]):  # warm-up
             for _ in range(3):
                 one(*who)
         for r in range(R):
-            cred = self.creds[r % len(self.creds)][1:]
+            cred = creds[r % len(creds)]
             this = {"cred": [], "plain": []}
             for k in range(per_round):
                 order = [("cred", cred), ("plain", plain)]
@@ -489,6 +490,30 @@ class Bench:
             out["ratios"].append(median(this["cred"]) / median(this["plain"]))
         admin.close()
         return out
+
+    # ---- item 5b: login with a network allowlist ---------------------------------
+    def logins_allowlist(self, per_round):
+        """Item 5's measurement with a credential whose allowlist (four
+        networks, 127.0.0.1 in the last) the login gate checks, against the
+        same plain role. The credential is generated on A's copy for this
+        item and deleted after it."""
+        networks = "{10.0.0.0/8,192.168.0.0/16,2001:db8::/32,127.0.0.1/32}"
+        admin = self.login("A", "bench_admin", "bench_admin")
+        user = None
+        try:
+            with admin.cursor() as cur:
+                cur.execute("SELECT username, password FROM bi_access.generate(%s, 'allowlist', "
+                            "allowed_networks => %s)", (str(self.creds[0][0]), networks))
+                user, password = cur.fetchone()
+            out = self.logins(per_round, [(user, password)], "5b")
+            out["networks"] = networks
+            return out
+        finally:
+            if user is not None:
+                with admin.cursor() as cur:
+                    cur.execute("SELECT 1 FROM bi_access.delete(%s)", (user,))
+                    cur.execute("SELECT bi_access.purge(%s)", (user,))
+            admin.close()
 
     # ---- item 4: generate -----------------------------------------------------
     def generate_latency(self, per_round):
@@ -1053,6 +1078,7 @@ class Bench:
         if app is None:
             q = None
         login = guard("5. login", self.logins, 10 if self.quick else 25)
+        login_nets = guard("5b. login, allowlist", self.logins_allowlist, 10 if self.quick else 25)
         gen = guard("4. generate", self.generate_latency, 10 if self.quick else 40)
         reach = guard("6. revocation reach", self.revocation_reach, 20 if self.quick else 30)
         conc = guard("7. concurrency", self.concurrency, 4 if self.quick else 10)
@@ -1062,11 +1088,11 @@ class Bench:
         ustmt = guard("11. usage, statement", self.usage_statement_cost)
         ulogin = guard("12. usage, login", self.usage_login, 10 if self.quick else 25)
         return self.report(q, app, stats, plans, login, gen, reach, conc, sync, ddl, idle, ustmt, ulogin,
-                           time.time() - t_start)
+                           time.time() - t_start, login_nets)
 
     # ---- report -----------------------------------------------------------------
     def report(self, q, app, stats, plans, login, gen, reach, conc, sync, ddl, idle, ustmt, ulogin,
-               measure_seconds):
+               measure_seconds, login_nets=None):
         D = self.detail
 
         def qtable(title, left, right, data, lkey, rkey):
@@ -1189,6 +1215,23 @@ class Bench:
             D.append(f"- per-round ratios: {', '.join(f'{x:.3f}' for x in login['ratios'])}")
             D.append(f"- credential: median {mc:.2f} ms, p90 {pct(login['cred'], 0.9):.2f}, n={len(login['cred'])}")
             D.append(f"- plain role: median {mp:.2f} ms, p90 {pct(login['plain'], 0.9):.2f}, n={len(login['plain'])}")
+            D.append("")
+        def sec_login_nets():
+            # 5b
+            lr = median(login_nets["ratios"])
+            mc, mp = median(login_nets["cred"]), median(login_nets["plain"])
+            self.add("5b. login with a network allowlist: credential / plain role, same server",
+                     f"≤ {TARGET_LOGIN:.2f}", f"{lr:.3f} (spread {spread(login_nets['ratios'])}; {mc:.2f} vs "
+                     f"{mp:.2f} ms)", lr <= TARGET_LOGIN)
+            D.append("### 5b. Login with a network allowlist, cluster A\n")
+            D.append("Item 5's measurement, with one credential generated for it whose `allowed_networks` is "
+                     f"`{login_nets['networks']}`: the login gate reads the list and matches the client's "
+                     "address (127.0.0.1, the last network) before the first statement.\n")
+            D.append(f"- per-round ratios: {', '.join(f'{x:.3f}' for x in login_nets['ratios'])}")
+            D.append(f"- credential: median {mc:.2f} ms, p90 {pct(login_nets['cred'], 0.9):.2f}, "
+                     f"n={len(login_nets['cred'])}")
+            D.append(f"- plain role: median {mp:.2f} ms, p90 {pct(login_nets['plain'], 0.9):.2f}, "
+                     f"n={len(login_nets['plain'])}")
             D.append("")
         def sec_reach():
             # 6
@@ -1361,6 +1404,7 @@ class Bench:
             D.append("")
 
         sections = [("1–3. queries", sec_q, q), ("4. generate", sec_gen, gen), ("5. login", sec_login, login),
+                    ("5b. login, allowlist", sec_login_nets, login_nets),
                     ("6. revocation reach", sec_reach, reach), ("7. concurrency", sec_conc, conc),
                     ("8. sync", sec_sync, sync), ("9. DDL wait", sec_ddl, ddl),
                     ("10. yield worker, idle", sec_idle, idle),

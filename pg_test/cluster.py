@@ -40,17 +40,22 @@ COMMAND_TIMEOUT = 120
 
 # Loopback only: a SCRAM password for everyone but the superuser, who is
 # trusted on the unix socket (and only there) so the harness needs no secret.
+# Other roles may use the socket with their password: a credential's login
+# there is outside every network allowlist (test_networks.py).
 PG_HBA = f"""\
 local all         {SUPERUSER} trust
 local replication {SUPERUSER} trust
 host  all         all         127.0.0.1/32 scram-sha-256
+host  all         all         ::1/128      scram-sha-256
+local all         all                      scram-sha-256
 """
 
 # What every server gets. log_statement/log_min_error_statement and
 # pg_stat_statements are at their most talkative on purpose: the secrets tests
 # grep their output for generated passwords.
 COMMON_SETTINGS = {
-    "listen_addresses": "127.0.0.1",
+    # ::1 too: network allowlists are checked for IPv6 (test_networks.py).
+    "listen_addresses": "127.0.0.1,::1",
     "wal_level": "replica",
     "max_wal_senders": 5,
     "max_connections": 60,

@@ -39,6 +39,7 @@ CALLS = {
     "generate uuid": ("editor", "SELECT * FROM bi_access.generate(md5('{org}')::uuid, '{label}')"),
     "connection_details": ("editor", "SELECT * FROM bi_access.connection_details('{live}')"),
     "regenerate": ("admin", "SELECT * FROM bi_access.regenerate('{live}')"),
+    "set_networks": ("admin", "SELECT * FROM bi_access.set_networks('{live}', NULL)"),
     "revoke": ("admin", "SELECT * FROM bi_access.revoke('{live}')"),
     "activate": ("admin", "SELECT * FROM bi_access.activate('{revoked}')"),
     "delete": ("admin", "SELECT * FROM bi_access.delete('{live}')"),

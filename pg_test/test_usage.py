@@ -177,6 +177,24 @@ def test_refused_logins_are_counted_by_cause(pair, ubi):
 
 @needs_preload
 @pytest.mark.parametrize("where", ["primary", "replica"])
+def test_a_login_from_outside_the_allowlist_is_counted_as_networks(pair, ubi, where):
+    """The login gate's FATAL for an address outside the credential's list
+    (test_networks.py) counts as `networks` on the server that refused it,
+    and not as a login; the other server's counters stay still."""
+    server: Server = getattr(pair, where)
+    other: Server = pair.replica if where == "primary" else pair.primary
+    cred = ubi.generate("5", allowed_networks="{10.0.0.0/8}")
+    pair.wait_replayed()
+    said = refused(cred, server)
+    assert "may not log in from this address" in said, said
+    counted = usage(server, cred.role)
+    assert (counted["logins"], counted["refused_logins"], counted["refused_networks"],
+            counted["refused_limits"], counted["refused_revocation"]) == (0, 1, 1, 0, 0), counted
+    assert usage(other, cred.role) == ZERO
+
+
+@needs_preload
+@pytest.mark.parametrize("where", ["primary", "replica"])
 def test_a_revoked_credentials_refused_logins_are_counted(pair, ubi, where):
     """PostgreSQL itself refuses a revoked (NOLOGIN) role: counted as
     `revocation` for a role that logged in on this server since it started."""

@@ -27,6 +27,7 @@ SELECT c.id,
        c.valid_until,
        c.connection_limit,
        coalesce(c.last_error, st.problem) AS last_error,
+       c.allowed_networks,
        -- On this server, since it started (preloaded only: src/usage.rs).
        u.last_login_at
 FROM bi_access.credential c
@@ -103,15 +104,16 @@ CREATE FUNCTION bi_access.generate(
     valid_until timestamptz DEFAULT NULL,
     connection_limit integer DEFAULT NULL,
     scope text DEFAULT 'read',
-    target text DEFAULT NULL
+    target text DEFAULT NULL,
+    allowed_networks cidr[] DEFAULT NULL
 ) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit,
-                                              scope, target)
+                                              scope, target, allowed_networks::text[])
 $$;
-COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text) IS
-    'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
+COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text, cidr[]) IS
+    'Creates a login for an org (scope read, or read_write in its custom schema; allowed_networks: the addresses it may log in from, NULL any): role, password, record; returns the connection details once';
 
 -- The same with the org key as applications hold it: the three share
 -- parameter names and defaults, so an unknown literal resolves to text,
@@ -125,14 +127,15 @@ CREATE FUNCTION bi_access.generate(
     valid_until timestamptz DEFAULT NULL,
     connection_limit integer DEFAULT NULL,
     scope text DEFAULT 'read',
-    target text DEFAULT NULL
+    target text DEFAULT NULL,
+    allowed_networks cidr[] DEFAULT NULL
 ) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM bi_access_internal.generate(org_id::text, label, org_name, valid_until,
-                                              connection_limit, scope, target)
+                                              connection_limit, scope, target, allowed_networks::text[])
 $$;
-COMMENT ON FUNCTION bi_access.generate(bigint, text, text, timestamptz, integer, text, text) IS
+COMMENT ON FUNCTION bi_access.generate(bigint, text, text, timestamptz, integer, text, text, cidr[]) IS
     'generate() with an integer org key (smallint, integer or bigint), as applications pass it';
 
 CREATE FUNCTION bi_access.generate(
@@ -142,14 +145,15 @@ CREATE FUNCTION bi_access.generate(
     valid_until timestamptz DEFAULT NULL,
     connection_limit integer DEFAULT NULL,
     scope text DEFAULT 'read',
-    target text DEFAULT NULL
+    target text DEFAULT NULL,
+    allowed_networks cidr[] DEFAULT NULL
 ) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM bi_access_internal.generate(org_id::text, label, org_name, valid_until,
-                                              connection_limit, scope, target)
+                                              connection_limit, scope, target, allowed_networks::text[])
 $$;
-COMMENT ON FUNCTION bi_access.generate(uuid, text, text, timestamptz, integer, text, text) IS
+COMMENT ON FUNCTION bi_access.generate(uuid, text, text, timestamptz, integer, text, text, cidr[]) IS
     'generate() with a uuid org key, as applications pass it';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
@@ -164,6 +168,18 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until) $$;
 COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
     'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
+
+-- The addresses a credential may log in from (src/guard/networks.rs): a
+-- login from elsewhere is refused on every server, and an open session from
+-- an address the new list excludes ends at its next statement.
+CREATE FUNCTION bi_access.set_networks(role name, allowed_networks cidr[]) RETURNS bi_access.credentials
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.set_networks(role::text, allowed_networks::text[]);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.set_networks(name, cidr[]) IS
+    'Replaces the addresses a credential may log in from (NULL: any); open sessions from outside the list end at their next statement';
 
 CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -442,15 +458,16 @@ GRANT EXECUTE ON FUNCTION
 TO bi_access_viewer;
 
 GRANT EXECUTE ON FUNCTION
-    bi_access.generate(text, text, text, timestamptz, integer, text, text),
-    bi_access.generate(bigint, text, text, timestamptz, integer, text, text),
-    bi_access.generate(uuid, text, text, timestamptz, integer, text, text),
+    bi_access.generate(text, text, text, timestamptz, integer, text, text, cidr[]),
+    bi_access.generate(bigint, text, text, timestamptz, integer, text, text, cidr[]),
+    bi_access.generate(uuid, text, text, timestamptz, integer, text, text, cidr[]),
     bi_access.connection_details(name)
 TO bi_access_editor;
 
 GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
 GRANT EXECUTE ON FUNCTION
     bi_access.regenerate(name, timestamptz),
+    bi_access.set_networks(name, cidr[]),
     bi_access.revoke(name),
     bi_access.activate(name),
     bi_access.delete(name),
@@ -506,12 +523,13 @@ COMMENT ON FUNCTION bi_access.reset_key() IS
 COMMENT ON FUNCTION bi_access.event_append_only() IS
     'Trigger of bi_access.event: the event log is append-only';
 
-COMMENT ON FUNCTION bi_access_internal.generate(text, text, text, timestamptz, integer, text, text) IS
+COMMENT ON FUNCTION bi_access_internal.generate(text, text, text, timestamptz, integer, text, text, text[]) IS
     'Worker of bi_access.generate()';
 COMMENT ON FUNCTION bi_access_internal.connection_details(text) IS
     'Worker of bi_access.connection_details()';
 COMMENT ON FUNCTION bi_access_internal.regenerate(text, timestamptz) IS
     'Worker of bi_access.regenerate()';
+COMMENT ON FUNCTION bi_access_internal.set_networks(text, text[]) IS 'Worker of bi_access.set_networks()';
 COMMENT ON FUNCTION bi_access_internal.revoke(text) IS 'Worker of bi_access.revoke()';
 COMMENT ON FUNCTION bi_access_internal.activate(text) IS 'Worker of bi_access.activate()';
 COMMENT ON FUNCTION bi_access_internal.delete(text) IS 'Worker of bi_access.delete()';
@@ -591,6 +609,8 @@ COMMENT ON COLUMN bi_access.credentials.rotated_at IS 'When regenerate() last ga
 COMMENT ON COLUMN bi_access.credentials.valid_until IS 'When its login expires; NULL: never';
 COMMENT ON COLUMN bi_access.credentials.connection_limit IS 'Its sessions at most, per server; -1: no limit';
 COMMENT ON COLUMN bi_access.credentials.last_error IS 'Why it failed, when it did';
+COMMENT ON COLUMN bi_access.credentials.allowed_networks IS
+    'The addresses it may log in from (set_networks); NULL: any. Through PgBouncer the server sees the pooler''s address';
 COMMENT ON COLUMN bi_access.credentials.last_login_at IS 'Its last login on this server since the server started (needs the preload; bi_access.usage)';
 COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
 COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';

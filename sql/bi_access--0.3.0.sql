@@ -132,6 +132,9 @@ CREATE TABLE bi_access.credential (
     -- read: SELECT on exposed tables; read_write: also writes in the org's
     -- custom schema (src/custom_schema.rs).
     scope text NOT NULL DEFAULT 'read' CONSTRAINT credential_scope_check CHECK (scope IN ('read', 'read_write')),
+    -- The addresses it may log in from (src/guard/networks.rs); NULL: any.
+    allowed_networks cidr[] CONSTRAINT credential_allowed_networks_check
+        CHECK (cardinality(allowed_networks) > 0 AND array_position(allowed_networks, NULL) IS NULL),
     CONSTRAINT credential_org_id_check CHECK (org_id <> '' AND length(org_id) <= 256),
     CONSTRAINT credential_label_check CHECK (label <> '' AND length(label) <= 63)
 );
@@ -247,7 +250,7 @@ AS 'MODULE_PATHNAME', 'adopt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/restore.rs:84
+-- src/restore.rs:85
 -- requires:
 --   adopt
 
@@ -261,7 +264,7 @@ COMMENT ON FUNCTION bi_access.adopt(text) IS 'The one call after a restore: the 
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:22
+-- src/api.rs:23
 -- bi_access::api::current_org
 CREATE  FUNCTION "current_org"() RETURNS TEXT /* Option < String > */
 STRICT STABLE SECURITY DEFINER PARALLEL SAFE
@@ -270,7 +273,7 @@ AS 'MODULE_PATHNAME', 'current_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:29
+-- src/api.rs:30
 -- bi_access::api::current_org_bigint
 CREATE  FUNCTION "current_org_bigint"() RETURNS bigint /* Option < i64 > */
 STRICT STABLE SECURITY DEFINER PARALLEL SAFE
@@ -279,7 +282,7 @@ AS 'MODULE_PATHNAME', 'current_org_bigint_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:38
+-- src/api.rs:39
 -- bi_access::api::current_org_uuid
 CREATE  FUNCTION "current_org_uuid"() RETURNS uuid /* Option < pgrx :: Uuid > */
 STRICT STABLE SECURITY DEFINER PARALLEL SAFE
@@ -401,12 +404,113 @@ AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:46
+-- src/api.rs:47
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:188
+-- src/api.rs:222
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:279
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:270
+-- bi_access::api::bi_access_internal::hide_table
+CREATE  FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* Option < pg_sys :: Oid > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:67
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:371
+-- bi_access::api::bi_access_internal::sync_end
+CREATE  FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:82
+-- bi_access::api::bi_access_internal::generate
+CREATE  FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT, /* Option < & str > */
+	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:150
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:408
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:202
 -- bi_access::api::bi_access_internal::set_target
 CREATE  FUNCTION bi_access_internal."set_target"(
 	"name" TEXT, /* Option < & str > */
@@ -421,113 +525,27 @@ AS 'MODULE_PATHNAME', 'set_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:108
--- bi_access::api::bi_access_internal::connection_details
-CREATE  FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:365
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+-- src/api.rs:358
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:216
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+-- src/api.rs:197
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
 	"org_id" TEXT /* Option < & str > */
-) RETURNS void
+) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:270
--- bi_access::api::bi_access_internal::check
-CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:126
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:66
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:265
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:394
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:357
--- bi_access::api::bi_access_internal::sync_end
-CREATE  FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:230
+-- src/api.rs:244
 -- bi_access::api::bi_access_internal::targets
 CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
 	"name" TEXT,  /* String */
@@ -543,63 +561,20 @@ AS 'MODULE_PATHNAME', 'targets_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:208
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
+-- src/api.rs:390
+-- bi_access::api::bi_access_internal::unsynced_tables
+CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:136
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:141
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:248
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:256
--- bi_access::api::bi_access_internal::hide_table
-CREATE  FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* Option < pg_sys :: Oid > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:223
+-- src/api.rs:237
 -- bi_access::api::bi_access_internal::add_quota_triggers
 CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -608,57 +583,19 @@ AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:344
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:371
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
+-- src/api.rs:113
+-- bi_access::api::bi_access_internal::connection_details
+CREATE  FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:351
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:52
--- bi_access::api::bi_access_internal::org_lookup_support
-CREATE  FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:401
+-- src/api.rs:415
 -- bi_access::api::bi_access_internal::sync_tables
 CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
@@ -670,7 +607,7 @@ AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:306
+-- src/api.rs:320
 -- bi_access::api::bi_access_internal::usage
 CREATE  FUNCTION bi_access_internal."usage"() RETURNS TABLE (
 	"role" oid,  /* pg_sys :: Oid */
@@ -691,7 +628,107 @@ AS 'MODULE_PATHNAME', 'usage_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:150
+-- src/api.rs:140
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:145
+-- bi_access::api::bi_access_internal::activate
+CREATE  FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:284
+-- bi_access::api::bi_access_internal::check
+CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:309
+-- bi_access::api::bi_access_internal::lock_yields
+CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:133
+-- bi_access::api::bi_access_internal::set_networks
+CREATE  FUNCTION bi_access_internal."set_networks"(
+	"role" TEXT, /* Option < & str > */
+	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_networks_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:379
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:385
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:192
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:230
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:164
 -- bi_access::api::bi_access_internal::credential_state
 CREATE  FUNCTION bi_access_internal."credential_state"(
 	"stored" TEXT, /* & str */
@@ -712,72 +749,39 @@ AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:131
--- bi_access::api::bi_access_internal::activate
-CREATE  FUNCTION bi_access_internal."activate"(
+-- src/api.rs:155
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
 	"role" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
+AS 'MODULE_PATHNAME', 'purge_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:178
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
+-- src/api.rs:365
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:376
--- bi_access::api::bi_access_internal::unsynced_tables
-CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"org_column" TEXT,  /* String */
-	"reason" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
+-- src/api.rs:53
+-- bi_access::api::bi_access_internal::org_lookup_support
+CREATE  FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:295
--- bi_access::api::bi_access_internal::lock_yields
-CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
-	"cancelled" bigint,  /* i64 */
-	"terminated" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:79
--- bi_access::api::bi_access_internal::generate
-CREATE  FUNCTION bi_access_internal."generate"(
-	"org_id" TEXT, /* Option < & str > */
-	"label" TEXT, /* Option < & str > */
-	"org_name" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"connection_limit" INT, /* Option < i32 > */
-	"scope" TEXT, /* Option < & str > */
-	"target" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:116
+-- src/api.rs:121
 -- bi_access::api::bi_access_internal::regenerate
 CREATE  FUNCTION bi_access_internal."regenerate"(
 	"role" TEXT, /* Option < & str > */
@@ -787,6 +791,18 @@ CREATE  FUNCTION bi_access_internal."regenerate"(
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:262
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -830,6 +846,7 @@ SELECT c.id,
        c.valid_until,
        c.connection_limit,
        coalesce(c.last_error, st.problem) AS last_error,
+       c.allowed_networks,
        -- On this server, since it started (preloaded only: src/usage.rs).
        u.last_login_at
 FROM bi_access.credential c
@@ -906,15 +923,16 @@ CREATE FUNCTION bi_access.generate(
     valid_until timestamptz DEFAULT NULL,
     connection_limit integer DEFAULT NULL,
     scope text DEFAULT 'read',
-    target text DEFAULT NULL
+    target text DEFAULT NULL,
+    allowed_networks cidr[] DEFAULT NULL
 ) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit,
-                                              scope, target)
+                                              scope, target, allowed_networks::text[])
 $$;
-COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text) IS
-    'Creates a login for an org (scope read, or read_write in its custom schema): role, password, record; returns the connection details once';
+COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text, cidr[]) IS
+    'Creates a login for an org (scope read, or read_write in its custom schema; allowed_networks: the addresses it may log in from, NULL any): role, password, record; returns the connection details once';
 
 -- The same with the org key as applications hold it: the three share
 -- parameter names and defaults, so an unknown literal resolves to text,
@@ -928,14 +946,15 @@ CREATE FUNCTION bi_access.generate(
     valid_until timestamptz DEFAULT NULL,
     connection_limit integer DEFAULT NULL,
     scope text DEFAULT 'read',
-    target text DEFAULT NULL
+    target text DEFAULT NULL,
+    allowed_networks cidr[] DEFAULT NULL
 ) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM bi_access_internal.generate(org_id::text, label, org_name, valid_until,
-                                              connection_limit, scope, target)
+                                              connection_limit, scope, target, allowed_networks::text[])
 $$;
-COMMENT ON FUNCTION bi_access.generate(bigint, text, text, timestamptz, integer, text, text) IS
+COMMENT ON FUNCTION bi_access.generate(bigint, text, text, timestamptz, integer, text, text, cidr[]) IS
     'generate() with an integer org key (smallint, integer or bigint), as applications pass it';
 
 CREATE FUNCTION bi_access.generate(
@@ -945,14 +964,15 @@ CREATE FUNCTION bi_access.generate(
     valid_until timestamptz DEFAULT NULL,
     connection_limit integer DEFAULT NULL,
     scope text DEFAULT 'read',
-    target text DEFAULT NULL
+    target text DEFAULT NULL,
+    allowed_networks cidr[] DEFAULT NULL
 ) RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM bi_access_internal.generate(org_id::text, label, org_name, valid_until,
-                                              connection_limit, scope, target)
+                                              connection_limit, scope, target, allowed_networks::text[])
 $$;
-COMMENT ON FUNCTION bi_access.generate(uuid, text, text, timestamptz, integer, text, text) IS
+COMMENT ON FUNCTION bi_access.generate(uuid, text, text, timestamptz, integer, text, text, cidr[]) IS
     'generate() with a uuid org key, as applications pass it';
 
 CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
@@ -967,6 +987,18 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until) $$;
 COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
     'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
+
+-- The addresses a credential may log in from (src/guard/networks.rs): a
+-- login from elsewhere is refused on every server, and an open session from
+-- an address the new list excludes ends at its next statement.
+CREATE FUNCTION bi_access.set_networks(role name, allowed_networks cidr[]) RETURNS bi_access.credentials
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT bi_access_internal.set_networks(role::text, allowed_networks::text[]);
+    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+$$;
+COMMENT ON FUNCTION bi_access.set_networks(name, cidr[]) IS
+    'Replaces the addresses a credential may log in from (NULL: any); open sessions from outside the list end at their next statement';
 
 CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1245,15 +1277,16 @@ GRANT EXECUTE ON FUNCTION
 TO bi_access_viewer;
 
 GRANT EXECUTE ON FUNCTION
-    bi_access.generate(text, text, text, timestamptz, integer, text, text),
-    bi_access.generate(bigint, text, text, timestamptz, integer, text, text),
-    bi_access.generate(uuid, text, text, timestamptz, integer, text, text),
+    bi_access.generate(text, text, text, timestamptz, integer, text, text, cidr[]),
+    bi_access.generate(bigint, text, text, timestamptz, integer, text, text, cidr[]),
+    bi_access.generate(uuid, text, text, timestamptz, integer, text, text, cidr[]),
     bi_access.connection_details(name)
 TO bi_access_editor;
 
 GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
 GRANT EXECUTE ON FUNCTION
     bi_access.regenerate(name, timestamptz),
+    bi_access.set_networks(name, cidr[]),
     bi_access.revoke(name),
     bi_access.activate(name),
     bi_access.delete(name),
@@ -1309,12 +1342,13 @@ COMMENT ON FUNCTION bi_access.reset_key() IS
 COMMENT ON FUNCTION bi_access.event_append_only() IS
     'Trigger of bi_access.event: the event log is append-only';
 
-COMMENT ON FUNCTION bi_access_internal.generate(text, text, text, timestamptz, integer, text, text) IS
+COMMENT ON FUNCTION bi_access_internal.generate(text, text, text, timestamptz, integer, text, text, text[]) IS
     'Worker of bi_access.generate()';
 COMMENT ON FUNCTION bi_access_internal.connection_details(text) IS
     'Worker of bi_access.connection_details()';
 COMMENT ON FUNCTION bi_access_internal.regenerate(text, timestamptz) IS
     'Worker of bi_access.regenerate()';
+COMMENT ON FUNCTION bi_access_internal.set_networks(text, text[]) IS 'Worker of bi_access.set_networks()';
 COMMENT ON FUNCTION bi_access_internal.revoke(text) IS 'Worker of bi_access.revoke()';
 COMMENT ON FUNCTION bi_access_internal.activate(text) IS 'Worker of bi_access.activate()';
 COMMENT ON FUNCTION bi_access_internal.delete(text) IS 'Worker of bi_access.delete()';
@@ -1394,6 +1428,8 @@ COMMENT ON COLUMN bi_access.credentials.rotated_at IS 'When regenerate() last ga
 COMMENT ON COLUMN bi_access.credentials.valid_until IS 'When its login expires; NULL: never';
 COMMENT ON COLUMN bi_access.credentials.connection_limit IS 'Its sessions at most, per server; -1: no limit';
 COMMENT ON COLUMN bi_access.credentials.last_error IS 'Why it failed, when it did';
+COMMENT ON COLUMN bi_access.credentials.allowed_networks IS
+    'The addresses it may log in from (set_networks); NULL: any. Through PgBouncer the server sees the pooler''s address';
 COMMENT ON COLUMN bi_access.credentials.last_login_at IS 'Its last login on this server since the server started (needs the preload; bi_access.usage)';
 COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
 COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';

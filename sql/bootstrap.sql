@@ -121,6 +121,9 @@ CREATE TABLE bi_access.credential (
     -- read: SELECT on exposed tables; read_write: also writes in the org's
     -- custom schema (src/custom_schema.rs).
     scope text NOT NULL DEFAULT 'read' CONSTRAINT credential_scope_check CHECK (scope IN ('read', 'read_write')),
+    -- The addresses it may log in from (src/guard/networks.rs); NULL: any.
+    allowed_networks cidr[] CONSTRAINT credential_allowed_networks_check
+        CHECK (cardinality(allowed_networks) > 0 AND array_position(allowed_networks, NULL) IS NULL),
     CONSTRAINT credential_org_id_check CHECK (org_id <> '' AND length(org_id) <= 256),
     CONSTRAINT credential_label_check CHECK (label <> '' AND length(label) <= 63)
 );

@@ -77,6 +77,8 @@ mod bi_access_internal {
 
     /// Its symbol is neither 0.1.0's nor 0.2.0's `generate`, which took
     /// other arguments (see `legacy`).
+    /// One argument per SQL parameter of generate (sql/api.sql).
+    #[allow(clippy::too_many_arguments)]
     #[pg_extern(volatile, parallel_unsafe, name = "generate")]
     fn generate_credential(
         org_id: Option<&str>,
@@ -86,6 +88,7 @@ mod bi_access_internal {
         connection_limit: Option<i32>,
         scope: Option<&str>,
         target: Option<&str>,
+        allowed_networks: Option<Vec<Option<String>>>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
         wrapped(|| {
             let call = Call::management("generate")?;
@@ -97,6 +100,7 @@ mod bi_access_internal {
                 connection_limit,
                 scope: call.required("scope", scope)?,
                 target,
+                allowed_networks,
             })
         })
     }
@@ -121,6 +125,15 @@ mod bi_access_internal {
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
         on_role("regenerate", role, |role| {
             credentials::regenerate(role, valid_until)
+        })
+    }
+
+    /// `allowed_networks` arrives as text (sql/api.sql casts the cidr[]):
+    /// PostgreSQL has parsed every address already.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn set_networks(role: Option<&str>, allowed_networks: Option<Vec<Option<String>>>) {
+        on_role("set_networks", role, |role| {
+            credentials::set_networks(role, allowed_networks)
         })
     }
 

@@ -38,12 +38,15 @@ pub struct Request<'a> {
     pub connection_limit: Option<i32>,
     pub scope: &'a str,
     pub target: Option<&'a str>,
+    /// The addresses it may log in from, as cidr text; None: any.
+    pub allowed_networks: Option<Vec<Option<String>>>,
 }
 
 pub fn generate(
     request: Request,
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
     let (org_id, label) = validate(&request)?;
+    let allowed_networks = networks(request.allowed_networks)?;
     org::check_canonical(org_id, &exposure::org_column_types()?)?;
     let valid_until = resolve_valid_until(request.valid_until)?;
     let key = key::for_sealing()?;
@@ -68,6 +71,7 @@ pub fn generate(
         connection_limit,
         target: &target.name,
         scope,
+        allowed_networks: allowed_networks.clone(),
     })?;
     if !inserted {
         return Err(BiError::Duplicate {
@@ -99,7 +103,8 @@ pub fn generate(
     audit::record(
         "generate",
         &subject,
-        json!({ "label": label, "status": status.as_str(), "target": target.name, "scope": scope }),
+        json!({ "label": label, "status": status.as_str(), "target": target.name, "scope": scope,
+                "allowed_networks": allowed_networks }),
     )?;
     Details::new(&role, password, &org, &target)?.into_tuple()
 }
@@ -176,6 +181,24 @@ pub fn regenerate(
         json!({ "sessions_ended": ended }),
     )?;
     Details::new(role, password, &record.org(), &target)?.into_tuple()
+}
+
+/// Replaces the credential's network allowlist (None: any address). The
+/// login gate checks it at every login on every server; the role is touched
+/// so that its open sessions, told of the change like of a revoke (on a
+/// standby once replayed), check their address again at their next
+/// statement (src/guard/networks.rs).
+pub fn set_networks(role: &str, allowed_networks: Option<Vec<Option<String>>>) -> Result<()> {
+    let (record, status) = open(role)?;
+    allow(Action::SetNetworks, &record, status)?;
+    let allowed_networks = networks(allowed_networks)?;
+    let stored = records::set_networks(&record, allowed_networks)?;
+    roles::touch(&record.role)?;
+    audit::record(
+        "set_networks",
+        &record.subject(),
+        json!({ "allowed_networks": stored }),
+    )
 }
 
 /// Login disabled, open sessions ended at commit; record and role stay.
@@ -324,6 +347,26 @@ fn validate<'a>(request: &Request<'a>) -> Result<(&'a str, &'a str)> {
         )),
         _ => Ok((org_id, label)),
     }
+}
+
+/// A network allowlist as given: None (any address), or at least one
+/// network and no NULL (22023). PostgreSQL has parsed each as cidr already.
+fn networks(given: Option<Vec<Option<String>>>) -> Result<Option<Vec<String>>> {
+    let Some(given) = given else { return Ok(None) };
+    if given.is_empty() {
+        return Err(BiError::InvalidParameter(
+            "allowed_networks must list at least one network (NULL allows any address)".into(),
+        ));
+    }
+    given
+        .into_iter()
+        .map(|network| {
+            network.ok_or_else(|| {
+                BiError::InvalidParameter("allowed_networks must not contain NULL".into())
+            })
+        })
+        .collect::<Result<Vec<String>>>()
+        .map(Some)
 }
 
 /// VALID UNTIL as PostgreSQL renders it: the argument, else now() plus

@@ -179,6 +179,12 @@ pub enum BiError {
     #[error("{0}")]
     TooManyConnections(String),
 
+    /// The login gate: the client's address is outside the credential's
+    /// allowlist (src/guard/networks.rs). The message names no address of
+    /// the list: whoever holds the password learns nothing of it.
+    #[error("this bi_access credential may not log in from this address")]
+    NetworkRefused,
+
     /// adopt() without the key that sealed this database's passwords.
     #[error("{0}")]
     KeyNeeded(String),
@@ -318,7 +324,9 @@ impl BiError {
             BiError::QuotaUnguarded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
-            BiError::NotItsDatabase(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            BiError::NotItsDatabase(_) | BiError::NetworkRefused => {
+                ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
+            }
             BiError::KeyNeeded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::OnStandby { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
             BiError::SqlBehind { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -432,6 +440,10 @@ impl BiError {
             ),
             BiError::NotItsDatabase(_) => Some(
                 "Connect to the database named in the credential's connection details.".into(),
+            ),
+            BiError::NetworkRefused => Some(
+                "Connect from an address the credential's network allowlist includes, or ask the organization's administrator to change it."
+                    .into(),
             ),
             BiError::TooManyConnections(_) => Some(
                 "Close another session of this organization's BI tools, or ask its administrator to raise the limit."

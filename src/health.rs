@@ -34,7 +34,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 24] = [
+    let probes: [Probe; 25] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -49,6 +49,7 @@ pub fn check() -> Result<Vec<Finding>> {
         credential_attributes,
         orphaned_credentials,
         orphaned_reader_groups,
+        networks_behind_the_pooler,
         ssl,
         password_encryption,
         sealing_key,
@@ -588,6 +589,35 @@ fn orphaned_credentials(_: &Context) -> Result<Vec<Finding>> {
         "a bi_access credential role that no database manages any more (its database was dropped, \
          or bi_access was removed there past its drop guard); it can still log in",
     ))
+}
+
+/// Credentials with a network allowlist while PgBouncer logs in through
+/// bi_access_pooler (a role is a member of it: its auth_user): a client
+/// reaching the server through PgBouncer arrives from PgBouncer's address,
+/// so the list sees PgBouncer, never the BI tool.
+fn networks_behind_the_pooler(_: &Context) -> Result<Vec<Finding>> {
+    rows(
+        &format!(
+            "SELECT 'credential ' || quote_ident(c.role_name), \
+                    format('if its target (%s) is PgBouncer: allow PgBouncer''s address and filter the BI \
+                            tool''s in PgBouncer''s own host rules, or point the credential at the server \
+                            (a target without PgBouncer); else SELECT bi_access.set_networks(%L, NULL)', \
+                           c.target, c.role_name) \
+             FROM bi_access.credential c \
+             WHERE c.allowed_networks IS NOT NULL AND c.{} \
+               AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                           JOIN pg_catalog.pg_roles p ON p.oid = m.roleid \
+                           WHERE p.rolname = $1) \
+             ORDER BY c.id",
+            records::CURRENT
+        ),
+        &[names::POOLER_GROUP.into()],
+        "warning",
+        "a credential with a network allowlist, while bi_access_pooler has a member (PgBouncer's \
+         auth_user): through PgBouncer the server sees PgBouncer's address, not the BI tool's, so \
+         its allowlist refuses every login through PgBouncer unless it includes PgBouncer's \
+         address, which admits every client of PgBouncer",
+    )
 }
 
 /// Reader groups whose database lost bi_access: the statements that finish

@@ -19,6 +19,9 @@ pub const SCHEMAS: [&str; 2] = ["bi_access", "bi_access_internal"];
 /// BI login wherever it connects.
 pub const CREDENTIAL_GROUP: &str = "bi_access_credential";
 pub const CREDENTIAL_GROUP_C: &CStr = c"bi_access_credential";
+/// PgBouncer's auth_user is a member: it may call pgbouncer_auth() and
+/// nothing else of bi_access (src/pooler.rs).
+pub const POOLER_GROUP: &str = "bi_access_pooler";
 /// Prefix of each database's reader group (a random suffix follows).
 pub const READER_GROUP_PREFIX: &str = "bi_access_reader_";
 

@@ -216,6 +216,8 @@ pub struct New<'a> {
     pub target: &'a str,
     /// `read` or `read_write` (src/custom_schema.rs).
     pub scope: &'a str,
+    /// cidr text of each network it may log in from; None: any.
+    pub allowed_networks: Option<Vec<String>>,
 }
 
 /// Inserts the record; false when a current one holds its (org_id, label)
@@ -224,8 +226,10 @@ pub fn insert(new: &New) -> Result<bool> {
     let inserted = db::first_mut::<i64>(
         &format!(
             "INSERT INTO bi_access.credential \
-                 (org_id, org_name, label, role_name, status, valid_until, connection_limit, target, scope) \
-             VALUES ($1, $2, $3, $4, $5::bi_access.credential_status, $6::timestamptz, $7, $8, $9) \
+                 (org_id, org_name, label, role_name, status, valid_until, connection_limit, target, scope, \
+                  allowed_networks) \
+             VALUES ($1, $2, $3, $4, $5::bi_access.credential_status, $6::timestamptz, $7, $8, $9, \
+                     $10::cidr[]) \
              ON CONFLICT (org_id, label) WHERE {CURRENT} DO NOTHING \
              RETURNING id"
         ),
@@ -239,6 +243,7 @@ pub fn insert(new: &New) -> Result<bool> {
             new.connection_limit.into(),
             new.target.into(),
             new.scope.into(),
+            new.allowed_networks.clone().into(),
         ],
     )?;
     Ok(inserted.is_some())
@@ -321,6 +326,41 @@ pub fn store_new_password(
             status.as_str().into(),
         ],
     )
+}
+
+/// The new network allowlist (None: any address); returns it as stored
+/// (each network as cidr prints it), for the event.
+pub fn set_networks(record: &Record, networks: Option<Vec<String>>) -> Result<Option<Vec<String>>> {
+    db::first_mut::<Vec<String>>(
+        "UPDATE bi_access.credential SET allowed_networks = $2::cidr[], updated_at = now() \
+         WHERE id = $1 RETURNING allowed_networks::text[]",
+        &[record.id.into(), networks.into()],
+    )
+}
+
+/// The login gate, as the bootstrap superuser: whether the session's
+/// client address (libpq's, from MyProcPort; none over a Unix socket) is
+/// outside its credential's allowlist. No record here (a Citus worker's
+/// credential) or no list: not refused; nor before ALTER EXTENSION UPDATE
+/// has added the column (the upgrade window: 0.2.0 had no lists). Every
+/// name is schema-qualified: the login's search_path is its own.
+pub fn session_address_refused() -> Result<bool> {
+    let has_lists = db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a \
+                        WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('bi_access.credential') \
+                          AND a.attname OPERATOR(pg_catalog.=) 'allowed_networks' AND NOT a.attisdropped)",
+        &[],
+    )?;
+    if has_lists != Some(true) {
+        return Ok(false);
+    }
+    Ok(db::first::<bool>(
+        "SELECT NOT coalesce(pg_catalog.inet_client_addr() OPERATOR(pg_catalog.<<=) ANY (c.allowed_networks), false) \
+         FROM bi_access.credential c \
+         WHERE c.role_name OPERATOR(pg_catalog.=) session_user AND c.allowed_networks IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false))
 }
 
 pub fn set_status(record: &Record, status: Status) -> Result<()> {

@@ -347,6 +347,26 @@ pub fn set_valid_until(role: &str, until: &str) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites the role's pg_authid row unchanged (its own CONNECTION LIMIT
+/// again: ALTER ROLE writes the row whatever the values). Every session of
+/// the role is told of it as of any change to the role, on a standby once
+/// replayed: the session guard then reads again what it keeps of the
+/// credential (src/guard/networks.rs), as revoke's NOLOGIN makes it do.
+pub fn touch(role: &str) -> Result<()> {
+    let Some(limit) = crate::db::first::<i32>(
+        "SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = $1",
+        &[role.into()],
+    )?
+    else {
+        return Ok(());
+    };
+    Spi::run(&format!(
+        "ALTER ROLE {} CONNECTION LIMIT {limit}",
+        quote_identifier(role)
+    ))?;
+    Ok(())
+}
+
 pub fn set_login(role: &str, login: bool) -> Result<()> {
     let attribute = if login { "LOGIN" } else { "NOLOGIN" };
     Spi::run(&format!(

@@ -54,7 +54,6 @@ pub enum Refusal {
     /// The org's or the server's limit of BI sessions, or the role's own.
     Limits = 0,
     /// The credential's network allowlist.
-    #[allow(dead_code)] // the allowlist's refusal (src/usage.rs: cause) comes with it
     Networks = 1,
     /// Revoked, deleted, rotated or expired.
     Revocation = 2,

@@ -128,6 +128,7 @@ pub fn effective(
 pub enum Action {
     ConnectionDetails,
     Regenerate,
+    SetNetworks,
     Revoke,
     Activate,
     Delete,
@@ -166,10 +167,11 @@ const COLUMNS: [Status; 8] = [
 /// DESIGN.md's "what each call does by status", row by row; `needs` words
 /// the refusal ("… needs it <needs>").
 #[rustfmt::skip]
-const TRANSITIONS: [(Action, &str, [Rule; 8]); 6] = [
+const TRANSITIONS: [(Action, &str, [Rule; 8]); 7] = [
     //                                                  pending active syncing expired          deactivated failed         deleting deleted
     (Action::ConnectionDetails, "active",               [Y,      Y,     Y,      N,               N,          N,             N,       N]),
     (Action::Regenerate,        "active or deactivated",[Y,      Y,     Y,      NeedsValidUntil, Y,          RecreatesRole, N,       N]),
+    (Action::SetNetworks,       "current",              [Y,      Y,     Y,      Y,               Y,          N,             N,       N]),
     (Action::Revoke,            "active or expired",    [Y,      Y,     Y,      Y,               N,          N,             N,       N]),
     (Action::Activate,          "deactivated",          [N,      N,     N,      N,               Y,          N,             N,       N]),
     (Action::Delete,            "not deleted",          [Y,      Y,     Y,      Y,               Y,          Y,             NoOp,    NoOp]),
@@ -181,6 +183,7 @@ impl Action {
         match self {
             Action::ConnectionDetails => "connection_details",
             Action::Regenerate => "regenerate",
+            Action::SetNetworks => "set_networks",
             Action::Revoke => "revoke",
             Action::Activate => "activate",
             Action::Delete => "delete",
@@ -324,6 +327,9 @@ mod unit {
             assert_eq!(Purge.rule(status), Rule::Refuse);
         }
         assert_eq!(Regenerate.rule(Status::Expired), Rule::NeedsValidUntil);
+        for status in Status::ALL {
+            assert_eq!(SetNetworks.applies(status), status.is_current());
+        }
         assert_eq!(Regenerate.rule(Status::Failed), Rule::RecreatesRole);
         assert_eq!(Activate.rule(Status::Deactivated), Rule::Allow);
         assert_eq!(Delete.rule(Status::Deleting), Rule::NoOp);

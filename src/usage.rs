@@ -78,7 +78,7 @@ fn cause(error: &BiError) -> Refusal {
     match error {
         BiError::TooManyConnections(_) => Refusal::Limits,
         BiError::Ended(_) => Refusal::Revocation,
-        // A network allowlist's refusal maps to Refusal::Networks here.
+        BiError::NetworkRefused => Refusal::Networks,
         _ => Refusal::Other,
     }
 }

@@ -35,3 +35,7 @@ DROP FUNCTION bi_access.pgbouncer_auth(text);
 DROP VIEW bi_access.targets;
 DROP VIEW bi_access.events;
 DROP VIEW bi_access.credentials;
+
+-- New in 0.3.0: per-credential network allowlists (src/guard/networks.rs).
+ALTER TABLE bi_access.credential ADD COLUMN allowed_networks cidr[] CONSTRAINT credential_allowed_networks_check
+    CHECK (cardinality(allowed_networks) > 0 AND array_position(allowed_networks, NULL) IS NULL);

@@ -29,11 +29,13 @@ use crate::error::BiError;
 type Check = fn();
 
 /// Every check, in order.
-const CHECKS: [Check; 6] = [
+const CHECKS: [Check; 7] = [
     // bi_access.* settings in the startup packet.
     refuse_client_settings,
     // Only the database that manages the credential (home.rs).
     super::home::check,
+    // Only from an address of the credential's allowlist (networks.rs).
+    super::networks::check,
     // The org's and the server's limits of BI sessions (the credential's own
     // is PostgreSQL's CONNECTION LIMIT, checked before this).
     super::connections::check,

@@ -36,7 +36,9 @@
 //! - `memory`: cursors, held cursors and prepared statements per session,
 //!   and the memory the session keeps, checked at each executor start and end;
 //! - `standing`: at every statement, the login must still be what it was
-//!   (not revoked, deleted, rotated or expired), or the session ends.
+//!   (not revoked, deleted, rotated or expired), or the session ends;
+//! - `networks`: the credential's network allowlist, at login and again
+//!   after a change.
 //!
 //! The guard is keyed on the session's login (`session_user`), never on the
 //! current user, so `SET ROLE` to a group changes nothing it refuses. Inside a
@@ -53,6 +55,7 @@ mod definers;
 pub mod gate;
 mod home;
 mod memory;
+mod networks;
 mod oracles;
 mod plans;
 mod quota;
@@ -249,6 +252,7 @@ pub(crate) fn every_statement() {
     }
     gate::ensure_ran();
     standing::check();
+    networks::check_again();
     transaction::arm();
     if caps::enforce(false) {
         // SAFETY: re-arms this backend's own statement timer.

@@ -49,8 +49,11 @@ pub(super) fn install() {
 }
 
 /// Runs during invalidation processing: no catalog access, no error.
-unsafe extern "C-unwind" fn forget_standing(_: pg_sys::Datum, _: std::ffi::c_int, _: u32) {
+unsafe extern "C-unwind" fn forget_standing(_: pg_sys::Datum, _: std::ffi::c_int, hash: u32) {
     KNOWN.with(|known| known.set(None));
+    // The same message tells the network allowlist's check (one callback
+    // for both: a backend has room for few).
+    super::networks::role_changed(hash);
 }
 
 /// At login (the gate), inside the startup transaction: the verifier the

@@ -18,6 +18,7 @@ mod inputs;
 mod isolation;
 mod lifecycle;
 mod management;
+mod networks;
 mod quota;
 mod read_only;
 mod read_write;
