@@ -555,7 +555,7 @@ class Bench:
         reconnect()
         for side in "ABH":
             for k in range(5):
-                one(side, f"warm-{k}")
+                one(side, str(90_000_000 + k))
         samples = {s: [] for s in "ABH"}
         r_hand, r_scale = [], []
         for r in range(R):
@@ -564,7 +564,7 @@ class Bench:
             for k in range(per_round):
                 order = "ABH"[(r + k) % 3:] + "ABH"[:(r + k) % 3]
                 for side in order:
-                    this[side].append(one(side, f"lat-{r}-{k}"))
+                    this[side].append(one(side, str(91_000_000 + r * 10_000 + k)))
             for s in "ABH":
                 samples[s] += this[s]
             r_hand.append(median(this["A"]) / median(this["H"]))
@@ -585,7 +585,7 @@ class Bench:
         out = []
         for t in range(tries):
             user, pw = self.q1(prim, "SELECT username, password FROM bi_access.generate(%s, "
-                               "connection_limit => -1)", (f"reach-{t}",))
+                               "connection_limit => -1)", (str(92_000_000 + t),))
             lsn = self.q1(prim, "SELECT pg_current_wal_lsn()")[0]
             deadline = time.time() + 30
             while not self.q1(rep, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))[0]:
@@ -690,11 +690,11 @@ class Bench:
                                 return
                             if not state["go"]:
                                 return
-                            org = f"race-{state['round']}"
+                            org = str(93_000_000 + state['round'])
                         else:
                             if stop.is_set():
                                 return
-                            org = f"par-{i}-{seq}"
+                            org = str(94_000_000 + i * 1_000_000 + seq)
                             seq += 1
                         t0 = time.perf_counter()
                         try:
@@ -723,13 +723,16 @@ class Bench:
             for e in errs:
                 for k, v in e.items():
                     errors[k] = errors.get(k, 0) + v
-            prefix = "par-" if mode == "distinct" else "race-"
+            # The org keys each mode generated with (integers: every bench org column is one).
+            low, high = (94_000_000, 95_000_000) if mode == "distinct" else (93_000_000, 94_000_000)
             records, orgs, complete = self.run_sql("A", "bench", (
                 """SELECT count(*), count(DISTINCT c.org_id),
                           count(*) FILTER (WHERE c.status = 'active' AND r.rolcanlogin
                               AND pg_has_role(r.oid, (SELECT reader_role FROM bi_access.config), 'MEMBER'))
                    FROM bi_access.credential c LEFT JOIN pg_roles r ON r.rolname = c.role_name
-                   WHERE c.org_id LIKE %s""", (prefix + "%",)))[0]
+                   WHERE CASE WHEN c.org_id ~ '^[0-9]{1,18}$' THEN c.org_id::bigint END >= %s
+                     AND CASE WHEN c.org_id ~ '^[0-9]{1,18}$' THEN c.org_id::bigint END < %s""",
+                (low, high)))[0]
             out[mode] = {"calls": len(all_lat), "ok": sum(ok), "elapsed": elapsed, "errors": errors,
                          "p50": pct(all_lat, 0.5) if all_lat else 0, "p99": pct(all_lat, 0.99) if all_lat else 0,
                          "records": records, "orgs": orgs, "complete": complete, "rounds": state["round"]}
