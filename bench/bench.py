@@ -448,18 +448,18 @@ class Bench:
         return stats, plans
 
     # ---- item 5: login ------------------------------------------------------
-    def logins(self, per_round, creds=None, item="5"):
+    def logins(self, per_round, creds=None, item="5", cluster="A",
+               plain=("plain_login", "Zq8rT2mW9xK4vB7nH3pL6cF1sD5gJ0aY")):
         R = self.a.rounds
         creds = creds or [c[1:] for c in self.creds]
-        log(f"item {item}: login (TCP + SCRAM + first query) credential vs plain role, cluster A, "
+        log(f"item {item}: login (TCP + SCRAM + first query) credential vs plain role, cluster {cluster}, "
             f"{R} rounds x {per_round} logins each, alternating")
-        admin = self.superuser("A")
-        plain = ("plain_login", "Zq8rT2mW9xK4vB7nH3pL6cF1sD5gJ0aY")
+        admin = self.superuser(cluster)
         out = {"cred": [], "plain": [], "ratios": []}
 
         def one(user, pw):
             t0 = time.perf_counter()
-            conn = self.login("A", user, pw)
+            conn = self.login(cluster, user, pw)
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_backend_pid()")
                 pid = cur.fetchone()[0]
@@ -1009,45 +1009,14 @@ class Bench:
 
     def usage_login(self, per_round):
         """Item 12: a credential's login on P, where its usage entry is found
-        and its login counted, against the plain role bench_app's."""
-        R = self.a.rounds
-        log(f"item 12: login with the usage counters (P): credential vs plain role, {R} rounds x "
-            f"{per_round} logins each, alternating")
+        and its login counted, against the plain role bench_app's (item 5's
+        measurement on P)."""
         self.usage_entries()
-        admin = self.superuser("P")
-        cred, plain = self.p_usage["counted"], ("bench_app", "bench_app")
-        out = {"cred": [], "plain": [], "ratios": []}
-
-        def one(user, pw):
-            t0 = time.perf_counter()
-            conn = self.login("P", user, pw)
-            pid = self.q1(conn, "SELECT pg_backend_pid()")[0]
-            ms = (time.perf_counter() - t0) * 1000
-            conn.close()
-            for _ in range(2000):  # untimed: that backend gone
-                if self.q1(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0] == 0:
-                    break
-                time.sleep(0.001)
-            return ms
-
-        for who in (plain, cred):  # warm-up
-            for _ in range(3):
-                one(*who)
-        before = self.q1(admin, "SELECT logins FROM bi_access.usage WHERE role_name = %s", (cred[0],))[0]
-        for r in range(R):
-            this = {"cred": [], "plain": []}
-            for k in range(per_round):
-                order = [("cred", cred), ("plain", plain)]
-                if (r + k) % 2:
-                    order.reverse()
-                for key, who in order:
-                    this[key].append(one(*who))
-            out["cred"] += this["cred"]
-            out["plain"] += this["plain"]
-            out["ratios"].append(median(this["cred"]) / median(this["plain"]))
-        out["counted"] = self.q1(admin, "SELECT logins FROM bi_access.usage WHERE role_name = %s",
-                                 (cred[0],))[0] - before
-        admin.close()
+        cred = self.p_usage["counted"]
+        counted = ("SELECT logins FROM bi_access.usage WHERE role_name = %s", (cred[0],))
+        before = self.run_sql("P", "bench", counted)[0][0]
+        out = self.logins(per_round, [cred], "12", "P", ("bench_app", "bench_app"))
+        out["counted"] = self.run_sql("P", "bench", counted)[0][0] - before
         return out
 
     @staticmethod
