@@ -524,7 +524,6 @@ impl BiError {
 
     /// Raises it as a FATAL error: the session ends.
     pub fn raise_fatal(self) -> ! {
-        crate::guard::gate::before_fatal(&self);
         self.report().report(PgLogLevel::FATAL);
         unreachable!("FATAL does not return")
     }

@@ -51,7 +51,7 @@ pub(super) fn check() {
         .collect();
     let of_org = match db::as_superuser(|| crate::records::sessions_of_my_org(here)) {
         Ok(count) => count,
-        Err(error) => error.raise_fatal(),
+        Err(error) => super::gate::refuse(error),
     };
     if of_org.is_some_and(|count| count >= i64::from(limit)) {
         too_many(format!(
@@ -61,7 +61,7 @@ pub(super) fn check() {
 }
 
 fn too_many(what: String) -> ! {
-    BiError::TooManyConnections(what).raise_fatal()
+    super::gate::refuse(BiError::TooManyConnections(what))
 }
 
 /// The login role and database of every other backend whose login

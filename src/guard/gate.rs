@@ -16,7 +16,7 @@
 //! statement instead (`ensure_ran`), as bi_access 0.2.0 did.
 //!
 //! Adding a check is one entry in `CHECKS`: a function that raises a FATAL
-//! (`BiError::raise_fatal`) to refuse the login. Each runs in the session of
+//! (`refuse`) to refuse the login. Each runs in the session of
 //! a credential only, with the catalogs readable and as the login itself.
 
 use std::cell::{Cell, RefCell};
@@ -114,11 +114,13 @@ pub fn ran() -> bool {
     RAN.with(Cell::get)
 }
 
-/// Right before a FATAL: counted as a refused login if a check raises it.
-pub fn before_fatal(error: &BiError) {
+/// Ends the session with `error` (FATAL). While the checks run, that
+/// refuses the login, which the usage view counts by its cause.
+pub(super) fn refuse(error: BiError) -> ! {
     if CHECKING.with(Cell::get) {
-        crate::usage::refused(error);
+        crate::usage::refused(&error);
     }
+    error.raise_fatal()
 }
 
 /// `_PG_init` keeps what the client asked for until the gate runs.
@@ -134,7 +136,7 @@ pub fn remember_client_settings(asked: Vec<String>) {
 fn refuse_client_settings() {
     let asked = CLIENT_SETTINGS.with(|settings| settings.borrow().join(", "));
     if !asked.is_empty() {
-        BiError::ClientSettings(asked).raise_fatal();
+        refuse(BiError::ClientSettings(asked));
     }
 }
 

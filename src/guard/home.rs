@@ -20,9 +20,11 @@ pub(super) fn check() {
     });
     match managed {
         Ok(true) => {}
-        Ok(false) => crate::error::BiError::NotItsDatabase(format!("database {}", this_database()))
-            .raise_fatal(),
-        Err(error) => error.raise_fatal(),
+        Ok(false) => super::gate::refuse(crate::error::BiError::NotItsDatabase(format!(
+            "database {}",
+            this_database()
+        ))),
+        Err(error) => super::gate::refuse(error),
     }
 }
 

@@ -60,7 +60,7 @@ pub(super) fn check() {
     LOGIN_HASH.with(|login| login.set(hash));
     STALE.with(|stale| stale.set(false));
     if refused() {
-        BiError::NetworkRefused.raise_fatal();
+        super::gate::refuse(BiError::NetworkRefused);
     }
 }
 
@@ -91,7 +91,7 @@ pub(super) fn check_again() {
     // statement).
     STALE.with(|stale| stale.set(false));
     if refused {
-        BiError::Ended("may no longer be used from this address").raise_fatal();
+        super::gate::refuse(BiError::Ended("may no longer be used from this address"));
     }
 }
 
@@ -100,6 +100,6 @@ pub(super) fn check_again() {
 fn refused() -> bool {
     match db::as_superuser(crate::records::session_address_refused) {
         Ok(refused) => refused,
-        Err(error) => error.raise_fatal(),
+        Err(error) => super::gate::refuse(error),
     }
 }

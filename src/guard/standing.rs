@@ -145,5 +145,5 @@ fn standing() -> Standing {
 }
 
 fn end(why: &'static str) -> ! {
-    BiError::Ended(why).raise_fatal()
+    super::gate::refuse(BiError::Ended(why))
 }
