@@ -55,6 +55,7 @@ lint: setup
 	cargo fmt --check
 	bash scripts/check-generated.sh
 	python3 scripts/check-lock.py
+	@! git ls-files -s | grep '^120000'
 	@for m in $(SOME); do \
 	  $(WITH_PG) $$m bash -c 'cargo clippy --all-targets $$PG_FEATURES --features pg_test -- -D warnings' || exit 1; \
 	done

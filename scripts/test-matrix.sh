@@ -2,7 +2,9 @@
 # `make test`: the whole matrix, or the majors given (`make test PG=17`).
 #   once:       cargo fmt --check; the generated install and upgrade scripts
 #               are what the code generates (scripts/check-generated.sh); no
-#               yanked crate in Cargo.lock (scripts/check-lock.py)
+#               yanked crate in Cargo.lock (scripts/check-lock.py); no
+#               symbolic link tracked by git (a clone must not depend on
+#               this machine's paths)
 #   per major:  clippy (-D warnings), the #[pg_test]s (cargo pgrx test, as the
 #               postgres user), an install (the `ci` profile: release
 #               without LTO) into that major's server,
@@ -90,6 +92,7 @@ exec 3>&1
   stage all fmt cargo fmt --check
   stage all generated bash scripts/check-generated.sh
   stage all lock python3 scripts/check-lock.py
+  stage all links bash -c '! git ls-files -s | grep "^120000"'
 } >"$logs/all.log" 2>&1
 cat "$logs/all.log"
 for major in "${majors[@]}"; do
