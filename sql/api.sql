@@ -28,6 +28,10 @@ SELECT c.id,
        c.connection_limit,
        coalesce(c.last_error, st.problem) AS last_error,
        c.allowed_networks,
+       -- During an overlap rotation: the role it had, which logs in until
+       -- previous_until.
+       c.previous_role_name,
+       c.previous_until,
        -- On this server, since it started (preloaded only: src/usage.rs).
        u.last_login_at
 FROM bi_access.credential c
@@ -45,6 +49,7 @@ COMMENT ON VIEW bi_access.credentials IS
 -- Each credential's counters on this server since it started
 -- (src/usage.rs, src/shmem.rs): empty without the preload. A standby counts
 -- its own; a credential of another database of the cluster is not shown.
+-- During an overlap rotation both roles of a credential have a row.
 CREATE VIEW bi_access.usage AS
 SELECT r.rolname AS role_name,
        c.org_id,
@@ -61,7 +66,7 @@ SELECT r.rolname AS role_name,
        u.refused_revocation
 FROM bi_access_internal.usage() u
 JOIN pg_catalog.pg_roles r ON r.oid = u.role
-JOIN bi_access.credential c ON c.role_name = r.rolname;
+JOIN bi_access.credential c ON r.rolname IN (c.role_name, c.previous_role_name);
 COMMENT ON VIEW bi_access.usage IS
     'Each credential''s logins, statements and rows on this server since it started (needs the preload; empty otherwise)';
 COMMENT ON COLUMN bi_access.usage.role_name IS 'The credential''s login role';
@@ -162,12 +167,14 @@ AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
 COMMENT ON FUNCTION bi_access.connection_details(name) IS
     'View Details: the connection details again, password included (audited)';
 
-CREATE FUNCTION bi_access.regenerate(role name, valid_until timestamptz DEFAULT NULL)
+-- With overlap: rotation without downtime (src/credentials.rs): a new role
+-- for the credential, the old one logging in until now() + overlap.
+CREATE FUNCTION bi_access.regenerate(role name, valid_until timestamptz DEFAULT NULL, overlap interval DEFAULT NULL)
 RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until) $$;
-COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
-    'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
+AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until, overlap) $$;
+COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz, interval) IS
+    'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed. With overlap: a new role, the old one working until now() + overlap';
 
 -- The addresses a credential may log in from (src/guard/networks.rs): a
 -- login from elsewhere is refused on every server, and an open session from
@@ -176,7 +183,7 @@ CREATE FUNCTION bi_access.set_networks(role name, allowed_networks cidr[]) RETUR
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.set_networks(role::text, allowed_networks::text[]);
-    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+    SELECT * FROM bi_access.credentials c WHERE role IN (c.role_name, c.previous_role_name);
 $$;
 COMMENT ON FUNCTION bi_access.set_networks(name, cidr[]) IS
     'Replaces the addresses a credential may log in from (NULL: any); open sessions from outside the list end at their next statement';
@@ -185,7 +192,7 @@ CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.revoke(role::text);
-    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+    SELECT * FROM bi_access.credentials c WHERE role IN (c.role_name, c.previous_role_name);
 $$;
 COMMENT ON FUNCTION bi_access.revoke(name) IS
     'Disables the login and ends its sessions at commit; status deactivated';
@@ -194,7 +201,7 @@ CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.activate(role::text);
-    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+    SELECT * FROM bi_access.credentials c WHERE role IN (c.role_name, c.previous_role_name);
 $$;
 COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
 
@@ -202,7 +209,7 @@ CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.delete(role::text);
-    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+    SELECT * FROM bi_access.credentials c WHERE role IN (c.role_name, c.previous_role_name);
 $$;
 COMMENT ON FUNCTION bi_access.delete(name) IS
     'Ends sessions and drops the role; the record stays, status deleted';
@@ -466,7 +473,7 @@ TO bi_access_editor;
 
 GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
 GRANT EXECUTE ON FUNCTION
-    bi_access.regenerate(name, timestamptz),
+    bi_access.regenerate(name, timestamptz, interval),
     bi_access.set_networks(name, cidr[]),
     bi_access.revoke(name),
     bi_access.activate(name),
@@ -527,7 +534,7 @@ COMMENT ON FUNCTION bi_access_internal.generate(text, text, text, timestamptz, i
     'Worker of bi_access.generate()';
 COMMENT ON FUNCTION bi_access_internal.connection_details(text) IS
     'Worker of bi_access.connection_details()';
-COMMENT ON FUNCTION bi_access_internal.regenerate(text, timestamptz) IS
+COMMENT ON FUNCTION bi_access_internal.regenerate(text, timestamptz, interval) IS
     'Worker of bi_access.regenerate()';
 COMMENT ON FUNCTION bi_access_internal.set_networks(text, text[]) IS 'Worker of bi_access.set_networks()';
 COMMENT ON FUNCTION bi_access_internal.revoke(text) IS 'Worker of bi_access.revoke()';
@@ -611,6 +618,10 @@ COMMENT ON COLUMN bi_access.credentials.connection_limit IS 'Its sessions at mos
 COMMENT ON COLUMN bi_access.credentials.last_error IS 'Why it failed, when it did';
 COMMENT ON COLUMN bi_access.credentials.allowed_networks IS
     'The addresses it may log in from (set_networks); NULL: any. Through PgBouncer the server sees the pooler''s address';
+COMMENT ON COLUMN bi_access.credentials.previous_role_name IS
+    'During an overlap rotation (regenerate with overlap): the role it had, which logs in until previous_until';
+COMMENT ON COLUMN bi_access.credentials.previous_until IS
+    'When the overlap ends: no login with previous_role_name after it, on any server; the next management call drops the role';
 COMMENT ON COLUMN bi_access.credentials.last_login_at IS 'Its last login on this server since the server started (needs the preload; bi_access.usage)';
 COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
 COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';

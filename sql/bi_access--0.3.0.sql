@@ -135,6 +135,11 @@ CREATE TABLE bi_access.credential (
     -- The addresses it may log in from (src/guard/networks.rs); NULL: any.
     allowed_networks cidr[] CONSTRAINT credential_allowed_networks_check
         CHECK (cardinality(allowed_networks) > 0 AND array_position(allowed_networks, NULL) IS NULL),
+    -- During an overlap rotation (src/credentials.rs): the role it had, which
+    -- logs in until previous_until (its VALID UNTIL).
+    previous_role_name name CONSTRAINT credential_previous_role_name_key UNIQUE,
+    previous_until timestamptz,
+    CONSTRAINT credential_previous_check CHECK ((previous_role_name IS NULL) = (previous_until IS NULL)),
     CONSTRAINT credential_org_id_check CHECK (org_id <> '' AND length(org_id) <= 256),
     CONSTRAINT credential_label_check CHECK (label <> '' AND length(label) <= 63)
 );
@@ -146,6 +151,9 @@ CREATE UNIQUE INDEX credential_live_org_label
 -- Every record of an org and label, whatever its status (generate looks for
 -- failed ones to replace): keeps generate O(1) at any number of credentials.
 CREATE INDEX credential_org_label ON bi_access.credential (org_id, label);
+-- The overlaps to retire (src/credentials.rs), found by each management call.
+CREATE INDEX credential_previous_until ON bi_access.credential (previous_until)
+    WHERE previous_until IS NOT NULL AND status <> 'deleted';
 
 CREATE TABLE bi_access.event (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -323,6 +331,12 @@ AS 'MODULE_PATHNAME', 'import_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/legacy.rs:64
+-- bi_access::legacy::regenerate_until
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/legacy.rs:41
 -- bi_access::legacy::replayed
 -- Skipped due to `#[pgrx(sql = false)]`
@@ -353,6 +367,20 @@ AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/custody.rs:254
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:259
+-- bi_access::custody::bi_access_internal::mark_credentials
+CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/key.rs:508
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
 /* </end connected objects> */
@@ -376,20 +404,6 @@ AS 'MODULE_PATHNAME', 'init_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:254
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/custody.rs:259
--- bi_access::custody::bi_access_internal::mark_credentials
-CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/roles.rs:233
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
 /* </end connected objects> */
@@ -409,29 +423,31 @@ CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_int
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:222
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
+-- src/api.rs:121
+-- bi_access::api::bi_access_internal::connection_details
+CREATE  FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:272
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:279
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:270
+-- src/api.rs:280
 -- bi_access::api::bi_access_internal::hide_table
 CREATE  FUNCTION bi_access_internal."hide_table"(
 	"tbl" oid /* Option < pg_sys :: Oid > */
@@ -442,27 +458,50 @@ AS 'MODULE_PATHNAME', 'hide_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:67
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
+-- src/api.rs:160
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
+AS 'MODULE_PATHNAME', 'delete_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:371
--- bi_access::api::bi_access_internal::sync_end
-CREATE  FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
+-- src/api.rs:375
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:155
+-- bi_access::api::bi_access_internal::activate
+CREATE  FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:212
+-- bi_access::api::bi_access_internal::set_target
+CREATE  FUNCTION bi_access_internal."set_target"(
+	"name" TEXT, /* Option < & str > */
+	"host" TEXT, /* Option < & str > */
+	"port" INT, /* Option < i32 > */
+	"sslmode" TEXT, /* Option < & str > */
+	"standby" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -485,56 +524,7 @@ AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:150
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:408
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:202
--- bi_access::api::bi_access_internal::set_target
-CREATE  FUNCTION bi_access_internal."set_target"(
-	"name" TEXT, /* Option < & str > */
-	"host" TEXT, /* Option < & str > */
-	"port" INT, /* Option < i32 > */
-	"sslmode" TEXT, /* Option < & str > */
-	"standby" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:358
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:197
+-- src/api.rs:207
 -- bi_access::api::bi_access_internal::delete_org
 CREATE  FUNCTION bi_access_internal."delete_org"(
 	"org_id" TEXT /* Option < & str > */
@@ -545,7 +535,42 @@ AS 'MODULE_PATHNAME', 'delete_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:244
+-- src/api.rs:381
+-- bi_access::api::bi_access_internal::sync_end
+CREATE  FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:289
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:240
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:254
 -- bi_access::api::bi_access_internal::targets
 CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
 	"name" TEXT,  /* String */
@@ -561,7 +586,118 @@ AS 'MODULE_PATHNAME', 'targets_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:390
+-- src/api.rs:165
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:232
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:53
+-- bi_access::api::bi_access_internal::org_lookup_support
+CREATE  FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:150
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:294
+-- bi_access::api::bi_access_internal::check
+CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:319
+-- bi_access::api::bi_access_internal::lock_yields
+CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:202
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:247
+-- bi_access::api::bi_access_internal::add_quota_triggers
+CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:393
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:143
+-- bi_access::api::bi_access_internal::set_networks
+CREATE  FUNCTION bi_access_internal."set_networks"(
+	"role" TEXT, /* Option < & str > */
+	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_networks_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:398
 -- bi_access::api::bi_access_internal::unsynced_tables
 CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
@@ -574,28 +710,7 @@ AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:237
--- bi_access::api::bi_access_internal::add_quota_triggers
-CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:113
--- bi_access::api::bi_access_internal::connection_details
-CREATE  FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:415
+-- src/api.rs:423
 -- bi_access::api::bi_access_internal::sync_tables
 CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
 	"tbl" oid,  /* pg_sys :: Oid */
@@ -607,7 +722,7 @@ AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:320
+-- src/api.rs:330
 -- bi_access::api::bi_access_internal::usage
 CREATE  FUNCTION bi_access_internal."usage"() RETURNS TABLE (
 	"role" oid,  /* pg_sys :: Oid */
@@ -628,107 +743,7 @@ AS 'MODULE_PATHNAME', 'usage_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:140
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:145
--- bi_access::api::bi_access_internal::activate
-CREATE  FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:284
--- bi_access::api::bi_access_internal::check
-CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:309
--- bi_access::api::bi_access_internal::lock_yields
-CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
-	"cancelled" bigint,  /* i64 */
-	"terminated" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:133
--- bi_access::api::bi_access_internal::set_networks
-CREATE  FUNCTION bi_access_internal."set_networks"(
-	"role" TEXT, /* Option < & str > */
-	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_networks_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:379
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:385
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:192
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:230
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:164
+-- src/api.rs:174
 -- bi_access::api::bi_access_internal::credential_state
 CREATE  FUNCTION bi_access_internal."credential_state"(
 	"stored" TEXT, /* & str */
@@ -749,60 +764,60 @@ AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:155
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:365
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:53
--- bi_access::api::bi_access_internal::org_lookup_support
-CREATE  FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:121
+-- src/api.rs:130
 -- bi_access::api::bi_access_internal::regenerate
 CREATE  FUNCTION bi_access_internal."regenerate"(
 	"role" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"overlap" interval /* Option < pgrx :: datum :: Interval > */
 ) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
 > */
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_until_wrapper';
+AS 'MODULE_PATHNAME', 'regenerate_overlap_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:262
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
+-- src/api.rs:387
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:67
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:416
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:368
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -847,6 +862,10 @@ SELECT c.id,
        c.connection_limit,
        coalesce(c.last_error, st.problem) AS last_error,
        c.allowed_networks,
+       -- During an overlap rotation: the role it had, which logs in until
+       -- previous_until.
+       c.previous_role_name,
+       c.previous_until,
        -- On this server, since it started (preloaded only: src/usage.rs).
        u.last_login_at
 FROM bi_access.credential c
@@ -864,6 +883,7 @@ COMMENT ON VIEW bi_access.credentials IS
 -- Each credential's counters on this server since it started
 -- (src/usage.rs, src/shmem.rs): empty without the preload. A standby counts
 -- its own; a credential of another database of the cluster is not shown.
+-- During an overlap rotation both roles of a credential have a row.
 CREATE VIEW bi_access.usage AS
 SELECT r.rolname AS role_name,
        c.org_id,
@@ -880,7 +900,7 @@ SELECT r.rolname AS role_name,
        u.refused_revocation
 FROM bi_access_internal.usage() u
 JOIN pg_catalog.pg_roles r ON r.oid = u.role
-JOIN bi_access.credential c ON c.role_name = r.rolname;
+JOIN bi_access.credential c ON r.rolname IN (c.role_name, c.previous_role_name);
 COMMENT ON VIEW bi_access.usage IS
     'Each credential''s logins, statements and rows on this server since it started (needs the preload; empty otherwise)';
 COMMENT ON COLUMN bi_access.usage.role_name IS 'The credential''s login role';
@@ -981,12 +1001,14 @@ AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
 COMMENT ON FUNCTION bi_access.connection_details(name) IS
     'View Details: the connection details again, password included (audited)';
 
-CREATE FUNCTION bi_access.regenerate(role name, valid_until timestamptz DEFAULT NULL)
+-- With overlap: rotation without downtime (src/credentials.rs): a new role
+-- for the credential, the old one logging in until now() + overlap.
+CREATE FUNCTION bi_access.regenerate(role name, valid_until timestamptz DEFAULT NULL, overlap interval DEFAULT NULL)
 RETURNS bi_access.connection
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until) $$;
-COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz) IS
-    'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed';
+AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until, overlap) $$;
+COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz, interval) IS
+    'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed. With overlap: a new role, the old one working until now() + overlap';
 
 -- The addresses a credential may log in from (src/guard/networks.rs): a
 -- login from elsewhere is refused on every server, and an open session from
@@ -995,7 +1017,7 @@ CREATE FUNCTION bi_access.set_networks(role name, allowed_networks cidr[]) RETUR
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.set_networks(role::text, allowed_networks::text[]);
-    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+    SELECT * FROM bi_access.credentials c WHERE role IN (c.role_name, c.previous_role_name);
 $$;
 COMMENT ON FUNCTION bi_access.set_networks(name, cidr[]) IS
     'Replaces the addresses a credential may log in from (NULL: any); open sessions from outside the list end at their next statement';
@@ -1004,7 +1026,7 @@ CREATE FUNCTION bi_access.revoke(role name) RETURNS bi_access.credentials
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.revoke(role::text);
-    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+    SELECT * FROM bi_access.credentials c WHERE role IN (c.role_name, c.previous_role_name);
 $$;
 COMMENT ON FUNCTION bi_access.revoke(name) IS
     'Disables the login and ends its sessions at commit; status deactivated';
@@ -1013,7 +1035,7 @@ CREATE FUNCTION bi_access.activate(role name) RETURNS bi_access.credentials
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.activate(role::text);
-    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+    SELECT * FROM bi_access.credentials c WHERE role IN (c.role_name, c.previous_role_name);
 $$;
 COMMENT ON FUNCTION bi_access.activate(name) IS 'Enables a deactivated login again';
 
@@ -1021,7 +1043,7 @@ CREATE FUNCTION bi_access.delete(role name) RETURNS bi_access.credentials
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bi_access_internal.delete(role::text);
-    SELECT * FROM bi_access.credentials c WHERE c.role_name = role;
+    SELECT * FROM bi_access.credentials c WHERE role IN (c.role_name, c.previous_role_name);
 $$;
 COMMENT ON FUNCTION bi_access.delete(name) IS
     'Ends sessions and drops the role; the record stays, status deleted';
@@ -1285,7 +1307,7 @@ TO bi_access_editor;
 
 GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
 GRANT EXECUTE ON FUNCTION
-    bi_access.regenerate(name, timestamptz),
+    bi_access.regenerate(name, timestamptz, interval),
     bi_access.set_networks(name, cidr[]),
     bi_access.revoke(name),
     bi_access.activate(name),
@@ -1346,7 +1368,7 @@ COMMENT ON FUNCTION bi_access_internal.generate(text, text, text, timestamptz, i
     'Worker of bi_access.generate()';
 COMMENT ON FUNCTION bi_access_internal.connection_details(text) IS
     'Worker of bi_access.connection_details()';
-COMMENT ON FUNCTION bi_access_internal.regenerate(text, timestamptz) IS
+COMMENT ON FUNCTION bi_access_internal.regenerate(text, timestamptz, interval) IS
     'Worker of bi_access.regenerate()';
 COMMENT ON FUNCTION bi_access_internal.set_networks(text, text[]) IS 'Worker of bi_access.set_networks()';
 COMMENT ON FUNCTION bi_access_internal.revoke(text) IS 'Worker of bi_access.revoke()';
@@ -1430,6 +1452,10 @@ COMMENT ON COLUMN bi_access.credentials.connection_limit IS 'Its sessions at mos
 COMMENT ON COLUMN bi_access.credentials.last_error IS 'Why it failed, when it did';
 COMMENT ON COLUMN bi_access.credentials.allowed_networks IS
     'The addresses it may log in from (set_networks); NULL: any. Through PgBouncer the server sees the pooler''s address';
+COMMENT ON COLUMN bi_access.credentials.previous_role_name IS
+    'During an overlap rotation (regenerate with overlap): the role it had, which logs in until previous_until';
+COMMENT ON COLUMN bi_access.credentials.previous_until IS
+    'When the overlap ends: no login with previous_role_name after it, on any server; the next management call drops the role';
 COMMENT ON COLUMN bi_access.credentials.last_login_at IS 'Its last login on this server since the server started (needs the preload; bi_access.usage)';
 COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
 COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';

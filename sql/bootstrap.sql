@@ -124,6 +124,11 @@ CREATE TABLE bi_access.credential (
     -- The addresses it may log in from (src/guard/networks.rs); NULL: any.
     allowed_networks cidr[] CONSTRAINT credential_allowed_networks_check
         CHECK (cardinality(allowed_networks) > 0 AND array_position(allowed_networks, NULL) IS NULL),
+    -- During an overlap rotation (src/credentials.rs): the role it had, which
+    -- logs in until previous_until (its VALID UNTIL).
+    previous_role_name name CONSTRAINT credential_previous_role_name_key UNIQUE,
+    previous_until timestamptz,
+    CONSTRAINT credential_previous_check CHECK ((previous_role_name IS NULL) = (previous_until IS NULL)),
     CONSTRAINT credential_org_id_check CHECK (org_id <> '' AND length(org_id) <= 256),
     CONSTRAINT credential_label_check CHECK (label <> '' AND length(label) <= 63)
 );
@@ -135,6 +140,9 @@ CREATE UNIQUE INDEX credential_live_org_label
 -- Every record of an org and label, whatever its status (generate looks for
 -- failed ones to replace): keeps generate O(1) at any number of credentials.
 CREATE INDEX credential_org_label ON bi_access.credential (org_id, label);
+-- The overlaps to retire (src/credentials.rs), found by each management call.
+CREATE INDEX credential_previous_until ON bi_access.credential (previous_until)
+    WHERE previous_until IS NOT NULL AND status <> 'deleted';
 
 CREATE TABLE bi_access.event (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -91,7 +91,7 @@ mod bi_access_internal {
         allowed_networks: Option<Vec<Option<String>>>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
         wrapped(|| {
-            let call = Call::management("generate")?;
+            let call = managing("generate")?;
             credentials::generate(Request {
                 org_id: call.required("org_id", org_id)?,
                 label: call.required("label", label)?,
@@ -105,9 +105,17 @@ mod bi_access_internal {
         })
     }
 
+    /// The entry checks of a call on credentials, then what is due before
+    /// it: overlaps that have ended are retired (credentials.rs).
+    fn managing(name: &'static str) -> Result<Call> {
+        let call = Call::management(name)?;
+        credentials::retire_ended_overlaps()?;
+        Ok(call)
+    }
+
     /// A call that takes one role, which must be given.
     fn on_role<T>(name: &'static str, role: Option<&str>, f: impl FnOnce(&str) -> Result<T>) -> T {
-        wrapped(|| Call::management(name).and_then(|call| f(call.required("role", role)?)))
+        wrapped(|| managing(name).and_then(|call| f(call.required("role", role)?)))
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
@@ -117,14 +125,16 @@ mod bi_access_internal {
         on_role("connection_details", role, credentials::connection_details)
     }
 
-    /// Its symbol is not 0.1.0's `regenerate` (see `legacy`).
+    /// Its symbol is neither 0.1.0's `regenerate` nor 0.2.0's
+    /// `regenerate_until`, which took fewer arguments (see `legacy`).
     #[pg_extern(volatile, parallel_unsafe, name = "regenerate")]
-    fn regenerate_until(
+    fn regenerate_overlap(
         role: Option<&str>,
         valid_until: Option<TimestampWithTimeZone>,
+        overlap: Option<pgrx::datum::Interval>,
     ) -> pgrx::composite_type!('static, "bi_access.connection") {
         on_role("regenerate", role, |role| {
-            credentials::regenerate(role, valid_until)
+            credentials::regenerate(role, valid_until, overlap)
         })
     }
 
@@ -186,7 +196,7 @@ mod bi_access_internal {
 
     /// A call that takes one org key, which must be given.
     fn on_org<T>(name: &'static str, org_id: Option<&str>, f: impl FnOnce(&str) -> Result<T>) -> T {
-        wrapped(|| Call::management(name).and_then(|call| f(call.required("org_id", org_id)?)))
+        wrapped(|| managing(name).and_then(|call| f(call.required("org_id", org_id)?)))
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
@@ -370,9 +380,7 @@ mod bi_access_internal {
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn sync_end(synced: i32, unchanged: i32, skipped: Vec<String>) {
-        wrapped(|| {
-            Call::management("sync").and_then(|_| exposure::sync_end(synced, unchanged, skipped))
-        })
+        wrapped(|| managing("sync").and_then(|_| exposure::sync_end(synced, unchanged, skipped)))
     }
 
     /// Called by the ddl_command_end event trigger.

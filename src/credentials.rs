@@ -4,6 +4,7 @@
 //! credential (O(1): no table's ACL or policies), so an error anywhere leaves
 //! neither a role without a record nor a record without a role.
 
+use pgrx::datum::Interval;
 use pgrx::prelude::*;
 use serde_json::json;
 
@@ -137,15 +138,33 @@ pub fn connection_details(
 
 /// A new password (and expiry, if given); the old one stops working at
 /// commit, and the role's open sessions end: on this server at commit, on a
-/// standby at their next statement once it has replayed the change.
+/// standby at their next statement once it has replayed the change. With
+/// `overlap`, a new role instead, while the old one keeps working for that
+/// long (`rotate_with_overlap`). Either way an overlap in progress ends now:
+/// an emergency rotation is never refused nor delayed by one.
 pub fn regenerate(
     role: &str,
     valid_until: Option<TimestampWithTimeZone>,
+    overlap: Option<Interval>,
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
+    let overlap = overlap.map(positive_overlap).transpose()?;
     // The key before the record, as generate takes it: rotate_key holds the
     // key and then locks every sealed record.
     let key = key::for_sealing()?;
     let (mut record, status) = open(role)?;
+    if overlap.is_some() && !matches!(status, Status::Active | Status::Pending) {
+        return Err(Action::Regenerate.refuse_needing(
+            role,
+            status,
+            "active or pending to keep its old role working (regenerate it without overlap)",
+        ));
+    }
+    retire_previous(&record, "regenerate")?;
+    if let Some(overlap) = overlap {
+        return rotate_with_overlap(&record, valid_until, &overlap, &key);
+    }
+    let role = record.role.clone();
+    let role = role.as_str();
     match Action::Regenerate.rule(status) {
         Rule::Allow => {}
         // A record whose role is gone reads failed: regenerate recreates
@@ -183,6 +202,150 @@ pub fn regenerate(
     Details::new(role, password, &record.org(), &target)?.into_tuple()
 }
 
+/// 22023 unless the overlap is longer than nothing; as interval text.
+fn positive_overlap(overlap: Interval) -> Result<String> {
+    let (text, positive) = Spi::get_two_with_args::<String, bool>(
+        "SELECT $1::text, $1 > '0'::interval",
+        &[overlap.into()],
+    )?;
+    let text = text.unwrap_or_default();
+    if positive != Some(true) {
+        return Err(BiError::InvalidParameter(format!(
+            "overlap must be a positive interval, not {text:?}"
+        )));
+    }
+    Ok(text)
+}
+
+/// Rotation without downtime: the credential gets a new login role, made as
+/// generate makes one (same org, scope and custom-schema memberships,
+/// connection limit and expiry; the networks and target are the record's),
+/// and its role until now logs in until `now() + overlap` (its VALID UNTIL,
+/// which every server checks at login and the session guard at each
+/// statement) or the credential's expiry if sooner. The next management
+/// call after that drops it (`retire_ended_overlaps`).
+fn rotate_with_overlap(
+    record: &Record,
+    valid_until: Option<TimestampWithTimeZone>,
+    overlap: &str,
+    key: &key::SealingKey,
+) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
+    let target = record.target()?;
+    let until = match valid_until {
+        Some(at) => resolve_valid_until(Some(at))?,
+        None => record.valid_until.clone(),
+    };
+    let role = roles::new_role_name()?;
+    let options = LoginOptions {
+        valid_until: until.clone(),
+        connection_limit: record.connection_limit,
+        login: true,
+    };
+    roles::create_login(&role, &roles::reader_group()?, &options)?;
+    let (scope, _) = custom_schema::of_credential(&record.role)?;
+    custom_schema::join(&role, &record.org_id, &scope)?;
+    let previous_until = Spi::get_one_with_args::<String>(
+        "SELECT LEAST(now() + $1::interval, $2::timestamptz)::text",
+        &[overlap.into(), record.valid_until.as_deref().into()],
+    )?
+    .ok_or_else(|| internal("now() plus an interval is NULL"))?;
+    roles::set_valid_until(&record.role, &previous_until)?;
+    let (password, sealed, sealed_with) = new_password(&role, key)?;
+    let status = if target.standby.is_some() {
+        Status::Pending
+    } else {
+        record.stored
+    };
+    records::start_overlap(
+        record,
+        records::Rotation {
+            role: &role,
+            sealed,
+            sealed_with: &sealed_with,
+            valid_until: until.as_deref(),
+            previous_until: &previous_until,
+            status,
+        },
+    )?;
+    let subject = Subject {
+        role_name: Some(&role),
+        org_id: Some(&record.org_id),
+    };
+    audit::record(
+        "regenerate",
+        &subject,
+        json!({ "overlap": overlap, "previous_role_name": record.role,
+                "previous_until": previous_until, "sessions_ended": 0 }),
+    )?;
+    Details::new(&role, password, &record.org(), &target)?.into_tuple()
+}
+
+/// Ends an overlap in progress: the previous role's sessions end at commit,
+/// its role is dropped (what it owns goes where a deleted credential's goes)
+/// and the record has one role again. A copy of the database (the role's
+/// custody mark names another) forgets the role and leaves it to the
+/// database that manages it.
+fn retire_previous(record: &Record, why: &str) -> Result<()> {
+    let Some(previous) = &record.previous_role else {
+        return Ok(());
+    };
+    let manages = record.previous_oid.is_some() && crate::custody::manages(previous)?;
+    let (ended, reassigned) = if manages {
+        (
+            end_sessions(record.previous_oid)?,
+            roles::drop_login(previous)?,
+        )
+    } else {
+        (0, 0)
+    };
+    records::end_overlap(record)?;
+    let subject = Subject {
+        role_name: Some(previous),
+        org_id: Some(&record.org_id),
+    };
+    audit::record(
+        "retire",
+        &subject,
+        json!({ "by": why, "credential_role": record.role, "dropped": manages,
+                "sessions_ended": ended, "objects_reassigned": reassigned }),
+    )
+}
+
+/// Delete during an overlap drops the old role too; the record keeps its
+/// name (as it keeps the role's) for the history and for calls by that name.
+fn drop_previous(record: &Record) -> Result<()> {
+    let Some(previous) = &record.previous_role else {
+        return Ok(());
+    };
+    if record.previous_oid.is_none() || !crate::custody::manages(previous)? {
+        return Ok(());
+    }
+    let ended = end_sessions(record.previous_oid)?;
+    let reassigned = roles::drop_login(previous)?;
+    let subject = Subject {
+        role_name: Some(previous),
+        org_id: Some(&record.org_id),
+    };
+    audit::record(
+        "retire",
+        &subject,
+        json!({ "by": "delete", "credential_role": record.role, "dropped": true,
+                "sessions_ended": ended, "objects_reassigned": reassigned }),
+    )
+}
+
+/// Every overlap that has ended by now is retired: each management call
+/// runs this first, so a previous role does not outlive its overlap by more
+/// than the time to the next call (it cannot log in after its VALID UNTIL
+/// either way). Records another transaction holds wait for a later call.
+pub fn retire_ended_overlaps() -> Result<()> {
+    for role in records::overlaps_ended()? {
+        let record = records::lock(&role)?;
+        retire_previous(&record, "overlap ended")?;
+    }
+    Ok(())
+}
+
 /// Replaces the credential's network allowlist (None: any address). The
 /// login gate checks it at every login on every server; the role is touched
 /// so that its open sessions, told of the change like of a revoke (on a
@@ -208,17 +371,26 @@ pub fn revoke(role: &str) -> Result<()> {
     revoke_locked(&record, json!({}))
 }
 
+/// During an overlap both roles lose LOGIN and their sessions; the old one
+/// is retired when its overlap ends, as it would have been (activate gives
+/// LOGIN back to the credential's role only).
 fn revoke_locked(record: &Record, mut detail: serde_json::Value) -> Result<()> {
     roles::set_login(&record.role, false)?;
     records::set_status(record, Status::Deactivated)?;
-    detail["sessions_ended"] = json!(end_sessions(record.role_oid)?);
+    let mut ended = end_sessions(record.role_oid)?;
+    if let (Some(previous), Some(_)) = (&record.previous_role, record.previous_oid) {
+        roles::set_login(previous, false)?;
+        ended += end_sessions(record.previous_oid)?;
+        detail["previous_role_name"] = json!(previous);
+    }
+    detail["sessions_ended"] = json!(ended);
     audit::record("revoke", &record.subject(), detail)
 }
 
 pub fn activate(role: &str) -> Result<()> {
     let (record, status) = open(role)?;
     allow(Action::Activate, &record, status)?;
-    roles::set_login(role, true)?;
+    roles::set_login(&record.role, true)?;
     records::set_status(&record, Status::Active)?;
     audit::record("activate", &record.subject(), json!({}))
 }
@@ -242,6 +414,7 @@ pub fn delete(role: &str) -> Result<()> {
 /// The record stays `deleting` until the target's standby has replayed the
 /// drop.
 fn delete_locked(record: &Record, mut detail: serde_json::Value) -> Result<()> {
+    drop_previous(record)?;
     detail["sessions_ended"] = json!(end_sessions(record.role_oid)?);
     detail["objects_reassigned"] = json!(roles::drop_login(&record.role)?);
     records::set_deleted(record)?;

@@ -55,7 +55,20 @@ fn sync_one(tbl: pg_sys::Oid) -> String {
 #[pg_extern(sql = false)]
 fn regenerate(role: &str) -> pgrx::composite_type!('static, "bi_access.connection") {
     or_raise(
-        Call::management("regenerate").and_then(|_| crate::credentials::regenerate(role, None)),
+        Call::management("regenerate")
+            .and_then(|_| crate::credentials::regenerate(role, None, None)),
+    )
+}
+
+/// 0.2.0's `regenerate(role, valid_until)`, before `overlap` existed.
+#[pg_extern(sql = false)]
+fn regenerate_until(
+    role: &str,
+    valid_until: Option<TimestampWithTimeZone>,
+) -> pgrx::composite_type!('static, "bi_access.connection") {
+    or_raise(
+        Call::management("regenerate")
+            .and_then(|_| crate::credentials::regenerate(role, valid_until, None)),
     )
 }
 

@@ -71,6 +71,10 @@ pub struct Record {
     /// The target's standby has replayed the record's latest change (read
     /// for a pending or deleted record only; true otherwise).
     pub replayed: bool,
+    /// During an overlap rotation: the role it had before, which logs in
+    /// until `previous_until` (src/credentials.rs).
+    pub previous_role: Option<String>,
+    pub previous_oid: Option<pg_sys::Oid>,
 }
 
 impl Record {
@@ -118,17 +122,20 @@ impl Record {
     }
 }
 
-/// The record of `role` and its role, locked FOR UPDATE; 42704 if none.
+/// The record of `role` (its role, or during an overlap its previous one)
+/// and its role, locked FOR UPDATE; 42704 if none.
 pub fn lock(role: &str) -> Result<Record> {
     let found = Spi::connect_mut(|client| {
         let table = client.update(
             "SELECT c.id, c.org_id, c.org_name, c.label, c.status::text, c.created_lsn::text, \
                     coalesce(c.valid_until <= now(), false), c.target, c.valid_until::text, \
                     c.connection_limit, c.secret, c.sealed_with, \
-                    r.oid, pg_catalog.shobj_description(r.oid, 'pg_authid') \
+                    r.oid, pg_catalog.shobj_description(r.oid, 'pg_authid'), \
+                    c.role_name::text, c.previous_role_name::text, p.oid \
              FROM bi_access.credential c \
              LEFT JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
-             WHERE c.role_name = $1 FOR UPDATE OF c",
+             LEFT JOIN pg_catalog.pg_roles p ON p.rolname = c.previous_role_name \
+             WHERE $1 IN (c.role_name, c.previous_role_name) FOR UPDATE OF c",
             Some(1),
             &[role.into()],
         )?;
@@ -143,7 +150,7 @@ pub fn lock(role: &str) -> Result<Record> {
                 org_id: row.get::<String>(2)?.unwrap_or_default(),
                 org_name: row.get::<String>(3)?,
                 label: row.get::<String>(4)?.unwrap_or_default(),
-                role: role.to_string(),
+                role: row.get::<String>(15)?.unwrap_or_else(|| role.to_string()),
                 stored,
                 target: row
                     .get::<String>(8)?
@@ -156,6 +163,8 @@ pub fn lock(role: &str) -> Result<Record> {
                 custody_mark: row.get::<String>(14)?,
                 expired: row.get::<bool>(7)?.unwrap_or(false),
                 replayed: true,
+                previous_role: row.get::<String>(16)?,
+                previous_oid: row.get::<pg_sys::Oid>(17)?,
             },
             row.get::<String>(6)?,
         )))
@@ -328,6 +337,70 @@ pub fn store_new_password(
     )
 }
 
+/// An overlap rotation: the record's role is `role` from now on, with its
+/// first sealed password; the role it had logs in until `previous_until`.
+pub struct Rotation<'a> {
+    pub role: &'a str,
+    pub sealed: Vec<u8>,
+    pub sealed_with: &'a str,
+    pub valid_until: Option<&'a str>,
+    pub previous_until: &'a str,
+    pub status: Status,
+}
+
+pub fn start_overlap(record: &Record, rotation: Rotation) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential \
+         SET previous_role_name = role_name, previous_until = $6::timestamptz, role_name = $2, \
+             secret = $3, sealed_with = $4, rotated_at = now(), updated_at = now(), last_error = NULL, \
+             valid_until = coalesce($5::timestamptz, valid_until), \
+             created_lsn = pg_catalog.pg_current_wal_insert_lsn(), \
+             status = $7::bi_access.credential_status \
+         WHERE id = $1",
+        &[
+            record.id.into(),
+            rotation.role.into(),
+            rotation.sealed.into(),
+            rotation.sealed_with.into(),
+            rotation.valid_until.into(),
+            rotation.previous_until.into(),
+            rotation.status.as_str().into(),
+        ],
+    )
+}
+
+/// The overlap is over: the record has one role again.
+pub fn end_overlap(record: &Record) -> Result<()> {
+    db::exec(
+        "UPDATE bi_access.credential \
+         SET previous_role_name = NULL, previous_until = NULL, updated_at = now() WHERE id = $1",
+        &[record.id.into()],
+    )
+}
+
+/// The previous roles whose overlap has ended (by the clock, not the
+/// transaction's start: a long transaction retires what ended during it),
+/// but those whose record another transaction holds; a deleted record
+/// keeps its previous role's name (delete dropped the role).
+pub fn overlaps_ended() -> Result<Vec<String>> {
+    Spi::connect_mut(|client| {
+        let mut roles = Vec::new();
+        let table = client.update(
+            "SELECT previous_role_name::text FROM bi_access.credential \
+             WHERE previous_until <= pg_catalog.clock_timestamp() AND status <> 'deleted' \
+             ORDER BY id FOR UPDATE SKIP LOCKED",
+            None,
+            &[],
+        )?;
+        for row in table {
+            if let Some(role) = row.get::<String>(1)? {
+                roles.push(role);
+            }
+        }
+        Ok(roles)
+    })
+}
+
 /// The new network allowlist (None: any address); returns it as stored
 /// (each network as cidr prints it), for the event.
 pub fn set_networks(record: &Record, networks: Option<Vec<String>>) -> Result<Option<Vec<String>>> {
@@ -345,22 +418,86 @@ pub fn set_networks(record: &Record, networks: Option<Vec<String>>) -> Result<Op
 /// has added the column (the upgrade window: 0.2.0 had no lists). Every
 /// name is schema-qualified: the login's search_path is its own.
 pub fn session_address_refused() -> Result<bool> {
-    let has_lists = db::first::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a \
-                        WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('bi_access.credential') \
-                          AND a.attname OPERATOR(pg_catalog.=) 'allowed_networks' AND NOT a.attisdropped)",
-        &[],
-    )?;
-    if has_lists != Some(true) {
+    if !has_03_columns()? {
         return Ok(false);
     }
     Ok(db::first::<bool>(
-        "SELECT NOT coalesce(pg_catalog.inet_client_addr() OPERATOR(pg_catalog.<<=) ANY (c.allowed_networks), false) \
-         FROM bi_access.credential c \
-         WHERE c.role_name OPERATOR(pg_catalog.=) session_user AND c.allowed_networks IS NOT NULL",
+        &format!(
+            "SELECT NOT coalesce(pg_catalog.inet_client_addr() OPERATOR(pg_catalog.<<=) ANY (c.allowed_networks), false) \
+             FROM bi_access.credential c WHERE {} AND c.allowed_networks IS NOT NULL",
+            role_of("c", "session_user")?
+        ),
         &[],
     )?
     .unwrap_or(false))
+}
+
+/// The login gate, as the bootstrap superuser: during an overlap rotation
+/// of the session's credential, the oid of its other role and the
+/// credential's connection limit (none when it has no limit).
+pub fn overlap_of_session_user() -> Result<Option<(i64, i32)>> {
+    if !has_03_columns()? {
+        return Ok(None);
+    }
+    Spi::connect(|client| {
+        let table = client.select(
+            &format!(
+                "SELECT o.oid::pg_catalog.int8, c.connection_limit FROM bi_access.credential c \
+                 JOIN pg_catalog.pg_authid o ON o.rolname OPERATOR(pg_catalog.=) \
+                      (CASE WHEN c.role_name OPERATOR(pg_catalog.=) session_user \
+                            THEN c.previous_role_name ELSE c.role_name END) \
+                 WHERE {} AND c.previous_role_name IS NOT NULL \
+                   AND c.connection_limit OPERATOR(pg_catalog.>=) 0",
+                role_of("c", "session_user")?
+            ),
+            Some(1),
+            &[],
+        )?;
+        for row in table {
+            if let (Some(oid), Some(limit)) = (row.get::<i64>(1)?, row.get::<i32>(2)?) {
+                return Ok(Some((oid, limit)));
+            }
+        }
+        Ok(None)
+    })
+}
+
+thread_local! {
+    /// This database's records have 0.3.0's columns (once seen, for good:
+    /// no downgrade script exists).
+    static HAS_03_COLUMNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether ALTER EXTENSION UPDATE has added 0.3.0's columns (allowed_networks,
+/// previous_role_name, previous_until): in the upgrade window a login and a
+/// BI statement run against 0.2.0's table, which had no allowlists and no
+/// overlaps. Every name is schema-qualified: a login's search_path is its own.
+fn has_03_columns() -> Result<bool> {
+    if HAS_03_COLUMNS.get() {
+        return Ok(true);
+    }
+    let has = db::first::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a \
+                        WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('bi_access.credential') \
+                          AND a.attname OPERATOR(pg_catalog.=) 'previous_role_name' AND NOT a.attisdropped)",
+        &[],
+    )?
+    .unwrap_or(false);
+    HAS_03_COLUMNS.set(has);
+    Ok(has)
+}
+
+/// The predicate "`who` is the login of record `c`": its role or, during an
+/// overlap rotation, its previous one; its role only in the upgrade window.
+/// Two equalities, so that each can use its unique index.
+fn role_of(c: &str, who: &str) -> Result<String> {
+    Ok(if has_03_columns()? {
+        format!(
+            "({c}.role_name OPERATOR(pg_catalog.=) {who} OR {c}.previous_role_name OPERATOR(pg_catalog.=) {who})"
+        )
+    } else {
+        format!("{c}.role_name OPERATOR(pg_catalog.=) {who}")
+    })
 }
 
 pub fn set_status(record: &Record, status: Status) -> Result<()> {
@@ -598,8 +735,9 @@ pub fn current_roles_setting_differs(setting: &str, wanted: bool) -> Result<Vec<
 pub fn live_org_of(role: &str, role_oid: pg_sys::Oid, mark: &str) -> Result<Option<String>> {
     db::first::<String>(
         &format!(
-            "{LIVE_ORG} AND coalesce(pg_catalog.shobj_description($3, 'pg_authid'), $4) \
-                         OPERATOR(pg_catalog.=) $4"
+            "{} AND coalesce(pg_catalog.shobj_description($3, 'pg_authid'), $4) \
+                         OPERATOR(pg_catalog.=) $4",
+            live_org()?
         ),
         &[
             role.into(),
@@ -614,14 +752,18 @@ pub fn live_org_of(role: &str, role_oid: pg_sys::Oid, mark: &str) -> Result<Opti
 /// custody: after pg_upgrade the mark names the old system until a sync).
 pub fn live_org_of_any_mark(role: &str) -> Result<Option<String>> {
     db::first::<String>(
-        LIVE_ORG,
+        &live_org()?,
         &[role.into(), Status::names(Status::is_live).into()],
     )
 }
 
-const LIVE_ORG: &str = "SELECT c.org_id FROM bi_access.credential c \
-     WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
-       AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])";
+fn live_org() -> Result<String> {
+    Ok(format!(
+        "SELECT c.org_id FROM bi_access.credential c WHERE {} \
+           AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])",
+        role_of("c", "$1::pg_catalog.name")?
+    ))
+}
 
 /// The role and its verifier, only when all of these hold:
 /// - this database's bi_access has a record for it whose status is live
@@ -638,11 +780,14 @@ const LIVE_ORG: &str = "SELECT c.org_id FROM bi_access.credential c \
 /// - its password is a SCRAM-SHA-256 verifier (PgBouncer's
 ///   auth_type = scram-sha-256 needs one; bi_access never stores anything
 ///   else) and it has no attribute a credential never has.
+///
+/// During an overlap rotation either role of the credential qualifies: the
+/// previous one until its VALID UNTIL.
 const LIVE_VERIFIER: &str = "\
 SELECT a.rolname::pg_catalog.text, a.rolpassword \
 FROM bi_access.credential c \
-JOIN pg_catalog.pg_authid a ON a.rolname OPERATOR(pg_catalog.=) c.role_name \
-WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
+JOIN pg_catalog.pg_authid a ON a.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name \
+WHERE {role_of} \
   AND c.status::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) \
   AND (c.valid_until IS NULL OR c.valid_until OPERATOR(pg_catalog.>) pg_catalog.now()) \
   AND a.rolcanlogin \
@@ -663,7 +808,7 @@ WHERE c.role_name OPERATOR(pg_catalog.=) $1::pg_catalog.name \
 pub fn live_verifier(username: &str) -> Result<Option<(String, String)>> {
     Spi::connect(|client| {
         let table = client.select(
-            LIVE_VERIFIER,
+            &LIVE_VERIFIER.replace("{role_of}", &role_of("c", "$1::pg_catalog.name")?),
             Some(1),
             &[username.into(), Status::names(Status::is_live).into()],
         )?;
@@ -688,11 +833,14 @@ pub fn sessions_of_my_org(sessions: Vec<i64>) -> Result<Option<i64>> {
         return Ok(None);
     }
     db::first::<i64>(
-        "SELECT count(*) FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS s(role) \
-         JOIN pg_catalog.pg_authid a ON a.oid OPERATOR(pg_catalog.=) s.role::pg_catalog.oid \
-         JOIN bi_access.credential c ON c.role_name OPERATOR(pg_catalog.=) a.rolname \
-         WHERE c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k \
-                            WHERE k.role_name OPERATOR(pg_catalog.=) session_user)",
+        &format!(
+            "SELECT count(*) FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS s(role) \
+             JOIN pg_catalog.pg_authid a ON a.oid OPERATOR(pg_catalog.=) s.role::pg_catalog.oid \
+             JOIN bi_access.credential c ON {} \
+             WHERE c.org_id OPERATOR(pg_catalog.=) (SELECT k.org_id FROM bi_access.credential k WHERE {})",
+            role_of("c", "a.rolname")?,
+            role_of("k", "session_user")?
+        ),
         &[sessions.into()],
     )
 }
@@ -715,8 +863,10 @@ pub fn manages_session_user() -> Result<bool> {
         return Ok(false);
     }
     Ok(db::first::<bool>(
-        "SELECT EXISTS (SELECT FROM bi_access.credential c \
-                        WHERE c.role_name OPERATOR(pg_catalog.=) session_user)",
+        &format!(
+            "SELECT EXISTS (SELECT FROM bi_access.credential c WHERE {})",
+            role_of("c", "session_user")?
+        ),
         &[],
     )?
     .unwrap_or(false))
@@ -903,7 +1053,7 @@ pub fn scope_and_custom_schema(role: &str) -> Result<(String, Option<String>)> {
     let (scope, schema) = Spi::get_two_with_args::<String, String>(
         "SELECT c.scope, cs.schema_name::text FROM bi_access.credential c \
          LEFT JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id AND c.scope = 'read_write' \
-         WHERE c.role_name = $1",
+         WHERE $1 IN (c.role_name, c.previous_role_name)",
         &[role.into()],
     )?;
     Ok((scope.unwrap_or_else(|| "read".into()), schema))
@@ -915,7 +1065,7 @@ pub fn custom_schema_owner_of(role: &str) -> Result<Option<String>> {
         "SELECT cs.owner_role::text FROM bi_access.credential c \
          JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
          JOIN pg_catalog.pg_roles r ON r.rolname = cs.owner_role \
-         WHERE c.role_name = $1 AND c.scope = 'read_write'",
+         WHERE $1 IN (c.role_name, c.previous_role_name) AND c.scope = 'read_write'",
         &[role.into()],
     )
 }

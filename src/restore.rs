@@ -45,7 +45,7 @@ fn adopt_restored(key_text: Option<&str>) -> Result<Vec<Step>> {
         }
     }
     for role in records::current_roles_without_role()? {
-        credentials::regenerate(&role, None)?;
+        credentials::regenerate(&role, None, None)?;
         steps.push(step(
             "regenerate",
             &role,

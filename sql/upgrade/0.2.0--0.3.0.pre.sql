@@ -39,3 +39,11 @@ DROP VIEW bi_access.credentials;
 -- New in 0.3.0: per-credential network allowlists (src/guard/networks.rs).
 ALTER TABLE bi_access.credential ADD COLUMN allowed_networks cidr[] CONSTRAINT credential_allowed_networks_check
     CHECK (cardinality(allowed_networks) > 0 AND array_position(allowed_networks, NULL) IS NULL);
+
+-- New in 0.3.0: overlap rotation (src/credentials.rs).
+ALTER TABLE bi_access.credential
+    ADD COLUMN previous_role_name name CONSTRAINT credential_previous_role_name_key UNIQUE,
+    ADD COLUMN previous_until timestamptz,
+    ADD CONSTRAINT credential_previous_check CHECK ((previous_role_name IS NULL) = (previous_until IS NULL));
+CREATE INDEX credential_previous_until ON bi_access.credential (previous_until)
+    WHERE previous_until IS NOT NULL AND status <> 'deleted';

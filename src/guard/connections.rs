@@ -3,7 +3,9 @@
 //! (`bi_access.max_bi_connections`), on every server, primary or standby. A
 //! credential's own limit is its role's CONNECTION LIMIT, which PostgreSQL
 //! checks before the gate; a credential generated without one (`-1`) is
-//! still counted here.
+//! still counted here. During an overlap rotation the credential has two
+//! roles, each with that CONNECTION LIMIT: here the limit holds for both
+//! roles' sessions together.
 //!
 //! Sessions are counted from the proc array, which holds a backend from the
 //! moment its login is known, before it reaches the gate or sends anything:
@@ -24,6 +26,7 @@ use crate::settings;
 /// (a query on bi_access's records, as the bootstrap superuser: a credential
 /// may not read them) is skipped.
 pub(super) fn check() {
+    credential_pair();
     let server_limit = settings::max_bi_connections();
     let org_limit = settings::org_connection_limit();
     if server_limit.is_none() && org_limit.is_none() {
@@ -56,6 +59,31 @@ pub(super) fn check() {
     if of_org.is_some_and(|count| count >= i64::from(limit)) {
         too_many(format!(
             "too many connections for this organization's bi_access credentials ({limit}, bi_access.org_connection_limit)"
+        ));
+    }
+}
+
+/// During an overlap rotation: the login's sessions and its other role's
+/// together within the credential's connection limit. Outside one (the
+/// query finds no pair) PostgreSQL's own check of the role's limit is all.
+fn credential_pair() {
+    let pair = match db::as_superuser(crate::records::overlap_of_session_user) {
+        Ok(pair) => pair,
+        Err(error) => super::gate::refuse(error),
+    };
+    let Some((other_role, limit)) = pair else {
+        return;
+    };
+    // SAFETY: a read of backend-local state.
+    let me = unsafe { pg_sys::GetSessionUserId() };
+    let both = other_bi_sessions()
+        .iter()
+        .filter(|(login, _)| *login == me || i64::from(login.to_u32()) == other_role)
+        .count() as i64;
+    if both >= i64::from(limit) {
+        too_many(format!(
+            "too many connections for this bi_access credential's two roles during its overlap rotation \
+             ({limit}, its connection_limit)"
         ));
     }
 }

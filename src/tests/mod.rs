@@ -23,6 +23,7 @@ mod quota;
 mod read_only;
 mod read_write;
 mod resources;
+mod rotation;
 mod scales;
 mod secrets;
 mod surface;
