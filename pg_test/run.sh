@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 export PYTHONDONTWRITEBYTECODE=1
 PRELOAD_SUITES=(pg_test/test_hostile.py pg_test/test_guardrails.py pg_test/test_revocation.py
                 pg_test/test_resources.py pg_test/test_databases.py pg_test/test_usage.py
-                pg_test/test_networks.py)
+                pg_test/test_networks.py pg_test/test_rotation.py)
 # The slowest tests are named at the end of each run (where the time goes).
 pytest() { python3 -m pytest -q -rs -p no:cacheprovider --durations=12 "$@"; }
 if (($#)); then
