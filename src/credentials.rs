@@ -280,12 +280,23 @@ fn rotate_with_overlap(
     Details::new(&role, password, &record.org(), &target)?.into_tuple()
 }
 
-/// Ends an overlap in progress: the previous role's sessions end at commit,
-/// its role is dropped (what it owns goes where a deleted credential's goes)
-/// and the record has one role again. A copy of the database (the role's
-/// custody mark names another) forgets the role and leaves it to the
-/// database that manages it.
+/// Ends an overlap in progress: the old role goes (`drop_previous`) and the
+/// record has one role again.
 fn retire_previous(record: &Record, why: &str) -> Result<()> {
+    if record.previous_role.is_some() {
+        drop_previous(record, why)?;
+        records::end_overlap(record)?;
+    }
+    Ok(())
+}
+
+/// The previous role's sessions end at commit and its role is dropped (what
+/// it owns goes where a deleted credential's goes); event `retire`. A copy of
+/// the database (the role's custody mark names another) leaves the role to
+/// the database that manages it. Delete calls it alone: the deleted record
+/// keeps the old name (as it keeps its role's) for the history and for
+/// calls by that name.
+fn drop_previous(record: &Record, why: &str) -> Result<()> {
     let Some(previous) = &record.previous_role else {
         return Ok(());
     };
@@ -298,7 +309,6 @@ fn retire_previous(record: &Record, why: &str) -> Result<()> {
     } else {
         (0, 0)
     };
-    records::end_overlap(record)?;
     let subject = Subject {
         role_name: Some(previous),
         org_id: Some(&record.org_id),
@@ -307,29 +317,6 @@ fn retire_previous(record: &Record, why: &str) -> Result<()> {
         "retire",
         &subject,
         json!({ "by": why, "credential_role": record.role, "dropped": manages,
-                "sessions_ended": ended, "objects_reassigned": reassigned }),
-    )
-}
-
-/// Delete during an overlap drops the old role too; the record keeps its
-/// name (as it keeps the role's) for the history and for calls by that name.
-fn drop_previous(record: &Record) -> Result<()> {
-    let Some(previous) = &record.previous_role else {
-        return Ok(());
-    };
-    if record.previous_oid.is_none() || !crate::custody::manages(previous)? {
-        return Ok(());
-    }
-    let ended = end_sessions(record.previous_oid)?;
-    let reassigned = roles::drop_login(previous)?;
-    let subject = Subject {
-        role_name: Some(previous),
-        org_id: Some(&record.org_id),
-    };
-    audit::record(
-        "retire",
-        &subject,
-        json!({ "by": "delete", "credential_role": record.role, "dropped": true,
                 "sessions_ended": ended, "objects_reassigned": reassigned }),
     )
 }
@@ -414,7 +401,7 @@ pub fn delete(role: &str) -> Result<()> {
 /// The record stays `deleting` until the target's standby has replayed the
 /// drop.
 fn delete_locked(record: &Record, mut detail: serde_json::Value) -> Result<()> {
-    drop_previous(record)?;
+    drop_previous(record, "delete")?;
     detail["sessions_ended"] = json!(end_sessions(record.role_oid)?);
     detail["objects_reassigned"] = json!(roles::drop_login(&record.role)?);
     records::set_deleted(record)?;
