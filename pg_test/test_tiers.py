@@ -2,9 +2,12 @@
 bi_access_editor < bi_access_admin, each a member of the one below. Every
 tier calls every function: allowed, or 42501. Each call runs in a transaction
 that is rolled back, so every tier finds the same state (CALL sync() commits:
-it runs on its own)."""
+it runs on its own). The list is checked against the catalog: every routine
+of schema bi_access is tried here."""
 
 from __future__ import annotations
+
+import re
 
 import psycopg2
 import pytest
@@ -13,6 +16,7 @@ from bi import ADMIN_PASSWORD, ADMIN_ROLE, PLAIN_PASSWORD, PLAIN_ROLE, raises_sq
 from probe import ensure_login_role
 
 ORG = "401"
+WRITER_ORG = "402"
 VIEWER, EDITOR = "tier_viewer", "tier_editor"
 PASSWORD = "tier-password-not-a-bi-secret"
 OWNER = "tier_owner"  # owns the tables expose_table and hide_table are called on
@@ -51,7 +55,26 @@ CALLS = {
     "sync_tables": ("admin", "SELECT * FROM bi_access.sync_tables()"),
     "set_target": ("admin", "SELECT bi_access.set_target('tiers-new', 'h', 5432)"),
     "drop_target": ("admin", "SELECT bi_access.drop_target('tiers-old')"),
+    "drop_custom_schema": ("admin", "SELECT bi_access.drop_custom_schema('{writer_org}')"),
 }
+
+# What no tier may call, admin included: the key functions and adopt() are
+# superusers', pgbouncer_auth the pooler's.
+NOT_FOR_TIERS = {
+    "export_key": "SELECT bi_access.export_key()",
+    "import_key": "SELECT bi_access.import_key('bi_access-key-v1:x')",
+    "rotate_key": "SELECT bi_access.rotate_key()",
+    "reset_key": "SELECT bi_access.reset_key()",
+    "adopt": "SELECT * FROM bi_access.adopt()",
+    "pgbouncer_auth": "SELECT * FROM bi_access.pgbouncer_auth('postgres')",
+}
+# The org lookups are the reader group's (EXECUTE), but the planner answers
+# a call through their support function before any privilege check: NULL
+# for every login that is not a credential.
+ORG_LOOKUPS = ["current_org", "current_org_bigint", "current_org_uuid"]
+# Tried elsewhere in this file (CALL sync()), or not callable at all (a
+# trigger function).
+TRIED_APART = {"sync", "event_append_only"}
 
 
 def allowed(tier: str, lowest: str) -> bool:
@@ -83,9 +106,13 @@ def state(pair, bi, saas_db) -> dict[str, str]:
     bi.one("revoke", revoked)
     deleted = bi.generate(ORG).role
     bi.one("delete", deleted)
+    # An org whose custom schema outlived its only read_write credential.
+    writer = bi.generate(WRITER_ORG, scope="read_write", target="tiers-old").role
+    bi.one("delete", writer)
     pair.wait_replayed()
     bi.wait_status(deleted, "deleted")
-    return {"org": ORG, "label": unique_label("tier"), "live": live, "revoked": revoked, "deleted": deleted}
+    return {"org": ORG, "label": unique_label("tier"), "live": live, "revoked": revoked, "deleted": deleted,
+            "writer_org": WRITER_ORG}
 
 
 def run_rolled_back(pair, dbname: str, tier: str, sql: str) -> None:
@@ -110,6 +137,40 @@ def test_each_tier_calls_each_function(pair, saas_db, state, tier, call):
     else:
         with raises_sqlstate("42501"):
             run_rolled_back(pair, saas_db.dbname, tier, sql)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("call", list(NOT_FOR_TIERS))
+def test_no_tier_calls_what_is_not_a_tiers(pair, saas_db, state, tier, call):
+    with raises_sqlstate("42501"):
+        run_rolled_back(pair, saas_db.dbname, tier, NOT_FOR_TIERS[call])
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("lookup", ORG_LOOKUPS)
+def test_the_org_lookups_answer_null_to_every_tier(pair, saas_db, state, tier, lookup):
+    user, password = LOGINS[tier]
+    conn = psycopg2.connect(**pair.primary.tcp_args(saas_db.dbname, user, password))
+    try:
+        if tier == "none":
+            # Without USAGE on the schema the name does not resolve.
+            with raises_sqlstate("42501"), conn.cursor() as cur:
+                cur.execute(f"SELECT bi_access.{lookup}()")
+        else:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT bi_access.{lookup}()")
+                assert cur.fetchall() == [(None,)]
+    finally:
+        conn.close()
+
+
+def test_every_routine_of_the_schema_is_tried(pair, saas_db):
+    """A routine added to schema bi_access without a line above fails here."""
+    routines = {name for (name,) in pair.primary.sql(
+        "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'bi_access'", dbname=saas_db.dbname)}
+    called = {m.group(1) for _, sql in CALLS.values() for m in [re.search(r"bi_access\.(\w+)\(", sql)] if m}
+    assert routines == called | set(NOT_FOR_TIERS) | set(ORG_LOOKUPS) | TRIED_APART
 
 
 @pytest.mark.parametrize("tier", TIERS)
