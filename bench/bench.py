@@ -724,7 +724,8 @@ class Bench:
                 for k, v in e.items():
                     errors[k] = errors.get(k, 0) + v
             # The org keys each mode generated with (integers: every bench org column is one).
-            low, high = (94_000_000, 95_000_000) if mode == "distinct" else (93_000_000, 94_000_000)
+            # Worker i of "distinct" counts up from 94,000,000 + i * 1,000,000.
+            low, high = (94_000_000, 102_000_000) if mode == "distinct" else (93_000_000, 94_000_000)
             records, orgs, complete = self.run_sql("A", "bench", (
                 """SELECT count(*), count(DISTINCT c.org_id),
                           count(*) FILTER (WHERE c.status = 'active' AND r.rolcanlogin
