@@ -484,6 +484,34 @@ def test_bi_access_setting_in_the_startup_packet_refuses_the_login(cred, server)
     assert said in info.value.message, info.value.message
 
 
+def test_bi_access_setting_in_another_case_in_the_startup_packet_refuses_the_login(cred, server):
+    """PostgreSQL matches setting names whatever their case, and keeps a
+    placeholder in the case the client spelled it: BI_ACCESS.STATEMENT_TIMEOUT
+    is bi_access.statement_timeout, and is refused as it is (42501)."""
+    options = "-c BI_ACCESS.Statement_Timeout=0"
+    with pytest.raises(LoginRefused) as info:
+        Connection({**cred.login_args(server), "options": options}).close()
+    assert info.value.state == PERMISSION_DENIED, info.value.message
+    said = ('permission denied to set parameter "BI_ACCESS.Statement_Timeout"' if PRELOADED
+            else "a bi_access credential may not set bi_access.statement_timeout")
+    assert said in info.value.message, info.value.message
+
+
+def test_a_credential_session_lists_its_settings_once_each_in_order(sess, server):
+    """pg_settings lists the settings in the order PostgreSQL looks them up
+    in (14 and 15 keep one sorted array, which bi_access sorts once after
+    defining its own under stand-in names: src/compat.rs): each name once,
+    none a stand-in, and every bi_access setting the guard reads has the
+    server's value."""
+    names = [row[0] for row in sess.rows("SELECT name FROM pg_catalog.pg_settings")]
+    assert names == sorted(names, key=str.lower), names
+    assert len(names) == len({name.lower() for name in names})
+    assert not [name for name in names if "stand_in" in name]
+    for name in sorted(GUARD_BI_SETTINGS):
+        assert name in names
+        assert sess.value(f"SELECT current_setting('{name}')") == server_setting(server, name), name
+
+
 def test_invented_bi_access_setting_is_refused(sess, expected):
     """The bi_access prefix is reserved (42602), from the session's first
     statement: a session cannot invent bi_access.x."""

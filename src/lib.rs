@@ -56,6 +56,7 @@ mod health;
 mod input;
 mod key;
 mod legacy;
+mod login_record;
 mod names;
 mod org;
 mod policies;

@@ -268,7 +268,7 @@ pub fn init(scope: Scope) {
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
-        c"bi_access.allow_explain",
+        crate::compat::setting_name(c"bi_access.allow_explain"),
         c"Whether credentials may run plain EXPLAIN, whose estimates come from statistics over every org's rows (EXPLAIN ANALYZE never).",
         c"",
         &ALLOW_EXPLAIN,
@@ -278,6 +278,7 @@ pub fn init(scope: Scope) {
     if scope == Scope::All {
         define_management_settings();
     }
+    crate::compat::settings_defined();
     // From now on a session cannot invent bi_access.* placeholders (on 15
     // and later; see compat).
     crate::compat::reserve_guc_prefix(crate::names::EXTENSION_C, scope == Scope::CredentialSession);
@@ -287,7 +288,7 @@ fn define_management_settings() {
     // Read by the yield worker, which has no session to take it from: the
     // server's configuration only.
     GucRegistry::define_int_guc(
-        c"bi_access.yield_after",
+        crate::compat::setting_name(c"bi_access.yield_after"),
         c"How long the application or replay may wait on a lock a credential holds before the credential yields it (needs the preload); 0: never.",
         c"",
         &YIELD_AFTER,
@@ -303,7 +304,7 @@ fn define_management_settings() {
     // SAFETY: a read of a flag of this process.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         GucRegistry::define_int_guc(
-            c"bi_access.usage_max_credentials",
+            crate::compat::setting_name(c"bi_access.usage_max_credentials"),
             c"How many credentials the usage counters of this server count (needs the preload; set at server start); more are counted as overflow.",
             c"",
             &USAGE_MAX_CREDENTIALS,
@@ -326,7 +327,7 @@ fn define_management_settings() {
         &HOST,
     );
     GucRegistry::define_int_guc(
-        c"bi_access.port",
+        crate::compat::setting_name(c"bi_access.port"),
         c"Port BI clients are told to connect to; 0 means this server's port.",
         c"",
         &PORT,
@@ -361,7 +362,7 @@ fn define_management_settings() {
         &EXPOSED_SCHEMAS,
     );
     GucRegistry::define_bool_guc(
-        c"bi_access.auto_expose",
+        crate::compat::setting_name(c"bi_access.auto_expose"),
         c"Whether a sync exposes new tables that carry the org column in an exposed schema.",
         c"",
         &AUTO_EXPOSE,
@@ -389,7 +390,7 @@ fn define_management_settings() {
     // role setting, applied at generate and, for existing credentials, at
     // the next sync.
     GucRegistry::define_bool_guc(
-        c"bi_access.audit_reads",
+        crate::compat::setting_name(c"bi_access.audit_reads"),
         c"Whether every credential role gets pgaudit.log = 'read' (needs pgaudit in shared_preload_libraries).",
         c"",
         &AUDIT_READS,
@@ -399,7 +400,7 @@ fn define_management_settings() {
     // The application sets this per transaction to name its own user in the
     // event log, so it is the one setting any role may change.
     GucRegistry::define_string_guc(
-        c"bi_access.actor",
+        crate::compat::setting_name(c"bi_access.actor"),
         c"The application's own user, recorded beside session_user in bi_access.events.",
         c"",
         &ACTOR,
@@ -423,7 +424,7 @@ fn text(
     setting: &'static Text,
 ) {
     GucRegistry::define_string_guc(
-        name,
+        crate::compat::setting_name(name),
         description,
         c"",
         setting,
@@ -440,7 +441,7 @@ fn int(
     flags: GucFlags,
 ) {
     GucRegistry::define_int_guc(
-        name,
+        crate::compat::setting_name(name),
         description,
         c"",
         setting,

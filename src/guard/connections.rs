@@ -65,12 +65,9 @@ pub(super) fn check() {
 
 /// During an overlap rotation: the login's sessions and its other role's
 /// together within the credential's connection limit. Outside one (the
-/// query finds no pair) PostgreSQL's own check of the role's limit is all.
+/// record has no pair) PostgreSQL's own check of the role's limit is all.
 fn credential_pair() {
-    let pair = match db::as_superuser(crate::records::overlap_of_session_user) {
-        Ok(pair) => pair,
-        Err(error) => super::gate::refuse(error),
-    };
+    let pair = super::gate::with_record(|record| record.and_then(|record| record.overlap));
     let Some((other_role, limit)) = pair else {
         return;
     };

@@ -24,6 +24,7 @@ use std::cell::{Cell, RefCell};
 use pgrx::pg_sys;
 
 use crate::error::BiError;
+use crate::login_record::LoginRecord;
 
 /// A check at login: raises (FATAL) to refuse it.
 type Check = fn();
@@ -56,6 +57,10 @@ thread_local! {
     /// The bi_access.* settings the client sent in its startup packet,
     /// read by `_PG_init` before they are defined (see settings.rs).
     static CLIENT_SETTINGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// The login's record, read once by the database check (home.rs) for
+    /// the allowlist and connection checks after it; None on a Citus
+    /// worker, which holds no records.
+    static RECORD: RefCell<Option<LoginRecord>> = const { RefCell::new(None) };
 }
 
 /// Called by the gate library's `_PG_init` in every session of a role that
@@ -121,6 +126,17 @@ pub(super) fn refuse(error: BiError) -> ! {
         crate::usage::refused(&error);
     }
     error.raise_fatal()
+}
+
+/// The database check found the login's record.
+pub(super) fn remember_record(record: LoginRecord) {
+    RECORD.with(|kept| *kept.borrow_mut() = Some(record));
+}
+
+/// `f` of the login's record, as the database check read it (None where it
+/// found none: a Citus worker).
+pub(super) fn with_record<T>(f: impl FnOnce(Option<&LoginRecord>) -> T) -> T {
+    RECORD.with(|kept| f(kept.borrow().as_ref()))
 }
 
 /// `_PG_init` keeps what the client asked for until the gate runs.

@@ -13,11 +13,17 @@
 
 use crate::db;
 
-/// Refuses the login where this database does not manage it.
+/// Refuses the login where this database does not manage it; keeps the
+/// login's record for the gate's later checks (gate.rs).
 pub(super) fn check() {
-    let managed: crate::error::Result<bool> = db::as_superuser(|| {
-        Ok(crate::records::manages_session_user()? || crate::citus::is_worker()?)
-    });
+    let managed: crate::error::Result<bool> =
+        db::as_superuser(|| match crate::login_record::read()? {
+            Some(record) => {
+                super::gate::remember_record(record);
+                Ok(true)
+            }
+            None => crate::citus::is_worker(),
+        });
     match managed {
         Ok(true) => {}
         Ok(false) => super::gate::refuse(crate::error::BiError::NotItsDatabase(format!(

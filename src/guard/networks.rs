@@ -59,7 +59,7 @@ pub(super) fn check() {
     };
     LOGIN_HASH.with(|login| login.set(hash));
     STALE.with(|stale| stale.set(false));
-    if refused() {
+    if super::gate::with_record(|record| record.is_some_and(|record| record.address_refused)) {
         super::gate::refuse(BiError::NetworkRefused);
     }
 }
