@@ -134,10 +134,10 @@ const NAMES: [&std::ffi::CStr; 34] = [
 
 /// Which settings a session defines: every one, or in a credential's own
 /// session only those its session guard reads (the caps, the connection
-/// limits, the custom schema's quota and allow_explain). Defining a setting
-/// costs a sort of every setting the server has on 14 and 15, about 65 µs
-/// each on the bench's machine, at every login; management settings are
-/// never read where no management call can run.
+/// limits, the custom schema's quota and allow_explain). On 14 and 15
+/// defining a setting would cost a sort of every setting the server has
+/// (compat::setting_name makes it one sort per session); management
+/// settings are never read where no management call can run.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Scope {
     All,
