@@ -25,7 +25,7 @@ ONE := $(or $(PG),15)
 SOME := $(or $(PG),$(MAJORS))
 WITH_PG := bash scripts/with-pg.sh
 
-.PHONY: setup setup-build build install demo demo-stop test lint pgrx-test pg-test pg-upgrade-test citus-test package package-test bench clean
+.PHONY: setup setup-build build install demo demo-stop test errors lint pgrx-test pg-test pg-upgrade-test citus-test package package-test bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -49,6 +49,12 @@ demo: install
 
 demo-stop:
 	@$(WITH_PG) $(ONE) bash scripts/demo.sh stop
+
+# Rewrites pg_test/errors/expected/ from a run of pg_test/errors/*.sql on 15
+# (every error's SQLSTATE, message and HINT; `make test` compares them).
+errors: setup
+	$(MAKE) --no-print-directory install PG=15
+	$(WITH_PG) 15 python3 scripts/errors.py
 
 # The stages of `make test`, one at a time, for the majors in PG.
 lint: setup

@@ -10,7 +10,8 @@
 #               without LTO) into that major's server,
 #               the pg_test/ end-to-end suite against a primary + streaming
 #               replica of that major (on 15 also README's transcripts
-#               against a new run, and the upgrade test along every released
+#               and the pinned errors of pg_test/errors/ against a new run,
+#               and the upgrade test along every released
 #               path: 0.1.0 was released for 15 only; on 17 also
 #               the pg_upgrade 15 -> 17 test), and its .deb
 #   with 15:    the 15 package installed with dpkg -i and its smoke test
@@ -71,6 +72,9 @@ major_suite() { # major_suite MAJOR: every stage of one major, in order
     if [[ $major == 15 ]]; then
       # README's transcripts were written on 15 (scripts/five_minutes.py).
       stage "$major" readme with "$major" python3 scripts/five_minutes.py --check &&
+      # Every error's SQLSTATE, message and HINT, pinned on 15 too
+      # (scripts/errors.py; `make errors` rewrites them).
+      stage "$major" errors with "$major" python3 scripts/errors.py --check &&
       # 0.1.0 was released for 15 only: its upgrade path exists there.
       stage "$major" upgrade with "$major" bash pg_test/upgrade/run.sh
     elif [[ $major == 17 ]]; then

@@ -352,6 +352,24 @@ DECLARE
     unchanged integer := 0;
     skipped text[] := '{}';
 BEGIN
+    -- The arguments are checked before anything is locked or committed.
+    IF sync.lock_timeout IS NULL OR retries IS NULL THEN
+        RAISE EXCEPTION 'bi_access.sync(): % must not be NULL',
+            CASE WHEN sync.lock_timeout IS NULL THEN 'lock_timeout' ELSE 'retries' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF retries < 0 THEN
+        RAISE EXCEPTION 'bi_access.sync(): retries must be 0 or more, not %', retries
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        PERFORM pg_catalog.set_config('lock_timeout', sync.lock_timeout, true);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'bi_access.sync(): lock_timeout % is not a duration',
+            pg_catalog.quote_literal(sync.lock_timeout)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a duration such as ''1s'' or ''500ms''.';
+    END;
     tables := bi_access_internal.step_sync_begin();
     COMMIT;
     FOREACH t IN ARRAY tables LOOP

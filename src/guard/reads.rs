@@ -93,6 +93,11 @@ pub(super) fn refuse_write(relid: pg_sys::Oid) -> ! {
 fn refuse_relation(relid: pg_sys::Oid, refusal: Refusal) -> ! {
     let name = relation_name(relid);
     match refusal {
+        // A read_write session is told where it may write instead.
+        Refusal::Write if super::custom::writer().is_some() => refuse(
+            format!("a bi_access read_write credential writes only in its custom schema: it may not write to {name}"),
+            super::custom::WRITES_HINT,
+        ),
         Refusal::Write => refuse(
             format!("a bi_access credential is read-only: it may not write to {name}"),
             "BI logins may read their organization's rows and nothing else.",

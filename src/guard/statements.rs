@@ -217,7 +217,7 @@ unsafe extern "C-unwind" fn utility_hook(
                     "a bi_access read_write credential writes only in its custom schema: {} is not allowed",
                     tag.to_string_lossy()
                 ),
-                "It may create, alter, drop, truncate and load tables, views, indexes and sequences of its organization's custom schema.",
+                super::custom::WRITES_HINT,
             );
         }
         refuse(
