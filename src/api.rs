@@ -182,7 +182,7 @@ mod bi_access_internal {
         syncing: bool,
         written_by: &str,
     ) -> TableIterator<'static, (name!(status, String), name!(problem, Option<String>))> {
-        let (status, problem) = or_raise(crate::records::shown_state(
+        let (status, problem) = or_raise(crate::credentials::shown_state(
             stored,
             role_name,
             target,

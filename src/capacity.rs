@@ -12,7 +12,7 @@ use pgrx::spi::{quote_identifier, quote_literal};
 use crate::custom_schema;
 use crate::db;
 use crate::error::Result;
-use crate::health::Finding;
+use crate::finding::Finding;
 use crate::settings;
 
 pub fn findings() -> Result<Vec<Finding>> {

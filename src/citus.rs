@@ -108,7 +108,7 @@ thread_local! {
 
 /// Called from _PG_init.
 pub fn init() {
-    crate::guard::on_relation_change(forget_table);
+    crate::invalidation::on_relation_change(forget_table);
 }
 
 /// Runs during invalidation processing: no catalog access, no error.

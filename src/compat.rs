@@ -197,6 +197,20 @@ pub const USER_TIMEOUT: std::ffi::c_int = 12;
 #[cfg(not(any(feature = "pg14", feature = "pg15", feature = "pg16")))]
 pub const USER_TIMEOUT: std::ffi::c_int = 13;
 
+/// PostgreSQL 17's ERRCODE_TRANSACTION_TIMEOUT, `25P04`.
+pub const TRANSACTION_TIMEOUT: i32 = sqlstate(*b"25P04");
+
+/// MAKE_SQLSTATE (utils/elog.h): six bits per character.
+pub(crate) const fn sqlstate(code: [u8; 5]) -> i32 {
+    let mut value = 0;
+    let mut i = 0;
+    while i < 5 {
+        value |= ((code[i] as i32 - b'0' as i32) & 0x3f) << (6 * i);
+        i += 1;
+    }
+    value
+}
+
 /// Whether PostgreSQL has `transaction_timeout` (17 and later): the session
 /// guard caps it there, and runs a timer of its own before.
 pub const TRANSACTION_TIMEOUT_BUILT_IN: bool = cfg!(not(any(

@@ -4,6 +4,7 @@
 use pgrx::prelude::*;
 
 use crate::error::{internal, Result};
+use crate::records::Org;
 use crate::settings;
 use crate::targets::Target;
 
@@ -21,17 +22,11 @@ pub struct Details {
     pub target: String,
 }
 
-pub struct Org<'a> {
-    pub org_id: &'a str,
-    pub org_name: Option<&'a str>,
-    pub label: &'a str,
-}
-
 impl Details {
     pub fn new(username: &str, password: String, org: &Org, target: &Target) -> Result<Self> {
         // Named targets are checked by set_target; `default`'s host is a
         // setting, which a URL must not carry as `[h:5432]` either.
-        if target.name == crate::targets::DEFAULT {
+        if target.name == crate::names::DEFAULT_TARGET {
             crate::input::host("bi_access.host", &target.host, crate::targets::MAX_HOST_LEN)?;
         }
         let (scope, custom_schema) = crate::custom_schema::of_credential(username)?;

@@ -9,14 +9,14 @@ use pgrx::prelude::*;
 use serde_json::json;
 
 use crate::audit;
-use crate::connection::{Details, Org};
+use crate::connection::Details;
 use crate::custom_schema;
 use crate::error::{internal, BiError, Result};
 use crate::exposure;
 use crate::input;
 use crate::key;
 use crate::org;
-use crate::records::{self, Record, Subject};
+use crate::records::{self, Org, Record, Subject};
 use crate::roles::{self, LoginOptions};
 use crate::secrets::{self, SecretError};
 use crate::sessions;
@@ -131,7 +131,7 @@ pub fn connection_details(
     };
     let key = key::for_opening(record.sealed_with.as_deref())?;
     let password = secrets::open_with(&key.key, &record.role, sealed)?;
-    let target = record.target()?;
+    let target = targets::of_credential(&record)?;
     audit::record("reveal", &record.subject(), json!({}))?;
     Details::new(&record.role, password, &record.org(), &target)?.into_tuple()
 }
@@ -176,7 +176,7 @@ pub fn regenerate(
         }
         _ => return Err(Action::Regenerate.refuse(role, status)),
     }
-    let target = record.target()?;
+    let target = targets::of_credential(&record)?;
     let until = match valid_until {
         Some(at) => resolve_valid_until(Some(at))?,
         None => None,
@@ -230,7 +230,7 @@ fn rotate_with_overlap(
     overlap: &str,
     key: &key::SealingKey,
 ) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
-    let target = record.target()?;
+    let target = targets::of_credential(record)?;
     let until = match valid_until {
         Some(at) => resolve_valid_until(Some(at))?,
         None => record.valid_until.clone(),
@@ -302,10 +302,7 @@ fn drop_previous(record: &Record, why: &str) -> Result<()> {
     };
     let manages = record.previous_oid.is_some() && crate::custody::manages(previous)?;
     let (ended, reassigned) = if manages {
-        (
-            end_sessions(record.previous_oid)?,
-            roles::drop_login(previous)?,
-        )
+        (end_sessions(record.previous_oid)?, drop_login(previous)?)
     } else {
         (0, 0)
     };
@@ -327,7 +324,7 @@ fn drop_previous(record: &Record, why: &str) -> Result<()> {
 /// either way). Records another transaction holds wait for a later call.
 pub fn retire_ended_overlaps() -> Result<()> {
     for role in records::overlaps_ended()? {
-        let record = records::lock(&role)?;
+        let record = lock(&role)?;
         retire_previous(&record, "overlap ended")?;
     }
     Ok(())
@@ -403,7 +400,7 @@ pub fn delete(role: &str) -> Result<()> {
 fn delete_locked(record: &Record, mut detail: serde_json::Value) -> Result<()> {
     drop_previous(record, "delete")?;
     detail["sessions_ended"] = json!(end_sessions(record.role_oid)?);
-    detail["objects_reassigned"] = json!(roles::drop_login(&record.role)?);
+    detail["objects_reassigned"] = json!(drop_login(&record.role)?);
     records::set_deleted(record)?;
     audit::record("delete", &record.subject(), detail)
 }
@@ -467,7 +464,7 @@ pub fn purge(role: &str) -> Result<()> {
 /// database manages is refused (src/custody.rs: a copy never manages the
 /// original's roles).
 fn open(role: &str) -> Result<(Record, Status)> {
-    let mut record = records::lock(role)?;
+    let mut record = lock(role)?;
     if record.stored == Status::Pending && record.replayed {
         records::set_status(&record, Status::Active)?;
         record.stored = Status::Active;
@@ -556,7 +553,7 @@ fn resolve_valid_until(valid_until: Option<TimestampWithTimeZone>) -> Result<Opt
 /// log keeps its history).
 fn replace_failed(org_id: &str, label: &str) -> Result<()> {
     for role in records::replaceable(org_id, label)? {
-        roles::drop_login(&role)?;
+        drop_login(&role)?;
         records::remove_by_role(&role)?;
         let subject = Subject {
             role_name: Some(&role),
@@ -598,7 +595,7 @@ fn recreate_role(record: &mut Record) -> Result<()> {
     let status = if deactivated {
         Status::Deactivated
     } else {
-        first_status(record.target()?.standby.is_some())
+        first_status(targets::of_credential(record)?.standby.is_some())
     };
     records::set_recreated(record, status)?;
     record.stored = status;
@@ -612,4 +609,65 @@ fn end_sessions(role_oid: Option<pg_sys::Oid>) -> Result<usize> {
         Some(oid) => sessions::end_at_commit(oid),
         None => Ok(0),
     }
+}
+
+/// The record of `role`, locked (records::lock), with whether its latest
+/// change is usable where the credential connects.
+fn lock(role: &str) -> Result<Record> {
+    let mut record = records::lock(role)?;
+    if matches!(record.stored, Status::Pending | Status::Deleted) {
+        record.replayed = targets::replayed_on_target(
+            Some(&record.target),
+            record.created_lsn.as_deref(),
+            false,
+        )?;
+    }
+    Ok(record)
+}
+
+/// The status a credential shows and, when it failed, why: the credentials
+/// view's one call per row (`bi_access_internal.credential_state`).
+pub fn shown_state(
+    stored: &str,
+    role: &str,
+    target: Option<&str>,
+    lsn: Option<&str>,
+    expired: bool,
+    syncing: bool,
+    written_by: Option<u32>,
+) -> Result<(Status, Option<String>)> {
+    let stored = Status::parse(stored)?;
+    // SAFETY: a check of this backend's own transaction state.
+    let uncommitted = written_by.is_some_and(|xid| unsafe {
+        pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid))
+    });
+    let facts = if matches!(stored, Status::Failed | Status::Deleted | Status::Deleting) {
+        crate::status::Facts {
+            role_exists: true,
+            custody_problem: None,
+            expired,
+            syncing,
+        }
+    } else {
+        let role_exists = crate::roles::exists(role)?;
+        crate::status::Facts {
+            role_exists,
+            custody_problem: if role_exists {
+                crate::custody::problem(role)?
+            } else {
+                None
+            },
+            expired,
+            syncing,
+        }
+    };
+    crate::status::effective(stored, &facts, || {
+        targets::replayed_on_target(target, lsn, uncommitted)
+    })
+}
+
+/// Drops the credential's role; what it owns goes to its org's custom schema
+/// owner group (a read_write credential's) or the extension's owner.
+fn drop_login(role: &str) -> Result<i64> {
+    roles::drop_login(role, || custom_schema::heir_of(role))
 }

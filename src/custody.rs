@@ -31,12 +31,9 @@ use std::cell::RefCell;
 
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
-use serde_json::json;
 
-use crate::audit::{self, NO_SUBJECT};
 use crate::db;
 use crate::error::{BiError, Result};
-use crate::roles;
 
 const MARK: &str = "bi_access credential: system ";
 
@@ -103,7 +100,7 @@ pub fn of(role: &str) -> Result<Custody> {
 }
 
 /// The role's COMMENT, where its mark is.
-fn comment_of(role: &str) -> Result<Option<String>> {
+pub fn comment_of(role: &str) -> Result<Option<String>> {
     db::first::<String>(
         "SELECT pg_catalog.shobj_description(r.oid, 'pg_authid') FROM pg_catalog.pg_roles r \
          WHERE r.rolname = $1",
@@ -111,7 +108,8 @@ fn comment_of(role: &str) -> Result<Option<String>> {
     )
 }
 
-fn judge(role: &str, comment: Option<&str>) -> Result<Custody> {
+/// Who manages the role, by its mark `comment`.
+pub fn judge(role: &str, comment: Option<&str>) -> Result<Custody> {
     let Some((system_id, database_id)) = comment.and_then(parse) else {
         return Ok(Custody::Unmarked);
     };
@@ -185,55 +183,6 @@ pub fn problem(role: &str) -> Result<Option<String>> {
                 .into(),
         ),
     })
-}
-
-/// From a sync: every current credential whose role came from another
-/// cluster, or whose managing database is gone, becomes this database's
-/// (marked, and a member of this database's reader group). A role this
-/// database manages whose mark names another system (pg_upgrade) is
-/// re-marked. An adopted role leaves the reader group of the cluster it came
-/// from (roles::leave_dead_reader_groups). Returns how many were adopted.
-pub fn adopt_all() -> Result<i64> {
-    let roles = crate::records::current_roles(false)?;
-    let reader = roles::reader_group()?;
-    let here = mark_here()?;
-    let (mut adopted, mut remarked) = (0, 0);
-    let mut left = std::collections::BTreeSet::new();
-    for role in roles {
-        let comment = comment_of(&role)?;
-        match judge(&role, comment.as_deref())? {
-            Custody::Adoptable => {
-                mark(&role)?;
-                roles::join_reader_group(&role, &reader)?;
-                left.extend(roles::leave_dead_reader_groups(&role, &reader)?);
-                adopted += 1;
-            }
-            // Carried here by pg_upgrade: with the new system in its mark, a
-            // copy of this database made from now on is told apart as on any
-            // cluster.
-            Custody::Here if comment.as_deref() != Some(here.as_str()) => {
-                mark(&role)?;
-                remarked += 1;
-            }
-            _ => {}
-        }
-    }
-    if adopted > 0 {
-        audit::record(
-            "adopt",
-            &NO_SUBJECT,
-            json!({ "roles": adopted, "left_reader_groups": left }),
-        )?;
-    }
-    for group in &left {
-        pgrx::notice!(
-            "bi_access: the adopted roles left {group}, another cluster's reader group that no database here uses; bi_access.check() gives the statements that drop it"
-        );
-    }
-    if remarked > 0 {
-        audit::record("remark", &NO_SUBJECT, json!({ "roles": remarked }))?;
-    }
-    Ok(adopted)
 }
 
 #[cfg(test)]

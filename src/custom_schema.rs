@@ -52,7 +52,7 @@ pub fn scope(asked: Option<&str>) -> Result<&'static str> {
         READ_WRITE => Ok(READ_WRITE),
         other => Err(BiError::InvalidParameter(format!(
             "scope {} is not one of: read, read_write",
-            crate::input::shown(other)
+            crate::error::shown(other)
         ))),
     }
 }

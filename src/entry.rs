@@ -18,9 +18,6 @@ use crate::db;
 use crate::error::{BiError, Result};
 use crate::names;
 
-/// The version this library is, and whose SQL objects it expects.
-pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
-
 /// One call of the SQL surface, past its checks.
 pub struct Call(&'static str);
 
@@ -74,7 +71,7 @@ pub fn sql_version_behind() -> Result<Option<String>> {
         "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = $1",
         &[names::EXTENSION.into()],
     )?;
-    Ok(installed.filter(|version| version != LIBRARY_VERSION))
+    Ok(installed.filter(|version| version != names::LIBRARY_VERSION))
 }
 
 /// Where the primary is, as this standby's WAL receiver connects to it

@@ -18,7 +18,7 @@ pub enum BiError {
     #[error(
         "org_id {} matches no row of any exposed table: every exposed org column is {kinds}, \
          and this key is not how PostgreSQL prints one",
-        crate::input::shown(.key)
+        shown(.key)
     )]
     NonCanonicalOrgKey {
         key: String,
@@ -33,18 +33,19 @@ pub enum BiError {
         role: Option<String>,
     },
 
-    #[error("no bi_access credential has the role {}", crate::input::shown(.0))]
+    #[error("no bi_access credential has the role {}", shown(.0))]
     NoSuchCredential(String),
 
     #[error("bi_access credential {role:?} is {status}; {action} needs it {needs}")]
     WrongStatus {
         role: String,
-        status: crate::status::Status,
+        /// The status's name (src/status.rs).
+        status: &'static str,
         action: &'static str,
         needs: &'static str,
     },
 
-    #[error("target {} does not exist", crate::input::shown(.0))]
+    #[error("target {} does not exist", shown(.0))]
     NoSuchTarget(String),
 
     #[error("target {target:?} is used by {credentials} current credential(s)")]
@@ -53,13 +54,13 @@ pub enum BiError {
     #[error("bi_access credential {role:?} points at target {target:?}, which no longer exists")]
     TargetGone { role: String, target: String },
 
-    #[error("org {} has no bi_access credential", crate::input::shown(.0))]
+    #[error("org {} has no bi_access credential", shown(.0))]
     NoSuchOrg(String),
 
     #[error("a read_write credential writes on the primary, but target {0:?} points at a standby")]
     ReadWriteOnStandby(String),
 
-    #[error("org {} has no custom schema", crate::input::shown(.0))]
+    #[error("org {} has no custom schema", shown(.0))]
     NoCustomSchema(String),
 
     #[error(
@@ -241,7 +242,7 @@ pub enum BiError {
     #[error(
         "bi_access's SQL objects in this database are version {installed} and its library is {}: \
          run ALTER EXTENSION bi_access UPDATE",
-        crate::entry::LIBRARY_VERSION
+        crate::names::LIBRARY_VERSION
     )]
     SqlBehind { installed: String },
 
@@ -268,6 +269,19 @@ pub enum BiError {
 
     #[error("SPI: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
+}
+
+const SHOWN_CHARS: usize = 40;
+
+/// `value` as an error message shows it: quoted and escaped, and cut after
+/// `SHOWN_CHARS` characters with its full length in bytes.
+pub fn shown(value: &str) -> String {
+    let mut prefix: String = value.chars().take(SHOWN_CHARS).collect();
+    if prefix.len() == value.len() {
+        return format!("{value:?}");
+    }
+    prefix.push('…');
+    format!("{prefix:?} ({} bytes)", value.len())
 }
 
 pub type Result<T> = std::result::Result<T, BiError>;

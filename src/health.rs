@@ -8,19 +8,13 @@ use crate::compat;
 use crate::db;
 use crate::error::{BiError, Result};
 use crate::exposure;
+use crate::finding::Finding;
 use crate::names;
 use crate::org;
 use crate::records;
 use crate::roles;
 use crate::settings;
 use crate::targets;
-
-pub struct Finding {
-    pub severity: &'static str,
-    pub object: String,
-    pub finding: String,
-    pub fix: String,
-}
 
 type Probe = fn(&Context) -> Result<Vec<Finding>>;
 
@@ -145,7 +139,7 @@ fn absent_standbys(_: &Context) -> Result<Vec<Finding>> {
             finding: format!(
                 "{waiting} credential(s) wait for standby {standby:?}, which is not connected to this primary"
             ),
-            fix: if target == targets::DEFAULT {
+            fix: if target == crate::names::DEFAULT_TARGET {
                 format!("Start or reconnect the standby with application_name {standby:?}, or ALTER SYSTEM SET bi_access.replica_application_name to the standby clients use.")
             } else {
                 format!("Start or reconnect the standby with application_name {standby:?}, or SELECT bi_access.set_target({}, host, port, sslmode, standby => <its application_name>);", pgrx::spi::quote_literal(&target))
@@ -863,7 +857,7 @@ const NEEDS_THE_PRELOAD: [&str; 3] = [
 ];
 
 fn preload(_: &Context) -> Result<Vec<Finding>> {
-    if crate::guard::preloaded() {
+    if crate::guard::session::preloaded() {
         return Ok(vec![]);
     }
     let libraries = settings::shared_preload_libraries();

@@ -6,23 +6,10 @@
 //! zero-width ones, bidirectional overrides and isolates, which make a name
 //! read as another). An org name is display text: any script, but no control
 //! or bidirectional formatting characters. An error quotes at most
-//! `SHOWN_CHARS` characters of an input, so a 10 MB argument never comes
+//! 40 characters of an input (`error::shown`), so a 10 MB argument never comes
 //! back in a message (or in the server log with it).
 
-use crate::error::{BiError, Result};
-
-const SHOWN_CHARS: usize = 40;
-
-/// `value` as an error message shows it: quoted and escaped, and cut after
-/// `SHOWN_CHARS` characters with its full length in bytes.
-pub fn shown(value: &str) -> String {
-    let mut prefix: String = value.chars().take(SHOWN_CHARS).collect();
-    if prefix.len() == value.len() {
-        return format!("{value:?}");
-    }
-    prefix.push('…');
-    format!("{prefix:?} ({} bytes)", value.len())
-}
+use crate::error::{shown, BiError, Result};
 
 /// Unicode's format characters (general category Cf), line and paragraph
 /// separators: invisible, and able to reorder or hide what is displayed.

@@ -40,7 +40,7 @@ fn before_drop() {
 /// target was the only one.
 #[pg_extern(sql = false)]
 fn replayed(lsn: Option<&str>) -> bool {
-    or_raise(crate::records::replayed(None, lsn, false))
+    or_raise(crate::targets::replayed_on_target(None, lsn, false))
 }
 
 /// 0.1.0's step of `CALL bi_access.sync()`, which returned the action.

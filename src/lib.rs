@@ -51,9 +51,11 @@ mod db;
 mod entry;
 mod error;
 mod exposure;
+mod finding;
 mod guard;
 mod health;
 mod input;
+mod invalidation;
 mod key;
 mod legacy;
 mod login_record;
@@ -88,12 +90,13 @@ pub extern "C-unwind" fn _PG_init() {
     // so the hook records nothing.
     std::panic::set_hook(Box::new(|_| {}));
     let asked = settings::asked_for_by_the_client();
-    settings::init(if guard::credential_at_start() {
+    settings::init(if guard::session::credential_at_start() {
         settings::Scope::CredentialSession
     } else {
         settings::Scope::All
     });
     guard::install();
+    guard::statements::before_reassign_owned(uninstall::before_reassign);
     guard::gate::remember_client_settings(asked);
     org::init();
     citus::init();

@@ -3,6 +3,10 @@
 
 use std::ffi::CStr;
 
+/// The version this library is, and whose SQL objects it expects
+/// (src/entry.rs).
+pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The extension, its schema, and the library every credential session loads.
 pub const EXTENSION: &str = "bi_access";
 pub const EXTENSION_C: &CStr = c"bi_access";
@@ -14,6 +18,10 @@ pub const GATE_LIBRARY: &str = "bi_access_gate";
 pub const SESSION_LIBRARIES: [&str; 2] = [EXTENSION, GATE_LIBRARY];
 /// bi_access's own schemas: the SQL surface, and the workers behind it.
 pub const SCHEMAS: [&str; 2] = ["bi_access", "bi_access_internal"];
+
+/// The target every credential has unless generate names another: the
+/// server's own host and port settings (src/targets.rs).
+pub const DEFAULT_TARGET: &str = "default";
 
 /// Every credential of every database of the cluster is a member: it marks a
 /// BI login wherever it connects.

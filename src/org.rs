@@ -34,7 +34,7 @@ thread_local! {
 }
 
 pub fn init() {
-    crate::guard::on_catalog_change(&[pg_sys::SysCacheIdentifier::AUTHOID], forget);
+    crate::invalidation::on_catalog_change(&[pg_sys::SysCacheIdentifier::AUTHOID], forget);
 }
 
 /// Runs during invalidation processing: no catalog access, no error.
@@ -45,7 +45,9 @@ unsafe extern "C-unwind" fn forget(_: pg_sys::Datum, _: std::ffi::c_int, _: u32)
 /// The outer user is the login, or the role it SET ROLE to; inside this
 /// SECURITY DEFINER function current_user would be the extension's owner.
 pub fn current_org() -> Result<Option<String>> {
-    if crate::guard::session_is_credential() && !crate::guard::held_from_the_start() {
+    if crate::guard::session::session_is_credential()
+        && !crate::guard::session::held_from_the_start()
+    {
         // A credential session without its session guard (its role lost the
         // session_preload_libraries setting): fail closed.
         return Ok(None);

@@ -7,18 +7,24 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::connection::Org;
 use crate::db;
 use crate::error::{BiError, Result};
+use crate::names;
 use crate::settings;
 use crate::status::{self, Facts, Status};
-use crate::targets::{self, Target};
 
 /// The predicate of the partial unique index `credential_live_org_label`
 /// (sql/bootstrap.sql) on the stored status: a current record
 /// (`Status::is_current`; `deleting` is stored as `deleted`). `ON CONFLICT`
 /// must spell it as the index does.
 pub const CURRENT: &str = "status NOT IN ('failed', 'deleted')";
+
+/// The org a credential serves, as its connection details show it.
+pub struct Org<'a> {
+    pub org_id: &'a str,
+    pub org_name: Option<&'a str>,
+    pub label: &'a str,
+}
 
 /// Who an event is about.
 pub struct Subject<'a> {
@@ -69,8 +75,11 @@ pub struct Record {
     /// `valid_until` has passed.
     pub expired: bool,
     /// The target's standby has replayed the record's latest change (read
-    /// for a pending or deleted record only; true otherwise).
+    /// for a pending or deleted record only, by the caller of `lock`: true
+    /// otherwise).
     pub replayed: bool,
+    /// The LSN of the record's latest change.
+    pub created_lsn: Option<String>,
     /// During an overlap rotation: the role it had before, which logs in
     /// until `previous_until` (src/credentials.rs).
     pub previous_role: Option<String>,
@@ -111,15 +120,6 @@ impl Record {
             .map(|(status, _)| status)
             .unwrap_or(self.stored)
     }
-
-    /// Its target, resolved; a named target that was removed behind
-    /// bi_access's back is an error, never a silent fallback.
-    pub fn target(&self) -> Result<Target> {
-        targets::find(&self.target)?.ok_or_else(|| BiError::TargetGone {
-            role: self.role.clone(),
-            target: self.target.clone(),
-        })
-    }
 }
 
 /// The record of `role` (its role, or during an overlap its previous one)
@@ -144,53 +144,30 @@ pub fn lock(role: &str) -> Result<Record> {
         }
         let row = table.first();
         let stored = Status::parse(&row.get::<String>(5)?.unwrap_or_default())?;
-        Ok(Some((
-            Record {
-                id: row.get::<i64>(1)?.unwrap_or_default(),
-                org_id: row.get::<String>(2)?.unwrap_or_default(),
-                org_name: row.get::<String>(3)?,
-                label: row.get::<String>(4)?.unwrap_or_default(),
-                role: row.get::<String>(15)?.unwrap_or_else(|| role.to_string()),
-                stored,
-                target: row
-                    .get::<String>(8)?
-                    .unwrap_or_else(|| targets::DEFAULT.into()),
-                valid_until: row.get::<String>(9)?,
-                connection_limit: row.get::<i32>(10)?,
-                secret: row.get::<Vec<u8>>(11)?,
-                sealed_with: row.get::<String>(12)?,
-                role_oid: row.get::<pg_sys::Oid>(13)?,
-                custody_mark: row.get::<String>(14)?,
-                expired: row.get::<bool>(7)?.unwrap_or(false),
-                replayed: true,
-                previous_role: row.get::<String>(16)?,
-                previous_oid: row.get::<pg_sys::Oid>(17)?,
-            },
-            row.get::<String>(6)?,
-        )))
+        Ok(Some(Record {
+            id: row.get::<i64>(1)?.unwrap_or_default(),
+            org_id: row.get::<String>(2)?.unwrap_or_default(),
+            org_name: row.get::<String>(3)?,
+            label: row.get::<String>(4)?.unwrap_or_default(),
+            role: row.get::<String>(15)?.unwrap_or_else(|| role.to_string()),
+            stored,
+            target: row
+                .get::<String>(8)?
+                .unwrap_or_else(|| names::DEFAULT_TARGET.into()),
+            valid_until: row.get::<String>(9)?,
+            connection_limit: row.get::<i32>(10)?,
+            secret: row.get::<Vec<u8>>(11)?,
+            sealed_with: row.get::<String>(12)?,
+            role_oid: row.get::<pg_sys::Oid>(13)?,
+            custody_mark: row.get::<String>(14)?,
+            expired: row.get::<bool>(7)?.unwrap_or(false),
+            replayed: true,
+            previous_role: row.get::<String>(16)?,
+            previous_oid: row.get::<pg_sys::Oid>(17)?,
+            created_lsn: row.get::<String>(6)?,
+        }))
     })?;
-    let Some((mut record, lsn)) = found else {
-        return Err(BiError::NoSuchCredential(role.into()));
-    };
-    if matches!(record.stored, Status::Pending | Status::Deleted) {
-        record.replayed = replayed(Some(&record.target), lsn.as_deref(), false)?;
-    }
-    Ok(record)
-}
-
-/// Whether the standby of the credential's target has replayed past `lsn`
-/// (true when the target has no standby: the change is usable at commit).
-pub fn replayed(target: Option<&str>, lsn: Option<&str>, uncommitted: bool) -> Result<bool> {
-    let Some(lsn) = lsn else {
-        return Ok(true);
-    };
-    let standby = targets::standby_of(target.unwrap_or(targets::DEFAULT))?;
-    // Written by this very transaction: nothing of it is on the standby
-    // before its commit is, whatever WAL the standby has replayed already.
-    if standby.is_some() && uncommitted {
-        return Ok(false);
-    }
-    targets::replayed(standby.as_deref(), Some(lsn))
+    found.ok_or_else(|| BiError::NoSuchCredential(role.into()))
 }
 
 /// Every record of the org, locked in one order (so two offboarding calls
@@ -1004,45 +981,6 @@ fn sync_backend(other_than_me: bool) -> Result<Option<i32>> {
            AND a.query OPERATOR(pg_catalog.~*) '\\mcall\\s+bi_access\\.sync\\M'",
         &[other_than_me.into()],
     )
-}
-
-/// The status a credential shows and, when it failed, why: the credentials
-/// view's one call per row (`bi_access_internal.credential_state`).
-pub fn shown_state(
-    stored: &str,
-    role: &str,
-    target: Option<&str>,
-    lsn: Option<&str>,
-    expired: bool,
-    syncing: bool,
-    written_by: Option<u32>,
-) -> Result<(Status, Option<String>)> {
-    let stored = Status::parse(stored)?;
-    // SAFETY: a check of this backend's own transaction state.
-    let uncommitted = written_by.is_some_and(|xid| unsafe {
-        pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xid))
-    });
-    let facts = if matches!(stored, Status::Failed | Status::Deleted | Status::Deleting) {
-        Facts {
-            role_exists: true,
-            custody_problem: None,
-            expired,
-            syncing,
-        }
-    } else {
-        let role_exists = crate::roles::exists(role)?;
-        Facts {
-            role_exists,
-            custody_problem: if role_exists {
-                crate::custody::problem(role)?
-            } else {
-                None
-            },
-            expired,
-            syncing,
-        }
-    };
-    status::effective(stored, &facts, || replayed(target, lsn, uncommitted))
 }
 
 // ------------------------------------------------------ custom schemas

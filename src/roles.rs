@@ -9,8 +9,11 @@ use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
 use rand::rngs::OsRng;
 use rand::Rng;
+use serde_json::json;
 
+use crate::audit::{self, NO_SUBJECT};
 use crate::compat;
+use crate::custody;
 use crate::db;
 use crate::error::{BiError, Result};
 use crate::names::{self, CREDENTIAL_GROUP};
@@ -82,7 +85,7 @@ pub fn create_login(role: &str, reader: &str, options: &LoginOptions) -> Result<
         &[quote_identifier(reader), quote_identifier(CREDENTIAL_GROUP)],
         &quoted,
     ))?;
-    crate::custody::mark(role)?;
+    custody::mark(role)?;
     apply_session_settings(role)
 }
 
@@ -162,7 +165,7 @@ pub fn sync_memberships() -> Result<i64> {
     let mut changed = 0;
     for role in &roles {
         // A copy of the database leaves the original's roles alone.
-        if crate::custody::manages(role)? {
+        if custody::manages(role)? {
             Spi::run(&compat::grant_membership_sql(
                 &[
                     quote_identifier(&reader),
@@ -218,7 +221,7 @@ pub fn sync_session_libraries() -> Result<i64> {
     let mut changed = 0;
     for role in &roles {
         // A copy of the database leaves the original's roles alone.
-        if crate::custody::manages(role)? {
+        if custody::manages(role)? {
             Spi::run(&format!(
                 "ALTER ROLE {} SET session_preload_libraries = {}",
                 quote_identifier(role),
@@ -295,7 +298,7 @@ pub fn sync_audit_reads() -> Result<i64> {
     for role in &roles {
         // A copy of the database (CREATE DATABASE … TEMPLATE) has the
         // original's records: it leaves the original's roles alone.
-        if crate::custody::manages(role)? {
+        if custody::manages(role)? {
             set_audit(role, wanted)?;
             changed += 1;
         }
@@ -376,11 +379,60 @@ pub fn set_login(role: &str, login: bool) -> Result<()> {
     Ok(())
 }
 
+/// From a sync: every current credential whose role came from another
+/// cluster, or whose managing database is gone, becomes this database's
+/// (marked, and a member of this database's reader group). A role this
+/// database manages whose mark names another system (pg_upgrade) is
+/// re-marked. An adopted role leaves the reader group of the cluster it came
+/// from (leave_dead_reader_groups). Returns how many were adopted.
+pub fn adopt_all() -> Result<i64> {
+    let roles = crate::records::current_roles(false)?;
+    let reader = reader_group()?;
+    let here = custody::mark_here()?;
+    let (mut adopted, mut remarked) = (0, 0);
+    let mut left = std::collections::BTreeSet::new();
+    for role in roles {
+        let comment = custody::comment_of(&role)?;
+        match custody::judge(&role, comment.as_deref())? {
+            custody::Custody::Adoptable => {
+                custody::mark(&role)?;
+                join_reader_group(&role, &reader)?;
+                left.extend(leave_dead_reader_groups(&role, &reader)?);
+                adopted += 1;
+            }
+            // Carried here by pg_upgrade: with the new system in its mark, a
+            // copy of this database made from now on is told apart as on any
+            // cluster.
+            custody::Custody::Here if comment.as_deref() != Some(here.as_str()) => {
+                custody::mark(&role)?;
+                remarked += 1;
+            }
+            _ => {}
+        }
+    }
+    if adopted > 0 {
+        audit::record(
+            "adopt",
+            &NO_SUBJECT,
+            json!({ "roles": adopted, "left_reader_groups": left }),
+        )?;
+    }
+    for group in &left {
+        pgrx::notice!(
+            "bi_access: the adopted roles left {group}, another cluster's reader group that no database here uses; bi_access.check() gives the statements that drop it"
+        );
+    }
+    if remarked > 0 {
+        audit::record("remark", &NO_SUBJECT, json!({ "roles": remarked }))?;
+    }
+    Ok(adopted)
+}
+
 /// Drops the role with every privilege, membership and role setting, even
 /// ones granted by hand. Objects it owns in this database are not destroyed
 /// but handed on (a read_write credential's to its org's custom schema owner
 /// group, anything else to the extension's owner); returns how many there were.
-pub fn drop_login(role: &str) -> Result<i64> {
+pub fn drop_login(role: &str, heir: impl FnOnce() -> Result<Option<String>>) -> Result<i64> {
     let Some(role_oid) = oid(role)? else {
         return Ok(0);
     };
@@ -389,7 +441,7 @@ pub fn drop_login(role: &str) -> Result<i64> {
     if owned > 0 {
         Spi::run(&format!(
             "REASSIGN OWNED BY {quoted} TO {}",
-            quote_identifier(&match crate::custom_schema::heir_of(role)? {
+            quote_identifier(&match heir()? {
                 Some(group) => group,
                 None => extension_owner()?,
             })

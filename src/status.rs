@@ -220,7 +220,7 @@ impl Action {
     pub fn refuse_needing(self, role: &str, status: Status, needs: &'static str) -> BiError {
         BiError::WrongStatus {
             role: role.into(),
-            status,
+            status: status.as_str(),
             action: self.as_str(),
             needs,
         }

@@ -13,10 +13,10 @@ use crate::audit::{self, NO_SUBJECT};
 use crate::db;
 use crate::error::{BiError, Result};
 use crate::input;
+use crate::names::DEFAULT_TARGET;
+use crate::records::Record;
 use crate::settings;
 use crate::status::Status;
-
-pub const DEFAULT: &str = "default";
 
 pub const SSLMODES: [&str; 6] = [
     "disable",
@@ -43,7 +43,7 @@ pub struct Target {
 /// server's port when they are unset).
 pub fn default_target() -> Result<Target> {
     Ok(Target {
-        name: DEFAULT.into(),
+        name: DEFAULT_TARGET.into(),
         host: settings::host().unwrap_or_else(|| "localhost".into()),
         port: match settings::port() {
             0 => server_port()?,
@@ -56,7 +56,7 @@ pub fn default_target() -> Result<Target> {
 
 /// The target called `name`, or None when there is none.
 pub fn find(name: &str) -> Result<Option<Target>> {
-    if name == DEFAULT {
+    if name == DEFAULT_TARGET {
         return default_target().map(Some);
     }
     let row = Spi::connect(|client| {
@@ -97,14 +97,14 @@ pub fn find(name: &str) -> Result<Option<Target>> {
 /// ends, so a concurrent drop_target either waits and then sees the new
 /// credential, or has dropped it first and generate finds no target.
 pub fn for_generate(name: Option<&str>) -> Result<Target> {
-    let name = name.unwrap_or(DEFAULT);
+    let name = name.unwrap_or(DEFAULT_TARGET);
     let unknown = || {
         BiError::InvalidParameter(format!(
             "target {} does not exist; bi_access.targets lists them",
-            input::shown(name)
+            crate::error::shown(name)
         ))
     };
-    if name != DEFAULT {
+    if name != DEFAULT_TARGET {
         db::first_mut::<bool>(
             "SELECT true FROM bi_access.target WHERE name = $1 FOR SHARE",
             &[name.into()],
@@ -116,7 +116,7 @@ pub fn for_generate(name: Option<&str>) -> Result<Target> {
 
 /// The standby whose replay a credential of target `name` waits for.
 pub fn standby_of(name: &str) -> Result<Option<String>> {
-    if name == DEFAULT {
+    if name == DEFAULT_TARGET {
         return Ok(settings::replica_application_name());
     }
     db::first::<String>(
@@ -137,6 +137,34 @@ pub fn replayed(standby: Option<&str>, lsn: Option<&str>) -> Result<bool> {
         &[standby.into(), lsn.into()],
     )?
     .unwrap_or(false))
+}
+
+/// Whether the standby of the credential's target has replayed past `lsn`
+/// (true when the target has no standby: the change is usable at commit).
+pub fn replayed_on_target(
+    target: Option<&str>,
+    lsn: Option<&str>,
+    uncommitted: bool,
+) -> Result<bool> {
+    let Some(lsn) = lsn else {
+        return Ok(true);
+    };
+    let standby = standby_of(target.unwrap_or(DEFAULT_TARGET))?;
+    // Written by this very transaction: nothing of it is on the standby
+    // before its commit is, whatever WAL the standby has replayed already.
+    if standby.is_some() && uncommitted {
+        return Ok(false);
+    }
+    replayed(standby.as_deref(), Some(lsn))
+}
+
+/// A credential's target, resolved; a named target that was removed behind
+/// bi_access's back is an error, never a silent fallback.
+pub fn of_credential(record: &Record) -> Result<Target> {
+    find(&record.target)?.ok_or_else(|| BiError::TargetGone {
+        role: record.role.clone(),
+        target: record.target.clone(),
+    })
 }
 
 /// What `set_target` is asked for (NULL sslmode: bi_access.sslmode's;
@@ -241,7 +269,7 @@ pub fn drop_target(name: &str) -> Result<()> {
 
 /// A name set_target and drop_target accept: `default` is the settings'.
 fn valid_name(name: &str) -> Result<&str> {
-    if name.eq_ignore_ascii_case(DEFAULT) {
+    if name.eq_ignore_ascii_case(DEFAULT_TARGET) {
         return Err(BiError::InvalidParameter(
             "the target \"default\" is defined by the settings bi_access.host, bi_access.port, \
              bi_access.sslmode and bi_access.replica_application_name"
@@ -258,7 +286,7 @@ fn valid_sslmode(mode: String, what: &str) -> Result<String> {
     } else {
         Err(BiError::InvalidParameter(format!(
             "{what} {} is not one of {}",
-            input::shown(&mode),
+            crate::error::shown(&mode),
             SSLMODES.join(", ")
         )))
     }

@@ -30,6 +30,14 @@ use crate::shmem::{self, Refusal, Usage};
 thread_local! {
     /// This session's entry, once its login was counted.
     static MINE: Cell<Option<&'static Usage>> = const { Cell::new(None) };
+    /// The login gate's checks ran (or are running) in this session: they
+    /// count their own refusals (`refused`).
+    static GATE_RAN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by the login gate (src/guard/gate.rs) when its checks run.
+pub fn gate_ran() {
+    GATE_RAN.with(|ran| ran.set(true));
 }
 
 /// Installs the executor hook that counts returned rows. From `_PG_init`.
@@ -161,7 +169,7 @@ pub unsafe fn at_error(error: *const pg_sys::ErrorData) {
                 && shmem::segment().is_some_and(|segment| segment.noticed(pg_sys::MyProcPid));
             if is(PgSqlErrorCode::ERRCODE_QUERY_CANCELED)
                 || is(PgSqlErrorCode::ERRCODE_IDLE_IN_TRANSACTION_SESSION_TIMEOUT)
-                || code == crate::guard::TRANSACTION_TIMEOUT_CODE
+                || code == crate::compat::TRANSACTION_TIMEOUT
                 || yielded
             {
                 Usage::count(&entry.cancelled, 1);
@@ -180,7 +188,7 @@ pub unsafe fn at_error(error: *const pg_sys::ErrorData) {
             } else {
                 return;
             };
-            if crate::guard::gate::ran() {
+            if GATE_RAN.with(Cell::get) {
                 return; // the gate counted its own refusal
             }
             let role = pg_sys::GetSessionUserId();

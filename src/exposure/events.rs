@@ -20,7 +20,7 @@ pub fn after_ddl() -> Result<()> {
     // A read_write credential's DDL: its session guard let it touch its
     // org's custom schema only, which is never exposed, so there is nothing
     // to name or withdraw (and its session defines no management settings).
-    if ChangingTables::active() || crate::guard::session_is_credential() {
+    if ChangingTables::active() || crate::guard::session::session_is_credential() {
         return Ok(());
     }
     note_new_tables()?;

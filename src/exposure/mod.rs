@@ -3,8 +3,10 @@
 //! of `policies`). Grants go to the reader group only, never to credential
 //! roles, so a table's ACL stays one entry long whatever the number of
 //! credentials. By job:
-//! - `registry`: the list of exposed and hidden tables (expose_table,
-//!   hide_table, what is exposed, what is new);
+//! - `registry`: the list of exposed and hidden tables (what is exposed,
+//!   what is hidden, what is new);
+//! - `tables`: the calls on one table (expose_table, hide_table), which
+//!   write the registry and then sync the table;
 //! - `sync`: bringing tables to their exposed state (sync_tables, the steps
 //!   of CALL bi_access.sync(), unsynced_tables);
 //! - `catalog`: what the catalogs say of a relation, and what may be exposed;
@@ -15,11 +17,13 @@ mod catalog;
 mod events;
 mod registry;
 mod sync;
+mod tables;
 
 pub use catalog::{org_column_types, ACCEPTED_TYPE};
 pub use events::{after_ddl, forget_dropped};
-pub use registry::{expose_table, hide_all, hide_table, table_name};
+pub use registry::table_name;
 pub use sync::{sync_begin, sync_end, sync_table, sync_tables, unsynced_tables};
+pub use tables::{expose_table, hide_all, hide_table};
 
 thread_local! {
     static CHANGING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

@@ -127,7 +127,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
 /// table) to its exposed state in the caller's transaction. Idempotent.
 pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
     crate::records::one_sync_at_a_time()?;
-    crate::custody::adopt_all()?;
+    crate::roles::adopt_all()?;
     crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
     crate::roles::sync_memberships()?;
@@ -390,7 +390,7 @@ pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
         return Ok(Vec::new());
     }
     SKIPPED.with(|skipped| skipped.set(false));
-    crate::custody::adopt_all()?;
+    crate::roles::adopt_all()?;
     crate::citus::prepare_workers_for_sync(&roles::reader_group()?)?;
     // After pg_upgrade from 15: memberships in 16+'s form.
     crate::roles::sync_memberships()?;

@@ -22,7 +22,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use super::guarded;
+use super::session::guarded;
 
 static mut PREVIOUS: pg_sys::post_parse_analyze_hook_type = None;
 

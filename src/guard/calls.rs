@@ -15,7 +15,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::{guarded, refuse};
+use super::session::{guarded, refuse};
 
 static mut PREVIOUS: pg_sys::object_access_hook_type = None;
 

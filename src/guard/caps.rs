@@ -20,7 +20,7 @@ use std::ffi::{c_int, c_void, CStr, CString};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use super::known_credential_session;
+use super::session::known_credential_session;
 use crate::compat;
 use crate::settings;
 

@@ -54,7 +54,7 @@ pub(super) fn check() {
         .collect();
     let of_org = match db::as_superuser(|| crate::records::sessions_of_my_org(here)) {
         Ok(count) => count,
-        Err(error) => super::gate::refuse(error),
+        Err(error) => super::login::refuse(error),
     };
     if of_org.is_some_and(|count| count >= i64::from(limit)) {
         too_many(format!(
@@ -67,7 +67,7 @@ pub(super) fn check() {
 /// together within the credential's connection limit. Outside one (the
 /// record has no pair) PostgreSQL's own check of the role's limit is all.
 fn credential_pair() {
-    let pair = super::gate::with_record(|record| record.and_then(|record| record.overlap));
+    let pair = super::login::with_record(|record| record.and_then(|record| record.overlap));
     let Some((other_role, limit)) = pair else {
         return;
     };
@@ -86,7 +86,7 @@ fn credential_pair() {
 }
 
 fn too_many(what: String) -> ! {
-    super::gate::refuse(BiError::TooManyConnections(what))
+    super::login::refuse(BiError::TooManyConnections(what))
 }
 
 /// The login role and database of every other backend whose login

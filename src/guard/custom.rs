@@ -41,7 +41,7 @@ thread_local! {
 }
 
 pub(super) fn install() {
-    super::on_catalog_change(
+    crate::invalidation::on_catalog_change(
         &[
             pg_sys::SysCacheIdentifier::NAMESPACEOID,
             pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
@@ -122,9 +122,18 @@ pub(super) fn writer() -> Option<SessionSchema> {
     session_schema().filter(|schema| schema.writable)
 }
 
+/// What a session may do with a relation of its custom schema.
+pub(super) enum Verdict {
+    Allowed,
+    Refused,
+    /// A write that can grow the schema: allowed within its quota, through
+    /// the quota trigger (quota.rs).
+    Grows(pg_sys::Oid),
+}
+
 /// The verdict on a relation of the session's custom schema (None: not one
 /// of them, the other rules decide).
-pub(super) fn verdict(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Option<bool> {
+pub(super) fn verdict(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Option<Verdict> {
     // SAFETY: a syscache lookup of a relation the executor has locked.
     let namespace = unsafe { pg_sys::get_rel_namespace(relid) };
     if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE)
@@ -137,41 +146,17 @@ pub(super) fn verdict(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Option<b
         return None;
     }
     if required & !(pg_sys::ACL_SELECT as pg_sys::AclMode) == 0 {
-        return Some(true);
+        return Some(Verdict::Allowed);
     }
     if !schema.writable {
-        return Some(false);
+        return Some(Verdict::Refused);
     }
     let grows = (pg_sys::ACL_INSERT | pg_sys::ACL_UPDATE) as pg_sys::AclMode;
-    if required & grows != 0 {
-        refuse_past_quota(schema.namespace);
-        super::quota::require_trigger(relid);
-    }
-    Some(true)
-}
-
-/// Raises 53400 if the schema is past its quota.
-pub(super) fn refuse_past_quota(namespace: pg_sys::Oid) {
-    let Some(quota) = crate::settings::custom_schema_quota_bytes() else {
-        return;
-    };
-    let size = schema_size(namespace);
-    if size > quota {
-        crate::error::BiError::QuotaExceeded { size, quota }.raise();
-    }
-}
-
-/// The schema's size as the quota counts it (unreadable: past any quota).
-/// The session's count of bytes written starts again from it.
-pub(super) fn schema_size(namespace: pg_sys::Oid) -> i64 {
-    super::quota::measured();
-    Spi::get_one_with_args::<i64>(
-        &format!("SELECT {}", crate::custom_schema::size_sql("$1")),
-        &[namespace.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(i64::MAX)
+    Some(if required & grows != 0 {
+        Verdict::Grows(schema.namespace)
+    } else {
+        Verdict::Allowed
+    })
 }
 
 thread_local! {

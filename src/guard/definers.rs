@@ -27,7 +27,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::refuse;
+use super::session::refuse;
 use crate::names;
 
 static mut PREVIOUS: pg_sys::fmgr_hook_type = None;
@@ -62,9 +62,9 @@ pub(super) fn install() {
     }
     // A policy's change (and RLS turned on or off) invalidates its table's
     // relcache entry.
-    super::on_relation_change(forget_relation);
-    super::on_catalog_change(&[pg_sys::SysCacheIdentifier::PROCOID], forget_function);
-    super::on_catalog_change(
+    crate::invalidation::on_relation_change(forget_relation);
+    crate::invalidation::on_catalog_change(&[pg_sys::SysCacheIdentifier::PROCOID], forget_function);
+    crate::invalidation::on_catalog_change(
         &[
             pg_sys::SysCacheIdentifier::AUTHOID,
             pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
@@ -128,9 +128,9 @@ fn credential_session() -> bool {
             return LOGIN.1;
         }
         if !pg_sys::IsTransactionState() {
-            return super::known_credential_session(); // no catalog to read
+            return super::session::known_credential_session(); // no catalog to read
         }
-        let answer = super::session_is_credential();
+        let answer = super::session::session_is_credential();
         LOGIN = (login, answer);
         answer
     }

@@ -16,7 +16,7 @@
 //! statement instead (`ensure_ran`), as bi_access 0.2.0 did.
 //!
 //! Adding a check is one entry in `CHECKS`: a function that raises a FATAL
-//! (`refuse`) to refuse the login. Each runs in the session of
+//! (`login::refuse`) to refuse the login. Each runs in the session of
 //! a credential only, with the catalogs readable and as the login itself.
 
 use std::cell::{Cell, RefCell};
@@ -24,7 +24,6 @@ use std::cell::{Cell, RefCell};
 use pgrx::pg_sys;
 
 use crate::error::BiError;
-use crate::login_record::LoginRecord;
 
 /// A check at login: raises (FATAL) to refuse it.
 type Check = fn();
@@ -52,15 +51,9 @@ thread_local! {
     /// Whether the checks ran in this session (at login, or at the first
     /// statement for a role without the gate library).
     static RAN: Cell<bool> = const { Cell::new(false) };
-    /// Whether the checks are running: a FATAL now refuses the login.
-    static CHECKING: Cell<bool> = const { Cell::new(false) };
     /// The bi_access.* settings the client sent in its startup packet,
     /// read by `_PG_init` before they are defined (see settings.rs).
     static CLIENT_SETTINGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-    /// The login's record, read once by the database check (home.rs) for
-    /// the allowlist and connection checks after it; None on a Citus
-    /// worker, which holds no records.
-    static RECORD: RefCell<Option<LoginRecord>> = const { RefCell::new(None) };
 }
 
 /// Called by the gate library's `_PG_init` in every session of a role that
@@ -71,27 +64,27 @@ pub extern "C-unwind" fn bi_access_login_gate() {
     // LOAD in the middle of a session, or a parallel worker loading its
     // leader's libraries: not a login.
     // SAFETY: a read of backend-local state.
-    if unsafe { !pg_sys::debug_query_string.is_null() } || !super::client_backend() {
+    if unsafe { !pg_sys::debug_query_string.is_null() } || !super::session::client_backend() {
         return;
     }
     crate::compat::at_session_start(|| {
-        if super::session_is_credential() {
+        if super::session::session_is_credential() {
             run();
         }
-        RAN.with(|ran| ran.set(true));
+        mark_ran();
     });
 }
 
 /// At every statement of a credential session: the checks, if the login
 /// did not run them (the role's session_preload_libraries lacks the gate).
 pub(super) fn ensure_ran() {
-    if !RAN.with(Cell::get) && super::client_backend() {
+    if !RAN.with(Cell::get) && super::session::client_backend() {
         run();
     }
 }
 
 fn run() {
-    RAN.with(|ran| ran.set(true));
+    mark_ran();
     // At login no snapshot is active yet, and a check may query.
     // SAFETY: pushes a snapshot of the current transaction, popped below; an
     // error unwinds the snapshot stack with the transaction.
@@ -102,11 +95,11 @@ fn run() {
         }
         pushed
     };
-    CHECKING.with(|checking| checking.set(true));
+    super::login::checking(true);
     for check in CHECKS {
         check();
     }
-    CHECKING.with(|checking| checking.set(false));
+    super::login::checking(false);
     crate::usage::at_login();
     if pushed {
         // SAFETY: the snapshot pushed above is still the active one.
@@ -114,29 +107,11 @@ fn run() {
     }
 }
 
-/// Whether the login gate's checks ran (or are running) in this session.
-pub fn ran() -> bool {
-    RAN.with(Cell::get)
-}
-
-/// Ends the session with `error` (FATAL). While the checks run, that
-/// refuses the login, which the usage view counts by its cause.
-pub(super) fn refuse(error: BiError) -> ! {
-    if CHECKING.with(Cell::get) {
-        crate::usage::refused(&error);
-    }
-    error.raise_fatal()
-}
-
-/// The database check found the login's record.
-pub(super) fn remember_record(record: LoginRecord) {
-    RECORD.with(|kept| *kept.borrow_mut() = Some(record));
-}
-
-/// `f` of the login's record, as the database check read it (None where it
-/// found none: a Citus worker).
-pub(super) fn with_record<T>(f: impl FnOnce(Option<&LoginRecord>) -> T) -> T {
-    RECORD.with(|kept| f(kept.borrow().as_ref()))
+/// The checks ran (or are running) in this session; the usage view counts
+/// their refusals itself, not again as PostgreSQL's.
+fn mark_ran() {
+    RAN.with(|ran| ran.set(true));
+    crate::usage::gate_ran();
 }
 
 /// `_PG_init` keeps what the client asked for until the gate runs.
@@ -152,7 +127,7 @@ pub fn remember_client_settings(asked: Vec<String>) {
 fn refuse_client_settings() {
     let asked = CLIENT_SETTINGS.with(|settings| settings.borrow().join(", "));
     if !asked.is_empty() {
-        refuse(BiError::ClientSettings(asked));
+        super::login::refuse(BiError::ClientSettings(asked));
     }
 }
 

@@ -19,18 +19,18 @@ pub(super) fn check() {
     let managed: crate::error::Result<bool> =
         db::as_superuser(|| match crate::login_record::read()? {
             Some(record) => {
-                super::gate::remember_record(record);
+                super::login::remember_record(record);
                 Ok(true)
             }
             None => crate::citus::is_worker(),
         });
     match managed {
         Ok(true) => {}
-        Ok(false) => super::gate::refuse(crate::error::BiError::NotItsDatabase(format!(
+        Ok(false) => super::login::refuse(crate::error::BiError::NotItsDatabase(format!(
             "database {}",
             this_database()
         ))),
-        Err(error) => super::gate::refuse(error),
+        Err(error) => super::login::refuse(error),
     }
 }
 

@@ -29,7 +29,7 @@
 
 use pgrx::pg_sys;
 
-use super::guarded;
+use super::session::guarded;
 use crate::db;
 use crate::error::BiError;
 use crate::settings;
@@ -57,7 +57,8 @@ pub(super) fn check_kept() {
 
 /// The same, leaving aside `running`: the memory of a statement that ends.
 fn check_kept_but(running: pg_sys::MemoryContext) {
-    let Some(cap) = settings::session_memory_bytes().filter(|_| super::client_backend()) else {
+    let Some(cap) = settings::session_memory_bytes().filter(|_| super::session::client_backend())
+    else {
         return;
     };
     // SAFETY: a read of a backend-global pointer.

@@ -59,8 +59,8 @@ pub(super) fn check() {
     };
     LOGIN_HASH.with(|login| login.set(hash));
     STALE.with(|stale| stale.set(false));
-    if super::gate::with_record(|record| record.is_some_and(|record| record.address_refused)) {
-        super::gate::refuse(BiError::NetworkRefused);
+    if super::login::with_record(|record| record.is_some_and(|record| record.address_refused)) {
+        super::login::refuse(BiError::NetworkRefused);
     }
 }
 
@@ -91,7 +91,7 @@ pub(super) fn check_again() {
     // statement).
     STALE.with(|stale| stale.set(false));
     if refused {
-        super::gate::refuse(BiError::Ended("may no longer be used from this address"));
+        super::login::refuse(BiError::Ended("may no longer be used from this address"));
     }
 }
 
@@ -100,6 +100,6 @@ pub(super) fn check_again() {
 fn refused() -> bool {
     match db::as_superuser(crate::records::session_address_refused) {
         Ok(refused) => refused,
-        Err(error) => super::gate::refuse(error),
+        Err(error) => super::login::refuse(error),
     }
 }

@@ -28,7 +28,7 @@ use pgrx::pg_sys;
 use pgrx::PgList;
 use pgrx::PgSqlErrorCode;
 
-use super::refuse;
+use super::session::refuse;
 
 /// Refuses EXPLAIN to a credential (42501), but plain EXPLAIN where
 /// `bi_access.allow_explain` is on.
@@ -162,9 +162,9 @@ pub(super) fn install() {
 fn credential_session() -> bool {
     // SAFETY: reads of backend-local state.
     if unsafe { pg_sys::IsTransactionState() } {
-        super::session_is_credential()
+        super::session::session_is_credential()
     } else {
-        super::known_credential_session()
+        super::session::known_credential_session()
     }
 }
 

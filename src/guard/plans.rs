@@ -21,13 +21,12 @@
 //! = 'bi_access'`); elsewhere the sub-select runs, once per query.
 
 use std::cell::Cell;
-use std::ffi::CStr;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use super::reads::{is, sole_target_of_sublink};
+use super::shapes::{compares_with_org_lookup, is, is_passthrough, without_casts};
 use crate::names;
 
 static mut PREVIOUS: pg_sys::planner_hook_type = None;
@@ -45,7 +44,7 @@ pub(super) fn install() {
         PREVIOUS = pg_sys::planner_hook;
         pg_sys::planner_hook = Some(planner);
     }
-    super::on_catalog_change(
+    crate::invalidation::on_catalog_change(
         &[
             pg_sys::SysCacheIdentifier::AUTHOID,
             pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
@@ -70,7 +69,7 @@ unsafe extern "C-unwind" fn planner(
             (*cell).ptr_value = constant(!member).cast();
         }
     }
-    if super::guarded() {
+    if super::session::guarded() {
         add_org_filter_for_citus(parse);
     }
     match PREVIOUS {
@@ -105,13 +104,13 @@ unsafe fn add_org_filter_for_citus(query: *mut pg_sys::Query) {
     let Some(guard) = list_cells((*entry).securityQuals)
         .into_iter()
         .map(|cell| (*cell).ptr_value as *mut pg_sys::Node)
-        .find(|qual| super::reads::compares_with_org_lookup(*qual))
+        .find(|qual| compares_with_org_lookup(*qual))
     else {
         return;
     };
     let column = PgList::<pg_sys::Node>::from_pg((*(guard as *mut pg_sys::OpExpr)).args)
         .get_ptr(0)
-        .map(|left| super::reads::without_casts(left));
+        .map(|left| without_casts(left));
     let Some(column) = column.filter(|c| is(*c, pg_sys::NodeTag::T_Var)) else {
         return;
     };
@@ -218,109 +217,4 @@ unsafe fn list_cells(list: *mut pg_sys::List) -> Vec<*mut pg_sys::ListCell> {
 fn constant(value: bool) -> *mut pg_sys::Node {
     // SAFETY: allocates a Const in the current (planning) memory context.
     unsafe { pg_sys::makeBoolConst(value, false) }
-}
-
-/// `(SELECT pg_catalog.pg_has_role('bi_access_credential', 'MEMBER')::int4) <> 1`,
-/// exactly as policies::create_passthrough writes it (without the sub-select
-/// on a table Citus manages).
-///
-/// # Safety
-/// `node` must be a valid node (or NULL).
-pub(super) unsafe fn is_passthrough(node: *mut pg_sys::Node) -> bool {
-    if !is(node, pg_sys::NodeTag::T_OpExpr) {
-        return false;
-    }
-    let operator = node as *mut pg_sys::OpExpr;
-    let args = PgList::<pg_sys::Node>::from_pg((*operator).args);
-    // The function is in the stored expression; get_opcode only for a
-    // node built without it.
-    let function = match (*operator).opfuncid {
-        pg_sys::InvalidOid => pg_sys::get_opcode((*operator).opno),
-        known => known,
-    };
-    if function != pg_sys::Oid::from(pg_sys::F_INT4NE) || args.len() != 2 {
-        return false;
-    }
-    let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) else {
-        return false;
-    };
-    is_int4_one(right) && (is_membership_sublink(left) || is_membership_cast(left))
-}
-
-/// # Safety
-/// `node` must be a valid node (or NULL).
-unsafe fn is_int4_one(node: *mut pg_sys::Node) -> bool {
-    if !is(node, pg_sys::NodeTag::T_Const) {
-        return false;
-    }
-    let constant = node as *mut pg_sys::Const;
-    (*constant).consttype == pg_sys::INT4OID
-        && !(*constant).constisnull
-        && (*constant).constvalue.value() as i32 == 1
-}
-
-/// # Safety
-/// `node` must be a valid node (or NULL).
-unsafe fn is_membership_sublink(node: *mut pg_sys::Node) -> bool {
-    sole_target_of_sublink(node).is_some_and(|cast| is_membership_cast(cast))
-}
-
-/// # Safety
-/// `cast` must be a valid node (or NULL).
-unsafe fn is_membership_cast(cast: *mut pg_sys::Node) -> bool {
-    // The int4 cast of the boolean, then the call.
-    if !is(cast, pg_sys::NodeTag::T_FuncExpr) {
-        return false;
-    }
-    let cast_args = PgList::<pg_sys::Node>::from_pg((*(cast as *mut pg_sys::FuncExpr)).args);
-    match cast_args.get_ptr(0) {
-        Some(call) if cast_args.len() == 1 => is_credential_membership_call(call),
-        _ => false,
-    }
-}
-
-/// `pg_has_role('bi_access_credential', 'MEMBER')`.
-///
-/// # Safety
-/// `node` must be a valid node (or NULL).
-unsafe fn is_credential_membership_call(node: *mut pg_sys::Node) -> bool {
-    if !is(node, pg_sys::NodeTag::T_FuncExpr) {
-        return false;
-    }
-    let call = node as *mut pg_sys::FuncExpr;
-    let args = PgList::<pg_sys::Node>::from_pg((*call).args);
-    if (*call).funcid != pg_sys::Oid::from(pg_sys::F_PG_HAS_ROLE_NAME_TEXT) || args.len() != 2 {
-        return false;
-    }
-    let (Some(role), Some(mode)) = (args.get_ptr(0), args.get_ptr(1)) else {
-        return false;
-    };
-    constant_bytes(role, pg_sys::NAMEOID) == Some(names::CREDENTIAL_GROUP.as_bytes())
-        && constant_bytes(mode, pg_sys::TEXTOID) == Some(b"MEMBER".as_slice())
-}
-
-/// The bytes of a non-null constant of `kind` (name or text), read in
-/// place: this runs for every query that touches an exposed table.
-///
-/// # Safety
-/// `node` must be a valid node (or NULL); the slice lives as long as it.
-unsafe fn constant_bytes<'a>(node: *mut pg_sys::Node, kind: pg_sys::Oid) -> Option<&'a [u8]> {
-    if !is(node, pg_sys::NodeTag::T_Const) {
-        return None;
-    }
-    let constant = node as *mut pg_sys::Const;
-    if (*constant).consttype != kind || (*constant).constisnull {
-        return None;
-    }
-    let value = (*constant).constvalue;
-    if kind == pg_sys::NAMEOID {
-        let name = value.cast_mut_ptr::<pg_sys::NameData>();
-        Some(CStr::from_ptr((*name).data.as_ptr()).to_bytes())
-    } else {
-        // A short constant is never compressed; one that were would not
-        // match, and the query would keep its sub-select.
-        Some(pgrx::varlena::varlena_to_byte_slice(
-            value.cast_mut_ptr::<pg_sys::varlena>(),
-        ))
-    }
 }

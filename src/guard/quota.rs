@@ -76,7 +76,7 @@ pub(super) fn install() {
     unsafe {
         crate::compat::install_executor_run(around_run);
     }
-    super::on_relation_change(forget_shapes);
+    crate::invalidation::on_relation_change(forget_shapes);
 }
 
 /// Runs during invalidation processing: no catalog access, no error.
@@ -122,7 +122,7 @@ fn count(namespace: pg_sys::Oid, weight: i64, what: &'static str) {
         return;
     }
     COUNTED.with(|counted| counted.set(0));
-    let size = super::custom::schema_size(namespace);
+    let size = schema_size(namespace);
     if size.saturating_add(weight) > quota {
         BiError::QuotaWouldExceed {
             what: what.into(),
@@ -132,6 +132,30 @@ fn count(namespace: pg_sys::Oid, weight: i64, what: &'static str) {
         }
         .raise();
     }
+}
+
+/// Raises 53400 if the schema is past its quota.
+pub(super) fn refuse_past_quota(namespace: pg_sys::Oid) {
+    let Some(quota) = crate::settings::custom_schema_quota_bytes() else {
+        return;
+    };
+    let size = schema_size(namespace);
+    if size > quota {
+        crate::error::BiError::QuotaExceeded { size, quota }.raise();
+    }
+}
+
+/// The schema's size as the quota counts it (unreadable: past any quota).
+/// The session's count of bytes written starts again from it.
+pub(super) fn schema_size(namespace: pg_sys::Oid) -> i64 {
+    measured();
+    Spi::get_one_with_args::<i64>(
+        &format!("SELECT {}", crate::custom_schema::size_sql("$1")),
+        &[namespace.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(i64::MAX)
 }
 
 /// Forgets what was counted: the schema was just measured.
@@ -329,7 +353,7 @@ pub unsafe extern "C-unwind" fn bi_access_custom_schema_quota(
     if row.is_null() || event & pg_sys::TRIGGER_EVENT_ROW == 0 {
         return pg_sys::Datum::from(row);
     }
-    if super::guarded() {
+    if super::session::guarded() {
         let relation = (*data).tg_relation;
         let length = i64::from((*row).t_len);
         let external = u32::from((*(*row).t_data).t_infomask) & pg_sys::HEAP_HASEXTERNAL != 0;
@@ -458,7 +482,7 @@ unsafe fn around_run(query: *mut pg_sys::QueryDesc, run: &mut dyn FnMut()) {
             (*dest).mydest,
             pg_sys::CommandDest::DestIntoRel | pg_sys::CommandDest::DestTransientRel
         );
-    if !fills || !super::guarded() {
+    if !fills || !super::session::guarded() {
         return run();
     }
     let Some(schema) = super::custom::writer() else {
@@ -663,7 +687,7 @@ unsafe fn check_before(statement: *mut pg_sys::Node, namespace: pg_sys::Oid) {
             let mut most = Writes::Nothing;
             for command in PgList::<pg_sys::AlterTableCmd>::from_pg((*alter).cmds).iter_ptr() {
                 if touches_triggers((*command).subtype) {
-                    super::refuse(
+                    super::session::refuse(
                         "a bi_access read_write credential may not enable or disable triggers: \
                          bi_access's quota trigger counts what it writes"
                             .into(),
@@ -685,7 +709,7 @@ unsafe fn check_before(statement: *mut pg_sys::Node, namespace: pg_sys::Oid) {
     let Some(quota) = settings::custom_schema_quota_bytes() else {
         return;
     };
-    let size = super::custom::schema_size(namespace);
+    let size = schema_size(namespace);
     let estimate = estimate(relation, &writes);
     if size.saturating_add(estimate) > quota {
         BiError::QuotaWouldExceed {
@@ -740,7 +764,7 @@ pub(super) unsafe fn after(statement: *mut pg_sys::Node, namespace: pg_sys::Oid,
     }
     refuse_past_caps(namespace, &before);
     if matches!(tag, T_IndexStmt | T_AlterTableStmt) {
-        super::custom::refuse_past_quota(namespace);
+        refuse_past_quota(namespace);
     }
 }
 
@@ -750,7 +774,7 @@ pub(super) unsafe fn after(statement: *mut pg_sys::Node, namespace: pg_sys::Oid,
 fn refuse_past_caps(namespace: pg_sys::Oid, before: &Before) {
     let usage = crate::error::or_raise(crate::custom_schema::usage(namespace));
     if usage.stored_generated > before.stored_generated {
-        super::refuse(
+        super::session::refuse(
             "a bi_access read_write credential may not create stored generated columns: \
              the custom schema's quota cannot count their values"
                 .into(),

@@ -26,7 +26,9 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::PgList;
 
-use super::{guarded, refuse};
+use super::custom::Verdict;
+use super::session::{guarded, refuse};
+use super::shapes::{compares_with_org_lookup, is_passthrough};
 use crate::compat::{self, PermissionRequest};
 use crate::names;
 
@@ -57,7 +59,7 @@ pub(super) fn install() {
     unsafe {
         compat::install_permission_check(check_permissions);
     }
-    super::on_relation_change(forget_verdict);
+    crate::invalidation::on_relation_change(forget_verdict);
 }
 
 /// Why a relation is not readable by a credential.
@@ -130,8 +132,13 @@ fn relation_name(relid: pg_sys::Oid) -> String {
 fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal> {
     // The session's custom schema (scope read_write): its own rules.
     match super::custom::verdict(relid, required) {
-        Some(true) => return Ok(()),
-        Some(false) => return Err(Refusal::Write),
+        Some(Verdict::Allowed) => return Ok(()),
+        Some(Verdict::Refused) => return Err(Refusal::Write),
+        Some(Verdict::Grows(namespace)) => {
+            super::quota::refuse_past_quota(namespace);
+            super::quota::require_trigger(relid);
+            return Ok(());
+        }
         None => {}
     }
     if required & !(pg_sys::ACL_SELECT as pg_sys::AclMode) != 0 {
@@ -258,7 +265,7 @@ unsafe fn policies_in_place(relation: pg_sys::Relation) -> bool {
                 guard = true;
             }
         } else if (*policy).permissive
-            && !(name == names::POLICY_PASSTHROUGH && super::plans::is_passthrough(qual))
+            && !(name == names::POLICY_PASSTHROUGH && is_passthrough(qual))
         {
             others_admit = true;
         }
@@ -287,118 +294,4 @@ unsafe fn binds(policy: *mut pg_sys::RowSecurityPolicy, group: pg_sys::Oid) -> b
         let role = pg_sys::Oid::from((*elements.add(i)).value() as u32);
         role == pg_sys::InvalidOid || (group != pg_sys::InvalidOid && role == group)
     })
-}
-
-/// `column = bi_access.current_org…()`, casts aside: the shape of every
-/// reader policy bi_access creates (an earlier 0.2.0 wrapped the call in a
-/// sub-select, kept until the next sync). A policy of the same name that
-/// compares otherwise (or not at all) is not bi_access's.
-///
-/// # Safety
-/// `qual` must be a node tree of an open relcache entry (or NULL).
-pub(super) unsafe fn compares_with_org_lookup(qual: *mut pg_sys::Node) -> bool {
-    if !is(qual, pg_sys::NodeTag::T_OpExpr) {
-        return false;
-    }
-    let operator = qual as *mut pg_sys::OpExpr;
-    let name = pg_sys::get_opname((*operator).opno);
-    if name.is_null() || CStr::from_ptr(name) != c"=" {
-        return false;
-    }
-    let args = PgList::<pg_sys::Node>::from_pg((*operator).args);
-    if args.len() != 2 {
-        return false;
-    }
-    let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) else {
-        return false;
-    };
-    let right = without_casts(right);
-    is(without_casts(left), pg_sys::NodeTag::T_Var)
-        && (is_org_lookup_call(right) || is_org_lookup_sublink(right))
-}
-
-/// # Safety
-/// `node` must be a valid node (or NULL).
-unsafe fn is_org_lookup_call(node: *mut pg_sys::Node) -> bool {
-    is(node, pg_sys::NodeTag::T_FuncExpr)
-        && is_org_lookup((*(node as *mut pg_sys::FuncExpr)).funcid)
-}
-
-/// # Safety
-/// `node` must be a valid node (or NULL).
-unsafe fn is_org_lookup_sublink(node: *mut pg_sys::Node) -> bool {
-    sole_target_of_sublink(node).is_some_and(|target| is_org_lookup_call(without_casts(target)))
-}
-
-/// The expression of `(SELECT expression)`: an expression sub-select with
-/// no FROM and one output column, as bi_access's policies write them.
-///
-/// # Safety
-/// `node` must be a valid node (or NULL).
-pub(super) unsafe fn sole_target_of_sublink(node: *mut pg_sys::Node) -> Option<*mut pg_sys::Node> {
-    if !is(node, pg_sys::NodeTag::T_SubLink) {
-        return None;
-    }
-    let sublink = node as *mut pg_sys::SubLink;
-    let query = (*sublink).subselect;
-    if (*sublink).subLinkType != pg_sys::SubLinkType::EXPR_SUBLINK
-        || !is(query, pg_sys::NodeTag::T_Query)
-    {
-        return None;
-    }
-    let query = query as *mut pg_sys::Query;
-    let targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
-    if !(*query).rtable.is_null() || targets.len() != 1 {
-        return None;
-    }
-    targets
-        .get_ptr(0)
-        .map(|target| (*target).expr as *mut pg_sys::Node)
-}
-
-fn is_org_lookup(function: pg_sys::Oid) -> bool {
-    // SAFETY: syscache lookups; NULL for a missing function or schema.
-    unsafe {
-        let name = pg_sys::get_func_name(function);
-        let schema = pg_sys::get_namespace_name(pg_sys::get_func_namespace(function));
-        if name.is_null() || schema.is_null() {
-            return false;
-        }
-        CStr::from_ptr(schema).to_bytes() == names::SCHEMAS[0].as_bytes()
-            && names::ORG_LOOKUPS
-                .iter()
-                .any(|lookup| CStr::from_ptr(name).to_bytes() == lookup.as_bytes())
-    }
-}
-
-/// The expression under binary-compatible relabelings, I/O conversions and
-/// cast functions.
-///
-/// # Safety
-/// `node` must be a valid node (or NULL).
-pub(super) unsafe fn without_casts(mut node: *mut pg_sys::Node) -> *mut pg_sys::Node {
-    loop {
-        if is(node, pg_sys::NodeTag::T_RelabelType) {
-            node = (*(node as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;
-        } else if is(node, pg_sys::NodeTag::T_CoerceViaIO) {
-            node = (*(node as *mut pg_sys::CoerceViaIO)).arg as *mut pg_sys::Node;
-        } else if is(node, pg_sys::NodeTag::T_FuncExpr)
-            && (*(node as *mut pg_sys::FuncExpr)).funcformat
-                != pg_sys::CoercionForm::COERCE_EXPLICIT_CALL
-        {
-            let args = PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::FuncExpr)).args);
-            match args.get_ptr(0) {
-                Some(arg) if args.len() == 1 => node = arg,
-                _ => return node,
-            }
-        } else {
-            return node;
-        }
-    }
-}
-
-/// # Safety
-/// `node` must be a valid node (or NULL).
-pub(super) unsafe fn is(node: *mut pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
-    !node.is_null() && (*node).type_ == tag
 }

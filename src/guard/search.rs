@@ -30,7 +30,7 @@ use std::ffi::{c_int, c_void, CStr, CString};
 
 use pgrx::pg_sys;
 
-use super::known_credential_session;
+use super::session::known_credential_session;
 use crate::compat;
 
 /// What "more work" means for one setting.
@@ -488,7 +488,7 @@ unsafe fn checked(
 ) -> bool {
     if source != pg_sys::GucSource::PGC_S_SESSION
         || !known_credential_session()
-        || !super::client_backend()
+        || !super::session::client_backend()
     {
         return true;
     }

@@ -45,7 +45,7 @@ enum Standing {
 }
 
 pub(super) fn install() {
-    super::on_catalog_change(&[pg_sys::SysCacheIdentifier::AUTHOID], forget_standing);
+    crate::invalidation::on_catalog_change(&[pg_sys::SysCacheIdentifier::AUTHOID], forget_standing);
 }
 
 /// Runs during invalidation processing: no catalog access, no error.
@@ -145,5 +145,5 @@ fn standing() -> Standing {
 }
 
 fn end(why: &'static str) -> ! {
-    super::gate::refuse(BiError::Ended(why))
+    super::login::refuse(BiError::Ended(why))
 }

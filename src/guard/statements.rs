@@ -8,19 +8,20 @@
 //! a superuser ends it. DECLARE and PREPARE are counted (memory.rs), and the
 //! session's memory is checked before each statement's executor starts.
 //!
-//! In every session (the hook runs wherever the library is loaded):
-//! REASSIGN OWNED, which fires no event trigger, is refused while it would
-//! give bi_access's objects to another role and credentials are current
-//! (src/uninstall.rs).
+//! In every session (the hook runs wherever the library is loaded), the
+//! check `before_reassign_owned` registered runs before REASSIGN OWNED,
+//! which fires no event trigger: the drop guard's (src/uninstall.rs).
 
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::{every_statement, guarded, refuse};
+use super::session::{guarded, refuse};
 
 static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
+/// Set from _PG_init only, in the backend's only thread.
+static mut BEFORE_REASSIGN: Option<unsafe fn(*mut pg_sys::ReassignOwnedStmt)> = None;
 static mut PREVIOUS_START: pg_sys::ExecutorStart_hook_type = None;
 
 pub(super) fn install() {
@@ -32,6 +33,14 @@ pub(super) fn install() {
         PREVIOUS_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);
     }
+}
+
+/// Registers `check` to run before every REASSIGN OWNED, in any session.
+/// Called from _PG_init only.
+pub(crate) fn before_reassign_owned(check: unsafe fn(*mut pg_sys::ReassignOwnedStmt)) {
+    // SAFETY: _PG_init runs once per backend, in its only thread, before
+    // any statement reads it.
+    unsafe { BEFORE_REASSIGN = Some(check) };
 }
 
 #[pg_guard]
@@ -173,7 +182,9 @@ unsafe extern "C-unwind" fn utility_hook(
     }
     let statement = (*pstmt).utilityStmt;
     if (*statement).type_ == pg_sys::NodeTag::T_ReassignOwnedStmt {
-        crate::uninstall::before_reassign(statement as *mut pg_sys::ReassignOwnedStmt);
+        if let Some(check) = BEFORE_REASSIGN {
+            check(statement as *mut pg_sys::ReassignOwnedStmt);
+        }
     }
     let guarded = guarded();
     if guarded {
@@ -203,7 +214,7 @@ unsafe extern "C-unwind" fn utility_hook(
             _ => {}
         }
         if grows(statement) {
-            super::custom::refuse_past_quota(schema.namespace);
+            super::quota::refuse_past_quota(schema.namespace);
         }
         let before = super::quota::before(statement, schema.namespace);
         admitted = Some((super::custom::Admitted::enter(), schema.namespace, before));
@@ -285,5 +296,31 @@ unsafe fn forward(
             dest,
             qc,
         ),
+    }
+}
+
+/// At the start of every statement of a credential session: the login gate's
+/// checks if the login did not run them, the login's standing, then the caps
+/// (re-arming the running statement's timeout if a lowered cap changed it).
+fn every_statement() {
+    // A parallel worker runs its leader's statement with its leader's
+    // settings (it restores the values, not what RESET would return to).
+    if !super::session::client_backend() {
+        return;
+    }
+    super::gate::ensure_ran();
+    super::standing::check();
+    super::networks::check_again();
+    super::transaction::arm();
+    if super::caps::enforce(false) {
+        // SAFETY: re-arms this backend's own statement timer.
+        unsafe {
+            if crate::compat::get_timeout_active(crate::compat::STATEMENT_TIMEOUT) {
+                crate::compat::enable_timeout_after(
+                    crate::compat::STATEMENT_TIMEOUT,
+                    pg_sys::StatementTimeout,
+                );
+            }
+        }
     }
 }

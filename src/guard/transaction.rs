@@ -21,20 +21,6 @@ use pgrx::PgSqlErrorCode;
 use crate::compat;
 use crate::settings;
 
-/// PostgreSQL 17's ERRCODE_TRANSACTION_TIMEOUT, `25P04`.
-pub(crate) const TRANSACTION_TIMEOUT: i32 = sqlstate(*b"25P04");
-
-/// MAKE_SQLSTATE (utils/elog.h): six bits per character.
-const fn sqlstate(code: [u8; 5]) -> i32 {
-    let mut value = 0;
-    let mut i = 0;
-    while i < 5 {
-        value |= ((code[i] as i32 - b'0' as i32) & 0x3f) << (6 * i);
-        i += 1;
-    }
-    value
-}
-
 thread_local! {
     /// The timer, once registered in this backend.
     static TIMER: Cell<Option<c_int>> = const { Cell::new(None) };
@@ -153,7 +139,7 @@ unsafe extern "C-unwind" fn word_the_error(error: *mut pg_sys::ErrorData) {
             "terminating connection: this bi_access credential's transaction lasted longer than bi_access.transaction_timeout ({})",
             settings::duration(cap)
         );
-        (*error).sqlerrcode = TRANSACTION_TIMEOUT;
+        (*error).sqlerrcode = compat::TRANSACTION_TIMEOUT;
         (*error).message = palloc_str(&message);
         (*error).hint = palloc_str(
             "Reconnect. Commit or roll back as soon as the results are read; an administrator sets bi_access.transaction_timeout.",
@@ -173,6 +159,7 @@ fn palloc_str(text: &str) -> *mut std::ffi::c_char {
 #[cfg(test)]
 mod unit {
     use super::*;
+    use crate::compat::sqlstate;
 
     #[test]
     fn the_sqlstate_is_17s() {
@@ -180,6 +167,6 @@ mod unit {
             sqlstate(*b"57014"),
             PgSqlErrorCode::ERRCODE_QUERY_CANCELED as i32
         );
-        assert_eq!(TRANSACTION_TIMEOUT, sqlstate(*b"25P04"));
+        assert_eq!(compat::TRANSACTION_TIMEOUT, sqlstate(*b"25P04"));
     }
 }
