@@ -23,13 +23,21 @@ pub struct Details {
 }
 
 impl Details {
-    pub fn new(username: &str, password: String, org: &Org, target: &Target) -> Result<Self> {
+    /// `scope` and `custom_schema` as the record says (a read_write
+    /// credential's schema).
+    pub fn new(
+        username: &str,
+        password: String,
+        org: &Org,
+        target: &Target,
+        scope: &str,
+        custom_schema: Option<String>,
+    ) -> Result<Self> {
         // Named targets are checked by set_target; `default`'s host is a
         // setting, which a URL must not carry as `[h:5432]` either.
         if target.name == crate::names::DEFAULT_TARGET {
             crate::input::host("bi_access.host", &target.host, crate::targets::MAX_HOST_LEN)?;
         }
-        let (scope, custom_schema) = crate::custom_schema::of_credential(username)?;
         Ok(Details {
             host: target.host.clone(),
             port: target.port,
@@ -40,7 +48,7 @@ impl Details {
             schema: "public".into(),
             sslmode: target.sslmode.clone(),
             display_name: display_name(&settings::display_name_format(), org),
-            scope,
+            scope: scope.into(),
             custom_schema,
             target: target.name.clone(),
         })

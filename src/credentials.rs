@@ -61,7 +61,7 @@ pub fn generate(
     replace_failed(org_id, label)?;
 
     let role = roles::new_role_name()?;
-    let status = first_status(target.standby.is_some());
+    let status = after_login_change(&target, Status::Active);
     let inserted = records::insert(&records::New {
         org_id,
         org_name: request.org_name,
@@ -88,7 +88,7 @@ pub fn generate(
         login: true,
     };
     roles::create_login(&role, &roles::reader_group()?, &options)?;
-    custom_schema::join(&role, org_id, scope)?;
+    let custom_schema = custom_schema::join(&role, org_id, scope)?;
     let (password, sealed, sealed_with) = new_password(&role, &key)?;
     records::store_first_secret(&role, sealed, &sealed_with)?;
 
@@ -107,16 +107,18 @@ pub fn generate(
         json!({ "label": label, "status": status.as_str(), "target": target.name, "scope": scope,
                 "allowed_networks": allowed_networks }),
     )?;
-    Details::new(&role, password, &org, &target)?.into_tuple()
+    Details::new(&role, password, &org, &target, scope, custom_schema)?.into_tuple()
 }
 
-/// A new role is usable at commit on the primary; a standby's target waits
-/// for its replay.
-fn first_status(waits_for_standby: bool) -> Status {
-    if waits_for_standby {
+/// The one standby rule, for every change to a credential's login (a new
+/// role, a new password): usable at commit on the primary, so a live
+/// credential whose target has a standby is pending until the standby has
+/// replayed the change; otherwise, or not live, it is `status`.
+fn after_login_change(target: &targets::Target, status: Status) -> Status {
+    if target.standby.is_some() && status.is_live() {
         Status::Pending
     } else {
-        Status::Active
+        status
     }
 }
 
@@ -133,7 +135,15 @@ pub fn connection_details(
     let password = secrets::open_with(&key.key, &record.role, sealed)?;
     let target = targets::of_credential(&record)?;
     audit::record("reveal", &record.subject(), json!({}))?;
-    Details::new(&record.role, password, &record.org(), &target)?.into_tuple()
+    Details::new(
+        &record.role,
+        password,
+        &record.org(),
+        &target,
+        &record.scope,
+        record.custom_schema.clone(),
+    )?
+    .into_tuple()
 }
 
 /// A new password (and expiry, if given); the old one stops working at
@@ -187,11 +197,7 @@ pub fn regenerate(
     let (password, sealed, sealed_with) = new_password(role, &key)?;
     // The new password is usable on the target's standby once replayed: a
     // live credential is pending until then (a deactivated one stays so).
-    let stored = if target.standby.is_some() && record.stored.is_live() {
-        Status::Pending
-    } else {
-        record.stored
-    };
+    let stored = after_login_change(&target, record.stored);
     records::store_new_password(&record, sealed, &sealed_with, until.as_deref(), stored)?;
     let ended = end_sessions(record.role_oid)?;
     audit::record(
@@ -199,7 +205,15 @@ pub fn regenerate(
         &record.subject(),
         json!({ "sessions_ended": ended }),
     )?;
-    Details::new(role, password, &record.org(), &target)?.into_tuple()
+    Details::new(
+        role,
+        password,
+        &record.org(),
+        &target,
+        &record.scope,
+        record.custom_schema.clone(),
+    )?
+    .into_tuple()
 }
 
 /// 22023 unless the overlap is longer than nothing; as interval text.
@@ -242,8 +256,7 @@ fn rotate_with_overlap(
         login: true,
     };
     roles::create_login(&role, &roles::reader_group()?, &options)?;
-    let (scope, _) = custom_schema::of_credential(&record.role)?;
-    custom_schema::join(&role, &record.org_id, &scope)?;
+    custom_schema::join(&role, &record.org_id, &record.scope)?;
     let previous_until = Spi::get_one_with_args::<String>(
         "SELECT LEAST(now() + $1::interval, $2::timestamptz)::text",
         &[overlap.into(), record.valid_until.as_deref().into()],
@@ -251,11 +264,7 @@ fn rotate_with_overlap(
     .ok_or_else(|| internal("now() plus an interval is NULL"))?;
     roles::set_valid_until(&record.role, &previous_until)?;
     let (password, sealed, sealed_with) = new_password(&role, key)?;
-    let status = if target.standby.is_some() {
-        Status::Pending
-    } else {
-        record.stored
-    };
+    let status = after_login_change(&target, record.stored);
     records::start_overlap(
         record,
         records::Rotation {
@@ -277,7 +286,15 @@ fn rotate_with_overlap(
         json!({ "overlap": overlap, "previous_role_name": record.role,
                 "previous_until": previous_until, "sessions_ended": 0 }),
     )?;
-    Details::new(&role, password, &record.org(), &target)?.into_tuple()
+    Details::new(
+        &role,
+        password,
+        &record.org(),
+        &target,
+        &record.scope,
+        record.custom_schema.clone(),
+    )?
+    .into_tuple()
 }
 
 /// Ends an overlap in progress: the old role goes (`drop_previous`) and the
@@ -590,13 +607,15 @@ fn recreate_role(record: &mut Record) -> Result<()> {
         login: !deactivated,
     };
     roles::create_login(&record.role, &roles::reader_group()?, &options)?;
-    let (scope, _) = custom_schema::of_credential(&record.role)?;
-    custom_schema::join(&record.role, &record.org_id, &scope)?;
-    let status = if deactivated {
-        Status::Deactivated
-    } else {
-        first_status(targets::of_credential(record)?.standby.is_some())
-    };
+    custom_schema::join(&record.role, &record.org_id, &record.scope)?;
+    let status = after_login_change(
+        &targets::of_credential(record)?,
+        if deactivated {
+            Status::Deactivated
+        } else {
+            Status::Active
+        },
+    );
     records::set_recreated(record, status)?;
     record.stored = status;
     record.role_oid =

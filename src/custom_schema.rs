@@ -301,12 +301,6 @@ pub fn sync_memberships() -> Result<i64> {
     Ok(granted)
 }
 
-/// The custom schema shown in a credential's connection details (NULL for
-/// a read credential), and its scope.
-pub fn of_credential(role: &str) -> Result<(String, Option<String>)> {
-    records::scope_and_custom_schema(role)
-}
-
 /// Who inherits what a credential role owns when it is dropped: the owner
 /// group of its org's custom schema for a read_write credential (None: the
 /// extension's owner, as before).

@@ -1,8 +1,10 @@
-//! The credential records and the event log: every statement on
-//! `bi_access.credential` and `bi_access.event` of the lifecycle is here.
-//! `lock` reads a record together with its role (oid, custody mark,
-//! membership) in one query and decides nothing; `status` decides, and
-//! `credentials` orchestrates.
+//! The store: the credential records and the event log. Every statement on
+//! `bi_access.credential` and `bi_access.event` of the lifecycle is here,
+//! and each returns plain data. It is the bottom layer: it imports nothing
+//! but `db`, `error`, `names`, `settings`, `status` and `compat` (no
+//! catalog module: roles, targets, custody, custom schemas; no case). `lock`
+//! reads a record together with its role (oid, custody mark) in one query
+//! and decides nothing; `status` decides, and `credentials` orchestrates.
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -80,6 +82,9 @@ pub struct Record {
     pub replayed: bool,
     /// The LSN of the record's latest change.
     pub created_lsn: Option<String>,
+    /// read or read_write, and a read_write credential's custom schema.
+    pub scope: String,
+    pub custom_schema: Option<String>,
     /// During an overlap rotation: the role it had before, which logs in
     /// until `previous_until` (src/credentials.rs).
     pub previous_role: Option<String>,
@@ -131,10 +136,13 @@ pub fn lock(role: &str) -> Result<Record> {
                     coalesce(c.valid_until <= now(), false), c.target, c.valid_until::text, \
                     c.connection_limit, c.secret, c.sealed_with, \
                     r.oid, pg_catalog.shobj_description(r.oid, 'pg_authid'), \
-                    c.role_name::text, c.previous_role_name::text, p.oid \
+                    c.role_name::text, c.previous_role_name::text, p.oid, \
+                    c.scope, cs.schema_name::text \
              FROM bi_access.credential c \
              LEFT JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
              LEFT JOIN pg_catalog.pg_roles p ON p.rolname = c.previous_role_name \
+             LEFT JOIN bi_access.custom_schema cs \
+                    ON cs.org_id = c.org_id AND c.scope = 'read_write' \
              WHERE $1 IN (c.role_name, c.previous_role_name) FOR UPDATE OF c",
             Some(1),
             &[role.into()],
@@ -165,6 +173,8 @@ pub fn lock(role: &str) -> Result<Record> {
             previous_role: row.get::<String>(16)?,
             previous_oid: row.get::<pg_sys::Oid>(17)?,
             created_lsn: row.get::<String>(6)?,
+            scope: row.get::<String>(18)?.unwrap_or_else(|| "read".into()),
+            custom_schema: row.get::<String>(19)?,
         }))
     })?;
     found.ok_or_else(|| BiError::NoSuchCredential(role.into()))
@@ -983,19 +993,31 @@ fn sync_backend(other_than_me: bool) -> Result<Option<i32>> {
     )
 }
 
+/// The current credential roles of this database that are members of the
+/// reader group `reader` or of `group` in a form that allows SET ROLE (or
+/// does not inherit): memberships as PostgreSQL 15 and earlier made them
+/// (roles::sync_memberships).
+pub fn current_roles_in_groups_as_before_16(reader: &str, group: &str) -> Result<Vec<String>> {
+    db::column::<String>(
+        &format!(
+            "SELECT c.role_name::text \
+             FROM bi_access.credential c \
+             JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) c.role_name \
+             WHERE c.{CURRENT} \
+               AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
+                           JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
+                           WHERE m.member OPERATOR(pg_catalog.=) r.oid \
+                             AND g.rolname OPERATOR(pg_catalog.=) ANY (ARRAY[$1::name, $2::name]) \
+                             AND ({} OR NOT m.inherit_option)) \
+             ORDER BY 1",
+            crate::compat::MEMBERSHIP_ALLOWS_SET_ROLE_SQL
+        ),
+        &[reader.into(), group.into()],
+    )
+}
+
 // ------------------------------------------------------ custom schemas
 // (scope read_write, src/custom_schema.rs)
-
-/// A credential's scope, and its org's custom schema if it is read_write.
-pub fn scope_and_custom_schema(role: &str) -> Result<(String, Option<String>)> {
-    let (scope, schema) = Spi::get_two_with_args::<String, String>(
-        "SELECT c.scope, cs.schema_name::text FROM bi_access.credential c \
-         LEFT JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id AND c.scope = 'read_write' \
-         WHERE $1 IN (c.role_name, c.previous_role_name)",
-        &[role.into()],
-    )?;
-    Ok((scope.unwrap_or_else(|| "read".into()), schema))
-}
 
 /// The owner group of a read_write credential's custom schema, if it exists.
 pub fn custom_schema_owner_of(role: &str) -> Result<Option<String>> {
@@ -1069,17 +1091,19 @@ pub fn missing_custom_schema_memberships() -> Result<Vec<(String, String)>> {
     Spi::connect(|client| {
         let mut missing = Vec::new();
         for row in client.select(
-            "SELECT c.role_name::text, g.rolname::text \
+            &format!(
+                "SELECT c.role_name::text, g.rolname::text \
              FROM bi_access.credential c \
              JOIN bi_access.custom_schema cs ON cs.org_id = c.org_id \
              JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
              JOIN pg_catalog.pg_roles g \
                ON g.rolname = cs.reader_role \
                OR (c.scope = 'read_write' AND g.rolname = cs.owner_role) \
-             WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
+             WHERE c.{CURRENT} \
                AND NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
                                WHERE m.member = r.oid AND m.roleid = g.oid) \
-             ORDER BY 1, 2",
+             ORDER BY 1, 2"
+            ),
             None,
             &[],
         )? {

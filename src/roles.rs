@@ -146,22 +146,7 @@ pub fn sync_memberships() -> Result<i64> {
         return Ok(0);
     }
     let reader = reader_group()?;
-    let roles = db::column::<String>(
-        &format!(
-            "SELECT c.role_name::text \
-             FROM bi_access.credential c \
-             JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) c.role_name \
-             WHERE c.status NOT IN ('failed', 'deleting', 'deleted') \
-               AND EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-                           JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid \
-                           WHERE m.member OPERATOR(pg_catalog.=) r.oid \
-                             AND g.rolname OPERATOR(pg_catalog.=) ANY (ARRAY[$1::name, $2::name]) \
-                             AND ({} OR NOT m.inherit_option)) \
-             ORDER BY 1",
-            compat::MEMBERSHIP_ALLOWS_SET_ROLE_SQL
-        ),
-        &[reader.as_str().into(), CREDENTIAL_GROUP.into()],
-    )?;
+    let roles = crate::records::current_roles_in_groups_as_before_16(&reader, CREDENTIAL_GROUP)?;
     let mut changed = 0;
     for role in &roles {
         // A copy of the database leaves the original's roles alone.

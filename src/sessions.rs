@@ -15,9 +15,11 @@
 //! another backend, which knows nothing of them, and the role keeps logging
 //! in until then.
 //!
-//! Sessions on a streaming replica are out of reach from the primary: there
+//! Sessions on a streaming replica are out of reach of these signals: there
 //! the role's NOLOGIN, new password or absence takes effect for new logins
-//! once replayed, and statement_timeout / VALID UNTIL bound the rest.
+//! once replayed, and an open session ends at its next statement once the
+//! change is replayed (the session guard's standing check,
+//! src/guard/standing.rs).
 
 use std::cell::{Cell, RefCell};
 

@@ -255,4 +255,40 @@ mod tests {
             ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         );
     }
+
+    /// "Current" is decided once, by `Status::is_current`, and spelled in
+    /// SQL twice: `records::CURRENT` and the predicate of the partial unique
+    /// index `credential_live_org_label`. Both SQL forms read the stored
+    /// status, where `deleting` is stored as `deleted`: every status, in its
+    /// stored form, is current in all three alike.
+    #[pg_test]
+    fn current_means_the_same_in_rust_in_the_records_and_in_the_index() {
+        use crate::status::Status;
+        let index: String = one(
+            "SELECT pg_catalog.pg_get_expr(indpred, indrelid) FROM pg_catalog.pg_index \
+             WHERE indexrelid = 'bi_access.credential_live_org_label'::regclass",
+        );
+        for status in Status::ALL {
+            let stored = match status {
+                Status::Deleting => Status::Deleted,
+                other => other,
+            };
+            let holds = |predicate: &str| -> bool {
+                one(&format!(
+                    "SELECT {predicate} FROM (SELECT '{}'::bi_access.credential_status AS status) c",
+                    stored.as_str()
+                ))
+            };
+            assert_eq!(
+                holds(crate::records::CURRENT),
+                status.is_current(),
+                "{status}: records::CURRENT"
+            );
+            assert_eq!(
+                holds(&index),
+                status.is_current(),
+                "{status}: the index's predicate {index}"
+            );
+        }
+    }
 }
