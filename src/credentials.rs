@@ -135,15 +135,7 @@ pub fn connection_details(
     let password = secrets::open_with(&key.key, &record.role, sealed)?;
     let target = targets::of_credential(&record)?;
     audit::record("reveal", &record.subject(), json!({}))?;
-    Details::new(
-        &record.role,
-        password,
-        &record.org(),
-        &target,
-        &record.scope,
-        record.custom_schema.clone(),
-    )?
-    .into_tuple()
+    details(&record, &record.role, password, &target)
 }
 
 /// A new password (and expiry, if given); the old one stops working at
@@ -205,15 +197,7 @@ pub fn regenerate(
         &record.subject(),
         json!({ "sessions_ended": ended }),
     )?;
-    Details::new(
-        role,
-        password,
-        &record.org(),
-        &target,
-        &record.scope,
-        record.custom_schema.clone(),
-    )?
-    .into_tuple()
+    details(&record, role, password, &target)
 }
 
 /// 22023 unless the overlap is longer than nothing; as interval text.
@@ -286,15 +270,7 @@ fn rotate_with_overlap(
         json!({ "overlap": overlap, "previous_role_name": record.role,
                 "previous_until": previous_until, "sessions_ended": 0 }),
     )?;
-    Details::new(
-        &role,
-        password,
-        &record.org(),
-        &target,
-        &record.scope,
-        record.custom_schema.clone(),
-    )?
-    .into_tuple()
+    details(record, &role, password, &target)
 }
 
 /// Ends an overlap in progress: the old role goes (`drop_previous`) and the
@@ -689,4 +665,24 @@ pub fn shown_state(
 /// owner group (a read_write credential's) or the extension's owner.
 fn drop_login(role: &str) -> Result<i64> {
     roles::drop_login(role, || custom_schema::heir_of(role))
+}
+
+/// The connection details of the credential of `record`, logging in as
+/// `role` (its role, or the new one of a rotation) with `password`.
+fn details(
+    record: &Record,
+    role: &str,
+    password: String,
+    target: &targets::Target,
+) -> Result<pgrx::composite_type!('static, "bi_access.connection")> {
+    let custom_schema = record.custom_schema.clone();
+    Details::new(
+        role,
+        password,
+        &record.org(),
+        target,
+        &record.scope,
+        custom_schema,
+    )?
+    .into_tuple()
 }
