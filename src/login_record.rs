@@ -218,8 +218,10 @@ impl Found {
         let address_refused = match &self.allowed_networks {
             None => false,
             Some(list) => db::first::<bool>(
-                "SELECT NOT coalesce(pg_catalog.inet_client_addr() OPERATOR(pg_catalog.<<=) \
-                                     ANY ($1::pg_catalog.cidr[]), false)",
+                &format!(
+                    "SELECT {}",
+                    crate::records::address_outside("$1::pg_catalog.cidr[]")
+                ),
                 &[DatumWithOid::from(list.as_str())],
             )?
             .unwrap_or(false),

@@ -398,6 +398,15 @@ pub fn set_networks(record: &Record, networks: Option<Vec<String>>) -> Result<Op
     )
 }
 
+/// The allowlist test, for a `cidr[]` expression `list`: true when the
+/// client's address is in no network of it (over a Unix socket there is no
+/// address: true as well). The login gate's one spelling of it.
+pub fn address_outside(list: &str) -> String {
+    format!(
+        "NOT coalesce(pg_catalog.inet_client_addr() OPERATOR(pg_catalog.<<=) ANY ({list}), false)"
+    )
+}
+
 /// The login gate, as the bootstrap superuser: whether the session's
 /// client address (libpq's, from MyProcPort; none over a Unix socket) is
 /// outside its credential's allowlist. No record here (a Citus worker's
@@ -410,8 +419,8 @@ pub fn session_address_refused() -> Result<bool> {
     }
     Ok(db::first::<bool>(
         &format!(
-            "SELECT NOT coalesce(pg_catalog.inet_client_addr() OPERATOR(pg_catalog.<<=) ANY (c.allowed_networks), false) \
-             FROM bi_access.credential c WHERE {} AND c.allowed_networks IS NOT NULL",
+            "SELECT {} FROM bi_access.credential c WHERE {} AND c.allowed_networks IS NOT NULL",
+            address_outside("c.allowed_networks"),
             role_of("c", "session_user")?
         ),
         &[],

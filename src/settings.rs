@@ -2,7 +2,7 @@
 //! module reads them through the accessors here, never through SQL, so a
 //! session cannot substitute a placeholder of its own.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
@@ -267,13 +267,11 @@ pub fn init(scope: Scope) {
         -1,
         GucFlags::default(),
     );
-    GucRegistry::define_bool_guc(
-        crate::compat::setting_name(c"bi_access.allow_explain"),
+    boolean(
+        c"bi_access.allow_explain",
         c"Whether credentials may run plain EXPLAIN, whose estimates come from statistics over every org's rows (EXPLAIN ANALYZE never).",
-        c"",
         &ALLOW_EXPLAIN,
         GucContext::Suset,
-        GucFlags::default(),
     );
     if scope == Scope::All {
         define_management_settings();
@@ -287,13 +285,11 @@ pub fn init(scope: Scope) {
 fn define_management_settings() {
     // Read by the yield worker, which has no session to take it from: the
     // server's configuration only.
-    GucRegistry::define_int_guc(
-        crate::compat::setting_name(c"bi_access.yield_after"),
+    integer(
+        c"bi_access.yield_after",
         c"How long the application or replay may wait on a lock a credential holds before the credential yields it (needs the preload); 0: never.",
-        c"",
         &YIELD_AFTER,
-        0,
-        i32::MAX,
+        (0, i32::MAX),
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
@@ -303,13 +299,11 @@ fn define_management_settings() {
     // bi_access itself has no segment, and no use for it.
     // SAFETY: a read of a flag of this process.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        GucRegistry::define_int_guc(
-            crate::compat::setting_name(c"bi_access.usage_max_credentials"),
+        integer(
+            c"bi_access.usage_max_credentials",
             c"How many credentials the usage counters of this server count (needs the preload; set at server start); more are counted as overflow.",
-            c"",
             &USAGE_MAX_CREDENTIALS,
-            1,
-            1_000_000,
+            (1, 1_000_000),
             GucContext::Postmaster,
             GucFlags::default(),
         );
@@ -326,13 +320,11 @@ fn define_management_settings() {
         c"Host name BI clients are told to connect to (usually a read replica).",
         &HOST,
     );
-    GucRegistry::define_int_guc(
-        crate::compat::setting_name(c"bi_access.port"),
+    integer(
+        c"bi_access.port",
         c"Port BI clients are told to connect to; 0 means this server's port.",
-        c"",
         &PORT,
-        0,
-        65535,
+        (0, 65535),
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -361,13 +353,11 @@ fn define_management_settings() {
         c"Comma-separated schemas whose tables with the org column are candidates for exposure.",
         &EXPOSED_SCHEMAS,
     );
-    GucRegistry::define_bool_guc(
-        crate::compat::setting_name(c"bi_access.auto_expose"),
+    boolean(
+        c"bi_access.auto_expose",
         c"Whether a sync exposes new tables that carry the org column in an exposed schema.",
-        c"",
         &AUTO_EXPOSE,
         GucContext::Suset,
-        GucFlags::default(),
     );
     text(
         c"bi_access.display_name_format",
@@ -389,23 +379,19 @@ fn define_management_settings() {
     // pgaudit's read logging for every credential role (src/roles.rs): a
     // role setting, applied at generate and, for existing credentials, at
     // the next sync.
-    GucRegistry::define_bool_guc(
-        crate::compat::setting_name(c"bi_access.audit_reads"),
+    boolean(
+        c"bi_access.audit_reads",
         c"Whether every credential role gets pgaudit.log = 'read' (needs pgaudit in shared_preload_libraries).",
-        c"",
         &AUDIT_READS,
         GucContext::Suset,
-        GucFlags::default(),
     );
     // The application sets this per transaction to name its own user in the
     // event log, so it is the one setting any role may change.
-    GucRegistry::define_string_guc(
-        crate::compat::setting_name(c"bi_access.actor"),
+    string(
+        c"bi_access.actor",
         c"The application's own user, recorded beside session_user in bi_access.events.",
-        c"",
         &ACTOR,
         GucContext::Userset,
-        GucFlags::default(),
     );
     MANAGEMENT_DEFINED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
@@ -418,37 +404,76 @@ fn management(name: &str) {
     }
 }
 
-fn text(
-    name: &'static std::ffi::CStr,
-    description: &'static std::ffi::CStr,
-    setting: &'static Text,
-) {
-    GucRegistry::define_string_guc(
-        crate::compat::setting_name(name),
-        description,
-        c"",
-        setting,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
+/// A superuser's text setting.
+fn text(name: &'static CStr, description: &'static CStr, setting: &'static Text) {
+    string(name, description, setting, GucContext::Suset);
 }
 
+/// A superuser's integer setting from `min` up.
 fn int(
-    name: &'static std::ffi::CStr,
-    description: &'static std::ffi::CStr,
+    name: &'static CStr,
+    description: &'static CStr,
     setting: &'static Int,
     min: i32,
     flags: GucFlags,
 ) {
-    GucRegistry::define_int_guc(
-        crate::compat::setting_name(name),
+    integer(
+        name,
+        description,
+        setting,
+        (min, i32::MAX),
+        GucContext::Suset,
+        flags,
+    );
+}
+
+// Every definition goes through the three below, so none misses
+// compat::setting_name (on 14 and 15 a name defined under a stand-in sorts
+// last, and guc.c's array is sorted once per session).
+
+fn boolean(
+    name: &'static CStr,
+    description: &'static CStr,
+    setting: &'static GucSetting<bool>,
+    context: GucContext,
+) {
+    let name = crate::compat::setting_name(name);
+    GucRegistry::define_bool_guc(
+        name,
         description,
         c"",
         setting,
-        min,
-        i32::MAX,
-        GucContext::Suset,
-        flags,
+        context,
+        GucFlags::default(),
+    );
+}
+
+fn integer(
+    name: &'static CStr,
+    description: &'static CStr,
+    setting: &'static Int,
+    (min, max): (i32, i32),
+    context: GucContext,
+    flags: GucFlags,
+) {
+    let name = crate::compat::setting_name(name);
+    GucRegistry::define_int_guc(name, description, c"", setting, min, max, context, flags);
+}
+
+fn string(
+    name: &'static CStr,
+    description: &'static CStr,
+    setting: &'static Text,
+    context: GucContext,
+) {
+    let name = crate::compat::setting_name(name);
+    GucRegistry::define_string_guc(
+        name,
+        description,
+        c"",
+        setting,
+        context,
+        GucFlags::default(),
     );
 }
 
