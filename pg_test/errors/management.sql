@@ -46,6 +46,7 @@ SELECT bi_access.expose_table('tickets', org_column => 'no_such_column');
 SELECT bi_access.expose_table('measures');
 SELECT bi_access.expose_table('dormant');
 SELECT bi_access.hide_table('counter');
+SELECT bi_access.hide_table('tickets');
 CALL bi_access.sync(lock_timeout => 'soon');
 CALL bi_access.sync(retries => -1);
 CALL bi_access.sync(lock_timeout => NULL);
