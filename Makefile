@@ -62,6 +62,7 @@ lint: setup
 	bash scripts/check-generated.sh
 	python3 scripts/check-lock.py
 	@! git ls-files -s | grep '^120000'
+	python3 scripts/check-layers.py
 	@for m in $(SOME); do \
 	  $(WITH_PG) $$m bash -c 'cargo clippy --all-targets $$PG_FEATURES --features pg_test -- -D warnings' || exit 1; \
 	done

@@ -4,7 +4,8 @@
 #               are what the code generates (scripts/check-generated.sh); no
 #               yanked crate in Cargo.lock (scripts/check-lock.py); no
 #               symbolic link tracked by git (a clone must not depend on
-#               this machine's paths)
+#               this machine's paths); no import circle in src/
+#               (scripts/check-layers.py)
 #   per major:  clippy (-D warnings), the #[pg_test]s (cargo pgrx test, as the
 #               postgres user), an install (the `ci` profile: release
 #               without LTO) into that major's server,
@@ -97,6 +98,7 @@ exec 3>&1
   stage all generated bash scripts/check-generated.sh
   stage all lock python3 scripts/check-lock.py
   stage all links bash -c '! git ls-files -s | grep "^120000"'
+  stage all layers python3 scripts/check-layers.py
 } >"$logs/all.log" 2>&1
 cat "$logs/all.log"
 for major in "${majors[@]}"; do
