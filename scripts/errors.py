@@ -76,18 +76,15 @@ def credential(pair: ReplicaPair, label: str, **options: str) -> tuple[str, str]
     return role, url.replace("localhost", "127.0.0.1")
 
 
-def logins(pair: ReplicaPair, read_role: str, read_url: str) -> str:
-    tcp = {**parse_dsn(read_url), "user": read_role}
-    password = tcp.pop("password")
+def logins(pair: ReplicaPair, read_url: str) -> str:
+    read = parse_dsn(read_url)
     out = []
     _, net_url = credential(pair, "allowlist", allowed_networks="{10.0.0.0/8}")
     out.append(refused("an address outside the credential's allowed_networks", parse_dsn(net_url)))
-    out.append(refused("a database that does not manage the credential",
-                       {**tcp, "dbname": "postgres", "user": read_role, "password": password}))
+    out.append(refused("a database that does not manage the credential", {**read, "dbname": "postgres"}))
     out.append(refused("a bi_access setting among the startup options",
-                       {**tcp, "user": read_role, "password": password,
-                        "options": "-c bi_access.statement_timeout=1h"}))
-    out.append(refused("a wrong password", {**tcp, "user": read_role, "password": "wrong"}))
+                       {**read, "options": "-c bi_access.statement_timeout=1h"}))
+    out.append(refused("a wrong password", {**read, "password": "wrong"}))
     revoked_role, revoked_url = credential(pair, "revoked")
     pair.primary.sql("SELECT bi_access.revoke(%s)", (revoked_role,), dbname=DB)
     out.append(refused("a revoked credential", parse_dsn(revoked_url)))
@@ -112,7 +109,7 @@ def outputs() -> dict[str, str]:
         role, url = credential(pair, "read")
         credential(pair, "on the standby", target="standby")
         _, rw_url = credential(pair, "read_write", scope="read_write")
-        found = {"login": logins(pair, role, url)}
+        found = {"login": logins(pair, url)}
         found["credential"] = session(["-d", url], "credential")
         found["read_write"] = session(["-d", rw_url], "read_write")
         pair.wait_replayed()
