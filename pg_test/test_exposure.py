@@ -670,6 +670,27 @@ def test_call_sync_locks_one_application_table_at_a_time(pair, sync_bi, needs_sy
     assert unsynced(pair) == {}
 
 
+def test_call_syncs_lock_timeout_binds_the_table_steps_only(pair, sync_bi):
+    """sync()'s lock_timeout is for the application's tables: its first step
+    waits behind another sync's transaction as the session would (with the
+    session's own lock_timeout, 0 here), instead of giving up with 55P03."""
+    holder = Session(sync_bi.connect())
+    caller = Session(sync_bi.connect())
+    try:
+        holder.rows("BEGIN")
+        holder.rows("SELECT * FROM bi_access.sync_tables()")
+        run = Background(caller, "CALL bi_access.sync('100ms', 0)")
+        time.sleep(1)
+        waited = not run.done
+        holder.rows("COMMIT")
+        outcome = run.join()
+    finally:
+        holder.close()
+        caller.close()
+    assert waited, f"the call ended while another sync's transaction was open: {outcome}"
+    assert outcome.ok, str(outcome)
+
+
 @pytest.mark.parametrize("kind", ["fresh credential", "re-activated credential"])
 def test_credentials_read_syncing_during_call_sync_and_active_after(pair, sync_bi, needs_sync, kind):
     cred = sync_bi.generate("1")

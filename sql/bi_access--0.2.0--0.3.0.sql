@@ -735,6 +735,7 @@ DECLARE
     changed boolean;
     attempt integer;
     why text;
+    session_lock_timeout text := pg_catalog.current_setting('lock_timeout');
     synced integer := 0;
     unchanged integer := 0;
     skipped text[] := '{}';
@@ -757,6 +758,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass a duration such as ''1s'' or ''500ms''.';
     END;
+    -- Only the table steps run under it: the first step waits as the session does.
+    PERFORM pg_catalog.set_config('lock_timeout', session_lock_timeout, true);
     tables := bi_access_internal.step_sync_begin();
     COMMIT;
     FOREACH t IN ARRAY tables LOOP
