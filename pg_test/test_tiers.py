@@ -19,7 +19,7 @@ ORG = "401"
 WRITER_ORG = "402"
 VIEWER, EDITOR = "tier_viewer", "tier_editor"
 PASSWORD = "tier-password-not-a-bi-secret"
-OWNER = "tier_owner"  # owns the tables expose_table and hide_table are called on
+OWNER = "tier_owner"  # owns the tables expose_table, share_table and hide_table are called on
 
 LOGINS = {
     "none": (PLAIN_ROLE, PLAIN_PASSWORD),
@@ -33,6 +33,7 @@ TIERS = ["none", "viewer", "editor", "admin"]
 CALLS = {
     "credentials view": ("viewer", "SELECT * FROM bi_access.credentials"),
     "events view": ("viewer", "SELECT * FROM bi_access.events"),
+    "tables view": ("viewer", "SELECT * FROM bi_access.tables"),
     "targets view": ("viewer", "SELECT * FROM bi_access.targets"),
     "usage view": ("viewer", "SELECT * FROM bi_access.usage"),
     "unsynced_tables": ("viewer", "SELECT * FROM bi_access.unsynced_tables()"),
@@ -51,6 +52,7 @@ CALLS = {
     "revoke_org": ("admin", "SELECT * FROM bi_access.revoke_org('{org}')"),
     "delete_org": ("admin", "SELECT * FROM bi_access.delete_org('{org}')"),
     "expose_table": ("admin", "SELECT bi_access.expose_table('tiers.unexposed')"),
+    "share_table": ("admin", "SELECT bi_access.share_table('tiers.reference')"),
     "hide_table": ("admin", "SELECT bi_access.hide_table('tiers.exposed')"),
     "sync_tables": ("admin", "SELECT * FROM bi_access.sync_tables()"),
     "set_target": ("admin", "SELECT bi_access.set_target('tiers-new', 'h', 5432)"),
@@ -96,8 +98,10 @@ def state(pair, bi, saas_db) -> dict[str, str]:
         CREATE SCHEMA tiers AUTHORIZATION {OWNER};
         CREATE TABLE tiers.unexposed (id int, org_id int);
         CREATE TABLE tiers.exposed (id int, org_id int);
+        CREATE TABLE tiers.reference (id int, name text);
         ALTER TABLE tiers.unexposed OWNER TO {OWNER};
         ALTER TABLE tiers.exposed OWNER TO {OWNER};
+        ALTER TABLE tiers.reference OWNER TO {OWNER};
     """, dbname=saas_db.dbname)
     bi.query("SELECT bi_access.expose_table('tiers.exposed')")
     bi.call("set_target", "tiers-old", "127.0.0.1", pair.primary.port)

@@ -268,11 +268,18 @@ AS $$ SELECT bi_access_internal.drop_custom_schema(org_id) $$;
 COMMENT ON FUNCTION bi_access.drop_custom_schema(text) IS
     'Drops an org''s custom schema and everything in it, once no current read_write credential of the org exists';
 
-CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL) RETURNS void
+CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL, columns name[] DEFAULT NULL)
+RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.expose_table(tbl::oid, org_column::text) $$;
-COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
-    'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
+AS $$ SELECT bi_access_internal.expose_table(tbl::oid, org_column::text, columns::text[]) $$;
+COMMENT ON FUNCTION bi_access.expose_table(regclass, name, name[]) IS
+    'Exposes a table to BI roles by its org column (default: bi_access.org_column), only its listed columns if columns is given, and syncs it';
+
+CREATE FUNCTION bi_access.share_table(tbl regclass, columns name[] DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.share_table(tbl::oid, columns::text[]) $$;
+COMMENT ON FUNCTION bi_access.share_table(regclass, name[]) IS
+    'Shares a reference table without an org column: every BI role reads all its rows (only its listed columns if columns is given)';
 
 CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -285,6 +292,21 @@ RETURNS TABLE (tbl regclass, org_column name, reason text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT u.tbl::regclass, u.org_column::name, u.reason FROM bi_access_internal.unsynced_tables() u $$;
 COMMENT ON FUNCTION bi_access.unsynced_tables() IS 'What a sync would change, and why';
+
+-- Every table bi_access knows (src/exposure/): exposed by its org column,
+-- shared whole, or hidden; its state from what a sync would change.
+CREATE VIEW bi_access.tables AS
+SELECT e.tbl,
+       CASE WHEN e.hidden THEN 'hidden' WHEN e.shared THEN 'shared' ELSE 'exposed' END AS kind,
+       CASE WHEN e.shared THEN NULL ELSE e.org_column END AS org_column,
+       e.columns,
+       CASE WHEN e.hidden THEN 'withdrawn'
+            WHEN e.tbl IN (SELECT u.tbl FROM bi_access.unsynced_tables() u) THEN 'weakened'
+            ELSE 'in place' END AS state,
+       e.exposed_at AS since
+FROM bi_access.exposed_table e;
+COMMENT ON VIEW bi_access.tables IS
+    'Every table bi_access knows: exposed (by its org column), shared (read whole) or hidden, its column list and its state';
 
 CREATE FUNCTION bi_access.sync_tables() RETURNS TABLE (tbl regclass, action text)
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -473,8 +495,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 -- The views call these as the reader (a function's EXECUTE privilege is
 -- checked against the caller, even inside a view).
 GRANT USAGE ON SCHEMA bi_access TO bi_access_viewer;
-GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets, bi_access.usage
-    TO bi_access_viewer;
+GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.tables, bi_access.targets,
+    bi_access.usage TO bi_access_viewer;
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
@@ -505,7 +527,8 @@ GRANT EXECUTE ON FUNCTION
     bi_access.set_target(text, text, integer, text, text),
     bi_access.drop_target(text),
     bi_access.drop_custom_schema(text),
-    bi_access.expose_table(regclass, name),
+    bi_access.expose_table(regclass, name, name[]),
+    bi_access.share_table(regclass, name[]),
     bi_access.hide_table(regclass),
     bi_access.sync_tables(),
     bi_access_internal.step_sync_begin(),
@@ -569,7 +592,8 @@ COMMENT ON FUNCTION bi_access_internal.set_target(text, text, integer, text, tex
 COMMENT ON FUNCTION bi_access_internal.drop_target(text) IS 'Worker of bi_access.drop_target()';
 COMMENT ON FUNCTION bi_access_internal.drop_custom_schema(text) IS
     'Worker of bi_access.drop_custom_schema()';
-COMMENT ON FUNCTION bi_access_internal.expose_table(oid, text) IS 'Worker of bi_access.expose_table()';
+COMMENT ON FUNCTION bi_access_internal.expose_table(oid, text, text[]) IS 'Worker of bi_access.expose_table()';
+COMMENT ON FUNCTION bi_access_internal.share_table(oid, text[]) IS 'Worker of bi_access.share_table()';
 COMMENT ON FUNCTION bi_access_internal.hide_table(oid) IS 'Worker of bi_access.hide_table()';
 COMMENT ON FUNCTION bi_access_internal.unsynced_tables() IS 'Worker of bi_access.unsynced_tables()';
 COMMENT ON FUNCTION bi_access_internal.sync_tables() IS 'Worker of bi_access.sync_tables()';
@@ -646,11 +670,19 @@ COMMENT ON COLUMN bi_access.credentials.previous_until IS
 COMMENT ON COLUMN bi_access.credentials.last_login_at IS 'Its last login on this server since the server started (needs the preload; bi_access.usage)';
 COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
 COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';
-COMMENT ON COLUMN bi_access.events.action IS 'The call: generate, reveal, regenerate, revoke, expose_table…';
+COMMENT ON COLUMN bi_access.events.action IS 'The call: generate, reveal, regenerate, revoke, expose_table, share_table…';
 COMMENT ON COLUMN bi_access.events.role_name IS 'The credential''s role, for a call on one';
 COMMENT ON COLUMN bi_access.events.org_id IS 'The org key, for a call on an org or its credential';
 COMMENT ON COLUMN bi_access.events.actor IS 'Who made the call: the login (session_user), and the application''s own user when it sets bi_access.actor';
 COMMENT ON COLUMN bi_access.events.detail IS 'What the call did (jsonb); never a secret';
+COMMENT ON COLUMN bi_access.tables.tbl IS 'The table (or security_invoker view)';
+COMMENT ON COLUMN bi_access.tables.kind IS
+    'exposed (each credential reads its org''s rows), shared (every credential reads every row) or hidden (kept out of syncs)';
+COMMENT ON COLUMN bi_access.tables.org_column IS 'The column its rows are matched by; NULL for a shared table';
+COMMENT ON COLUMN bi_access.tables.columns IS 'The only columns credentials may read; NULL: every column';
+COMMENT ON COLUMN bi_access.tables.state IS
+    'in place; weakened (a sync would change it: bi_access.unsynced_tables() says why); withdrawn (hidden)';
+COMMENT ON COLUMN bi_access.tables.since IS 'When it was last exposed, shared or hidden';
 COMMENT ON COLUMN bi_access.targets.name IS 'The target''s name; default is the settings''';
 COMMENT ON COLUMN bi_access.targets.host IS 'Host the credentials are told to connect to';
 COMMENT ON COLUMN bi_access.targets.port IS 'Port the credentials are told to connect to';

@@ -7,7 +7,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:78
+-- src/lib.rs:83
 -- bootstrap
 -- bi_access bootstrap: roles, types and tables. Runs before every generated
 -- object of the extension script, in schema bi_access.
@@ -186,7 +186,14 @@ CREATE TABLE bi_access.exposed_table (
     -- the table turns it off again.
     rls_enabled_by_bi_access boolean NOT NULL DEFAULT false,
     exposed_at timestamptz NOT NULL DEFAULT now(),
-    synced_at timestamptz
+    synced_at timestamptz,
+    -- shared: a reference table without an org column (share_table): every
+    -- credential reads all its rows, no RLS is added; org_column is then the
+    -- column it must not carry (the guard refuses it if it does).
+    shared boolean NOT NULL DEFAULT false,
+    -- columns: the only columns credentials may read (NULL: all of them).
+    columns name[] CONSTRAINT exposed_table_columns_check
+        CHECK (cardinality(columns) > 0 AND array_position(columns, NULL) IS NULL)
 );
 
 -- The key that seals the passwords kept for "View Details" (src/key.rs).
@@ -367,12 +374,12 @@ AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:254
+-- src/custody.rs:203
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:259
+-- src/custody.rs:208
 -- bi_access::custody::bi_access_internal::mark_credentials
 CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -404,12 +411,12 @@ AS 'MODULE_PATHNAME', 'init_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/roles.rs:233
+-- src/roles.rs:221
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/roles.rs:238
+-- src/roles.rs:226
 -- bi_access::roles::bi_access_internal::sync_session_libraries
 CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -420,73 +427,6 @@ AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
 /* <begin connected objects> */
 -- src/api.rs:47
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:121
--- bi_access::api::bi_access_internal::connection_details
-CREATE  FUNCTION bi_access_internal."connection_details"(
-	"role" TEXT /* Option < & str > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'connection_details_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:272
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:280
--- bi_access::api::bi_access_internal::hide_table
-CREATE  FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* Option < pg_sys :: Oid > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:160
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:375
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:155
--- bi_access::api::bi_access_internal::activate
-CREATE  FUNCTION bi_access_internal."activate"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -505,106 +445,14 @@ AS 'MODULE_PATHNAME', 'set_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:82
--- bi_access::api::bi_access_internal::generate
-CREATE  FUNCTION bi_access_internal."generate"(
-	"org_id" TEXT, /* Option < & str > */
-	"label" TEXT, /* Option < & str > */
-	"org_name" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"connection_limit" INT, /* Option < i32 > */
-	"scope" TEXT, /* Option < & str > */
-	"target" TEXT, /* Option < & str > */
-	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:207
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
+-- src/api.rs:202
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
 	"org_id" TEXT /* Option < & str > */
 ) RETURNS TEXT[] /* Vec < String > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:381
--- bi_access::api::bi_access_internal::sync_end
-CREATE  FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:289
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:240
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:254
--- bi_access::api::bi_access_internal::targets
-CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
-	"name" TEXT,  /* String */
-	"host" TEXT,  /* String */
-	"port" INT,  /* i32 */
-	"sslmode" TEXT,  /* String */
-	"standby" TEXT  /* Option < String > */
-)
-STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'targets_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:165
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:232
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -619,127 +467,12 @@ AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:150
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:294
--- bi_access::api::bi_access_internal::check
-CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:319
--- bi_access::api::bi_access_internal::lock_yields
-CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
-	"cancelled" bigint,  /* i64 */
-	"terminated" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:202
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:247
--- bi_access::api::bi_access_internal::add_quota_triggers
-CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:393
+-- src/api.rs:406
 -- bi_access::api::bi_access_internal::forget_dropped
 CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:143
--- bi_access::api::bi_access_internal::set_networks
-CREATE  FUNCTION bi_access_internal."set_networks"(
-	"role" TEXT, /* Option < & str > */
-	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_networks_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:398
--- bi_access::api::bi_access_internal::unsynced_tables
-CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"org_column" TEXT,  /* String */
-	"reason" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:423
--- bi_access::api::bi_access_internal::sync_tables
-CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:330
--- bi_access::api::bi_access_internal::usage
-CREATE  FUNCTION bi_access_internal."usage"() RETURNS TABLE (
-	"role" oid,  /* pg_sys :: Oid */
-	"sessions_now" bigint,  /* i64 */
-	"logins" bigint,  /* i64 */
-	"refused_limits" bigint,  /* i64 */
-	"refused_networks" bigint,  /* i64 */
-	"refused_revocation" bigint,  /* i64 */
-	"refused_other" bigint,  /* i64 */
-	"last_login_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"statements" bigint,  /* i64 */
-	"rows_returned" bigint,  /* i64 */
-	"cancelled" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'usage_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -764,6 +497,94 @@ AS 'MODULE_PATHNAME', 'credential_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:143
+-- bi_access::api::bi_access_internal::set_networks
+CREATE  FUNCTION bi_access_internal."set_networks"(
+	"role" TEXT, /* Option < & str > */
+	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_networks_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:121
+-- bi_access::api::bi_access_internal::connection_details
+CREATE  FUNCTION bi_access_internal."connection_details"(
+	"role" TEXT /* Option < & str > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'connection_details_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:240
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:332
+-- bi_access::api::bi_access_internal::lock_yields
+CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:165
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:150
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:82
+-- bi_access::api::bi_access_internal::generate
+CREATE  FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT, /* Option < & str > */
+	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:130
 -- bi_access::api::bi_access_internal::regenerate
 CREATE  FUNCTION bi_access_internal."regenerate"(
@@ -778,12 +599,225 @@ AS 'MODULE_PATHNAME', 'regenerate_overlap_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:387
+-- src/api.rs:285
+-- bi_access::api::bi_access_internal::share_table
+CREATE  FUNCTION bi_access_internal."share_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"columns" TEXT[] /* :: std :: option :: Option < Vec < String > > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'share_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:272
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT, /* Option < & str > */
+	"columns" TEXT[] /* :: std :: option :: Option < Vec < String > > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:381
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:394
+-- bi_access::api::bi_access_internal::sync_end
+CREATE  FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:302
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:293
+-- bi_access::api::bi_access_internal::hide_table
+CREATE  FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* Option < pg_sys :: Oid > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:160
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:400
 -- bi_access::api::bi_access_internal::after_ddl
 CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:411
+-- bi_access::api::bi_access_internal::unsynced_tables
+CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:254
+-- bi_access::api::bi_access_internal::targets
+CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"host" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"sslmode" TEXT,  /* String */
+	"standby" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'targets_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:343
+-- bi_access::api::bi_access_internal::usage
+CREATE  FUNCTION bi_access_internal."usage"() RETURNS TABLE (
+	"role" oid,  /* pg_sys :: Oid */
+	"sessions_now" bigint,  /* i64 */
+	"logins" bigint,  /* i64 */
+	"refused_limits" bigint,  /* i64 */
+	"refused_networks" bigint,  /* i64 */
+	"refused_revocation" bigint,  /* i64 */
+	"refused_other" bigint,  /* i64 */
+	"last_login_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"statements" bigint,  /* i64 */
+	"rows_returned" bigint,  /* i64 */
+	"cancelled" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'usage_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:429
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:232
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:388
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:307
+-- bi_access::api::bi_access_internal::check
+CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:436
+-- bi_access::api::bi_access_internal::sync_tables
+CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:207
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:155
+-- bi_access::api::bi_access_internal::activate
+CREATE  FUNCTION bi_access_internal."activate"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -798,26 +832,12 @@ AS 'MODULE_PATHNAME', 'org_of_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:416
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:368
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+-- src/api.rs:247
+-- bi_access::api::bi_access_internal::add_quota_triggers
+CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -830,7 +850,7 @@ SELECT bi_access_internal.init_key();
 REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 
 
--- src/lib.rs:79
+-- src/lib.rs:84
 -- finalize
 -- bi_access: the SQL surface. Runs after every generated object.
 --
@@ -1102,11 +1122,18 @@ AS $$ SELECT bi_access_internal.drop_custom_schema(org_id) $$;
 COMMENT ON FUNCTION bi_access.drop_custom_schema(text) IS
     'Drops an org''s custom schema and everything in it, once no current read_write credential of the org exists';
 
-CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL) RETURNS void
+CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL, columns name[] DEFAULT NULL)
+RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.expose_table(tbl::oid, org_column::text) $$;
-COMMENT ON FUNCTION bi_access.expose_table(regclass, name) IS
-    'Exposes a table to BI roles by its org column (default: bi_access.org_column) and syncs it';
+AS $$ SELECT bi_access_internal.expose_table(tbl::oid, org_column::text, columns::text[]) $$;
+COMMENT ON FUNCTION bi_access.expose_table(regclass, name, name[]) IS
+    'Exposes a table to BI roles by its org column (default: bi_access.org_column), only its listed columns if columns is given, and syncs it';
+
+CREATE FUNCTION bi_access.share_table(tbl regclass, columns name[] DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bi_access_internal.share_table(tbl::oid, columns::text[]) $$;
+COMMENT ON FUNCTION bi_access.share_table(regclass, name[]) IS
+    'Shares a reference table without an org column: every BI role reads all its rows (only its listed columns if columns is given)';
 
 CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1119,6 +1146,21 @@ RETURNS TABLE (tbl regclass, org_column name, reason text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT u.tbl::regclass, u.org_column::name, u.reason FROM bi_access_internal.unsynced_tables() u $$;
 COMMENT ON FUNCTION bi_access.unsynced_tables() IS 'What a sync would change, and why';
+
+-- Every table bi_access knows (src/exposure/): exposed by its org column,
+-- shared whole, or hidden; its state from what a sync would change.
+CREATE VIEW bi_access.tables AS
+SELECT e.tbl,
+       CASE WHEN e.hidden THEN 'hidden' WHEN e.shared THEN 'shared' ELSE 'exposed' END AS kind,
+       CASE WHEN e.shared THEN NULL ELSE e.org_column END AS org_column,
+       e.columns,
+       CASE WHEN e.hidden THEN 'withdrawn'
+            WHEN e.tbl IN (SELECT u.tbl FROM bi_access.unsynced_tables() u) THEN 'weakened'
+            ELSE 'in place' END AS state,
+       e.exposed_at AS since
+FROM bi_access.exposed_table e;
+COMMENT ON VIEW bi_access.tables IS
+    'Every table bi_access knows: exposed (by its org column), shared (read whole) or hidden, its column list and its state';
 
 CREATE FUNCTION bi_access.sync_tables() RETURNS TABLE (tbl regclass, action text)
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1307,8 +1349,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA bi_access FROM PUBLIC;
 -- The views call these as the reader (a function's EXECUTE privilege is
 -- checked against the caller, even inside a view).
 GRANT USAGE ON SCHEMA bi_access TO bi_access_viewer;
-GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.targets, bi_access.usage
-    TO bi_access_viewer;
+GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.tables, bi_access.targets,
+    bi_access.usage TO bi_access_viewer;
 GRANT EXECUTE ON FUNCTION
     bi_access.unsynced_tables(),
     bi_access.check(),
@@ -1339,7 +1381,8 @@ GRANT EXECUTE ON FUNCTION
     bi_access.set_target(text, text, integer, text, text),
     bi_access.drop_target(text),
     bi_access.drop_custom_schema(text),
-    bi_access.expose_table(regclass, name),
+    bi_access.expose_table(regclass, name, name[]),
+    bi_access.share_table(regclass, name[]),
     bi_access.hide_table(regclass),
     bi_access.sync_tables(),
     bi_access_internal.step_sync_begin(),
@@ -1403,7 +1446,8 @@ COMMENT ON FUNCTION bi_access_internal.set_target(text, text, integer, text, tex
 COMMENT ON FUNCTION bi_access_internal.drop_target(text) IS 'Worker of bi_access.drop_target()';
 COMMENT ON FUNCTION bi_access_internal.drop_custom_schema(text) IS
     'Worker of bi_access.drop_custom_schema()';
-COMMENT ON FUNCTION bi_access_internal.expose_table(oid, text) IS 'Worker of bi_access.expose_table()';
+COMMENT ON FUNCTION bi_access_internal.expose_table(oid, text, text[]) IS 'Worker of bi_access.expose_table()';
+COMMENT ON FUNCTION bi_access_internal.share_table(oid, text[]) IS 'Worker of bi_access.share_table()';
 COMMENT ON FUNCTION bi_access_internal.hide_table(oid) IS 'Worker of bi_access.hide_table()';
 COMMENT ON FUNCTION bi_access_internal.unsynced_tables() IS 'Worker of bi_access.unsynced_tables()';
 COMMENT ON FUNCTION bi_access_internal.sync_tables() IS 'Worker of bi_access.sync_tables()';
@@ -1480,11 +1524,19 @@ COMMENT ON COLUMN bi_access.credentials.previous_until IS
 COMMENT ON COLUMN bi_access.credentials.last_login_at IS 'Its last login on this server since the server started (needs the preload; bi_access.usage)';
 COMMENT ON COLUMN bi_access.events.id IS 'The event''s id, in the order events were appended';
 COMMENT ON COLUMN bi_access.events.at IS 'When the event was appended';
-COMMENT ON COLUMN bi_access.events.action IS 'The call: generate, reveal, regenerate, revoke, expose_table…';
+COMMENT ON COLUMN bi_access.events.action IS 'The call: generate, reveal, regenerate, revoke, expose_table, share_table…';
 COMMENT ON COLUMN bi_access.events.role_name IS 'The credential''s role, for a call on one';
 COMMENT ON COLUMN bi_access.events.org_id IS 'The org key, for a call on an org or its credential';
 COMMENT ON COLUMN bi_access.events.actor IS 'Who made the call: the login (session_user), and the application''s own user when it sets bi_access.actor';
 COMMENT ON COLUMN bi_access.events.detail IS 'What the call did (jsonb); never a secret';
+COMMENT ON COLUMN bi_access.tables.tbl IS 'The table (or security_invoker view)';
+COMMENT ON COLUMN bi_access.tables.kind IS
+    'exposed (each credential reads its org''s rows), shared (every credential reads every row) or hidden (kept out of syncs)';
+COMMENT ON COLUMN bi_access.tables.org_column IS 'The column its rows are matched by; NULL for a shared table';
+COMMENT ON COLUMN bi_access.tables.columns IS 'The only columns credentials may read; NULL: every column';
+COMMENT ON COLUMN bi_access.tables.state IS
+    'in place; weakened (a sync would change it: bi_access.unsynced_tables() says why); withdrawn (hidden)';
+COMMENT ON COLUMN bi_access.tables.since IS 'When it was last exposed, shared or hidden';
 COMMENT ON COLUMN bi_access.targets.name IS 'The target''s name; default is the settings''';
 COMMENT ON COLUMN bi_access.targets.host IS 'Host the credentials are told to connect to';
 COMMENT ON COLUMN bi_access.targets.port IS 'Port the credentials are told to connect to';

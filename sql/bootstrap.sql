@@ -175,7 +175,14 @@ CREATE TABLE bi_access.exposed_table (
     -- the table turns it off again.
     rls_enabled_by_bi_access boolean NOT NULL DEFAULT false,
     exposed_at timestamptz NOT NULL DEFAULT now(),
-    synced_at timestamptz
+    synced_at timestamptz,
+    -- shared: a reference table without an org column (share_table): every
+    -- credential reads all its rows, no RLS is added; org_column is then the
+    -- column it must not carry (the guard refuses it if it does).
+    shared boolean NOT NULL DEFAULT false,
+    -- columns: the only columns credentials may read (NULL: all of them).
+    columns name[] CONSTRAINT exposed_table_columns_check
+        CHECK (cardinality(columns) > 0 AND array_position(columns, NULL) IS NULL)
 );
 
 -- The key that seals the passwords kept for "View Details" (src/key.rs).

@@ -270,10 +270,23 @@ mod bi_access_internal {
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn expose_table(tbl: Option<pg_sys::Oid>, org_column: Option<&str>) {
+    fn expose_table(
+        tbl: Option<pg_sys::Oid>,
+        org_column: Option<&str>,
+        columns: Option<Vec<String>>,
+    ) {
         wrapped(|| {
-            Call::management("expose_table")
-                .and_then(|call| exposure::expose_table(call.required("tbl", tbl)?, org_column))
+            Call::management("expose_table").and_then(|call| {
+                exposure::expose_table(call.required("tbl", tbl)?, org_column, columns)
+            })
+        })
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn share_table(tbl: Option<pg_sys::Oid>, columns: Option<Vec<String>>) {
+        wrapped(|| {
+            Call::management("share_table")
+                .and_then(|call| exposure::share_table(call.required("tbl", tbl)?, columns))
         })
     }
 

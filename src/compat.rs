@@ -419,6 +419,9 @@ pub fn grant_membership_sql(groups: &[String], role: &str) -> String {
 pub struct PermissionRequest {
     pub relid: pg_sys::Oid,
     pub required: pg_sys::AclMode,
+    /// The columns read, each as its attribute number less
+    /// FirstLowInvalidHeapAttributeNumber (0, the whole row, included).
+    pub selected: *mut pg_sys::Bitmapset,
 }
 
 /// What the executor permission hook asks: `check(requests, report)` returns
@@ -452,6 +455,7 @@ unsafe fn request(entry: *mut pg_sys::RangeTblEntry) -> Option<PermissionRequest
         PermissionRequest {
             relid: (*entry).relid,
             required: (*entry).requiredPerms,
+            selected: (*entry).selectedCols,
         }
     })
 }
@@ -466,6 +470,7 @@ unsafe fn request(info: *mut pg_sys::RTEPermissionInfo) -> Option<PermissionRequ
     ((*info).requiredPerms != 0).then(|| PermissionRequest {
         relid: (*info).relid,
         required: (*info).requiredPerms,
+        selected: (*info).selectedCols,
     })
 }
 

@@ -106,6 +106,15 @@ pub enum BiError {
     #[error("column {column:?} does not exist in table {table}")]
     NoSuchColumn { table: String, column: String },
 
+    /// share_table of a table that carries the org column: every credential
+    /// would read every org's rows.
+    #[error("table {table} has the org column {column:?}, so it cannot be shared")]
+    SharedHasOrgColumn { table: String, column: String },
+
+    /// An empty column list, or one naming a column twice.
+    #[error("{0}")]
+    BadColumnList(String),
+
     #[error("could not lock table {0} within lock_timeout")]
     LockNotAvailable(String),
 
@@ -320,6 +329,9 @@ impl BiError {
             BiError::RefusedColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
             BiError::UnknownTable(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
+            BiError::SharedHasOrgColumn { .. } | BiError::BadColumnList(_) => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
             BiError::LockNotAvailable(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             BiError::LiveCredentials(_) | BiError::Protected(..) => {
                 ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST
@@ -403,6 +415,13 @@ impl BiError {
                  Enable it yourself (ALTER TABLE {table} ENABLE ROW LEVEL SECURITY) once they are meant \
                  to apply, or drop them; then expose the table."
             )),
+            BiError::SharedHasOrgColumn { table, column } => Some(format!(
+                "Expose it instead, so each credential reads its own org's rows: \
+                 SELECT bi_access.expose_table('{table}', '{column}');"
+            )),
+            BiError::BadColumnList(_) => Some(
+                "Name each column once, or pass NULL for every column of the table.".into(),
+            ),
             BiError::RefusedColumnType { .. } => Some(
                 "An org column is text, varchar, smallint, integer, bigint, uuid or citext.".into(),
             ),

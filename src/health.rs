@@ -28,7 +28,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 25] = [
+    let probes: [Probe; 27] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -38,6 +38,8 @@ pub fn check() -> Result<Vec<Finding>> {
         unsynced,
         definer_views,
         refused_org_columns,
+        shared_with_org_column,
+        stale_column_lists,
         keys_matching_no_table,
         replication_targets,
         credential_attributes,
@@ -377,6 +379,13 @@ fn public_select(context: &Context) -> Result<Vec<Finding>> {
 fn unsynced(_: &Context) -> Result<Vec<Finding>> {
     Ok(exposure::unsynced_tables()?
         .into_iter()
+        // A sync cannot mend it: shared_with_org_column names the fix.
+        .filter(|pending| {
+            !matches!(
+                pending.reason,
+                exposure::Unsynced::CannotSync(BiError::SharedHasOrgColumn { .. })
+            )
+        })
         .map(|pending| Finding {
             severity: if pending.reason.is_new_table() {
                 "info"
@@ -472,6 +481,52 @@ fn refused_org_columns(_: &Context) -> Result<Vec<Finding>> {
         "error",
         "an exposed table whose org column is of a type bi_access no longer accepts (text, varchar, \
          an integer type, uuid, citext): org keys are cast to it, which may fail or match loosely",
+    )
+}
+
+/// A shared table that has gained the org column since it was shared: the
+/// session guard refuses it to every credential (shared, each would read
+/// every org's rows) and a sync withdraws its grant.
+fn shared_with_org_column(_: &Context) -> Result<Vec<Finding>> {
+    rows(
+        "SELECT e.tbl::regclass::text, \
+                format('SELECT bi_access.expose_table(%L, %L); -- or drop the column, or SELECT bi_access.hide_table(%L);', \
+                       e.tbl::regclass::text, e.org_column, e.tbl::regclass::text) \
+         FROM bi_access.exposed_table e \
+         JOIN pg_catalog.pg_attribute a \
+           ON a.attrelid = e.tbl AND a.attname = e.org_column AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE e.shared AND NOT e.hidden \
+         ORDER BY 1",
+        &[],
+        "error",
+        "a shared table that carries the org column: BI roles may not read it (every credential \
+         would read every org's rows) until it is exposed by that column instead",
+    )
+}
+
+/// A column list naming a column the table no longer has (dropped, or
+/// renamed): BI roles read only the listed columns that remain. The fix
+/// sets the list to those (or hides the table when none remains).
+fn stale_column_lists(_: &Context) -> Result<Vec<Finding>> {
+    rows(
+        "SELECT e.tbl::regclass::text, \
+                CASE WHEN l.live IS NULL THEN format('SELECT bi_access.hide_table(%L);', e.tbl::regclass::text) \
+                     WHEN e.shared THEN format('SELECT bi_access.share_table(%L, %L);', e.tbl::regclass::text, l.live) \
+                     ELSE format('SELECT bi_access.expose_table(%L, %L, %L);', \
+                                 e.tbl::regclass::text, e.org_column, l.live) END \
+         FROM bi_access.exposed_table e \
+         JOIN pg_catalog.pg_class c ON c.oid = e.tbl, \
+         LATERAL (SELECT pg_catalog.array_agg(a.attname ORDER BY a.attnum) AS live \
+                  FROM pg_catalog.pg_attribute a \
+                  WHERE a.attrelid = e.tbl AND a.attname = ANY (e.columns) \
+                    AND a.attnum > 0 AND NOT a.attisdropped) l \
+         WHERE NOT e.hidden AND e.columns IS NOT NULL \
+           AND pg_catalog.cardinality(l.live) IS DISTINCT FROM pg_catalog.cardinality(e.columns) \
+         ORDER BY 1",
+        &[],
+        "warning",
+        "its column list names a column the table no longer has (dropped or renamed): \
+         BI roles read only the listed columns that remain",
     )
 }
 

@@ -22,6 +22,7 @@ use pgrx::pg_sys;
 
 use crate::db;
 use crate::error::Result;
+use crate::index_scan;
 
 /// What the gate checks of the login's record.
 pub struct LoginRecord {
@@ -140,60 +141,35 @@ impl Table {
 
     /// The record whose `column` equals `name`, through `index`.
     fn scan(&self, index: pg_sys::Oid, column: pg_sys::AttrNumber, name: &CStr) -> Option<Found> {
-        // SAFETY: the table is opened and closed here with AccessShareLock,
-        // as any reader of it would; the scan key holds a NameData that
-        // outlives the scan; the latest snapshot (a record written earlier in
-        // this transaction, or committed since it began, is seen) is
-        // registered for the scan and unregistered after it; the tuple's
-        // values are copied out before the scan ends. The index is a unique
-        // btree on a `name` column, so one equality key finds one row.
+        // SAFETY: `index` is a unique btree on the `name` column `column` of
+        // this table; the key is a NameData that outlives the scan.
         unsafe {
-            let relation =
-                pg_sys::table_open(self.oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
             let mut wanted: pg_sys::NameData = std::mem::zeroed();
             pg_sys::namestrcpy(&mut wanted, name.as_ptr());
-            let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
-            pg_sys::ScanKeyInit(
-                &mut key,
+            index_scan::unique_row(
+                self.oid,
+                index,
                 column,
-                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
                 pg_sys::RegProcedure::from(pg_sys::F_NAMEEQ),
                 pg_sys::Datum::from(&mut wanted as *mut pg_sys::NameData),
-            );
-            let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
-            let scan = pg_sys::systable_beginscan(relation, index, true, snapshot, 1, &mut key);
-            let tuple = pg_sys::systable_getnext(scan);
-            let found = (!tuple.is_null()).then(|| self.columns(relation, tuple));
-            pg_sys::systable_endscan(scan);
-            pg_sys::UnregisterSnapshot(snapshot);
-            pg_sys::table_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            found
+                |relation, tuple| self.columns(relation, tuple),
+            )
         }
     }
 
     /// SAFETY: `tuple` is a live tuple of `relation`, this table.
     unsafe fn columns(&self, relation: pg_sys::Relation, tuple: pg_sys::HeapTuple) -> Found {
-        let descriptor = (*relation).rd_att;
-        let count = (*descriptor).natts as usize;
-        let mut values = vec![pg_sys::Datum::from(0); count];
-        let mut nulls = vec![false; count];
-        pg_sys::heap_deform_tuple(tuple, descriptor, values.as_mut_ptr(), nulls.as_mut_ptr());
-        let at = |number: pg_sys::AttrNumber| {
-            let i = number as usize - 1;
-            (!nulls[i]).then_some(values[i])
-        };
-        let name = |datum: pg_sys::Datum| {
-            CStr::from_ptr(datum.cast_mut_ptr::<std::ffi::c_char>())
-                .to_string_lossy()
-                .into_owned()
-        };
+        let row = index_scan::values(relation, tuple);
+        let name = |datum| index_scan::name_text(datum);
         Found {
-            role_name: at(self.role_name).map(name).unwrap_or_default(),
-            previous_role_name: self.previous_role_name.and_then(at).map(name),
-            connection_limit: at(self.connection_limit).map(|datum| datum.value() as i32),
+            role_name: row.at(self.role_name).map(name).unwrap_or_default(),
+            previous_role_name: self.previous_role_name.and_then(|n| row.at(n)).map(name),
+            connection_limit: row
+                .at(self.connection_limit)
+                .map(|datum| datum.value() as i32),
             allowed_networks: self
                 .allowed_networks
-                .and_then(|number| at(number).map(|datum| (number, datum)))
+                .and_then(|number| row.at(number).map(|datum| (number, datum)))
                 .map(|(number, datum)| {
                     // The column's own output function: the list as text,
                     // detoasted on the way.

@@ -47,3 +47,9 @@ ALTER TABLE bi_access.credential
     ADD CONSTRAINT credential_previous_check CHECK ((previous_role_name IS NULL) = (previous_until IS NULL));
 CREATE INDEX credential_previous_until ON bi_access.credential (previous_until)
     WHERE previous_until IS NOT NULL AND status <> 'deleted';
+
+-- New in 0.3.0: shared tables and column lists (src/exposure/tables.rs).
+ALTER TABLE bi_access.exposed_table
+    ADD COLUMN shared boolean NOT NULL DEFAULT false,
+    ADD COLUMN columns name[] CONSTRAINT exposed_table_columns_check
+        CHECK (cardinality(columns) > 0 AND array_position(columns, NULL) IS NULL);

@@ -46,7 +46,7 @@ pub fn org_column_types() -> Result<Vec<String>> {
                  JOIN pg_catalog.pg_attribute a \
                    ON a.attrelid = e.tbl AND a.attname = e.org_column \
                   AND a.attnum > 0 AND NOT a.attisdropped \
-                 WHERE NOT e.hidden",
+                 WHERE NOT e.hidden AND NOT e.shared",
                 None,
                 &[],
             )?
@@ -70,7 +70,16 @@ pub(super) enum Vet {
 /// The table (or security_invoker view) as a target; refuses what would
 /// let a BI role past row-level security, or what bi_access must not
 /// expose, in DESIGN.md's order of SQLSTATEs.
-pub(super) fn vet(tbl: pg_sys::Oid, column: &str, vet: Vet) -> Result<Target> {
+///
+/// `listed` is a column list being set (expose_table's `columns`): not
+/// empty, each column once (22023), each a column of the table (42703,
+/// before the org column's type).
+pub(super) fn vet(
+    tbl: pg_sys::Oid,
+    column: &str,
+    vet: Vet,
+    listed: Option<&[String]>,
+) -> Result<Target> {
     let relation = relation(tbl, column)?;
     let name = quote_qualified_identifier(&relation.schema, &relation.name);
     refuse_kind(&relation, &name)?;
@@ -83,6 +92,7 @@ pub(super) fn vet(tbl: pg_sys::Oid, column: &str, vet: Vet) -> Result<Target> {
             column: column.into(),
         });
     };
+    check_listed(tbl, &name, listed)?;
     if vet != Vet::Sync && !relation.accepted_type {
         return Err(BiError::RefusedColumnType {
             table: name,
@@ -99,7 +109,71 @@ pub(super) fn vet(tbl: pg_sys::Oid, column: &str, vet: Vet) -> Result<Target> {
 }
 
 pub(super) fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
-    vet(tbl, column, Vet::Sync)
+    vet(tbl, column, Vet::Sync, None)
+}
+
+/// A shared table (share_table, and its sync), checked in expose_table's
+/// order, then 22023 if it carries the org column `column`: shared, every
+/// credential would read every org's rows. Returns its quoted name.
+pub(super) fn vet_shared(
+    tbl: pg_sys::Oid,
+    column: &str,
+    vet: Vet,
+    listed: Option<&[String]>,
+) -> Result<String> {
+    let relation = relation(tbl, column)?;
+    let name = quote_qualified_identifier(&relation.schema, &relation.name);
+    refuse_kind(&relation, &name)?;
+    if vet == Vet::Caller {
+        caller_may(tbl, &name)?;
+    }
+    check_listed(tbl, &name, listed)?;
+    if relation.column_type.is_some() {
+        return Err(BiError::SharedHasOrgColumn {
+            table: name,
+            column: column.into(),
+        });
+    }
+    Ok(name)
+}
+
+/// A column list being set: not empty, each column once (22023), each a
+/// column of the table (42703).
+fn check_listed(tbl: pg_sys::Oid, name: &str, listed: Option<&[String]>) -> Result<()> {
+    let Some(listed) = listed else {
+        return Ok(());
+    };
+    if listed.is_empty() {
+        return Err(BiError::BadColumnList(
+            "the column list is empty: it would expose no column".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = listed.iter().find(|column| !seen.insert(column.as_str())) {
+        return Err(BiError::BadColumnList(format!(
+            "column {twice:?} is listed twice for table {name}"
+        )));
+    }
+    let live = live_columns(tbl, listed)?;
+    match listed.iter().find(|column| !live.contains(column)) {
+        Some(missing) => Err(BiError::NoSuchColumn {
+            table: name.to_string(),
+            column: missing.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The columns of `listed` the table has now, in its column order: a list
+/// that names a column since dropped or renamed admits less, never more
+/// (check() names it).
+pub(super) fn live_columns(tbl: pg_sys::Oid, listed: &[String]) -> Result<Vec<String>> {
+    crate::db::column::<String>(
+        "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+         WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.attname::text = ANY ($2) ORDER BY a.attnum",
+        &[tbl.into(), listed.to_vec().into()],
+    )
 }
 
 /// 42809: only tables, partitioned tables and security_invoker views, and

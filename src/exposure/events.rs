@@ -42,10 +42,15 @@ fn withdraw_weakened() -> Result<()> {
                     CASE WHEN NOT c.relrowsecurity THEN 'row level security was disabled' \
                          ELSE 'a bi_access policy was dropped or altered' END \
              FROM bi_access.exposed_table e JOIN pg_catalog.pg_class c ON c.oid = e.tbl \
-             WHERE NOT e.hidden AND c.relkind IN ('r', 'p') \
-               AND EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
-                           JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
-                           WHERE r.rolname = $1 AND a.privilege_type = 'SELECT') \
+             WHERE NOT e.hidden AND NOT e.shared AND c.relkind IN ('r', 'p') \
+               AND (EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
+                            JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+                            WHERE r.rolname = $1 AND a.privilege_type = 'SELECT') \
+                    OR EXISTS (SELECT FROM pg_catalog.pg_attribute att, \
+                                           pg_catalog.aclexplode(att.attacl) a \
+                               JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+                               WHERE att.attrelid = c.oid AND r.rolname = $1 \
+                                 AND a.privilege_type = 'SELECT')) \
                AND (NOT c.relrowsecurity \
                     OR (SELECT count(*) FROM pg_catalog.pg_policy p \
                         WHERE p.polrelid = c.oid AND p.polcmd = 'r' \

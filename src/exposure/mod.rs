@@ -5,7 +5,8 @@
 //! credentials. By job:
 //! - `registry`: the list of exposed and hidden tables (what is exposed,
 //!   what is hidden, what is new);
-//! - `tables`: the calls on one table (expose_table, hide_table), which
+//! - `tables`: the calls on one table (expose_table, share_table,
+//!   hide_table), which
 //!   write the registry and then sync the table;
 //! - `sync`: bringing tables to their exposed state (sync_tables, the steps
 //!   of CALL bi_access.sync(), unsynced_tables);
@@ -22,8 +23,8 @@ mod tables;
 pub use catalog::{org_column_types, ACCEPTED_TYPE};
 pub use events::{after_ddl, forget_dropped};
 pub use registry::table_name;
-pub use sync::{sync_begin, sync_end, sync_table, sync_tables, unsynced_tables};
-pub use tables::{expose_table, hide_all, hide_table};
+pub use sync::{sync_begin, sync_end, sync_table, sync_tables, unsynced_tables, Unsynced};
+pub use tables::{expose_table, hide_all, hide_table, share_table};
 
 thread_local! {
     static CHANGING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

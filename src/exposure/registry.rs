@@ -24,11 +24,21 @@ pub fn table_name(tbl: pg_sys::Oid) -> Result<String> {
     Ok(db::first::<String>("SELECT $1::regclass::text", &[tbl.into()])?.unwrap_or_default())
 }
 
-pub(super) fn exposed_row(tbl: pg_sys::Oid) -> Result<Option<(String, bool)>> {
+/// A table's row in the registry, while it is exposed or shared.
+pub(super) struct Exposure {
+    /// The org column (of a shared table: the one it must not carry).
+    pub(super) column: String,
+    pub(super) rls_by_us: bool,
+    pub(super) shared: bool,
+    /// The only columns credentials may read; None: all of them.
+    pub(super) columns: Option<Vec<String>>,
+}
+
+pub(super) fn exposed_row(tbl: pg_sys::Oid) -> Result<Option<Exposure>> {
     Spi::connect(|client| {
         let table = client.select(
-            "SELECT org_column::text, rls_enabled_by_bi_access FROM bi_access.exposed_table \
-             WHERE tbl = $1::regclass AND NOT hidden",
+            "SELECT org_column::text, rls_enabled_by_bi_access, shared, columns::text[] \
+             FROM bi_access.exposed_table WHERE tbl = $1::regclass AND NOT hidden",
             Some(1),
             &[tbl.into()],
         )?;
@@ -36,10 +46,12 @@ pub(super) fn exposed_row(tbl: pg_sys::Oid) -> Result<Option<(String, bool)>> {
             return Ok(None);
         }
         let row = table.first();
-        Ok(Some((
-            row.get::<String>(1)?.unwrap_or_default(),
-            row.get::<bool>(2)?.unwrap_or(false),
-        )))
+        Ok(Some(Exposure {
+            column: row.get::<String>(1)?.unwrap_or_default(),
+            rls_by_us: row.get::<bool>(2)?.unwrap_or(false),
+            shared: row.get::<bool>(3)?.unwrap_or(false),
+            columns: row.get::<Vec<String>>(4)?,
+        }))
     })
 }
 

@@ -8,8 +8,8 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use serde_json::json;
 
-use super::catalog::{target, vet, Vet};
-use super::registry::{exposed_row, exposed_tables, new_tables};
+use super::catalog::{live_columns, target, vet, vet_shared, Vet};
+use super::registry::{exposed_row, exposed_tables, new_tables, Exposure};
 use super::ChangingTables;
 use crate::audit::{self, NO_SUBJECT};
 use crate::db;
@@ -28,6 +28,8 @@ pub struct Pending {
 /// Why a table is not in its exposed state.
 pub enum Unsynced {
     NoGrant,
+    /// The reader group's grant is not the column list (or the whole table).
+    ColumnGrants,
     RlsOff,
     StalePolicies,
     /// An exposed table a sync cannot bring back as it stands (the refusal
@@ -50,6 +52,9 @@ impl std::fmt::Display for Unsynced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Unsynced::NoGrant => f.write_str("the reader group has no SELECT grant"),
+            Unsynced::ColumnGrants => {
+                f.write_str("the reader group's SELECT grant is not the table's column list")
+            }
             Unsynced::RlsOff => f.write_str("row level security is off"),
             Unsynced::StalePolicies => f.write_str("bi_access policies are missing or stale"),
             Unsynced::CannotSync(error) => write!(f, "{error}"),
@@ -96,8 +101,11 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
     let reader = roles::reader_group()?;
     let mut pending = Vec::new();
     for (tbl, column) in exposed_tables()? {
-        let reasons = match target(tbl, &column) {
-            Ok(target) => missing(&target, &reader)?,
+        let Some(exposure) = exposed_row(tbl)? else {
+            continue;
+        };
+        let reasons = match missing_of(tbl, &exposure, &reader) {
+            Ok(reasons) => reasons,
             Err(error) if error.is_refusal() => vec![Unsynced::CannotSync(error)],
             Err(error) => return Err(error),
         };
@@ -109,7 +117,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
     }
     for (tbl, column) in new_tables()? {
         // As a sync by this caller would: with expose_table's caller check.
-        let reason = match vet(tbl, &column, Vet::Caller) {
+        let reason = match vet(tbl, &column, Vet::Caller, None) {
             Ok(_) => Unsynced::NewTable,
             Err(error) if error.is_refusal() => Unsynced::NewTableRefused(error),
             Err(error) => return Err(error),
@@ -164,7 +172,7 @@ pub(super) fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
     }
     let mut exposed = Vec::new();
     for (tbl, column) in new_tables()? {
-        match vet(tbl, &column, Vet::Caller) {
+        match vet(tbl, &column, Vet::Caller, None) {
             Ok(_) => {}
             Err(error @ BiError::NotPermitted { .. }) => {
                 pgrx::notice!("bi_access: new table not exposed: {error}");
@@ -194,16 +202,23 @@ pub(super) fn expose_new_tables() -> Result<Vec<pg_sys::Oid>> {
 /// The grant comes last: a table is readable only once its RLS and policies
 /// are in place, never the other way round.
 pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
-    let Some((column, rls_by_us)) = exposed_row(tbl)? else {
+    let Some(exposure) = exposed_row(tbl)? else {
         return Ok(SyncAction::NotExposed);
     };
     lock_to_read(tbl)?;
     let _changing = ChangingTables::begin();
-    let target = target(tbl, &column)?;
     let reader = roles::reader_group()?;
+    if exposure.shared {
+        return sync_shared(tbl, &exposure, &reader);
+    }
+    let columns = exposure.columns.as_deref();
+    let target = target(tbl, &exposure.column)?;
+    let rls_by_us = exposure.rls_by_us;
     // A Citus table's grant and policies go to its shards on every worker,
     // where they name the coordinator's reader group: it must be there first.
-    if crate::citus::is_citus_table(tbl)? && !in_exposed_state(&target, &reader, rls_by_us)? {
+    if crate::citus::is_citus_table(tbl)?
+        && !in_exposed_state(&target, &reader, rls_by_us, columns)?
+    {
         crate::citus::prepare_workers(&reader)?;
     }
     let mut changed = false;
@@ -226,13 +241,51 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
             changed = true;
         }
     }
-    changed |= grant_read(&target, &reader)?;
+    changed |= grant_read(target.oid, &target.name, &reader, columns)?;
     finish_sync(tbl, changed)
 }
 
-fn in_exposed_state(target: &Target, reader: &str, rls_by_us: bool) -> Result<bool> {
-    Ok(missing(target, reader)?.is_empty()
+/// A shared table gets its grant and nothing else. One that has gained the
+/// org column since it was shared loses its grant instead (the session
+/// guard refuses it anyway; check() names it): shared, every credential
+/// would read every org's rows.
+fn sync_shared(tbl: pg_sys::Oid, exposure: &Exposure, reader: &str) -> Result<SyncAction> {
+    let columns = exposure.columns.as_deref();
+    let name = match vet_shared(tbl, &exposure.column, Vet::Sync, None) {
+        Err(BiError::SharedHasOrgColumn { table, .. }) => {
+            let granted = reader_selects(tbl, reader)?;
+            if granted {
+                revoke_read(&table, reader)?;
+            }
+            return finish_sync(tbl, granted);
+        }
+        other => other?,
+    };
+    if crate::citus::is_citus_table(tbl)? && !grant_in_place(tbl, reader, columns)? {
+        crate::citus::prepare_workers(reader)?;
+    }
+    let changed = grant_read(tbl, &name, reader, columns)?;
+    finish_sync(tbl, changed)
+}
+
+fn in_exposed_state(
+    target: &Target,
+    reader: &str,
+    rls_by_us: bool,
+    columns: Option<&[String]>,
+) -> Result<bool> {
+    Ok(missing(target, reader, columns)?.is_empty()
         && (target.is_view || !rls_by_us || policies::passthrough_ok(target)?))
+}
+
+/// What keeps an exposed or shared table from its state, for unsynced_tables.
+fn missing_of(tbl: pg_sys::Oid, exposure: &Exposure, reader: &str) -> Result<Vec<Unsynced>> {
+    let columns = exposure.columns.as_deref();
+    if exposure.shared {
+        vet_shared(tbl, &exposure.column, Vet::Sync, None)?;
+        return Ok(grant_reason(tbl, reader, columns)?.into_iter().collect());
+    }
+    missing(&target(tbl, &exposure.column)?, reader, columns)
 }
 
 pub(super) fn finish_sync(tbl: pg_sys::Oid, changed: bool) -> Result<SyncAction> {
@@ -258,50 +311,126 @@ pub(super) fn enable_rls(target: &Target) -> Result<()> {
     )
 }
 
-/// USAGE on the table's schema and SELECT on the table, for the reader group.
-pub(super) fn grant_read(target: &Target, reader: &str) -> Result<bool> {
-    let (has_usage, has_select) = Spi::get_two_with_args::<bool, bool>(
-        "SELECT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE'), \
-                EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
-                        JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
-                        WHERE r.rolname = $2 AND a.privilege_type = 'SELECT') \
-         FROM pg_catalog.pg_class c WHERE c.oid = $1",
-        &[target.oid.into(), reader.into()],
+/// USAGE on the table's schema, and SELECT for the reader group: on the
+/// whole table, or (with a column list) on exactly the listed columns the
+/// table still has, and on nothing else of it.
+pub(super) fn grant_read(
+    tbl: pg_sys::Oid,
+    name: &str,
+    reader: &str,
+    columns: Option<&[String]>,
+) -> Result<bool> {
+    let (has_usage, schema) = Spi::get_two_with_args::<bool, String>(
+        "SELECT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE'), n.nspname::text \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.oid = $1",
+        &[tbl.into(), reader.into()],
     )?;
     let quoted_reader = quote_identifier(reader);
-    if !has_usage.unwrap_or(false) {
-        let schema = db::first::<String>(
-            "SELECT n.nspname::text FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-            &[target.oid.into()],
-        )?
-        .unwrap_or_default();
+    let granting_usage = !has_usage.unwrap_or(false);
+    if granting_usage {
         Spi::run(&format!(
             "GRANT USAGE ON SCHEMA {} TO {quoted_reader}",
-            quote_identifier(schema)
+            quote_identifier(schema.unwrap_or_default())
         ))?;
     }
-    if !has_select.unwrap_or(false) {
-        Spi::run(&format!(
-            "GRANT SELECT ON {} TO {quoted_reader}",
-            target.name
-        ))?;
+    if grant_in_place(tbl, reader, columns)? {
+        return Ok(granting_usage);
     }
-    Ok(!has_usage.unwrap_or(false) || !has_select.unwrap_or(false))
+    // Whatever was granted goes first (REVOKE on a table takes its column
+    // grants with it), in the same transaction as the new grant.
+    revoke_read(name, reader)?;
+    let grant = match columns {
+        None => Some(format!("GRANT SELECT ON {name} TO {quoted_reader}")),
+        Some(listed) => {
+            let live = live_columns(tbl, listed)?;
+            (!live.is_empty()).then(|| {
+                let quoted: Vec<String> = live.iter().map(quote_identifier).collect();
+                format!(
+                    "GRANT SELECT ({}) ON {name} TO {quoted_reader}",
+                    quoted.join(", ")
+                )
+            })
+        }
+    };
+    if let Some(grant) = grant {
+        Spi::run(&grant)?;
+    }
+    Ok(true)
 }
 
-pub(super) fn missing(target: &Target, reader: &str) -> Result<Vec<Unsynced>> {
-    let mut reasons = Vec::new();
-    let has_select = db::first::<bool>(
+fn revoke_read(name: &str, reader: &str) -> Result<()> {
+    Spi::run(&format!(
+        "REVOKE SELECT ON {name} FROM {}",
+        quote_identifier(reader)
+    ))?;
+    Ok(())
+}
+
+/// The reader group's SELECT on the table itself (`whole`), and on which of
+/// its columns, in the table's column order.
+fn reader_grants(tbl: pg_sys::Oid, reader: &str) -> Result<(bool, Vec<String>)> {
+    let whole = db::first::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a \
                         JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
                         WHERE c.oid = $1 AND r.rolname = $2 AND a.privilege_type = 'SELECT')",
-        &[target.oid.into(), reader.into()],
+        &[tbl.into(), reader.into()],
     )?
     .unwrap_or(false);
-    if !has_select {
-        reasons.push(Unsynced::NoGrant);
-    }
+    let columns = db::column::<String>(
+        "SELECT a.attname::text FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) x \
+         JOIN pg_catalog.pg_roles r ON r.oid = x.grantee \
+         WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+           AND r.rolname = $2 AND x.privilege_type = 'SELECT' ORDER BY a.attnum",
+        &[tbl.into(), reader.into()],
+    )?;
+    Ok((whole, columns))
+}
+
+/// Whether the reader group may read anything of the table.
+fn reader_selects(tbl: pg_sys::Oid, reader: &str) -> Result<bool> {
+    let (whole, columns) = reader_grants(tbl, reader)?;
+    Ok(whole || !columns.is_empty())
+}
+
+/// Whether the reader group's SELECT is the one the registry says.
+fn grant_in_place(tbl: pg_sys::Oid, reader: &str, columns: Option<&[String]>) -> Result<bool> {
+    Ok(grant_reason(tbl, reader, columns)?.is_none())
+}
+
+/// Why the reader group's SELECT is not the one the registry says, if it
+/// is not: the whole table without a list; exactly the listed columns that
+/// still exist (and not the table) with one.
+fn grant_reason(
+    tbl: pg_sys::Oid,
+    reader: &str,
+    columns: Option<&[String]>,
+) -> Result<Option<Unsynced>> {
+    let (whole, granted) = reader_grants(tbl, reader)?;
+    Ok(match columns {
+        None if whole => None,
+        None => Some(Unsynced::NoGrant),
+        Some(listed) => {
+            let live = live_columns(tbl, listed)?;
+            if !whole && granted == live {
+                None
+            } else if !whole && granted.is_empty() {
+                Some(Unsynced::NoGrant)
+            } else {
+                Some(Unsynced::ColumnGrants)
+            }
+        }
+    })
+}
+
+pub(super) fn missing(
+    target: &Target,
+    reader: &str,
+    columns: Option<&[String]>,
+) -> Result<Vec<Unsynced>> {
+    let mut reasons: Vec<Unsynced> = grant_reason(target.oid, reader, columns)?
+        .into_iter()
+        .collect();
     if target.is_view {
         return Ok(reasons);
     }

@@ -1,14 +1,14 @@
-//! The calls on one table: expose_table and hide_table (each recorded in
-//! the event log), and putting every exposed table back as it was before
-//! DROP EXTENSION. They write the registry, then bring the table to its
-//! state with `sync`.
+//! The calls on one table: expose_table, share_table and hide_table (each
+//! recorded in the event log), and putting every exposed table back as it
+//! was before DROP EXTENSION. They write the registry, then bring the table
+//! to its state with `sync`.
 
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_qualified_identifier};
 use serde_json::json;
 
-use super::catalog::{caller_may, refuse_kind, relation, vet, Vet};
-use super::registry::{exposed_row, exposed_tables, known, table_name};
+use super::catalog::{caller_may, refuse_kind, relation, vet, vet_shared, Vet};
+use super::registry::{exposed_row, exposed_tables, known, table_name, Exposure};
 use super::sync::{lock_exclusively, lock_to_read, sync_table};
 use super::ChangingTables;
 use crate::audit::{self, NO_SUBJECT};
@@ -20,24 +20,83 @@ use crate::settings;
 
 /// Checked in DESIGN.md's order: 42P01 no such table, 42809 wrong kind of
 /// relation or schema, 42501 the caller may not, 42703 no such column,
-/// 42804 an org column of a refused type.
-pub fn expose_table(tbl: pg_sys::Oid, org_column: Option<&str>) -> Result<()> {
+/// 42804 an org column of a refused type. `columns` limits what credentials
+/// may read (None: every column); calling it again with another list
+/// changes the list.
+pub fn expose_table(
+    tbl: pg_sys::Oid,
+    org_column: Option<&str>,
+    columns: Option<Vec<String>>,
+) -> Result<()> {
     let column = org_column
         .map(str::to_string)
         .unwrap_or_else(settings::org_column);
     lock_to_read(tbl)?;
-    vet(tbl, &column, Vet::Caller)?;
-    db::exec(
-        "INSERT INTO bi_access.exposed_table (tbl, org_column) VALUES ($1::regclass, $2) \
-         ON CONFLICT (tbl) DO UPDATE SET org_column = EXCLUDED.org_column, hidden = false",
-        &[tbl.into(), column.as_str().into()],
-    )?;
+    vet(tbl, &column, Vet::Caller, columns.as_deref())?;
+    withdraw_shared(tbl)?;
+    register(tbl, &column, false, &columns)?;
     let action = sync_table(tbl)?.as_str();
     audit::record(
         "expose_table",
         &NO_SUBJECT,
-        json!({ "table": table_name(tbl)?, "org_column": column, "action": action }),
+        json!({ "table": table_name(tbl)?, "org_column": column, "columns": columns,
+                "action": action }),
     )
+}
+
+/// A shared reference table: every credential reads all its rows (or only
+/// `columns`), and no RLS is added. Checked as expose_table, then 22023 if
+/// the table carries the org column (bi_access.org_column). An exposed
+/// table shared instead loses its policies (and its RLS, if bi_access
+/// turned it on) first.
+pub fn share_table(tbl: pg_sys::Oid, columns: Option<Vec<String>>) -> Result<()> {
+    let column = settings::org_column();
+    lock_to_read(tbl)?;
+    vet_shared(tbl, &column, Vet::Caller, columns.as_deref())?;
+    if let Some(exposed) = exposed_row(tbl)?.filter(|exposed| !exposed.shared) {
+        restore(tbl, &exposed)?;
+    }
+    register(tbl, &column, true, &columns)?;
+    let action = sync_table(tbl)?.as_str();
+    audit::record(
+        "share_table",
+        &NO_SUBJECT,
+        json!({ "table": table_name(tbl)?, "columns": columns, "action": action }),
+    )
+}
+
+/// The table's row in the registry, exposed or shared as the call says.
+fn register(
+    tbl: pg_sys::Oid,
+    column: &str,
+    shared: bool,
+    columns: &Option<Vec<String>>,
+) -> Result<()> {
+    db::exec(
+        "INSERT INTO bi_access.exposed_table (tbl, org_column, shared, columns) \
+         VALUES ($1::regclass, $2, $3, $4::name[]) \
+         ON CONFLICT (tbl) DO UPDATE SET org_column = EXCLUDED.org_column, hidden = false, \
+             shared = EXCLUDED.shared, columns = EXCLUDED.columns, \
+             exposed_at = CASE WHEN exposed_table.hidden OR exposed_table.shared <> EXCLUDED.shared \
+                               THEN now() ELSE exposed_table.exposed_at END",
+        &[tbl.into(), column.into(), shared.into(), columns.clone().into()],
+    )?;
+    // Sessions' guards keep what they read of the registry until the
+    // table's relcache entry is invalidated: a change of the list alone
+    // changes no grant, so it invalidates the entry itself (at commit,
+    // everywhere, standbys included).
+    // SAFETY: queues an invalidation message for a relation that exists.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(tbl) };
+    Ok(())
+}
+
+/// A shared table exposed instead: its grant goes (sync_table grants again
+/// once its policies are in place).
+fn withdraw_shared(tbl: pg_sys::Oid) -> Result<()> {
+    if let Some(shared) = exposed_row(tbl)?.filter(|exposed| exposed.shared) {
+        restore(tbl, &shared)?;
+    }
+    Ok(())
 }
 
 /// Withdraws grants and policies, turns RLS off again if bi_access turned it
@@ -62,14 +121,15 @@ pub fn hide_table(tbl: pg_sys::Oid) -> Result<()> {
     }
     let column = exposed
         .as_ref()
-        .map(|(column, _)| column.clone())
+        .map(|exposed| exposed.column.clone())
         .unwrap_or_else(settings::org_column);
-    if let Some((_, rls_by_us)) = exposed {
-        restore(tbl, &column, rls_by_us)?;
+    if let Some(exposed) = &exposed {
+        restore(tbl, exposed)?;
     }
     db::exec(
         "INSERT INTO bi_access.exposed_table (tbl, org_column, hidden) VALUES ($1::regclass, $2, true) \
-         ON CONFLICT (tbl) DO UPDATE SET hidden = true, rls_enabled_by_bi_access = false, synced_at = NULL",
+         ON CONFLICT (tbl) DO UPDATE SET hidden = true, rls_enabled_by_bi_access = false, synced_at = NULL, \
+             exposed_at = CASE WHEN exposed_table.hidden THEN exposed_table.exposed_at ELSE now() END",
         &[tbl.into(), column.as_str().into()],
     )?;
     audit::record(
@@ -81,28 +141,37 @@ pub fn hide_table(tbl: pg_sys::Oid) -> Result<()> {
 
 /// Puts every exposed table back as it was (before DROP EXTENSION).
 pub fn hide_all() -> Result<()> {
-    for (tbl, column) in exposed_tables()? {
-        let rls_by_us = exposed_row(tbl)?.is_some_and(|(_, rls_by_us)| rls_by_us);
-        restore(tbl, &column, rls_by_us)?;
+    for (tbl, _) in exposed_tables()? {
+        if let Some(exposed) = exposed_row(tbl)? {
+            restore(tbl, &exposed)?;
+        }
     }
     Ok(())
 }
 
-fn restore(tbl: pg_sys::Oid, column: &str, rls_by_us: bool) -> Result<()> {
+fn restore(tbl: pg_sys::Oid, exposed: &Exposure) -> Result<()> {
     // Whatever the table has become, it is put back: no validation here.
     let _changing = ChangingTables::begin();
+    let column = exposed.column.as_str();
     let relation = relation(tbl, column)?;
     let column_type = relation.column_type.clone().unwrap_or_default();
     let target = relation.into_target(tbl, column, column_type);
-    lock_exclusively(&target)?;
-    // The grant goes first: never readable without its policies.
+    // A shared table has nothing but its grant: no lock beyond GRANT's own.
+    if !exposed.shared {
+        lock_exclusively(&target)?;
+    }
+    // The grant goes first (its column grants with it): never readable
+    // without its policies.
     Spi::run(&format!(
         "REVOKE SELECT ON {} FROM {}",
         target.name,
         quote_identifier(roles::reader_group()?)
     ))?;
+    if exposed.shared {
+        return Ok(());
+    }
     policies::drop(&target, &[policies::READ, policies::GUARD])?;
-    if rls_by_us && !target.is_view {
+    if exposed.rls_by_us && !target.is_view {
         policies::drop(&target, &[policies::PASSTHROUGH])?;
         Spi::run(&format!(
             "ALTER TABLE {} DISABLE ROW LEVEL SECURITY",

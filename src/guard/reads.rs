@@ -11,7 +11,14 @@
 //!   bi_access's reader policies in place, each comparing a column with
 //!   bi_access's org lookup, the guard binding every credential;
 //! - a `security_invoker` view: it reads the tables below it with the
-//!   credential's own rights, and each of those passes this same check.
+//!   credential's own rights, and each of those passes this same check;
+//! - a shared table (bi_access's registry says so, `table_record`) that
+//!   does not carry its org column.
+//!
+//! A column list in the registry narrows any of these to its columns,
+//! whatever else is granted: a statement that reads another column (the
+//! whole row included, as `SELECT *`, `row_to_json(t)` or `COPY t TO`
+//! need) is refused.
 //!
 //! Anything else is refused with 42501: a table granted to PUBLIC by a
 //! migration, a table whose policy was dropped or whose RLS was disabled, a
@@ -37,7 +44,7 @@ thread_local! {
     /// Each relation's verdict, until its relcache entry is invalidated (a
     /// policy, RLS, reloptions or schema change, committed anywhere or
     /// replayed): the check runs once per relation, not once per statement.
-    static VERDICTS: RefCell<HashMap<pg_sys::Oid, bool>> = RefCell::new(HashMap::new());
+    static VERDICTS: RefCell<HashMap<pg_sys::Oid, Admission>> = RefCell::new(HashMap::new());
 }
 
 /// Runs during invalidation processing: no catalog access, no error.
@@ -62,10 +69,21 @@ pub(super) fn install() {
     crate::invalidation::on_relation_change(forget_verdict);
 }
 
+/// What a credential may read of a relation.
+#[derive(Clone)]
+pub(super) enum Admission {
+    Refused,
+    Whole,
+    /// Only these columns (attribute numbers).
+    Columns(Vec<pg_sys::AttrNumber>),
+}
+
 /// Why a relation is not readable by a credential.
 enum Refusal {
     Write,
     NotExposed,
+    /// A column outside the table's column list (0: the whole row).
+    Column(pg_sys::AttrNumber),
 }
 
 /// The executor's permission check: every relation the statement names,
@@ -76,7 +94,7 @@ fn check_permissions(requests: &mut dyn Iterator<Item = PermissionRequest>, repo
         return true;
     }
     for request in requests {
-        if let Err(refusal) = readable(request.relid, request.required) {
+        if let Err(refusal) = readable(&request) {
             if !report {
                 return false;
             }
@@ -108,7 +126,28 @@ fn refuse_relation(relid: pg_sys::Oid, refusal: Refusal) -> ! {
             format!("permission denied for {name}: a bi_access credential reads only exposed tables"),
             "A table is readable by BI logins only while bi_access exposes it with its row-level security in place; an administrator's bi_access.check() says what is missing.",
         ),
+        Refusal::Column(number) => refuse(
+            format!(
+                "permission denied for {} of {name}: a bi_access credential reads only its listed columns",
+                column_name(relid, number)
+            ),
+            "Name the listed columns instead of * or the whole row; bi_access.tables shows each table's columns.",
+        ),
     }
+}
+
+fn column_name(relid: pg_sys::Oid, number: pg_sys::AttrNumber) -> String {
+    if number == 0 {
+        return "the whole row".into();
+    }
+    // SAFETY: a syscache lookup; NULL for a missing column.
+    let name = unsafe { pg_sys::get_attname(relid, number, true) };
+    if name.is_null() {
+        return format!("column {number}");
+    }
+    // SAFETY: a NUL-terminated name from the syscache.
+    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+    format!("column {}", pgrx::spi::quote_identifier(name))
 }
 
 fn relation_name(relid: pg_sys::Oid) -> String {
@@ -129,7 +168,8 @@ fn relation_name(relid: pg_sys::Oid) -> String {
     }
 }
 
-fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal> {
+fn readable(request: &PermissionRequest) -> Result<(), Refusal> {
+    let (relid, required) = (request.relid, request.required);
     // The session's custom schema (scope read_write): its own rules.
     match super::custom::verdict(relid, required) {
         Some(Verdict::Allowed) => return Ok(()),
@@ -144,36 +184,106 @@ fn readable(relid: pg_sys::Oid, required: pg_sys::AclMode) -> Result<(), Refusal
     if required & !(pg_sys::ACL_SELECT as pg_sys::AclMode) != 0 {
         return Err(Refusal::Write);
     }
-    if exposed_now(relid) {
-        Ok(())
-    } else {
-        Err(Refusal::NotExposed)
+    match admission(relid) {
+        Admission::Refused => Err(Refusal::NotExposed),
+        Admission::Whole => Ok(()),
+        Admission::Columns(listed) => match outside(request.selected, &listed) {
+            Some(column) => Err(Refusal::Column(column)),
+            None => Ok(()),
+        },
     }
 }
 
-/// Whether a credential may read the relation (remembered until its
-/// relcache entry is invalidated).
+/// The first column read that is not in `listed` (0: the whole row; a
+/// system column is outside every list).
+fn outside(
+    selected: *mut pg_sys::Bitmapset,
+    listed: &[pg_sys::AttrNumber],
+) -> Option<pg_sys::AttrNumber> {
+    let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
+    let mut member = -1;
+    loop {
+        // SAFETY: the request's own set (NULL is the empty set).
+        member = unsafe { pg_sys::bms_next_member(selected, member) };
+        if member < 0 {
+            return None;
+        }
+        let number = (member + offset) as pg_sys::AttrNumber;
+        if !listed.contains(&number) {
+            return Some(number);
+        }
+    }
+}
+
+/// Whether a credential may read anything of the relation.
 pub(super) fn exposed_now(relid: pg_sys::Oid) -> bool {
-    if let Some(known) = VERDICTS.with(|verdicts| verdicts.borrow().get(&relid).copied()) {
+    !matches!(admission(relid), Admission::Refused)
+}
+
+/// What a credential may read of the relation (remembered until its
+/// relcache entry is invalidated).
+fn admission(relid: pg_sys::Oid) -> Admission {
+    if let Some(known) = VERDICTS.with(|verdicts| verdicts.borrow().get(&relid).cloned()) {
         return known;
     }
-    let verdict = exposed(relid);
-    VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict));
+    let verdict = admitted(relid);
+    VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict.clone()));
     verdict
 }
 
-/// Whether a credential may read the relation, from its catalogs.
-fn exposed(relid: pg_sys::Oid) -> bool {
-    // SAFETY: syscache lookups of a relation the executor has locked.
-    let (namespace, kind) = unsafe {
+/// What a credential may read of the relation: its catalogs say whether it
+/// is exposed, bi_access's registry whether it is shared and its columns
+/// (read only for relations outside the system catalogs).
+fn admitted(relid: pg_sys::Oid) -> Admission {
+    // SAFETY: a syscache lookup of a relation the executor has locked.
+    if is_catalog_namespace(unsafe { pg_sys::get_rel_namespace(relid) }) {
+        return match is_statistics_view(relid) {
+            true => Admission::Refused,
+            false => Admission::Whole,
+        };
+    }
+    let record = crate::table_record::of(relid);
+    if !exposed(relid) && !record.as_ref().is_some_and(|record| shared(relid, record)) {
+        return Admission::Refused;
+    }
+    let Some(listed) = record.and_then(|record| record.columns) else {
+        return Admission::Whole;
+    };
+    // SAFETY: syscache lookups; 0 (InvalidAttrNumber) for a column that is
+    // gone or renamed, which then admits nothing.
+    Admission::Columns(
+        listed
+            .iter()
+            .map(|name| unsafe { pg_sys::get_attnum(relid, name.as_ptr()) })
+            .filter(|&number| number > 0)
+            .collect(),
+    )
+}
+
+/// A shared table (a table or partitioned table) that does not carry its
+/// org column.
+fn shared(relid: pg_sys::Oid, record: &crate::table_record::TableRecord) -> bool {
+    // SAFETY: syscache lookups of a relation the executor has locked; 0 for
+    // a column the table does not have.
+    let (kind, org_column) = unsafe {
         (
-            pg_sys::get_rel_namespace(relid),
             pg_sys::get_rel_relkind(relid) as u8,
+            pg_sys::get_attnum(relid, record.org_column.as_ptr()),
         )
     };
-    if is_catalog_namespace(namespace) {
-        return !is_statistics_view(relid);
-    }
+    record.shared
+        && org_column == 0
+        && matches!(
+            kind,
+            pg_sys::RELKIND_RELATION | pg_sys::RELKIND_PARTITIONED_TABLE
+        )
+}
+
+/// Whether a credential may read the relation, from its catalogs.
+/// (Relations outside the system catalogs: `admitted` answers for those.)
+fn exposed(relid: pg_sys::Oid) -> bool {
+    // SAFETY: a syscache lookup of a relation the executor has locked.
+    let kind = unsafe { pg_sys::get_rel_relkind(relid) } as u8;
     match kind {
         pg_sys::RELKIND_RELATION | pg_sys::RELKIND_PARTITIONED_TABLE => {
             // SAFETY: as above; the relcache entry is released before return.

@@ -27,4 +27,5 @@ mod rotation;
 mod scales;
 mod secrets;
 mod surface;
+mod tables;
 mod usage;
