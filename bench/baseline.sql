@@ -25,6 +25,11 @@ CREATE ROLE plain_login LOGIN PASSWORD 'Zq8rT2mW9xK4vB7nH3pL6cF1sD5gJ0aY';
 CREATE ROLE app_pre LOGIN PASSWORD 'app_pre' IN ROLE app_rw;
 ALTER ROLE app_pre SET session_preload_libraries = 'bi_access';
 
+-- 2c. The application role as a BYPASSRLS role: check()'s fix for an
+-- application role under no row-level security of its own (README "What
+-- exposing a table changes for your application").
+CREATE ROLE app_bypass LOGIN PASSWORD 'app_bypass' BYPASSRLS IN ROLE app_rw;
+
 -- 3. `generate` written by hand: the same catalog work bi_access.generate
 -- does (sql/bootstrap.sql, src/credentials.rs, src/roles.rs): the record
 -- inserted first (its unique index serializes concurrent calls), CREATE ROLE

@@ -43,6 +43,7 @@ QUERIES = {
         "hand": "SELECT * FROM {schema}.orders WHERE id = {id} AND org_id = {org}",
         "rls": "SELECT * FROM {schema}.orders WHERE id = {id}",
         "target_owner": 1.15,
+        "target_app_preloaded": 1.05,
     },
     "org-wide aggregate": {
         "hand": "SELECT count(*), sum(amount), avg(amount), max(created_at) "
@@ -70,7 +71,7 @@ QUERIES = {
     },
 }
 TARGET_RLS = 1.03  # credential / hand-written RLS policy, all three
-TARGET_APP = 1.03  # app role, exposed / never exposed
+TARGET_APP = 1.03  # app role, exposed / never exposed (plain, preloaded but the point lookup, BYPASSRLS)
 TARGET_SCALE = 1.05  # credential, 100,000 / 10 credentials
 TARGET_GEN_HAND = 1.25  # generate / hand-written generate
 TARGET_GEN_SCALE = 1.2  # generate, 100,000 / 10 credentials
@@ -317,7 +318,7 @@ class Bench:
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relname IN ('orders', 'order_items') AND c.relkind = 'r' "
             "AND n.nspname IN ('public', 'plain') ORDER BY 1, 2")
-        keys = ("before", "after", "beforeB", "afterB", "beforeP", "afterP")
+        keys = ("before", "after", "beforeB", "afterB", "beforeP", "afterP", "beforeX", "afterX")
         res = {name: {k: [] for k in keys} | {"n": []} for name in QUERIES}
         rng = random.Random(2)
         try:
@@ -367,12 +368,17 @@ class Bench:
         # app_pre: app_rw's privileges, its sessions preload bi_access
         s5 = self.login("A", "app_pre", "app_pre")
         s6 = self.login("A", "app_pre", "app_pre")
+        # app_bypass: app_rw's privileges, BYPASSRLS
+        s7 = self.login("A", "app_bypass", "app_bypass")
+        s8 = self.login("A", "app_bypass", "app_bypass")
+        sessions = (s1, s2, s3, s4, s5, s6, s7, s8)
         sides = [("before", s1), ("after", s1), ("before", s2), ("after", s2),
                  ("beforeB", s3), ("afterB", s3), ("beforeB", s4), ("afterB", s4),
-                 ("beforeP", s5), ("afterP", s5), ("beforeP", s6), ("afterP", s6)]
+                 ("beforeP", s5), ("afterP", s5), ("beforeP", s6), ("afterP", s6),
+                 ("beforeX", s7), ("afterX", s7), ("beforeX", s8), ("afterX", s8)]
         for name, q in QUERIES.items():
             if q.get("hand_setup"):
-                for s in (s1, s2, s3, s4, s5, s6):
+                for s in sessions:
                     with s.cursor() as cur:
                         for schema in ("plain", "public"):
                             cur.execute(q["hand_setup"].format(schema=schema, org=org))
@@ -382,13 +388,13 @@ class Bench:
                 before = q["hand"].format(schema=hidden, org=org, id=rid)
                 after = q["hand"].format(schema=exposed, org=org, id=rid)
                 return {"before": before, "after": after, "beforeB": before, "afterB": after,
-                        "beforeP": before, "afterP": after}
+                        "beforeP": before, "afterP": after, "beforeX": before, "afterX": after}
             lat = self.lockstep(sides, sqls, 1 if r < 0 else self.a.seconds, seed=r)
             if r >= 0:
                 for k in keys:
                     res[name][k].append(median(lat[k]))
                 res[name]["n"].append(len(lat["before"]))
-        for c in (s1, s2, s3, s4, s5, s6):
+        for c in sessions:
             c.close()
         if r >= 0:
             log(f"  round {r + 1}/{self.a.rounds} done ({exposed}.* exposed)")
@@ -1121,7 +1127,12 @@ class Bench:
                          "policy is decided before planning\n",
                          "never exposed", "exposed", app, "beforeP", "afterP")
             ratio_rows("2.", "app role whose sessions preload bi_access, exposed / never-exposed table", t2p,
-                       lambda n: TARGET_APP)
+                       lambda n: QUERIES[n].get("target_app_preloaded", TARGET_APP))
+            t2x = qtable("### 2. The same role as a BYPASSRLS role (`app_bypass`: app_rw's privileges, "
+                         "BYPASSRLS, check()'s fix for a role under no row-level security of its own), "
+                         "cluster A\n",
+                         "never exposed", "exposed", app, "beforeX", "afterX")
+            ratio_rows("2.", "app role with BYPASSRLS, exposed / never-exposed table", t2x, lambda n: TARGET_APP)
             orgs, updated = self.app_check
             self.add("2. app role after exposure: reads every org's rows, may write", "1000 orgs, 1 row updated",
                      f"{orgs} orgs, {updated} row updated", orgs == 1000 and updated == 1)

@@ -124,9 +124,9 @@ PLANTS = {
         "GRANT SELECT ON app_config TO PUBLIC", "REVOKE SELECT ON app_config FROM PUBLIC",
         "app_config", "public", True),
     "credential role with CREATEDB": (
-        "ALTER ROLE {cred} CREATEDB", "ALTER ROLE {cred} NOCREATEDB", "role {cred}", "attribute", False),
+        "ALTER ROLE {cred} CREATEDB", "ALTER ROLE {cred} NOCREATEDB", "role {cred}", "attribute", True),
     "credential role in another group": (
-        "GRANT bi_access_admin TO {cred}", "REVOKE bi_access_admin FROM {cred}", "role {cred}", "membership", False),
+        "GRANT bi_access_admin TO {cred}", "REVOKE bi_access_admin FROM {cred}", "role {cred}", "membership", True),
     "new table with the org column, not exposed": (
         "CREATE TABLE newcomer (id serial PRIMARY KEY, org_id integer NOT NULL)", "DROP TABLE newcomer",
         "newcomer", "new table", True),
@@ -153,13 +153,18 @@ def test_check_reports_a_planted_misconfiguration(pair, check_db, check_bi, chec
     assert findings(check_bi) == [], f"{plant}: not clean again after the undo"
 
 
-@pytest.mark.parametrize("setting, value, obj", [
-    ("bi_access.sslmode", "require", "setting ssl"),
-    ("bi_access.sslmode", "verify-full", "setting ssl"),
-    ("password_encryption", "md5", "setting password_encryption"),
+@pytest.mark.parametrize("setting, value, obj, fixed", [
+    ("bi_access.sslmode", "require", "setting ssl", "RESET bi_access.sslmode;"),
+    ("bi_access.sslmode", "verify-full", "setting ssl", "RESET bi_access.sslmode;"),
+    ("password_encryption", "md5", "setting password_encryption", "SET password_encryption = 'scram-sha-256';"),
 ])
-def test_check_reports_a_planted_setting(pair, check_db, check_bi, clean, setting, value, obj):
-    pair.primary.sql(f"ALTER ROLE bi_app IN DATABASE {check_db} SET {setting} = '{value}'")
+@pytest.mark.parametrize("where", ["ALTER ROLE bi_app IN DATABASE {db}", "ALTER DATABASE {db}", "ALTER ROLE bi_app"])
+def test_check_reports_a_planted_setting_with_the_fix_for_where_it_was_made(pair, check_db, check_bi, clean,
+                                                                            setting, value, obj, fixed, where):
+    """The fix changes the setting where it was made: an ALTER SYSTEM fix
+    for a value made with ALTER DATABASE would change nothing."""
+    made = where.format(db=check_db)
+    pair.primary.sql(f"{made} SET {setting} = '{value}'")
     try:
         b = BiAccess(pair, check_db, set())
         try:
@@ -167,9 +172,9 @@ def test_check_reports_a_planted_setting(pair, check_db, check_bi, clean, settin
         finally:
             b.close()
     finally:
-        pair.primary.sql(f"ALTER ROLE bi_app IN DATABASE {check_db} RESET {setting}")
+        pair.primary.sql(f"{made} RESET {setting}")
     assert [f[1] for f in found] == [obj], found
-    assert found[0][3], "a fix"
+    assert found[0][3].endswith(f"{made} {fixed}"), found[0][3]
 
 
 def test_check_reports_a_table_every_login_may_read_through_the_passthrough(pair, check_db, check_bi, clean):

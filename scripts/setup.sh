@@ -22,7 +22,7 @@ BUILD_APT=(postgresql-15 postgresql-server-dev-15 postgresql-contrib clang libcl
 APT_PACKAGES=("${BUILD_APT[@]}" sudo libpostgresql-jdbc-java default-jdk-headless
   pgbouncer postgresql-15-pgaudit)
 [[ $MODE == build ]] && APT_PACKAGES=("${BUILD_APT[@]}")
-PY_PACKAGES=(psycopg2-binary sqlalchemy pytest)
+PY_PACKAGES=(psycopg2-binary 'psycopg[binary]' sqlalchemy pytest)
 
 log() { printf '==> %s\n' "$*"; }
 
@@ -125,7 +125,7 @@ if [[ $MODE == build ]]; then
 fi
 
 py_missing=()
-for m in psycopg2 sqlalchemy pytest; do
+for m in psycopg2 psycopg sqlalchemy pytest; do
   python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if ((${#py_missing[@]})); then

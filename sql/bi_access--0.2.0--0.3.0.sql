@@ -214,9 +214,9 @@ CREATE FUNCTION bi_access_internal."expose_table"(
 	"org_column" TEXT, /* Option < & str > */
 	"columns" TEXT[] /* :: std :: option :: Option < Vec < String > > */
 ) RETURNS void
-VOLATILE PARALLEL UNSAFE
+VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
+AS 'MODULE_PATHNAME', 'expose_listed_table_wrapper';
 CREATE FUNCTION bi_access_internal."forget_dropped"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */

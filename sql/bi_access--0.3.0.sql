@@ -7,7 +7,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:83
+-- src/lib.rs:84
 -- bootstrap
 -- bi_access bootstrap: roles, types and tables. Runs before every generated
 -- object of the extension script, in schema bi_access.
@@ -315,6 +315,12 @@ AS 'MODULE_PATHNAME', 'export_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/legacy.rs:65
+-- bi_access::legacy::expose_table
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/key.rs:479
 -- bi_access::key::import_key
 CREATE  FUNCTION "import_key"(
@@ -338,7 +344,7 @@ AS 'MODULE_PATHNAME', 'import_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/legacy.rs:64
+-- src/legacy.rs:73
 -- bi_access::legacy::regenerate_until
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
@@ -374,105 +380,80 @@ AS 'MODULE_PATHNAME', 'rotate_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:203
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/custody.rs:208
--- bi_access::custody::bi_access_internal::mark_credentials
-CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/key.rs:508
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/key.rs:520
--- bi_access::key::bi_access_internal::adopt_key_file
-CREATE  FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/key.rs:514
--- bi_access::key::bi_access_internal::init_key
-CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'init_key_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:221
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:226
--- bi_access::roles::bi_access_internal::sync_session_libraries
-CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:47
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:212
--- bi_access::api::bi_access_internal::set_target
-CREATE  FUNCTION bi_access_internal."set_target"(
-	"name" TEXT, /* Option < & str > */
-	"host" TEXT, /* Option < & str > */
-	"port" INT, /* Option < i32 > */
-	"sslmode" TEXT, /* Option < & str > */
-	"standby" TEXT /* Option < & str > */
+-- src/api.rs:345
+-- bi_access::api::bi_access_internal::usage
+CREATE  FUNCTION bi_access_internal."usage"() RETURNS TABLE (
+	"role" oid,  /* pg_sys :: Oid */
+	"sessions_now" bigint,  /* i64 */
+	"logins" bigint,  /* i64 */
+	"refused_limits" bigint,  /* i64 */
+	"refused_networks" bigint,  /* i64 */
+	"refused_revocation" bigint,  /* i64 */
+	"refused_other" bigint,  /* i64 */
+	"last_login_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"statements" bigint,  /* i64 */
+	"rows_returned" bigint,  /* i64 */
+	"cancelled" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'usage_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:247
+-- bi_access::api::bi_access_internal::add_quota_triggers
+CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:304
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:240
+-- bi_access::api::bi_access_internal::drop_custom_schema
+CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
+	"org_id" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_target_wrapper';
+AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:202
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:53
--- bi_access::api::bi_access_internal::org_lookup_support
-CREATE  FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:406
+-- src/api.rs:408
 -- bi_access::api::bi_access_internal::forget_dropped
 CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:67
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -494,6 +475,86 @@ STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'credential_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:232
+-- bi_access::api::bi_access_internal::drop_target
+CREATE  FUNCTION bi_access_internal."drop_target"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_target_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:82
+-- bi_access::api::bi_access_internal::generate
+CREATE  FUNCTION bi_access_internal."generate"(
+	"org_id" TEXT, /* Option < & str > */
+	"label" TEXT, /* Option < & str > */
+	"org_name" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"connection_limit" INT, /* Option < i32 > */
+	"scope" TEXT, /* Option < & str > */
+	"target" TEXT, /* Option < & str > */
+	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:53
+-- bi_access::api::bi_access_internal::org_lookup_support
+CREATE  FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:309
+-- bi_access::api::bi_access_internal::check
+CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
+	"severity" TEXT,  /* String */
+	"object" TEXT,  /* String */
+	"finding" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:160
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:130
+-- bi_access::api::bi_access_internal::regenerate
+CREATE  FUNCTION bi_access_internal."regenerate"(
+	"role" TEXT, /* Option < & str > */
+	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"overlap" interval /* Option < pgrx :: datum :: Interval > */
+) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
+> */
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'regenerate_overlap_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -521,119 +582,22 @@ AS 'MODULE_PATHNAME', 'connection_details_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:240
--- bi_access::api::bi_access_internal::drop_custom_schema
-CREATE  FUNCTION bi_access_internal."drop_custom_schema"(
-	"org_id" TEXT /* Option < & str > */
+-- src/api.rs:212
+-- bi_access::api::bi_access_internal::set_target
+CREATE  FUNCTION bi_access_internal."set_target"(
+	"name" TEXT, /* Option < & str > */
+	"host" TEXT, /* Option < & str > */
+	"port" INT, /* Option < i32 > */
+	"sslmode" TEXT, /* Option < & str > */
+	"standby" TEXT /* Option < & str > */
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_custom_schema_wrapper';
+AS 'MODULE_PATHNAME', 'set_target_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:332
--- bi_access::api::bi_access_internal::lock_yields
-CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
-	"cancelled" bigint,  /* i64 */
-	"terminated" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:165
--- bi_access::api::bi_access_internal::purge
-CREATE  FUNCTION bi_access_internal."purge"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'purge_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:150
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:82
--- bi_access::api::bi_access_internal::generate
-CREATE  FUNCTION bi_access_internal."generate"(
-	"org_id" TEXT, /* Option < & str > */
-	"label" TEXT, /* Option < & str > */
-	"org_name" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"connection_limit" INT, /* Option < i32 > */
-	"scope" TEXT, /* Option < & str > */
-	"target" TEXT, /* Option < & str > */
-	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'generate_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:130
--- bi_access::api::bi_access_internal::regenerate
-CREATE  FUNCTION bi_access_internal."regenerate"(
-	"role" TEXT, /* Option < & str > */
-	"valid_until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
-	"overlap" interval /* Option < pgrx :: datum :: Interval > */
-) RETURNS bi_access.connection /* :: pgrx :: heap_tuple :: PgHeapTuple < '_, :: pgrx :: pgbox :: AllocatedByRust
-> */
-VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'regenerate_overlap_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:285
--- bi_access::api::bi_access_internal::share_table
-CREATE  FUNCTION bi_access_internal."share_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"columns" TEXT[] /* :: std :: option :: Option < Vec < String > > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'share_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:272
--- bi_access::api::bi_access_internal::expose_table
-CREATE  FUNCTION bi_access_internal."expose_table"(
-	"tbl" oid, /* Option < pg_sys :: Oid > */
-	"org_column" TEXT, /* Option < & str > */
-	"columns" TEXT[] /* :: std :: option :: Option < Vec < String > > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'expose_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:381
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:394
+-- src/api.rs:396
 -- bi_access::api::bi_access_internal::sync_end
 CREATE  FUNCTION bi_access_internal."sync_end"(
 	"synced" INT, /* i32 */
@@ -643,159 +607,6 @@ CREATE  FUNCTION bi_access_internal."sync_end"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:302
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:293
--- bi_access::api::bi_access_internal::hide_table
-CREATE  FUNCTION bi_access_internal."hide_table"(
-	"tbl" oid /* Option < pg_sys :: Oid > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hide_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:160
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:400
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:411
--- bi_access::api::bi_access_internal::unsynced_tables
-CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"org_column" TEXT,  /* String */
-	"reason" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:254
--- bi_access::api::bi_access_internal::targets
-CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
-	"name" TEXT,  /* String */
-	"host" TEXT,  /* String */
-	"port" INT,  /* i32 */
-	"sslmode" TEXT,  /* String */
-	"standby" TEXT  /* Option < String > */
-)
-STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'targets_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:343
--- bi_access::api::bi_access_internal::usage
-CREATE  FUNCTION bi_access_internal."usage"() RETURNS TABLE (
-	"role" oid,  /* pg_sys :: Oid */
-	"sessions_now" bigint,  /* i64 */
-	"logins" bigint,  /* i64 */
-	"refused_limits" bigint,  /* i64 */
-	"refused_networks" bigint,  /* i64 */
-	"refused_revocation" bigint,  /* i64 */
-	"refused_other" bigint,  /* i64 */
-	"last_login_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
-	"statements" bigint,  /* i64 */
-	"rows_returned" bigint,  /* i64 */
-	"cancelled" bigint  /* i64 */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'usage_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:429
--- bi_access::api::bi_access_internal::pgbouncer_auth
-CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
-	"username" TEXT /* & str */
-) RETURNS TABLE (
-	"usename" TEXT,  /* String */
-	"passwd" TEXT  /* String */
-)
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:232
--- bi_access::api::bi_access_internal::drop_target
-CREATE  FUNCTION bi_access_internal."drop_target"(
-	"name" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'drop_target_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:388
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:307
--- bi_access::api::bi_access_internal::check
-CREATE  FUNCTION bi_access_internal."check"() RETURNS TABLE (
-	"severity" TEXT,  /* String */
-	"object" TEXT,  /* String */
-	"finding" TEXT,  /* String */
-	"fix" TEXT  /* String */
-)
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:436
--- bi_access::api::bi_access_internal::sync_tables
-CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
-	"tbl" oid,  /* pg_sys :: Oid */
-	"action" TEXT  /* String */
-)
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -821,23 +632,218 @@ AS 'MODULE_PATHNAME', 'activate_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:67
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
+-- src/api.rs:165
+-- bi_access::api::bi_access_internal::purge
+CREATE  FUNCTION bi_access_internal."purge"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
+AS 'MODULE_PATHNAME', 'purge_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:247
--- bi_access::api::bi_access_internal::add_quota_triggers
-CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+-- src/api.rs:402
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:274
+-- bi_access::api::bi_access_internal::expose_table
+CREATE  FUNCTION bi_access_internal."expose_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"org_column" TEXT, /* Option < & str > */
+	"columns" TEXT[] /* :: std :: option :: Option < Vec < String > > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_listed_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:334
+-- bi_access::api::bi_access_internal::lock_yields
+CREATE  FUNCTION bi_access_internal."lock_yields"() RETURNS TABLE (
+	"cancelled" bigint,  /* i64 */
+	"terminated" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lock_yields_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:431
+-- bi_access::api::bi_access_internal::pgbouncer_auth
+CREATE  FUNCTION bi_access_internal."pgbouncer_auth"(
+	"username" TEXT /* & str */
+) RETURNS TABLE (
+	"usename" TEXT,  /* String */
+	"passwd" TEXT  /* String */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pgbouncer_auth_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:150
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:202
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:287
+-- bi_access::api::bi_access_internal::share_table
+CREATE  FUNCTION bi_access_internal."share_table"(
+	"tbl" oid, /* Option < pg_sys :: Oid > */
+	"columns" TEXT[] /* :: std :: option :: Option < Vec < String > > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'share_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:383
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:438
+-- bi_access::api::bi_access_internal::sync_tables
+CREATE  FUNCTION bi_access_internal."sync_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:390
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:254
+-- bi_access::api::bi_access_internal::targets
+CREATE  FUNCTION bi_access_internal."targets"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"host" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"sslmode" TEXT,  /* String */
+	"standby" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'targets_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:413
+-- bi_access::api::bi_access_internal::unsynced_tables
+CREATE  FUNCTION bi_access_internal."unsynced_tables"() RETURNS TABLE (
+	"tbl" oid,  /* pg_sys :: Oid */
+	"org_column" TEXT,  /* String */
+	"reason" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsynced_tables_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:295
+-- bi_access::api::bi_access_internal::hide_table
+CREATE  FUNCTION bi_access_internal."hide_table"(
+	"tbl" oid /* Option < pg_sys :: Oid > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hide_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:203
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:208
+-- bi_access::custody::bi_access_internal::mark_credentials
+CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/roles.rs:221
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/roles.rs:226
+-- bi_access::roles::bi_access_internal::sync_session_libraries
+CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/key.rs:508
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/key.rs:514
+-- bi_access::key::bi_access_internal::init_key
+CREATE  FUNCTION bi_access_internal."init_key"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'init_key_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/key.rs:520
+-- bi_access::key::bi_access_internal::adopt_key_file
+CREATE  FUNCTION bi_access_internal."adopt_key_file"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_key_file_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -850,7 +856,7 @@ SELECT bi_access_internal.init_key();
 REVOKE ALL ON FUNCTION bi_access_internal.init_key() FROM PUBLIC;
 
 
--- src/lib.rs:84
+-- src/lib.rs:85
 -- finalize
 -- bi_access: the SQL surface. Runs after every generated object.
 --

@@ -269,8 +269,10 @@ mod bi_access_internal {
         TableIterator::new(rows.collect::<Vec<_>>())
     }
 
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn expose_table(
+    /// Its symbol is not 0.2.0's `expose_table`, which took no column list
+    /// (see `legacy`).
+    #[pg_extern(volatile, parallel_unsafe, name = "expose_table")]
+    fn expose_listed_table(
         tbl: Option<pg_sys::Oid>,
         org_column: Option<&str>,
         columns: Option<Vec<String>>,

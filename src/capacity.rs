@@ -7,7 +7,6 @@
 //! SYSTEM), or names the standby to change.
 
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_literal};
 
 use crate::custom_schema;
 use crate::db;
@@ -33,45 +32,9 @@ fn warning(object: String, finding: String, fix: String) -> Finding {
     }
 }
 
-/// The statement that sets `name` to `value` where its value comes from now:
-/// the database's settings, a configuration file, or else ALTER SYSTEM
-/// (which, for a bi_access setting, needs the library loaded before 17).
+/// The statement that sets `name` to `value` where its value comes from.
 fn set_where_made(name: &str, value: &str) -> Result<String> {
-    let (source, file) = Spi::connect(|client| {
-        let row = client
-            .select(
-                "SELECT source, coalesce(sourcefile, '') FROM pg_catalog.pg_settings WHERE name = $1",
-                Some(1),
-                &[name.into()],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::SpiError>((
-            row.get::<String>(1)?.unwrap_or_default(),
-            row.get::<String>(2)?.unwrap_or_default(),
-        ))
-    })?;
-    let value = quote_literal(value);
-    Ok(match source.as_str() {
-        "database" => {
-            let database =
-                db::first::<String>("SELECT current_database()::text", &[])?.unwrap_or_default();
-            format!(
-                "ALTER DATABASE {} SET {name} = {value};",
-                quote_identifier(database)
-            )
-        }
-        "configuration file" if !file.ends_with("postgresql.auto.conf") => {
-            format!("Set {name} = {value} in {file}, then SELECT pg_reload_conf();")
-        }
-        _ => {
-            let load = if name.starts_with("bi_access.") {
-                "LOAD 'bi_access'; "
-            } else {
-                ""
-            };
-            format!("{load}ALTER SYSTEM SET {name} = {value}; SELECT pg_reload_conf();")
-        }
-    })
+    crate::setting_origin::change(name, Some(value))
 }
 
 fn setting_int(name: &str) -> Result<i64> {

@@ -415,6 +415,11 @@ impl BiError {
                  Enable it yourself (ALTER TABLE {table} ENABLE ROW LEVEL SECURITY) once they are meant \
                  to apply, or drop them; then expose the table."
             )),
+            BiError::UnknownTable(_) => Some(
+                "Expose or share it first (bi_access.expose_table, bi_access.share_table); \
+                 bi_access.tables lists every table bi_access knows."
+                    .into(),
+            ),
             BiError::SharedHasOrgColumn { table, column } => Some(format!(
                 "Expose it instead, so each credential reads its own org's rows: \
                  SELECT bi_access.expose_table('{table}', '{column}');"

@@ -13,6 +13,7 @@ use crate::names;
 use crate::org;
 use crate::records;
 use crate::roles;
+use crate::setting_origin;
 use crate::settings;
 use crate::targets;
 
@@ -28,7 +29,7 @@ pub fn check() -> Result<Vec<Finding>> {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
     };
-    let probes: [Probe; 27] = [
+    let probes: [Probe; 28] = [
         public_connect,
         public_create,
         public_security_definer,
@@ -42,6 +43,7 @@ pub fn check() -> Result<Vec<Finding>> {
         stale_column_lists,
         keys_matching_no_table,
         replication_targets,
+        application_roles,
         credential_attributes,
         orphaned_credentials,
         orphaned_reader_groups,
@@ -563,6 +565,79 @@ fn keys_matching_no_table(_: &Context) -> Result<Vec<Finding>> {
     Ok(found)
 }
 
+/// Property 4: an application role (not a superuser, not BYPASSRLS, not the
+/// owner nor a member of it, not bi_access's) with privileges on exposed
+/// tables whose RLS bi_access turned on. PostgreSQL refuses its `COPY …
+/// FROM` them, and plans the pass-through policy in its every statement on
+/// them unless its session loaded bi_access. The fix suits the role: one
+/// with no RLS of its own in this database may bypass RLS; one with some
+/// keeps it, and is served by the preload and by writing as the owner.
+fn application_roles(_: &Context) -> Result<Vec<Finding>> {
+    let preloaded = crate::guard::session::preloaded();
+    Spi::connect(|client| {
+        let mut findings = Vec::new();
+        for row in client.select(
+            "WITH affected AS ( \
+               SELECT r.oid AS role, r.rolname, c.oid AS tbl \
+               FROM bi_access.exposed_table e \
+               JOIN pg_catalog.pg_class c ON c.oid = e.tbl \
+               CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a \
+               JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+               WHERE NOT e.hidden AND NOT e.shared AND e.rls_enabled_by_bi_access AND c.relkind IN ('r', 'p') \
+                 AND NOT r.rolsuper AND NOT r.rolbypassrls \
+                 AND NOT pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE') \
+                 AND NOT pg_catalog.starts_with(r.rolname, 'bi_access') \
+                 AND NOT pg_catalog.pg_has_role(r.oid, 'bi_access_credential', 'MEMBER') \
+               GROUP BY r.oid, r.rolname, c.oid) \
+             SELECT 'role ' || quote_ident(f.rolname), \
+                    string_agg(f.tbl::regclass::text, ', ' ORDER BY f.tbl::regclass::text), \
+                    EXISTS (SELECT FROM pg_catalog.pg_policy p \
+                            JOIN pg_catalog.pg_class pc ON pc.oid = p.polrelid AND pc.relrowsecurity \
+                            WHERE p.polname NOT LIKE 'bi\\_access\\_%' \
+                              AND (0 = ANY (p.polroles) OR EXISTS ( \
+                                     SELECT FROM unnest(p.polroles) pr WHERE pg_catalog.pg_has_role(f.role, pr, 'USAGE')))), \
+                    quote_ident(f.rolname) \
+             FROM affected f GROUP BY f.role, f.rolname ORDER BY 1",
+            None,
+            &[],
+        )? {
+            let object = row.get::<String>(1)?.unwrap_or_default();
+            let tables = row.get::<String>(2)?.unwrap_or_default();
+            let own_rls = row.get::<bool>(3)?.unwrap_or(true);
+            let role = row.get::<String>(4)?.unwrap_or_default();
+            let planning = if preloaded {
+                ""
+            } else {
+                ", and each of its statements on them plans bi_access's pass-through policy \
+                 (about 1.1x on a point lookup) unless its session loads bi_access"
+            };
+            findings.push(Finding {
+                severity: "warning",
+                object,
+                finding: format!(
+                    "an application role under the row-level security bi_access turned on for \
+                     {tables}: PostgreSQL refuses its COPY ... FROM them{planning}"
+                ),
+                fix: if own_rls {
+                    let preload = if preloaded {
+                        ""
+                    } else {
+                        "preload bi_access (see the shared_preload_libraries finding); "
+                    };
+                    format!(
+                        "It is under row-level security of the application's own here, so keep it: \
+                         {preload}run COPY ... FROM as the tables' owner (GRANT the owner role to a \
+                         loader role)."
+                    )
+                } else {
+                    format!("ALTER ROLE {role} BYPASSRLS; -- it is under no row-level security of the application's own here")
+                },
+            });
+        }
+        Ok(findings)
+    })
+}
+
 fn replication_targets(_: &Context) -> Result<Vec<Finding>> {
     Spi::connect(|client| {
         let mut findings = Vec::new();
@@ -602,16 +677,13 @@ fn replication_targets(_: &Context) -> Result<Vec<Finding>> {
 /// From 16 on, a membership that allows SET ROLE is one bi_access never
 /// gives either (compat says how to spot it).
 fn credential_attributes(context: &Context) -> Result<Vec<Finding>> {
-    let (settable, regrant) = if compat::MEMBERSHIP_WITHOUT_SET_ROLE {
-        (
-            compat::MEMBERSHIP_ALLOWS_SET_ROLE_SQL,
-            " (both WITH INHERIT TRUE, SET FALSE)",
-        )
+    let settable = if compat::MEMBERSHIP_WITHOUT_SET_ROLE {
+        compat::MEMBERSHIP_ALLOWS_SET_ROLE_SQL
     } else {
-        ("false", "")
+        "false"
     };
     Ok(words(
-        records::overgranted_roles(&context.reader, settable, regrant)?,
+        records::overgranted_roles(&context.reader, settable)?,
         "error",
         "a credential role has an attribute or a membership bi_access never gives",
     ))
@@ -727,7 +799,11 @@ fn ssl(_: &Context) -> Result<Vec<Finding>> {
         severity: "error",
         object: "setting ssl".into(),
         finding: format!("bi_access.sslmode is {sslmode} but this server has ssl = off"),
-        fix: "Configure ssl = on with a certificate (on the replica BI tools use too), or set bi_access.sslmode to what the servers offer.".into(),
+        fix: format!(
+            "Configure ssl = on with a certificate (on the replica BI tools use too), or hand out \
+             URLs that do not promise SSL (unset, bi_access.sslmode follows the server's ssl): {}",
+            setting_origin::change("bi_access.sslmode", None)?
+        ),
     }])
 }
 
@@ -746,8 +822,7 @@ fn password_encryption(_: &Context) -> Result<Vec<Finding>> {
             "password_encryption is {}; passwords set outside bi_access would not be SCRAM",
             method.unwrap_or_default()
         ),
-        fix: "ALTER SYSTEM SET password_encryption = 'scram-sha-256'; SELECT pg_reload_conf();"
-            .into(),
+        fix: setting_origin::change("password_encryption", Some("scram-sha-256"))?,
     }])
 }
 
@@ -763,9 +838,11 @@ fn audit_reads(_: &Context) -> Result<Vec<Finding>> {
         finding: "bi_access.audit_reads is on but pgaudit is not in shared_preload_libraries: \
                   credentials' reads are not logged"
             .into(),
-        fix: "Install pgaudit, add it to shared_preload_libraries and restart the server, then \
-              CALL bi_access.sync(); or ALTER SYSTEM RESET bi_access.audit_reads."
-            .into(),
+        fix: format!(
+            "Install pgaudit, add it to shared_preload_libraries and restart the server, then \
+             CALL bi_access.sync(); or {}",
+            setting_origin::change("bi_access.audit_reads", None)?
+        ),
     }])
 }
 
@@ -835,7 +912,7 @@ fn lock_waits(_: &Context) -> Result<Vec<Finding>> {
         None => finding(
             "warning",
             format!("bi_access.yield_after is 0: the yield worker never makes a credential yield a lock ({capped})"),
-            "ALTER SYSTEM RESET bi_access.yield_after; SELECT pg_reload_conf();",
+            &setting_origin::change("bi_access.yield_after", None)?,
         ),
         Some(after) => finding(
             "info",

@@ -60,6 +60,15 @@ fn regenerate(role: &str) -> pgrx::composite_type!('static, "bi_access.connectio
     )
 }
 
+/// 0.1.0's and 0.2.0's `expose_table(tbl, org_column)`, before column
+/// lists existed.
+#[pg_extern(sql = false)]
+fn expose_table(tbl: Option<pg_sys::Oid>, org_column: Option<&str>) {
+    or_raise(Call::management("expose_table").and_then(|call| {
+        crate::exposure::expose_table(call.required("tbl", tbl)?, org_column, None)
+    }))
+}
+
 /// 0.2.0's `regenerate(role, valid_until)`, before `overlap` existed.
 #[pg_extern(sql = false)]
 fn regenerate_until(

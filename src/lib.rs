@@ -69,6 +69,7 @@ mod restore;
 mod roles;
 mod secrets;
 mod sessions;
+mod setting_origin;
 mod settings;
 mod shmem;
 mod status;

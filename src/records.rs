@@ -868,33 +868,46 @@ pub fn manages_session_user() -> Result<bool> {
     .unwrap_or(false))
 }
 
-/// check(): (object, fix) of each credential role of this database with an
-/// attribute or a membership bi_access never gives; `settable` is the SQL
-/// condition on `m` (pg_auth_members) of a membership that allows SET ROLE
-/// (`false` before 16), `regrant` how the fix words the memberships.
-pub fn overgranted_roles(
-    reader: &str,
-    settable: &str,
-    regrant: &str,
-) -> Result<Vec<(String, String)>> {
+/// check(): (object, fix) of each credential role with an attribute or a
+/// membership bi_access never gives. The fix is the exact statements: the
+/// attributes it has taken away, each membership that is not its groups'
+/// revoked, and (`settable`: a membership's SQL that allows SET ROLE, 16 and
+/// later; `false` before) each of its own groups granted again without SET.
+pub fn overgranted_roles(reader: &str, settable: &str) -> Result<Vec<(String, String)>> {
     db::text_pairs(
         &format!(
-            "SELECT 'role ' || quote_ident(r.rolname), \
-                format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
-                        then REVOKE from it every role but %I, bi_access_credential and its org''s custom schema groups{regrant}', \
-                       r.rolname, $1::text) \
-         FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
-         WHERE r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls \
-            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-                       JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
-                       WHERE m.member = r.oid AND g.rolname NOT IN ($1, 'bi_access_credential') \
-                         AND NOT EXISTS (SELECT FROM bi_access.custom_schema cs \
-                                         WHERE cs.org_id = c.org_id \
-                                           AND (g.rolname = cs.reader_role \
-                                                OR (c.scope = 'read_write' AND g.rolname = cs.owner_role)))) \
-            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m \
-                       WHERE m.member = r.oid AND {settable}) \
-         ORDER BY 1",
+            "WITH extra AS ( \
+               SELECT m.member, g.rolname, \
+                      g.rolname IN ($1, 'bi_access_credential') \
+                      OR EXISTS (SELECT FROM bi_access.custom_schema cs \
+                                 WHERE cs.org_id = c.org_id \
+                                   AND (g.rolname = cs.reader_role \
+                                        OR (c.scope = 'read_write' AND g.rolname = cs.owner_role))) AS own, \
+                      {settable} AS settable \
+               FROM bi_access.credential c \
+               JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name \
+               JOIN pg_catalog.pg_auth_members m ON m.member = r.oid \
+               JOIN pg_catalog.pg_roles g ON g.oid = m.roleid) \
+             SELECT 'role ' || quote_ident(r.rolname), \
+                    concat_ws(' ', \
+                      CASE WHEN cardinality(a.attributes) > 0 \
+                           THEN format('ALTER ROLE %I %s;', r.rolname, array_to_string(a.attributes, ' ')) END, \
+                      (SELECT string_agg(format('REVOKE %I FROM %I;', e.rolname, r.rolname), ' ' \
+                                         ORDER BY e.rolname) \
+                       FROM extra e WHERE e.member = r.oid AND NOT e.own), \
+                      (SELECT string_agg(format('REVOKE %I FROM %I; GRANT %I TO %I WITH INHERIT TRUE, SET FALSE;', \
+                                                e.rolname, r.rolname, e.rolname, r.rolname), ' ' ORDER BY e.rolname) \
+                       FROM extra e WHERE e.member = r.oid AND e.own AND e.settable)) \
+             FROM bi_access.credential c JOIN pg_catalog.pg_roles r ON r.rolname = c.role_name, \
+             LATERAL (SELECT array_remove(ARRAY[ \
+                        CASE WHEN r.rolsuper THEN 'NOSUPERUSER' END, \
+                        CASE WHEN r.rolcreatedb THEN 'NOCREATEDB' END, \
+                        CASE WHEN r.rolcreaterole THEN 'NOCREATEROLE' END, \
+                        CASE WHEN r.rolreplication THEN 'NOREPLICATION' END, \
+                        CASE WHEN r.rolbypassrls THEN 'NOBYPASSRLS' END], NULL) AS attributes) a \
+             WHERE cardinality(a.attributes) > 0 \
+                OR EXISTS (SELECT FROM extra e WHERE e.member = r.oid AND (NOT e.own OR e.settable)) \
+             ORDER BY 1",
         ),
         &[reader.into()],
     )

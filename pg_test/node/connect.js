@@ -2,7 +2,10 @@
 // returned, runs one query and prints one JSON line: what a Node BI stack
 // (Cube, Lightdash, Evidence) would get. pg_test/test_node.py drives it.
 //
-//   node connect.js <how> <url> <sql>
+//   node connect.js <how> <url> <sql> [params]
+//
+// [params]: a JSON array of the query's bound parameters, as an application
+// passes them (numbers stay JavaScript numbers: pg sends each as text).
 //
 // <how>:
 //   plain      new Client({ connectionString: url }): pg's own reading of sslmode
@@ -28,13 +31,14 @@ function config(how, url) {
 }
 
 async function main() {
-  const [how, url, sql] = process.argv.slice(2)
+  const [how, url, sql, params] = process.argv.slice(2)
   const client = new Client({ ...config(how, url), connectionTimeoutMillis: 10000 })
   const out = {}
   try {
     await client.connect()
     out.encrypted = Boolean(client.connection.stream.encrypted)
-    const result = await client.query({ text: sql, rowMode: 'array' })
+    const values = params ? JSON.parse(params) : undefined
+    const result = await client.query({ text: sql, values, rowMode: 'array' })
     out.rows = result.rows.map((row) => row.map(String))
     out.ok = true
   } catch (err) {

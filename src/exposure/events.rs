@@ -32,7 +32,9 @@ pub fn after_ddl() -> Result<()> {
 /// column) loses its grant at once, in the same transaction: the session
 /// guard refuses it anyway, and this makes the catalogs say so too. A WARNING
 /// tells the DBA, an event records it, check() reports it, and a sync puts
-/// it back.
+/// it back. A shared table has no RLS to lose. (`shared` is read from the
+/// row as json: in the upgrade window, before ALTER EXTENSION UPDATE, the
+/// registry has no such column and this trigger still runs.)
 fn withdraw_weakened() -> Result<()> {
     let reader = roles::reader_group()?;
     let weakened = Spi::connect(|client| {
@@ -42,7 +44,8 @@ fn withdraw_weakened() -> Result<()> {
                     CASE WHEN NOT c.relrowsecurity THEN 'row level security was disabled' \
                          ELSE 'a bi_access policy was dropped or altered' END \
              FROM bi_access.exposed_table e JOIN pg_catalog.pg_class c ON c.oid = e.tbl \
-             WHERE NOT e.hidden AND NOT e.shared AND c.relkind IN ('r', 'p') \
+             WHERE NOT e.hidden AND c.relkind IN ('r', 'p') \
+               AND NOT coalesce((pg_catalog.to_jsonb(e) ->> 'shared')::boolean, false) \
                AND (EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
                             JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
                             WHERE r.rolname = $1 AND a.privilege_type = 'SELECT') \

@@ -37,8 +37,15 @@ pub(super) struct Exposure {
 pub(super) fn exposed_row(tbl: pg_sys::Oid) -> Result<Option<Exposure>> {
     Spi::connect(|client| {
         let table = client.select(
-            "SELECT org_column::text, rls_enabled_by_bi_access, shared, columns::text[] \
-             FROM bi_access.exposed_table WHERE tbl = $1::regclass AND NOT hidden",
+            // 0.3.0's columns are read from the row as json: the chain of
+            // updates from 0.1.0 syncs every table on its way through 0.2.0
+            // (sql/upgrade/0.1.0--0.2.0.post.sql), before they exist.
+            "SELECT org_column::text, rls_enabled_by_bi_access, \
+                    coalesce((j ->> 'shared')::boolean, false), \
+                    CASE WHEN pg_catalog.jsonb_typeof(j -> 'columns') = 'array' \
+                         THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(j -> 'columns')) END \
+             FROM bi_access.exposed_table e, LATERAL pg_catalog.to_jsonb(e) j \
+             WHERE tbl = $1::regclass AND NOT hidden",
             Some(1),
             &[tbl.into()],
         )?;

@@ -25,6 +25,9 @@ use crate::names;
 /// The refusal of a read_write session's DDL outside its custom schema, by
 /// the utility hook (the statement) or the object-access hook (the object).
 pub(super) const ONLY_ITS_SCHEMA: &str = "a bi_access read_write credential creates and alters only tables, views, indexes and sequences of its custom schema";
+/// How a read_write session's refused statement or write begins.
+pub(super) const WRITES_ONLY_THERE: &str =
+    "a bi_access read_write credential writes only in its custom schema";
 /// The HINT of a read_write session's refused statement or write.
 pub(super) const WRITES_HINT: &str = "It may create, alter, drop, truncate and load tables, views, indexes and sequences of its organization's custom schema.";
 

@@ -115,7 +115,7 @@ fn refuse_relation(relid: pg_sys::Oid, refusal: Refusal) -> ! {
     match refusal {
         // A read_write session is told where it may write instead.
         Refusal::Write if super::custom::writer().is_some() => refuse(
-            format!("a bi_access read_write credential writes only in its custom schema: it may not write to {name}"),
+            format!("{}: it may not write to {name}", super::custom::WRITES_ONLY_THERE),
             super::custom::WRITES_HINT,
         ),
         Refusal::Write => refuse(

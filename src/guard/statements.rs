@@ -225,7 +225,8 @@ unsafe extern "C-unwind" fn utility_hook(
         if writer.is_some() {
             refuse(
                 format!(
-                    "a bi_access read_write credential writes only in its custom schema: {} is not allowed",
+                    "{}: {} is not allowed",
+                    super::custom::WRITES_ONLY_THERE,
                     tag.to_string_lossy()
                 ),
                 super::custom::WRITES_HINT,

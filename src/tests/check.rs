@@ -95,10 +95,17 @@ mod tests {
         }
         saas();
         let (acme, _) = generate(ACME);
-        // Nothing but the regime that bounds lock waits (always there).
+        // Nothing but the regime that bounds lock waits (always there) and
+        // the application role under the RLS bi_access turned on (property
+        // 4), with the fix that suits it: it has no RLS of its own.
         let findings = "SELECT coalesce(string_agg(severity || '|' || object || '|' || fix, E'\\n' ORDER BY object), '') \
                         FROM bi_access.check() WHERE object <> 'lock waits'";
-        assert_eq!(one::<String>(findings), "", "a clean setup reports nothing");
+        assert_eq!(
+            one::<String>(findings),
+            "warning|role test_app|ALTER ROLE test_app BYPASSRLS; -- it is under no row-level \
+             security of the application's own here",
+            "a clean setup reports the application role only"
+        );
 
         run("GRANT CREATE ON SCHEMA public TO PUBLIC");
         run("CREATE FUNCTION public.definer() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'");
@@ -130,9 +137,9 @@ mod tests {
             },
             "public.leaky|REVOKE SELECT ON public.leaky FROM PUBLIC;".into(),
             "public.invoices|SELECT * FROM bi_access.sync_tables();".into(),
-            format!("role {acme}|ALTER ROLE {acme} NOSUPERUSER"),
+            format!("role {acme}|ALTER ROLE {acme} NOCREATEDB;"),
             "setting ssl|".into(),
-            "setting password_encryption|ALTER SYSTEM SET password_encryption".into(),
+            "setting password_encryption|SET password_encryption = 'scram-sha-256';".into(),
         ] {
             assert!(
                 report.contains(&expected),
@@ -173,5 +180,59 @@ mod tests {
         let readable: String =
             one("SELECT severity FROM bi_access.check() WHERE object = 'public.quiet'");
         assert_eq!(readable, "error");
+    }
+
+    /// Property 4: each application role under the RLS bi_access turned on
+    /// is named with the fix that suits it; the owner's members, BYPASSRLS
+    /// roles and tables whose RLS was the application's are not.
+    #[pg_test]
+    fn check_names_each_application_role_under_bi_access_rls_with_its_fix() {
+        for sql in [
+            "CREATE SCHEMA p4",
+            "CREATE ROLE p4_owner NOLOGIN",
+            "CREATE TABLE p4.orders (id int, org_id bigint)",
+            "ALTER TABLE p4.orders OWNER TO p4_owner",
+            "CREATE TABLE p4.notes (id int, org_id bigint)",
+            "ALTER TABLE p4.notes ENABLE ROW LEVEL SECURITY",
+            "CREATE ROLE p4_loader NOLOGIN",
+            "CREATE ROLE p4_tenant_app NOLOGIN",
+            "CREATE ROLE p4_member NOLOGIN IN ROLE p4_owner",
+            "CREATE ROLE p4_bypass NOLOGIN BYPASSRLS",
+            "GRANT SELECT, INSERT ON p4.orders TO p4_loader, p4_tenant_app, p4_member, p4_bypass",
+            "GRANT SELECT ON p4.notes TO p4_loader, p4_tenant_app",
+            "CREATE POLICY app_own ON p4.notes TO p4_tenant_app USING (true)",
+            "SELECT bi_access.expose_table('p4.orders')",
+            "SELECT bi_access.expose_table('p4.notes')",
+        ] {
+            run(sql);
+        }
+        let found: String = one(
+            "SELECT coalesce(string_agg(object || '|' || finding || '|' || fix, E'\\n' ORDER BY object), '') \
+             FROM bi_access.check() WHERE object LIKE 'role p4\\_%'",
+        );
+        let planning = if crate::guard::session::preloaded() {
+            ""
+        } else {
+            ", and each of its statements on them plans bi_access's pass-through policy \
+             (about 1.1x on a point lookup) unless its session loads bi_access"
+        };
+        let preload = if crate::guard::session::preloaded() {
+            ""
+        } else {
+            "preload bi_access (see the shared_preload_libraries finding); "
+        };
+        let under =
+            "an application role under the row-level security bi_access turned on for p4.orders: \
+                     PostgreSQL refuses its COPY ... FROM them";
+        assert_eq!(
+            found,
+            format!(
+                "role p4_loader|{under}{planning}|ALTER ROLE p4_loader BYPASSRLS; -- it is under no \
+                 row-level security of the application's own here\n\
+                 role p4_tenant_app|{under}{planning}|It is under row-level security of the \
+                 application's own here, so keep it: {preload}run COPY ... FROM as the tables' owner \
+                 (GRANT the owner role to a loader role)."
+            )
+        );
     }
 }
