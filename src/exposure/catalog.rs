@@ -80,12 +80,7 @@ pub(super) fn vet(
     vet: Vet,
     listed: Option<&[String]>,
 ) -> Result<Target> {
-    let relation = relation(tbl, column)?;
-    let name = quote_qualified_identifier(&relation.schema, &relation.name);
-    refuse_kind(&relation, &name)?;
-    if vet == Vet::Caller {
-        caller_may(tbl, &name)?;
-    }
+    let (relation, name) = admissible(tbl, column, vet)?;
     let Some(column_type) = relation.column_type.clone() else {
         return Err(BiError::NoSuchColumn {
             table: name,
@@ -108,6 +103,18 @@ pub(super) fn vet(
     Ok(relation.into_target(tbl, column, column_type))
 }
 
+/// The relation and its quoted name, past the checks every call makes first:
+/// 42809 a refused kind or schema, then (as the caller) 42501.
+fn admissible(tbl: pg_sys::Oid, column: &str, vet: Vet) -> Result<(Relation, String)> {
+    let relation = relation(tbl, column)?;
+    let name = quote_qualified_identifier(&relation.schema, &relation.name);
+    refuse_kind(&relation, &name)?;
+    if vet == Vet::Caller {
+        caller_may(tbl, &name)?;
+    }
+    Ok((relation, name))
+}
+
 pub(super) fn target(tbl: pg_sys::Oid, column: &str) -> Result<Target> {
     vet(tbl, column, Vet::Sync, None)
 }
@@ -121,12 +128,7 @@ pub(super) fn vet_shared(
     vet: Vet,
     listed: Option<&[String]>,
 ) -> Result<String> {
-    let relation = relation(tbl, column)?;
-    let name = quote_qualified_identifier(&relation.schema, &relation.name);
-    refuse_kind(&relation, &name)?;
-    if vet == Vet::Caller {
-        caller_may(tbl, &name)?;
-    }
+    let (relation, name) = admissible(tbl, column, vet)?;
     check_listed(tbl, &name, listed)?;
     if relation.column_type.is_some() {
         return Err(BiError::SharedHasOrgColumn {
