@@ -129,6 +129,8 @@ HIDDEN_READS = {
     "subquery": "SELECT (SELECT max(password_hash) FROM users)",
     "cte": "WITH t AS (SELECT * FROM users) SELECT email FROM t",
     "join using the hidden column": "SELECT u.email FROM users u JOIN plans p ON p.internal_cost = u.api_token",
+    "field of the whole row": "SELECT (u).api_token FROM users u",
+    "statistics of the hidden column": "SELECT most_common_vals::text FROM pg_stats WHERE attname = 'api_token'",
 }
 
 
