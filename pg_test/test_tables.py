@@ -349,3 +349,20 @@ def test_hiding_a_shared_table_withdraws_it(pair, creds, tables):
     assert hidden == {"primary": PERMISSION_DENIED, "replica": PERMISSION_DENIED}
     assert view[0] == "hidden" and view[3] == "withdrawn"
     assert acl is None or "bi_access" not in acl, acl
+
+
+@pytest.mark.parametrize("call", ["SELECT bi_access.share_table('currencies', ARRAY['code'])",
+                                  "SELECT bi_access.expose_table('users', 'org_id', ARRAY['id'])"])
+def test_an_admin_that_is_not_the_owner_may_not_share_or_change_a_list(pair, tbi, tables, call):
+    """Property 7: the application's admin role (bi_access_admin, not a member
+    of the tables' owner) is checked as itself, before anything changes."""
+    registry = "SELECT tbl::text, shared, columns::text FROM bi_access.exposed_table ORDER BY 1"
+    before = superuser_rows(pair, registry)
+    admin = Session(tbi.connect())
+    try:
+        outcome = admin.run(call)
+    finally:
+        admin.close()
+    assert outcome.state == PERMISSION_DENIED, str(outcome)
+    assert "membership in its owner" in outcome.message, outcome.message
+    assert superuser_rows(pair, registry) == before
