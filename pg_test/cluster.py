@@ -76,6 +76,11 @@ COMMON_SETTINGS = {
     # The standby reports its replay position every second rather than every
     # ten, so the primary notices a replayed credential (pending -> active) fast.
     "wal_receiver_status_interval": 1,
+    # The standbys stream without a replication slot, and test_targets.py
+    # clones a third server with a forced checkpoint: WAL a standby has not
+    # received yet stays for it (a precaution: one CI run saw the standby
+    # stop replaying there, with no log left to say why).
+    "wal_keep_size": "1GB",
     # PREPARE TRANSACTION works for any role (Citus sets 200 by itself); the
     # session guard must refuse it (test_resources.py).
     "max_prepared_transactions": 5,
