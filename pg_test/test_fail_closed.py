@@ -16,7 +16,7 @@ import pytest
 
 from bi import BiAccess
 from cluster import MEMBERSHIPS_ALLOW_SET_ROLE, SUPERUSER
-from libpq import login_state
+from libpq import Connection, LoginRefused, login_state
 from probe import (OK, PERMISSION_DENIED, Session, bi_for, create_database, reader_group, run_fix, session,
                    tenant_database)
 
@@ -598,3 +598,89 @@ def test_copy_of_a_table_that_is_not_exposed_is_refused(sess, server):
         with sess.conn.cursor() as cur:
             cur.copy_expert("COPY events_b TO STDOUT", io.StringIO())
     assert info.value.pgcode == PERMISSION_DENIED, info.value.pgerror
+
+
+# --------------------------------------------------------------------------
+# bi_access's roles
+
+def test_a_renamed_credential_group_refuses_every_credential_login_until_renamed_back(request, pair, fdb, cred):
+    """The session guard knows a credential by its membership in
+    bi_access_credential, looked up by name. A superuser renames the group:
+    a new session of the credential would be no member of it and log in
+    unguarded, so the login gate refuses it (28000, naming the role and the
+    fix) on both servers, and check() reports the missing group with the
+    rename that brings it back. A session already open stays guarded: the guard no
+    longer finds bi_access's policies in place (their test names the group)
+    and refuses the table (42501) as well as what it always refused; an
+    application role under bi_access's policies gets 42704 from them (they
+    name the group); the superuser still reads every row. Renamed back, the credential logs in
+    and reads exactly its org's rows again."""
+    checked = []
+    pair.primary.sql("CREATE ROLE app_reader; GRANT SELECT ON accounts TO app_reader", dbname=fdb)
+    request.addfinalizer(lambda: pair.primary.sql("DROP OWNED BY app_reader; DROP ROLE app_reader", dbname=fdb))
+    with session(cred, pair.replica) as open_before:
+        pair.primary.sql("ALTER ROLE bi_access_credential RENAME TO bi_access_credential_moved")
+        try:
+            pair.wait_replayed()
+            refused = {}
+            for server in (pair.primary, pair.replica):
+                with pytest.raises(LoginRefused) as raised:
+                    Connection(cred.login_args(server)).close()
+                refused[server.name] = (raised.value.state, raised.value.message)
+            still = open_before.run("SELECT * FROM accounts ORDER BY 1")
+            hidden = open_before.run("SELECT * FROM events_b").state
+            superuser = pair.replica.value("SELECT count(*) FROM accounts", dbname=fdb)
+            application = Session.superuser(pair.primary, fdb)
+            try:  # an application role under bi_access's policies, which name the group
+                application.rows("SET ROLE app_reader")
+                app_read = application.run("SELECT count(*) FROM accounts")
+            finally:
+                application.close()
+            checked = findings(pair, fdb)
+        finally:
+            # check()'s fix, run as a DBA runs it; the test's own rename
+            # back only if the fix did not.
+            if len(checked) == 1:
+                run_fix(pair.primary, checked[0][3])
+            if pair.primary.sql("SELECT 1 FROM pg_roles WHERE rolname = 'bi_access_credential_moved'"):
+                pair.primary.sql("ALTER ROLE bi_access_credential_moved RENAME TO bi_access_credential")
+                fixed = False
+            else:
+                fixed = True
+            pair.wait_replayed()
+    said = f'role {cred.role} loads bi_access\'s login gate but is not a member of bi_access_credential'
+    for name, (state, message) in refused.items():
+        assert state == "28000", (name, state, message)
+        assert said in message and "RENAME TO bi_access_credential" in message, (name, message)
+    assert (still.state, still.rows) == (PERMISSION_DENIED, []), str(still)
+    assert "row-level security in place" in still.message, still.message
+    assert hidden == PERMISSION_DENIED
+    assert superuser == len(all_rows(pair, fdb, "accounts"))
+    assert (app_read.state, 'role "bi_access_credential" does not exist' in app_read.message) == ("42704", True), \
+        str(app_read)
+    # check() runs, and says only this, with the statement that renames the
+    # role the guard policies still hold back; that fix is what restored it.
+    assert [(sev, obj, fix) for sev, obj, _, fix in checked] == \
+        [("error", "role bi_access_credential",
+          "ALTER ROLE bi_access_credential_moved RENAME TO bi_access_credential;")], checked
+    assert fixed
+    assert_sees_own_rows(pair, cred, fdb)
+
+
+def test_a_role_given_the_gate_by_hand_is_refused_and_a_superuser_is_not(pair, fdb):
+    """The gate's settings copied onto a role that is no credential (a DBA's
+    slip): its login is refused (28000) rather than let in unguarded; a
+    superuser with the same settings is never a credential and logs in."""
+    setting = "SET session_preload_libraries = 'bi_access', 'bi_access_gate'"
+    pair.primary.sql(f"CREATE ROLE copied_gate LOGIN PASSWORD 'copied-gate-pw'; ALTER ROLE copied_gate {setting}; "
+                     f"CREATE ROLE super_gate SUPERUSER LOGIN PASSWORD 'super-gate-pw'; "
+                     f"ALTER ROLE super_gate {setting}")
+    try:
+        pair.wait_replayed()
+        states = {(role, server.name): login_state(server.tcp_args(fdb, role, f"{role.replace('_', '-')}-pw"))
+                  for role in ("copied_gate", "super_gate") for server in (pair.primary, pair.replica)}
+    finally:
+        pair.primary.sql("DROP ROLE copied_gate; DROP ROLE super_gate")
+        pair.wait_replayed()
+    assert states == {("copied_gate", "primary"): "28000", ("copied_gate", "replica"): "28000",
+                      ("super_gate", "primary"): OK, ("super_gate", "replica"): OK}, states

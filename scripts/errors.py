@@ -94,6 +94,12 @@ def logins(pair: ReplicaPair, read_url: str) -> str:
         out.append(refused("a second session past connection_limit 1", parse_dsn(single_url)))
     finally:
         holder.close()
+    # A role given the credentials' session libraries by hand, in no
+    # credential group.
+    pair.primary.sql("CREATE ROLE gate_by_hand LOGIN PASSWORD 'gate-by-hand-pw'; "
+                     "ALTER ROLE gate_by_hand SET session_preload_libraries = 'bi_access', 'bi_access_gate'")
+    out.append(refused("a role that loads the login gate outside bi_access_credential",
+                       {**read, "user": "gate_by_hand", "password": "gate-by-hand-pw"}))
     return "".join(out)
 
 

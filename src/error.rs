@@ -204,6 +204,14 @@ pub enum BiError {
     #[error("a bi_access credential logs in only to the database that manages it, not to {0}")]
     NotItsDatabase(String),
 
+    /// The login gate: a role whose own settings load the gate (what
+    /// bi_access gives its credentials) without being a member of
+    /// bi_access_credential: the group renamed, dropped or left. The guard
+    /// knows a credential by that group, so the login is refused rather
+    /// than let in unguarded (src/guard/gate.rs).
+    #[error("role {0} loads bi_access's login gate but is not a member of bi_access_credential")]
+    OutsideTheCredentialGroup(String),
+
     /// Another node of a Citus cluster could not be asked, or failed
     /// (src/citus.rs).
     #[error("{0}")]
@@ -350,9 +358,9 @@ impl BiError {
             BiError::QuotaUnguarded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::Ended(_) => ERRCODE_ADMIN_SHUTDOWN,
             BiError::TooManyConnections(_) => ERRCODE_TOO_MANY_CONNECTIONS,
-            BiError::NotItsDatabase(_) | BiError::NetworkRefused => {
-                ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
-            }
+            BiError::NotItsDatabase(_)
+            | BiError::NetworkRefused
+            | BiError::OutsideTheCredentialGroup(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             BiError::KeyNeeded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BiError::OnStandby { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
             BiError::SqlBehind { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -478,6 +486,10 @@ impl BiError {
             ),
             BiError::NotItsDatabase(_) => Some(
                 "Connect to the database named in the credential's connection details.".into(),
+            ),
+            BiError::OutsideTheCredentialGroup(_) => Some(
+                "A bi_access credential is a member of the role bi_access_credential, under that name: if it was renamed, rename it back (ALTER ROLE … RENAME TO bi_access_credential). SELECT * FROM bi_access.check(); names what else changed."
+                    .into(),
             ),
             BiError::NetworkRefused => Some(
                 "Connect from an address the credential's network allowlist includes, or ask the organization's administrator to change it."

@@ -25,6 +25,11 @@ struct Context {
 }
 
 pub fn check() -> Result<Vec<Finding>> {
+    // Every other probe names the credential group: without it they cannot
+    // run, and nothing else matters until it is back.
+    if let Some(missing) = missing_credential_group()? {
+        return Ok(vec![missing]);
+    }
     let context = Context {
         reader: roles::reader_group()?,
         schemas: settings::exposed_schemas(),
@@ -65,6 +70,45 @@ pub fn check() -> Result<Vec<Finding>> {
     }
     Ok(findings)
 }
+
+/// bi_access_credential renamed or dropped: the login gate refuses every
+/// credential, and every exposed table's policies (which name the group)
+/// fail for every role under them, the application's included. The fix renames back the
+/// role the guard policies still hold (they keep its oid), or else makes
+/// the group again for the logins of this database's reader group.
+fn missing_credential_group() -> Result<Option<Finding>> {
+    let fix = db::first::<String>(
+        MISSING_CREDENTIAL_GROUP,
+        &[names::CREDENTIAL_GROUP.into(), names::POLICY_GUARD.into()],
+    )?;
+    Ok(fix.map(|fix| Finding {
+        severity: "error",
+        object: format!("role {}", names::CREDENTIAL_GROUP),
+        finding: "bi_access's credential group is missing (renamed or dropped): every credential's login \
+                  is refused, and every read of an exposed table by a role under its policies, the \
+                  application's included, fails (42704: the policies name the group) until it is back"
+            .into(),
+        fix,
+    }))
+}
+
+const MISSING_CREDENTIAL_GROUP: &str = "\
+    SELECT coalesce( \
+             (SELECT format('ALTER ROLE %I RENAME TO %I;', r.rolname, $1) \
+                FROM pg_catalog.pg_policy p \
+                CROSS JOIN LATERAL pg_catalog.unnest(p.polroles) AS g(oid) \
+                JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) g.oid \
+               WHERE p.polname OPERATOR(pg_catalog.=) $2 \
+                 AND r.rolname OPERATOR(pg_catalog.<>) (SELECT reader_role FROM bi_access.config) \
+               LIMIT 1), \
+             format('CREATE ROLE %I NOLOGIN;', $1) || coalesce(' ' || \
+               (SELECT pg_catalog.string_agg(format('GRANT %I TO %I;', $1, m.rolname), ' ' ORDER BY m.rolname) \
+                  FROM pg_catalog.pg_auth_members a \
+                  JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) a.roleid \
+                  JOIN pg_catalog.pg_roles m ON m.oid OPERATOR(pg_catalog.=) a.member \
+                 WHERE g.rolname OPERATOR(pg_catalog.=) (SELECT reader_role FROM bi_access.config) \
+                   AND m.rolcanlogin), '')) \
+     WHERE pg_catalog.to_regrole(pg_catalog.quote_ident($1)) IS NULL";
 
 /// Runs a query whose rows are (object, fix) and words each as a finding.
 fn rows(

@@ -23,6 +23,7 @@ use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
 
+use crate::db;
 use crate::error::BiError;
 
 /// A check at login: raises (FATAL) to refuse it.
@@ -70,9 +71,66 @@ pub extern "C-unwind" fn bi_access_login_gate() {
     crate::compat::at_session_start(|| {
         if super::session::session_is_credential() {
             run();
+        } else {
+            refuse_outside_the_group();
         }
         mark_ran();
     });
+}
+
+/// The guard knows a credential's session by its membership in
+/// bi_access_credential, looked up by name. A role whose own settings load
+/// the gate, which only bi_access gives its credentials, and that is no
+/// member (the group renamed or dropped, the membership revoked) would log
+/// in unguarded: it is refused instead. A superuser is never a credential,
+/// and a server-wide session_preload_libraries naming the gate is no role's.
+fn refuse_outside_the_group() {
+    // SAFETY: reads of backend-local state set at login.
+    let (login, database) = unsafe { (pg_sys::GetSessionUserId(), pg_sys::MyDatabaseId) };
+    // SAFETY: superuser_arg looks the role up in the syscache.
+    if unsafe { pg_sys::superuser_arg(login) } {
+        return;
+    }
+    let loads_the_gate = with_snapshot(|| {
+        db::as_superuser(|| {
+            db::first::<String>(ROLE_LOADS_THE_GATE, &[login.into(), database.into()])
+        })
+    });
+    match loads_the_gate {
+        Ok(None) => {}
+        Ok(Some(role)) => super::login::refuse(BiError::OutsideTheCredentialGroup(role)),
+        Err(error) => super::login::refuse(error),
+    }
+}
+
+/// The login's name where its own settings, for every database or this one,
+/// name the gate in session_preload_libraries.
+const ROLE_LOADS_THE_GATE: &str = "SELECT pg_catalog.quote_ident(r.rolname::text) \
+       FROM pg_catalog.pg_db_role_setting s \
+       JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole, \
+       LATERAL pg_catalog.unnest(s.setconfig) c \
+      WHERE s.setrole OPERATOR(pg_catalog.=) $1 \
+        AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, $2]::pg_catalog.oid[]) \
+        AND c OPERATOR(pg_catalog.~) '^session_preload_libraries=.*bi_access_gate' \
+      LIMIT 1";
+
+/// `f` with a snapshot active: at login none is yet, and `f` may query.
+fn with_snapshot<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: pushes a snapshot of the current transaction, popped below; an
+    // error unwinds the snapshot stack with the transaction.
+    let pushed = unsafe {
+        let pushed = !pg_sys::ActiveSnapshotSet();
+        if pushed {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        pushed
+    };
+    let answer = f();
+    if pushed {
+        // SAFETY: the snapshot pushed above is still the active one.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
+    answer
 }
 
 /// At every statement of a credential session: the checks, if the login
@@ -85,26 +143,14 @@ pub(super) fn ensure_ran() {
 
 fn run() {
     mark_ran();
-    // At login no snapshot is active yet, and a check may query.
-    // SAFETY: pushes a snapshot of the current transaction, popped below; an
-    // error unwinds the snapshot stack with the transaction.
-    let pushed = unsafe {
-        let pushed = !pg_sys::ActiveSnapshotSet();
-        if pushed {
-            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    with_snapshot(|| {
+        super::login::checking(true);
+        for check in CHECKS {
+            check();
         }
-        pushed
-    };
-    super::login::checking(true);
-    for check in CHECKS {
-        check();
-    }
-    super::login::checking(false);
-    crate::usage::at_login();
-    if pushed {
-        // SAFETY: the snapshot pushed above is still the active one.
-        unsafe { pg_sys::PopActiveSnapshot() };
-    }
+        super::login::checking(false);
+        crate::usage::at_login();
+    });
 }
 
 /// The checks ran (or are running) in this session; the usage view counts
