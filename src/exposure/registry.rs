@@ -34,33 +34,51 @@ pub(super) struct Exposure {
     pub(super) columns: Option<Vec<String>>,
 }
 
+/// A table's row, while it is exposed or shared.
 pub(super) fn exposed_row(tbl: pg_sys::Oid) -> Result<Option<Exposure>> {
+    Ok(exposures(Some(tbl))?.pop().map(|(_, exposure)| exposure))
+}
+
+/// Every exposed or shared table that still exists, with its row, in the
+/// order of the tables' names: one query for all of them.
+pub(super) fn exposed_rows() -> Result<Vec<(pg_sys::Oid, Exposure)>> {
+    exposures(None)
+}
+
+fn exposures(only: Option<pg_sys::Oid>) -> Result<Vec<(pg_sys::Oid, Exposure)>> {
     Spi::connect(|client| {
-        let table = client.select(
-            // 0.3.0's columns are read from the row as json: the chain of
-            // updates from 0.1.0 syncs every table on its way through 0.2.0
-            // (sql/upgrade/0.1.0--0.2.0.post.sql), before they exist.
-            "SELECT org_column::text, rls_enabled_by_bi_access, \
-                    coalesce((j ->> 'shared')::boolean, false), \
-                    CASE WHEN pg_catalog.jsonb_typeof(j -> 'columns') = 'array' \
-                         THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(j -> 'columns')) END \
-             FROM bi_access.exposed_table e, LATERAL pg_catalog.to_jsonb(e) j \
-             WHERE tbl = $1::regclass AND NOT hidden",
-            Some(1),
-            &[tbl.into()],
-        )?;
-        if table.is_empty() {
-            return Ok(None);
+        let mut rows = Vec::new();
+        for row in client.select(EXPOSURES, None, &[only.into()])? {
+            let Some(tbl) = row.get::<pg_sys::Oid>(1)? else {
+                continue;
+            };
+            rows.push((
+                tbl,
+                Exposure {
+                    column: row.get::<String>(2)?.unwrap_or_default(),
+                    rls_by_us: row.get::<bool>(3)?.unwrap_or(false),
+                    shared: row.get::<bool>(4)?.unwrap_or(false),
+                    columns: row.get::<Vec<String>>(5)?,
+                },
+            ));
         }
-        let row = table.first();
-        Ok(Some(Exposure {
-            column: row.get::<String>(1)?.unwrap_or_default(),
-            rls_by_us: row.get::<bool>(2)?.unwrap_or(false),
-            shared: row.get::<bool>(3)?.unwrap_or(false),
-            columns: row.get::<Vec<String>>(4)?,
-        }))
+        Ok(rows)
     })
 }
+
+// 0.3.0's columns are read from the row as json: the chain of updates from
+// 0.1.0 syncs every table on its way through 0.2.0
+// (sql/upgrade/0.1.0--0.2.0.post.sql), before they exist.
+const EXPOSURES: &str = "\
+    SELECT e.tbl::pg_catalog.oid, e.org_column::text, e.rls_enabled_by_bi_access, \
+           coalesce((j ->> 'shared')::boolean, false), \
+           CASE WHEN pg_catalog.jsonb_typeof(j -> 'columns') = 'array' \
+                THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(j -> 'columns')) END \
+      FROM bi_access.exposed_table e \
+      JOIN pg_catalog.pg_class c ON c.oid = e.tbl, \
+      LATERAL pg_catalog.to_jsonb(e) j \
+     WHERE NOT e.hidden AND ($1::pg_catalog.oid IS NULL OR e.tbl = $1::pg_catalog.oid) \
+     ORDER BY e.tbl::text";
 
 pub(super) fn pairs(
     sql: &str,

@@ -9,7 +9,7 @@ use pgrx::spi::quote_identifier;
 use serde_json::json;
 
 use super::catalog::{live_columns, target, vet, vet_shared, Vet};
-use super::registry::{exposed_row, exposed_tables, new_tables, Exposure};
+use super::registry::{exposed_row, exposed_rows, exposed_tables, new_tables, Exposure};
 use super::ChangingTables;
 use crate::audit::{self, NO_SUBJECT};
 use crate::db;
@@ -100,10 +100,7 @@ impl SyncAction {
 pub fn unsynced_tables() -> Result<Vec<Pending>> {
     let reader = roles::reader_group()?;
     let mut pending = Vec::new();
-    for (tbl, column) in exposed_tables()? {
-        let Some(exposure) = exposed_row(tbl)? else {
-            continue;
-        };
+    for (tbl, exposure) in exposed_rows()? {
         let reasons = match missing_of(tbl, &exposure, &reader) {
             Ok(reasons) => reasons,
             Err(error) if error.is_refusal() => vec![Unsynced::CannotSync(error)],
@@ -111,7 +108,7 @@ pub fn unsynced_tables() -> Result<Vec<Pending>> {
         };
         pending.extend(reasons.into_iter().map(|reason| Pending {
             tbl,
-            org_column: column.clone(),
+            org_column: exposure.column.clone(),
             reason,
         }));
     }
@@ -211,13 +208,13 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
     if exposure.shared {
         return sync_shared(tbl, &exposure, &reader);
     }
-    let columns = exposure.columns.as_deref();
+    let wanted = Wanted::of(tbl, exposure.columns.as_deref())?;
     let target = target(tbl, &exposure.column)?;
     let rls_by_us = exposure.rls_by_us;
     // A Citus table's grant and policies go to its shards on every worker,
     // where they name the coordinator's reader group: it must be there first.
     if crate::citus::is_citus_table(tbl)?
-        && !in_exposed_state(&target, &reader, rls_by_us, columns)?
+        && !in_exposed_state(&target, &reader, rls_by_us, &wanted)?
     {
         crate::citus::prepare_workers(&reader)?;
     }
@@ -241,7 +238,7 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
             changed = true;
         }
     }
-    changed |= grant_read(target.oid, &target.name, &reader, columns)?;
+    changed |= grant_read(target.oid, &target.name, &reader, &wanted)?;
     finish_sync(tbl, changed)
 }
 
@@ -250,7 +247,6 @@ pub fn sync_table(tbl: pg_sys::Oid) -> Result<SyncAction> {
 /// guard refuses it anyway; check() names it): shared, every credential
 /// would read every org's rows.
 fn sync_shared(tbl: pg_sys::Oid, exposure: &Exposure, reader: &str) -> Result<SyncAction> {
-    let columns = exposure.columns.as_deref();
     let name = match vet_shared(tbl, &exposure.column, Vet::Sync, None) {
         Err(BiError::SharedHasOrgColumn { table, .. }) => {
             let granted = reader_selects(tbl, reader)?;
@@ -261,10 +257,11 @@ fn sync_shared(tbl: pg_sys::Oid, exposure: &Exposure, reader: &str) -> Result<Sy
         }
         other => other?,
     };
-    if crate::citus::is_citus_table(tbl)? && !grant_in_place(tbl, reader, columns)? {
+    let wanted = Wanted::of(tbl, exposure.columns.as_deref())?;
+    if crate::citus::is_citus_table(tbl)? && grant_reason(tbl, reader, &wanted)?.is_some() {
         crate::citus::prepare_workers(reader)?;
     }
-    let changed = grant_read(tbl, &name, reader, columns)?;
+    let changed = grant_read(tbl, &name, reader, &wanted)?;
     finish_sync(tbl, changed)
 }
 
@@ -272,20 +269,22 @@ fn in_exposed_state(
     target: &Target,
     reader: &str,
     rls_by_us: bool,
-    columns: Option<&[String]>,
+    wanted: &Wanted,
 ) -> Result<bool> {
-    Ok(missing(target, reader, columns)?.is_empty()
+    Ok(missing(target, reader, wanted)?.is_empty()
         && (target.is_view || !rls_by_us || policies::passthrough_ok(target)?))
 }
 
 /// What keeps an exposed or shared table from its state, for unsynced_tables.
 fn missing_of(tbl: pg_sys::Oid, exposure: &Exposure, reader: &str) -> Result<Vec<Unsynced>> {
-    let columns = exposure.columns.as_deref();
     if exposure.shared {
         vet_shared(tbl, &exposure.column, Vet::Sync, None)?;
-        return Ok(grant_reason(tbl, reader, columns)?.into_iter().collect());
     }
-    missing(&target(tbl, &exposure.column)?, reader, columns)
+    let wanted = Wanted::of(tbl, exposure.columns.as_deref())?;
+    if exposure.shared {
+        return Ok(grant_reason(tbl, reader, &wanted)?.into_iter().collect());
+    }
+    missing(&target(tbl, &exposure.column)?, reader, &wanted)
 }
 
 pub(super) fn finish_sync(tbl: pg_sys::Oid, changed: bool) -> Result<SyncAction> {
@@ -314,12 +313,7 @@ pub(super) fn enable_rls(target: &Target) -> Result<()> {
 /// USAGE on the table's schema, and SELECT for the reader group: on the
 /// whole table, or (with a column list) on exactly the listed columns the
 /// table still has, and on nothing else of it.
-pub(super) fn grant_read(
-    tbl: pg_sys::Oid,
-    name: &str,
-    reader: &str,
-    columns: Option<&[String]>,
-) -> Result<bool> {
+fn grant_read(tbl: pg_sys::Oid, name: &str, reader: &str, wanted: &Wanted) -> Result<bool> {
     let (has_usage, schema) = Spi::get_two_with_args::<bool, String>(
         "SELECT pg_catalog.has_schema_privilege($2, c.relnamespace, 'USAGE'), n.nspname::text \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -334,24 +328,21 @@ pub(super) fn grant_read(
             quote_identifier(schema.unwrap_or_default())
         ))?;
     }
-    if grant_in_place(tbl, reader, columns)? {
+    if grant_reason(tbl, reader, wanted)?.is_none() {
         return Ok(granting_usage);
     }
     // Whatever was granted goes first (REVOKE on a table takes its column
     // grants with it), in the same transaction as the new grant.
     revoke_read(name, reader)?;
-    let grant = match columns {
-        None => Some(format!("GRANT SELECT ON {name} TO {quoted_reader}")),
-        Some(listed) => {
-            let live = live_columns(tbl, listed)?;
-            (!live.is_empty()).then(|| {
-                let quoted: Vec<String> = live.iter().map(quote_identifier).collect();
-                format!(
-                    "GRANT SELECT ({}) ON {name} TO {quoted_reader}",
-                    quoted.join(", ")
-                )
-            })
-        }
+    let grant = match wanted {
+        Wanted::Whole => Some(format!("GRANT SELECT ON {name} TO {quoted_reader}")),
+        Wanted::Columns(live) => (!live.is_empty()).then(|| {
+            let quoted: Vec<String> = live.iter().map(quote_identifier).collect();
+            format!(
+                "GRANT SELECT ({}) ON {name} TO {quoted_reader}",
+                quoted.join(", ")
+            )
+        }),
     };
     if let Some(grant) = grant {
         Spi::run(&grant)?;
@@ -393,42 +384,38 @@ fn reader_selects(tbl: pg_sys::Oid, reader: &str) -> Result<bool> {
     Ok(whole || !columns.is_empty())
 }
 
-/// Whether the reader group's SELECT is the one the registry says.
-fn grant_in_place(tbl: pg_sys::Oid, reader: &str, columns: Option<&[String]>) -> Result<bool> {
-    Ok(grant_reason(tbl, reader, columns)?.is_none())
+/// The reader group's SELECT the registry asks for, read once per table
+/// and handed to both the check and the grant.
+enum Wanted {
+    /// The whole table (no column list).
+    Whole,
+    /// Exactly the listed columns the table still has, in its column order.
+    Columns(Vec<String>),
 }
 
-/// Why the reader group's SELECT is not the one the registry says, if it
-/// is not: the whole table without a list; exactly the listed columns that
-/// still exist (and not the table) with one.
-fn grant_reason(
-    tbl: pg_sys::Oid,
-    reader: &str,
-    columns: Option<&[String]>,
-) -> Result<Option<Unsynced>> {
+impl Wanted {
+    fn of(tbl: pg_sys::Oid, columns: Option<&[String]>) -> Result<Wanted> {
+        Ok(match columns {
+            None => Wanted::Whole,
+            Some(listed) => Wanted::Columns(live_columns(tbl, listed)?),
+        })
+    }
+}
+
+/// Why the reader group's SELECT is not the wanted one, if it is not.
+fn grant_reason(tbl: pg_sys::Oid, reader: &str, wanted: &Wanted) -> Result<Option<Unsynced>> {
     let (whole, granted) = reader_grants(tbl, reader)?;
-    Ok(match columns {
-        None if whole => None,
-        None => Some(Unsynced::NoGrant),
-        Some(listed) => {
-            let live = live_columns(tbl, listed)?;
-            if !whole && granted == live {
-                None
-            } else if !whole && granted.is_empty() {
-                Some(Unsynced::NoGrant)
-            } else {
-                Some(Unsynced::ColumnGrants)
-            }
-        }
+    Ok(match wanted {
+        Wanted::Whole if whole => None,
+        Wanted::Whole => Some(Unsynced::NoGrant),
+        Wanted::Columns(live) if !whole && granted == *live => None,
+        Wanted::Columns(_) if !whole && granted.is_empty() => Some(Unsynced::NoGrant),
+        Wanted::Columns(_) => Some(Unsynced::ColumnGrants),
     })
 }
 
-pub(super) fn missing(
-    target: &Target,
-    reader: &str,
-    columns: Option<&[String]>,
-) -> Result<Vec<Unsynced>> {
-    let mut reasons: Vec<Unsynced> = grant_reason(target.oid, reader, columns)?
+fn missing(target: &Target, reader: &str, wanted: &Wanted) -> Result<Vec<Unsynced>> {
+    let mut reasons: Vec<Unsynced> = grant_reason(target.oid, reader, wanted)?
         .into_iter()
         .collect();
     if target.is_view {

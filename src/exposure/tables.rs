@@ -8,7 +8,7 @@ use pgrx::spi::{quote_identifier, quote_qualified_identifier};
 use serde_json::json;
 
 use super::catalog::{caller_may, refuse_kind, relation, vet, vet_shared, Vet};
-use super::registry::{exposed_row, exposed_tables, known, table_name, Exposure};
+use super::registry::{exposed_row, exposed_rows, known, table_name, Exposure};
 use super::sync::{lock_exclusively, lock_to_read, sync_table};
 use super::ChangingTables;
 use crate::audit::{self, NO_SUBJECT};
@@ -33,7 +33,7 @@ pub fn expose_table(
         .unwrap_or_else(settings::org_column);
     lock_to_read(tbl)?;
     vet(tbl, &column, Vet::Caller, columns.as_deref())?;
-    withdraw_shared(tbl)?;
+    withdraw_other_kind(tbl, false)?;
     register(tbl, &column, false, &columns)?;
     let action = sync_table(tbl)?.as_str();
     audit::record(
@@ -53,9 +53,7 @@ pub fn share_table(tbl: pg_sys::Oid, columns: Option<Vec<String>>) -> Result<()>
     let column = settings::org_column();
     lock_to_read(tbl)?;
     vet_shared(tbl, &column, Vet::Caller, columns.as_deref())?;
-    if let Some(exposed) = exposed_row(tbl)?.filter(|exposed| !exposed.shared) {
-        restore(tbl, &exposed)?;
-    }
+    withdraw_other_kind(tbl, true)?;
     register(tbl, &column, true, &columns)?;
     let action = sync_table(tbl)?.as_str();
     audit::record(
@@ -90,11 +88,13 @@ fn register(
     Ok(())
 }
 
-/// A shared table exposed instead: its grant goes (sync_table grants again
-/// once its policies are in place).
-fn withdraw_shared(tbl: pg_sys::Oid) -> Result<()> {
-    if let Some(shared) = exposed_row(tbl)?.filter(|exposed| exposed.shared) {
-        restore(tbl, &shared)?;
+/// A table exposed where it was shared, or shared where it was exposed:
+/// what the other kind put on it goes first. A shared table's grant goes
+/// (sync_table grants again once the policies are in place); an exposed
+/// table's policies go, and its RLS if bi_access turned it on.
+fn withdraw_other_kind(tbl: pg_sys::Oid, shared: bool) -> Result<()> {
+    if let Some(other) = exposed_row(tbl)?.filter(|exposed| exposed.shared != shared) {
+        restore(tbl, &other)?;
     }
     Ok(())
 }
@@ -141,10 +141,8 @@ pub fn hide_table(tbl: pg_sys::Oid) -> Result<()> {
 
 /// Puts every exposed table back as it was (before DROP EXTENSION).
 pub fn hide_all() -> Result<()> {
-    for (tbl, _) in exposed_tables()? {
-        if let Some(exposed) = exposed_row(tbl)? {
-            restore(tbl, &exposed)?;
-        }
+    for (tbl, exposed) in exposed_rows()? {
+        restore(tbl, &exposed)?;
     }
     Ok(())
 }

@@ -70,7 +70,6 @@ pub(super) fn install() {
 }
 
 /// What a credential may read of a relation.
-#[derive(Clone)]
 pub(super) enum Admission {
     Refused,
     Whole,
@@ -184,14 +183,14 @@ fn readable(request: &PermissionRequest) -> Result<(), Refusal> {
     if required & !(pg_sys::ACL_SELECT as pg_sys::AclMode) != 0 {
         return Err(Refusal::Write);
     }
-    match admission(relid) {
+    with_admission(relid, |admission| match admission {
         Admission::Refused => Err(Refusal::NotExposed),
         Admission::Whole => Ok(()),
-        Admission::Columns(listed) => match outside(request.selected, &listed) {
+        Admission::Columns(listed) => match outside(request.selected, listed) {
             Some(column) => Err(Refusal::Column(column)),
             None => Ok(()),
         },
-    }
+    })
 }
 
 /// The first column read that is not in `listed` (0: the whole row; a
@@ -217,18 +216,20 @@ fn outside(
 
 /// Whether a credential may read anything of the relation.
 pub(super) fn exposed_now(relid: pg_sys::Oid) -> bool {
-    !matches!(admission(relid), Admission::Refused)
+    with_admission(relid, |admission| !matches!(admission, Admission::Refused))
 }
 
-/// What a credential may read of the relation (remembered until its
-/// relcache entry is invalidated).
-fn admission(relid: pg_sys::Oid) -> Admission {
-    if let Some(known) = VERDICTS.with(|verdicts| verdicts.borrow().get(&relid).cloned()) {
-        return known;
+/// `f` of what a credential may read of the relation (remembered until its
+/// relcache entry is invalidated), borrowed from the cache: a statement
+/// copies nothing.
+fn with_admission<T>(relid: pg_sys::Oid, f: impl FnOnce(&Admission) -> T) -> T {
+    // No borrow is held while `admitted` reads the catalogs: an invalidation
+    // it takes in clears the cache.
+    if !VERDICTS.with(|verdicts| verdicts.borrow().contains_key(&relid)) {
+        let verdict = admitted(relid);
+        VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict));
     }
-    let verdict = admitted(relid);
-    VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict.clone()));
-    verdict
+    VERDICTS.with(|verdicts| f(verdicts.borrow().get(&relid).unwrap_or(&Admission::Refused)))
 }
 
 /// What a credential may read of the relation: its catalogs say whether it
