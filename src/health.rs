@@ -73,9 +73,10 @@ pub fn check() -> Result<Vec<Finding>> {
 
 /// bi_access_credential renamed or dropped: the login gate refuses every
 /// credential, and every exposed table's policies (which name the group)
-/// fail for every role under them, the application's included. The fix renames back the
-/// role the guard policies still hold (they keep its oid), or else makes
-/// the group again for the logins of this database's reader group.
+/// fail for every role under them, the application's included. The fix
+/// renames back the role the guard policies still hold (they keep its oid),
+/// or else makes the group again for the logins of this database's reader
+/// group.
 fn missing_credential_group() -> Result<Option<Finding>> {
     let fix = db::first::<String>(
         MISSING_CREDENTIAL_GROUP,

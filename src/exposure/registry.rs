@@ -95,16 +95,6 @@ pub(super) fn pairs(
     })
 }
 
-/// Exposed, not hidden, and still existing.
-pub(super) fn exposed_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
-    pairs(
-        "SELECT e.tbl::oid, e.org_column::text FROM bi_access.exposed_table e \
-         JOIN pg_catalog.pg_class c ON c.oid = e.tbl \
-         WHERE NOT e.hidden ORDER BY e.tbl::text",
-        &[],
-    )
-}
-
 pub(super) fn new_tables() -> Result<Vec<(pg_sys::Oid, String)>> {
     pairs(
         "SELECT c.oid, a.attname::text FROM pg_catalog.pg_class c \

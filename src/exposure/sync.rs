@@ -9,7 +9,7 @@ use pgrx::spi::quote_identifier;
 use serde_json::json;
 
 use super::catalog::{live_columns, target, vet, vet_shared, Vet};
-use super::registry::{exposed_row, exposed_rows, exposed_tables, new_tables, Exposure};
+use super::registry::{exposed_row, exposed_rows, new_tables, Exposure};
 use super::ChangingTables;
 use crate::audit::{self, NO_SUBJECT};
 use crate::db;
@@ -141,7 +141,10 @@ pub fn sync_tables() -> Result<Vec<(pg_sys::Oid, SyncAction)>> {
         sync_table(tbl)?;
         done.push((tbl, SyncAction::Exposed));
     }
-    for (tbl, _) in exposed_tables()? {
+    // Each table's row is read again as it is synced, not taken from this
+    // list: an expose_table that commits meanwhile (a new column list, say)
+    // is what the sync then puts in place.
+    for (tbl, _) in exposed_rows()? {
         if done.iter().any(|(exposed, _)| *exposed == tbl) {
             continue;
         }
@@ -513,7 +516,7 @@ pub fn sync_begin() -> Result<Vec<pg_sys::Oid>> {
     expose_new_tables()?;
     credentials_in_place()?;
     crate::records::begin_sync()?;
-    Ok(exposed_tables()?.into_iter().map(|(tbl, _)| tbl).collect())
+    Ok(exposed_rows()?.into_iter().map(|(tbl, _)| tbl).collect())
 }
 
 /// Last step: one event tells what was done.

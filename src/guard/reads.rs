@@ -221,15 +221,17 @@ pub(super) fn exposed_now(relid: pg_sys::Oid) -> bool {
 
 /// `f` of what a credential may read of the relation (remembered until its
 /// relcache entry is invalidated), borrowed from the cache: a statement
-/// copies nothing.
-fn with_admission<T>(relid: pg_sys::Oid, f: impl FnOnce(&Admission) -> T) -> T {
+/// copies nothing, and a known relation costs one lookup.
+fn with_admission<T>(relid: pg_sys::Oid, f: impl Fn(&Admission) -> T) -> T {
+    if let Some(answer) = VERDICTS.with(|verdicts| verdicts.borrow().get(&relid).map(&f)) {
+        return answer;
+    }
     // No borrow is held while `admitted` reads the catalogs: an invalidation
     // it takes in clears the cache.
-    if !VERDICTS.with(|verdicts| verdicts.borrow().contains_key(&relid)) {
-        let verdict = admitted(relid);
-        VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict));
-    }
-    VERDICTS.with(|verdicts| f(verdicts.borrow().get(&relid).unwrap_or(&Admission::Refused)))
+    let verdict = admitted(relid);
+    let answer = f(&verdict);
+    VERDICTS.with(|verdicts| verdicts.borrow_mut().insert(relid, verdict));
+    answer
 }
 
 /// What a credential may read of the relation: its catalogs say whether it
