@@ -9,8 +9,9 @@ sql/bi_access--FROM--TO.sql, the upgrade script, from:
 - the old release's install script, frozen in sql/released/, for the names of
   its Rust worker functions (dropped);
 - the new version's generated install script (`cargo pgrx schema`), for the
-  new Rust worker functions (created) and the org lookups (replaced in place:
-  the policies on application tables depend on them);
+  new Rust functions (created), the org lookups (replaced in place: the
+  policies on application tables depend on them), and the COMMENT and tier
+  GRANT declared beside each function (`extension_sql!`);
 - sql/api.sql: the SQL surface, recreated exactly as a fresh install does;
 - sql/upgrade/FROM--TO.post.sql: what must run once the surface exists.
 
@@ -62,6 +63,22 @@ def functions(script: str):
     return sorted(found)
 
 
+DECLARATION = re.compile(r"^(COMMENT ON FUNCTION|GRANT EXECUTE ON FUNCTION) ")
+
+
+def beside_functions(script: str) -> list[str]:
+    """The `extension_sql!` blocks that only comment a function or grant it
+    to a tier (src/api.rs declares each beside its function), by content:
+    pgrx orders them differently from one run to the next."""
+    found = []
+    for block in BLOCK.findall(script):
+        body = "\n".join(line for line in block.splitlines() if not line.startswith("-- ")).strip()
+        statements = [st.strip() for st in re.split(r";\s*\n", body.rstrip(";")) if st.strip()]
+        if statements and all(DECLARATION.match(st) for st in statements):
+            found.append(body)
+    return sorted(found)
+
+
 SOURCE_LINE = re.compile(r"^-- src/\S+:\d+$", re.M)
 
 
@@ -92,6 +109,8 @@ def upgrade_script(old: str, new: str, new_script: str) -> str:
         else:
             body = FUNCTION.sub(f"CREATE FUNCTION {qualified}", body, count=1)
         parts.append(body.strip())
+    parts.append("\n-- The COMMENT and tier GRANT declared beside each Rust function.")
+    parts.extend(beside_functions(new_script))
     parts.append("\n-- The SQL surface, as sql/api.sql creates it.")
     parts.append((ROOT / "sql" / "api.sql").read_text())
     parts.append((ROOT / "sql" / "upgrade" / f"{old}--{new}.post.sql").read_text())

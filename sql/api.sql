@@ -1,9 +1,13 @@
--- bi_access: the SQL surface. Runs after every generated object.
+-- bi_access: the SQL surface that SQL says better. Runs after every
+-- generated object.
 --
--- Each management function is SECURITY DEFINER with a pinned search_path,
+-- Most functions of schema bi_access are declared once, in Rust, with their
+-- COMMENT and tier GRANT beside them (src/api.rs, src/key.rs,
+-- src/restore.rs). Here: the views, and the functions that return a view's
+-- row, each calling its worker in schema bi_access_internal (Rust), which
+-- nobody else may call. Each is SECURITY DEFINER with a pinned search_path,
 -- is not executable by PUBLIC, and is granted to its management tier
--- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end). Each
--- calls its worker in schema bi_access_internal (Rust), which nobody else may call.
+-- (bi_access_viewer, bi_access_editor, bi_access_admin: see the end).
 -- No management function is STRICT: a NULL where NULL means nothing reaches
 -- the worker, which refuses it (22004 naming the argument), never a silent NULL.
 
@@ -102,79 +106,8 @@ FROM bi_access_internal.targets() t;
 COMMENT ON VIEW bi_access.targets IS
     'Where credentials are told to connect: default (the bi_access.host/port/sslmode/replica_application_name settings) and every named target';
 
-CREATE FUNCTION bi_access.generate(
-    org_id text,
-    label text DEFAULT 'default',
-    org_name text DEFAULT NULL,
-    valid_until timestamptz DEFAULT NULL,
-    connection_limit integer DEFAULT NULL,
-    scope text DEFAULT 'read',
-    target text DEFAULT NULL,
-    allowed_networks cidr[] DEFAULT NULL
-) RETURNS bi_access.connection
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT * FROM bi_access_internal.generate(org_id, label, org_name, valid_until, connection_limit,
-                                              scope, target, allowed_networks::text[])
-$$;
-COMMENT ON FUNCTION bi_access.generate(text, text, text, timestamptz, integer, text, text, cidr[]) IS
-    'Creates a login for an org (scope read, or read_write in its custom schema; allowed_networks: the addresses it may log in from, NULL any): role, password, record; returns the connection details once';
 
--- The same with the org key as applications hold it: the three share
--- parameter names and defaults, so an unknown literal resolves to text,
--- int2/int4/int8 to bigint (no implicit cast reaches text), and numeric to
--- none (42883). The key is passed on as the type prints it, which is its
--- canonical form.
-CREATE FUNCTION bi_access.generate(
-    org_id bigint,
-    label text DEFAULT 'default',
-    org_name text DEFAULT NULL,
-    valid_until timestamptz DEFAULT NULL,
-    connection_limit integer DEFAULT NULL,
-    scope text DEFAULT 'read',
-    target text DEFAULT NULL,
-    allowed_networks cidr[] DEFAULT NULL
-) RETURNS bi_access.connection
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT * FROM bi_access_internal.generate(org_id::text, label, org_name, valid_until,
-                                              connection_limit, scope, target, allowed_networks::text[])
-$$;
-COMMENT ON FUNCTION bi_access.generate(bigint, text, text, timestamptz, integer, text, text, cidr[]) IS
-    'generate() with an integer org key (smallint, integer or bigint), as applications pass it';
 
-CREATE FUNCTION bi_access.generate(
-    org_id uuid,
-    label text DEFAULT 'default',
-    org_name text DEFAULT NULL,
-    valid_until timestamptz DEFAULT NULL,
-    connection_limit integer DEFAULT NULL,
-    scope text DEFAULT 'read',
-    target text DEFAULT NULL,
-    allowed_networks cidr[] DEFAULT NULL
-) RETURNS bi_access.connection
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT * FROM bi_access_internal.generate(org_id::text, label, org_name, valid_until,
-                                              connection_limit, scope, target, allowed_networks::text[])
-$$;
-COMMENT ON FUNCTION bi_access.generate(uuid, text, text, timestamptz, integer, text, text, cidr[]) IS
-    'generate() with a uuid org key, as applications pass it';
-
-CREATE FUNCTION bi_access.connection_details(role name) RETURNS bi_access.connection
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM bi_access_internal.connection_details(role::text) $$;
-COMMENT ON FUNCTION bi_access.connection_details(name) IS
-    'View Details: the connection details again, password included (audited)';
-
--- With overlap: rotation without downtime (src/credentials.rs): a new role
--- for the credential, the old one logging in until now() + overlap.
-CREATE FUNCTION bi_access.regenerate(role name, valid_until timestamptz DEFAULT NULL, overlap interval DEFAULT NULL)
-RETURNS bi_access.connection
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM bi_access_internal.regenerate(role::text, valid_until, overlap) $$;
-COMMENT ON FUNCTION bi_access.regenerate(name, timestamptz, interval) IS
-    'New password (and expiry, if given); the old one and open sessions end at commit, on a standby once replayed. With overlap: a new role, the old one working until now() + overlap';
 
 -- The addresses a credential may log in from (src/guard/networks.rs): a
 -- login from elsewhere is refused on every server, and an open session from
@@ -214,11 +147,6 @@ $$;
 COMMENT ON FUNCTION bi_access.delete(name) IS
     'Ends sessions and drops the role; the record stays, status deleted';
 
-CREATE FUNCTION bi_access.purge(role name) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.purge(role::text) $$;
-COMMENT ON FUNCTION bi_access.purge(name) IS
-    'Removes a deleted credential from the list; the event log keeps its history';
 
 -- Offboarding an org: plpgsql, so the rows returned are read after the
 -- change (a single SQL statement would see its own snapshot from before).
@@ -248,50 +176,12 @@ $$;
 COMMENT ON FUNCTION bi_access.delete_org(text) IS
     'Deletes every current credential of an org, atomically (its custom schema stays); returns them';
 
-CREATE FUNCTION bi_access.set_target(name text, host text, port integer, sslmode text DEFAULT NULL,
-                                     standby text DEFAULT NULL) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.set_target(name, host, port, sslmode, standby) $$;
-COMMENT ON FUNCTION bi_access.set_target(text, text, integer, text, text) IS
-    'Creates or updates a named target; standby: the application_name whose replay makes a credential usable there, NULL for the primary';
 
-CREATE FUNCTION bi_access.drop_target(name text) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.drop_target(name) $$;
-COMMENT ON FUNCTION bi_access.drop_target(text) IS 'Removes a named target no current credential uses';
 
--- Custom schemas (src/custom_schema.rs): one per org, created with its
--- first read_write credential; it outlives them until this call.
-CREATE FUNCTION bi_access.drop_custom_schema(org_id text) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.drop_custom_schema(org_id) $$;
-COMMENT ON FUNCTION bi_access.drop_custom_schema(text) IS
-    'Drops an org''s custom schema and everything in it, once no current read_write credential of the org exists';
 
-CREATE FUNCTION bi_access.expose_table(tbl regclass, org_column name DEFAULT NULL, columns name[] DEFAULT NULL)
-RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.expose_table(tbl::oid, org_column::text, columns::text[]) $$;
-COMMENT ON FUNCTION bi_access.expose_table(regclass, name, name[]) IS
-    'Exposes a table to BI roles by its org column (default: bi_access.org_column), only its listed columns if columns is given, and syncs it';
 
-CREATE FUNCTION bi_access.share_table(tbl regclass, columns name[] DEFAULT NULL) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.share_table(tbl::oid, columns::text[]) $$;
-COMMENT ON FUNCTION bi_access.share_table(regclass, name[]) IS
-    'Shares a reference table without an org column: every BI role reads all its rows (only its listed columns if columns is given)';
 
-CREATE FUNCTION bi_access.hide_table(tbl regclass) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bi_access_internal.hide_table(tbl::oid) $$;
-COMMENT ON FUNCTION bi_access.hide_table(regclass) IS
-    'Withdraws a table from BI roles, restores it as it was, and keeps it out of later syncs';
 
-CREATE FUNCTION bi_access.unsynced_tables()
-RETURNS TABLE (tbl regclass, org_column name, reason text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT u.tbl::regclass, u.org_column::name, u.reason FROM bi_access_internal.unsynced_tables() u $$;
-COMMENT ON FUNCTION bi_access.unsynced_tables() IS 'What a sync would change, and why';
 
 -- Every table bi_access knows (src/exposure/): exposed by its org column,
 -- shared whole, or hidden; its state from what a sync would change.
@@ -308,38 +198,9 @@ FROM bi_access.exposed_table e;
 COMMENT ON VIEW bi_access.tables IS
     'Every table bi_access knows: exposed (by its org column), shared (read whole) or hidden, its column list and its state';
 
-CREATE FUNCTION bi_access.sync_tables() RETURNS TABLE (tbl regclass, action text)
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT s.tbl::regclass, s.action FROM bi_access_internal.sync_tables() s $$;
-COMMENT ON FUNCTION bi_access.sync_tables() IS
-    'Brings every exposed table to its exposed state, all or nothing, in the caller''s transaction';
 
-CREATE FUNCTION bi_access.check()
-RETURNS TABLE (severity text, object text, finding text, fix text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT c.severity, c.object, c.finding, c.fix FROM bi_access_internal.check() c $$;
-COMMENT ON FUNCTION bi_access.check() IS
-    'Health check of the security posture around BI credentials, each finding with its fix';
 
--- The yield worker's count on this server since it started (src/shmem.rs,
--- src/yielding.rs): one row, none when bi_access is not preloaded.
-CREATE FUNCTION bi_access.lock_yields() RETURNS TABLE (cancelled bigint, terminated bigint)
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT y.cancelled, y.terminated FROM bi_access_internal.lock_yields() y $$;
-COMMENT ON FUNCTION bi_access.lock_yields() IS
-    'Credential statements cancelled and sessions ended on this server since it started, yielding a lock to the application or replay';
 
--- PgBouncer's auth_query (src/pooler.rs): the SCRAM verifier of a live
--- credential of this database, no row for any other role. It reads
--- pg_authid, so it runs as the extension's owner; only bi_access_pooler,
--- which the DBA grants to PgBouncer's auth_user, may call it. Read-only and
--- without an event: it runs at every login, on read-only standbys too.
-CREATE FUNCTION bi_access.pgbouncer_auth(username text)
-RETURNS TABLE (usename name, passwd text)
-LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT p.usename::name, p.passwd FROM bi_access_internal.pgbouncer_auth(username) p $$;
-COMMENT ON FUNCTION bi_access.pgbouncer_auth(text) IS
-    'PgBouncer auth_query: the SCRAM verifier of a live bi_access credential of this database, else no row';
 
 -- CALL bi_access.sync(): the same as sync_tables() for a live system. It
 -- commits table by table, so at most one application table is locked at a
@@ -486,7 +347,8 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'bi_access_custom_schema_quota';
 -- the one below, sql/bootstrap.sql): bi_access_viewer reads the views,
 -- unsynced_tables() and check(); bi_access_editor also generates and reveals;
 -- bi_access_admin does everything else. The reader group gets only the org
--- lookup its policies call.
+-- lookup its policies call. A function declared in Rust is granted where it
+-- is declared.
 REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access FROM PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA bi_access_internal FROM PUBLIC;
 REVOKE ALL ON SCHEMA bi_access, bi_access_internal FROM PUBLIC;
@@ -498,48 +360,29 @@ GRANT USAGE ON SCHEMA bi_access TO bi_access_viewer;
 GRANT SELECT ON bi_access.credentials, bi_access.events, bi_access.tables, bi_access.targets,
     bi_access.usage TO bi_access_viewer;
 GRANT EXECUTE ON FUNCTION
-    bi_access.unsynced_tables(),
-    bi_access.check(),
-    bi_access.lock_yields(),
     bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text),
     bi_access_internal.sync_running(),
     bi_access_internal.targets(),
     bi_access_internal.usage()
 TO bi_access_viewer;
 
-GRANT EXECUTE ON FUNCTION
-    bi_access.generate(text, text, text, timestamptz, integer, text, text, cidr[]),
-    bi_access.generate(bigint, text, text, timestamptz, integer, text, text, cidr[]),
-    bi_access.generate(uuid, text, text, timestamptz, integer, text, text, cidr[]),
-    bi_access.connection_details(name)
-TO bi_access_editor;
-
 GRANT USAGE ON SCHEMA bi_access, bi_access_internal TO bi_access_admin;
 GRANT EXECUTE ON FUNCTION
-    bi_access.regenerate(name, timestamptz, interval),
     bi_access.set_networks(name, cidr[]),
     bi_access.revoke(name),
     bi_access.activate(name),
     bi_access.delete(name),
-    bi_access.purge(name),
     bi_access.revoke_org(text),
     bi_access.delete_org(text),
-    bi_access.set_target(text, text, integer, text, text),
-    bi_access.drop_target(text),
-    bi_access.drop_custom_schema(text),
-    bi_access.expose_table(regclass, name, name[]),
-    bi_access.share_table(regclass, name[]),
-    bi_access.hide_table(regclass),
-    bi_access.sync_tables(),
     bi_access_internal.step_sync_begin(),
     bi_access_internal.step_sync_table(regclass),
     bi_access_internal.step_sync_end(integer, integer, text[])
 TO bi_access_admin;
 GRANT EXECUTE ON PROCEDURE bi_access.sync(text, integer) TO bi_access_admin;
 
--- PgBouncer's auth_user gets this function and nothing else of bi_access.
+-- PgBouncer's auth_user gets pgbouncer_auth() (granted where it is
+-- declared, src/api.rs) and nothing else of bi_access.
 GRANT USAGE ON SCHEMA bi_access TO bi_access_pooler;
-GRANT EXECUTE ON FUNCTION bi_access.pgbouncer_auth(text) TO bi_access_pooler;
 
 -- The planner turns a policy's org lookup into a constant (src/org.rs), so
 -- a credential's query compares its org column with a literal.
@@ -557,86 +400,15 @@ $grants$;
 
 -- What \df+ and \d+ say of each object (every function of both schemas and
 -- every view column has a COMMENT: src/tests/management.rs checks it).
-COMMENT ON FUNCTION bi_access.current_org() IS
-    'The org key of the login running the query (every bi_access policy calls it); NULL for any other role';
-COMMENT ON FUNCTION bi_access.current_org_bigint() IS
-    'current_org() as a bigint, for integer org columns; NULL unless the key is exactly what bigint::text prints';
-COMMENT ON FUNCTION bi_access.current_org_uuid() IS
-    'current_org() as a uuid, for uuid org columns; NULL unless the key is exactly what uuid::text prints';
-COMMENT ON FUNCTION bi_access.export_key() IS
-    'Superusers: the key that seals the stored passwords, as text to import elsewhere (a restore into another cluster)';
-COMMENT ON FUNCTION bi_access.import_key(text) IS
-    'Superusers: installs an exported key; refuses a different key than the one that sealed this database''s passwords';
-COMMENT ON FUNCTION bi_access.rotate_key() IS
-    'Superusers: a new sealing key, every stored password sealed again under it';
-COMMENT ON FUNCTION bi_access.reset_key() IS
-    'Superusers: a new key for a database whose key is lost; stored passwords become unreadable (regenerate them)';
 COMMENT ON FUNCTION bi_access.event_append_only() IS
     'Trigger of bi_access.event: the event log is append-only';
 
-COMMENT ON FUNCTION bi_access_internal.generate(text, text, text, timestamptz, integer, text, text, text[]) IS
-    'Worker of bi_access.generate()';
-COMMENT ON FUNCTION bi_access_internal.connection_details(text) IS
-    'Worker of bi_access.connection_details()';
-COMMENT ON FUNCTION bi_access_internal.regenerate(text, timestamptz, interval) IS
-    'Worker of bi_access.regenerate()';
-COMMENT ON FUNCTION bi_access_internal.set_networks(text, text[]) IS 'Worker of bi_access.set_networks()';
-COMMENT ON FUNCTION bi_access_internal.revoke(text) IS 'Worker of bi_access.revoke()';
-COMMENT ON FUNCTION bi_access_internal.activate(text) IS 'Worker of bi_access.activate()';
-COMMENT ON FUNCTION bi_access_internal.delete(text) IS 'Worker of bi_access.delete()';
-COMMENT ON FUNCTION bi_access_internal.purge(text) IS 'Worker of bi_access.purge()';
-COMMENT ON FUNCTION bi_access_internal.revoke_org(text) IS 'Worker of bi_access.revoke_org()';
-COMMENT ON FUNCTION bi_access_internal.delete_org(text) IS 'Worker of bi_access.delete_org()';
-COMMENT ON FUNCTION bi_access_internal.set_target(text, text, integer, text, text) IS
-    'Worker of bi_access.set_target()';
-COMMENT ON FUNCTION bi_access_internal.drop_target(text) IS 'Worker of bi_access.drop_target()';
-COMMENT ON FUNCTION bi_access_internal.drop_custom_schema(text) IS
-    'Worker of bi_access.drop_custom_schema()';
-COMMENT ON FUNCTION bi_access_internal.expose_table(oid, text, text[]) IS 'Worker of bi_access.expose_table()';
-COMMENT ON FUNCTION bi_access_internal.share_table(oid, text[]) IS 'Worker of bi_access.share_table()';
-COMMENT ON FUNCTION bi_access_internal.hide_table(oid) IS 'Worker of bi_access.hide_table()';
-COMMENT ON FUNCTION bi_access_internal.unsynced_tables() IS 'Worker of bi_access.unsynced_tables()';
-COMMENT ON FUNCTION bi_access_internal.sync_tables() IS 'Worker of bi_access.sync_tables()';
-COMMENT ON FUNCTION bi_access_internal."check"() IS 'Worker of bi_access.check()';
-COMMENT ON FUNCTION bi_access_internal.lock_yields() IS 'Worker of bi_access.lock_yields()';
-COMMENT ON FUNCTION bi_access_internal.usage() IS 'Rows of bi_access.usage: the usage counters of this server';
-COMMENT ON FUNCTION bi_access_internal.pgbouncer_auth(text) IS 'Worker of bi_access.pgbouncer_auth()';
-COMMENT ON FUNCTION bi_access_internal.sync_begin() IS
-    'CALL bi_access.sync(): its first step, the tables to sync (through step_sync_begin)';
-COMMENT ON FUNCTION bi_access_internal.sync_table(oid) IS
-    'CALL bi_access.sync(): syncs one table (through step_sync_table)';
-COMMENT ON FUNCTION bi_access_internal.sync_end(integer, integer, text[]) IS
-    'CALL bi_access.sync(): its last step and event (through step_sync_end)';
 COMMENT ON FUNCTION bi_access_internal.step_sync_begin() IS
     'CALL bi_access.sync(): its first step, the tables to sync';
 COMMENT ON FUNCTION bi_access_internal.step_sync_table(regclass) IS
     'CALL bi_access.sync(): syncs one table; whether it changed';
 COMMENT ON FUNCTION bi_access_internal.step_sync_end(integer, integer, text[]) IS
     'CALL bi_access.sync(): its last step, and its event';
-COMMENT ON FUNCTION bi_access_internal.sync_running() IS
-    'Whether CALL bi_access.sync() runs now (the credentials view shows syncing)';
-COMMENT ON FUNCTION bi_access_internal.credential_state(text, text, text, text, boolean, boolean, text) IS
-    'The status a credential shows, and why when it failed (the credentials view calls it per record)';
-COMMENT ON FUNCTION bi_access_internal.targets() IS
-    'The default target (the settings) and every named target, for the targets view';
-COMMENT ON FUNCTION bi_access_internal.org_lookup_support(internal) IS
-    'Planner support of the org lookups: turns a policy''s call into the org key as a constant';
-COMMENT ON FUNCTION bi_access_internal.org_of(text) IS
-    'Superusers: the org key of a role as this database answers it (what a Citus worker asks its coordinator)';
-COMMENT ON FUNCTION bi_access_internal.mark_credentials() IS
-    'Marks this database''s credential roles as managed here (custody: copies and restores)';
-COMMENT ON FUNCTION bi_access_internal.init_key() IS
-    'Creates or finds the key that seals stored passwords';
-COMMENT ON FUNCTION bi_access_internal.adopt_key_file() IS
-    'Takes the key from its file into the database (upgrades from a version that kept it in a file)';
-COMMENT ON FUNCTION bi_access_internal.add_quota_triggers() IS
-    'Gives every custom-schema table its quota trigger';
-COMMENT ON FUNCTION bi_access_internal.sync_session_libraries() IS
-    'Sets the login gate in every credential role''s session_preload_libraries';
-COMMENT ON FUNCTION bi_access_internal.after_ddl() IS
-    'Worker of the ddl_command_end event trigger: new tables, weakened exposed tables';
-COMMENT ON FUNCTION bi_access_internal.forget_dropped() IS
-    'Worker of the sql_drop event trigger: forgets dropped exposed tables';
 COMMENT ON FUNCTION bi_access_internal.on_ddl_command_end() IS
     'Event trigger function (ddl_command_end): new tables and weakened exposed tables';
 COMMENT ON FUNCTION bi_access_internal.on_sql_drop() IS

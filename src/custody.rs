@@ -211,6 +211,12 @@ mod bi_access_internal {
             crate::entry::Call::management("mark_credentials").and_then(|_| super::mark_unmarked()),
         )
     }
+
+    extension_sql!(
+        "COMMENT ON FUNCTION bi_access_internal.mark_credentials() IS 'Marks this database''s credential roles as managed here (custody: copies and restores)';",
+        name = "mark_credentials_comment",
+        requires = [mark_credentials]
+    );
 }
 
 /// Marks every current credential role of this database that has no mark.

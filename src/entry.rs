@@ -48,6 +48,17 @@ impl Call {
             argument,
         })
     }
+
+    /// The list's elements, or 22004 when one of them is NULL.
+    pub fn no_null_element<T>(
+        &self,
+        argument: &'static str,
+        list: Vec<Option<T>>,
+    ) -> Result<Vec<T>> {
+        list.into_iter()
+            .map(|element| self.required(argument, element))
+            .collect()
+    }
 }
 
 /// 55000 naming ALTER EXTENSION bi_access UPDATE while this database's SQL

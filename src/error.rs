@@ -581,8 +581,10 @@ impl BiError {
 
 /// At the boundary of a worker that one of sql/api.sql's wrappers calls: the
 /// value, or the error raised without the wrapper's own CONTEXT line
-/// (`SQL function "generate" statement 1`), which names nothing the caller
+/// (`SQL function "revoke" statement 1`), which names nothing the caller
 /// wrote. The caller's own frames (a DO block, a function of theirs) stay.
+/// A function declared in Rust takes `or_raise` instead: no wrapper frame
+/// is on top of the stack, the caller's is.
 pub fn wrapped<T>(work: impl FnOnce() -> Result<T>) -> T {
     // SAFETY: a read of this backend's error context stack: its top is the
     // wrapper's frame (a SQL or PL/pgSQL function of bi_access), pushed

@@ -41,7 +41,7 @@ use crate::audit::{self, Subject, NO_SUBJECT};
 use crate::compat;
 use crate::db;
 use crate::entry::Call;
-use crate::error::{BiError, Result};
+use crate::error::{or_raise, BiError, Result};
 use crate::records::{self, Sealed};
 use crate::secrets::{self, SecretError};
 
@@ -471,28 +471,60 @@ pub fn findings() -> Result<Vec<(&'static str, String, String, String)>> {
     Ok(found)
 }
 
+// The key calls are superusers' (no tier is granted them). Declared in
+// Rust, they raise with `or_raise`: no SQL wrapper's frame is on top of the
+// error context stack, the caller's is (see error::wrapped).
+
 #[pg_extern(volatile, parallel_unsafe)]
 fn export_key() -> String {
-    crate::error::wrapped(|| Call::management("export_key").and_then(|_| export()))
+    or_raise(Call::management("export_key").and_then(|_| export()))
 }
+
+extension_sql!(
+    "COMMENT ON FUNCTION bi_access.export_key() IS \
+     'Superusers: the key that seals the stored passwords, as text to import elsewhere (a restore into another cluster)';",
+    name = "export_key_surface",
+    requires = [export_key]
+);
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn import_key(key: Option<&str>) {
-    crate::error::wrapped(|| {
+    or_raise(
         Call::management("import_key")
-            .and_then(|call| import(call.required("key", key)?).map(|_| ()))
-    })
+            .and_then(|call| import(call.required("key", key)?).map(|_| ())),
+    )
 }
+
+extension_sql!(
+    "COMMENT ON FUNCTION bi_access.import_key(text) IS \
+     'Superusers: installs an exported key; refuses a different key than the one that sealed this database''s passwords';",
+    name = "import_key_surface",
+    requires = [import_key]
+);
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn rotate_key() -> i64 {
-    crate::error::wrapped(|| Call::management("rotate_key").and_then(|_| rotate()))
+    or_raise(Call::management("rotate_key").and_then(|_| rotate()))
 }
+
+extension_sql!(
+    "COMMENT ON FUNCTION bi_access.rotate_key() IS \
+     'Superusers: a new sealing key, every stored password sealed again under it';",
+    name = "rotate_key_surface",
+    requires = [rotate_key]
+);
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn reset_key() -> i64 {
-    crate::error::wrapped(|| Call::management("reset_key").and_then(|_| reset()))
+    or_raise(Call::management("reset_key").and_then(|_| reset()))
 }
+
+extension_sql!(
+    "COMMENT ON FUNCTION bi_access.reset_key() IS \
+     'Superusers: a new key for a database whose key is lost; stored passwords become unreadable (regenerate them)';",
+    name = "reset_key_surface",
+    requires = [reset_key]
+);
 
 /// At CREATE EXTENSION: the database's key, made once, so that the first
 /// generates never race to make it. (Not on an update from 0.1.0: that one
@@ -516,6 +548,12 @@ mod bi_access_internal {
         crate::error::or_raise(Call::management("init_key").and_then(|_| super::init()))
     }
 
+    extension_sql!(
+        "COMMENT ON FUNCTION bi_access_internal.init_key() IS 'Creates or finds the key that seals stored passwords';",
+        name = "init_key_comment",
+        requires = [init_key]
+    );
+
     /// Called once by the upgrade from 0.1.0.
     #[pg_extern(volatile, parallel_unsafe)]
     fn adopt_key_file() {
@@ -523,6 +561,12 @@ mod bi_access_internal {
             Call::management("adopt_key_file").and_then(|_| super::adopt_legacy_file()),
         )
     }
+
+    extension_sql!(
+        "COMMENT ON FUNCTION bi_access_internal.adopt_key_file() IS 'Takes the key from its file into the database (upgrades from a version that kept it in a file)';",
+        name = "adopt_key_file_comment",
+        requires = [adopt_key_file]
+    );
 }
 
 extension_sql!(

@@ -81,6 +81,53 @@ fn regenerate_until(
     )
 }
 
+/// 0.2.0's `connection_details(role text)` (this version's takes a name).
+#[pg_extern(sql = false)]
+fn connection_details(
+    role: Option<&str>,
+) -> pgrx::composite_type!('static, "bi_access.connection") {
+    or_raise(
+        Call::management("connection_details")
+            .and_then(|call| crate::credentials::connection_details(call.required("role", role)?)),
+    )
+}
+
+/// 0.2.0's `purge(role text)` (this version's takes a name).
+#[pg_extern(sql = false)]
+fn purge(role: Option<&str>) {
+    or_raise(
+        Call::management("purge")
+            .and_then(|call| crate::credentials::purge(call.required("role", role)?)),
+    )
+}
+
+/// 0.2.0's `unsynced_tables()`, whose columns were oid, text, text (this
+/// version's are regclass, name, text).
+#[pg_extern(sql = false)]
+fn unsynced_tables() -> TableIterator<
+    'static,
+    (
+        name!(tbl, pg_sys::Oid),
+        name!(org_column, String),
+        name!(reason, String),
+    ),
+> {
+    let rows =
+        or_raise(Call::reading("unsynced_tables").and_then(|_| crate::exposure::unsynced_tables()))
+            .into_iter()
+            .map(|pending| (pending.tbl, pending.org_column, pending.reason.to_string()));
+    TableIterator::new(rows.collect::<Vec<_>>())
+}
+
+/// 0.2.0's `pgbouncer_auth`, whose usename was text (this version's is a
+/// name): PgBouncer logs credentials in through it until the update.
+#[pg_extern(sql = false)]
+fn pgbouncer_auth(
+    username: &str,
+) -> TableIterator<'static, (name!(usename, String), name!(passwd, String))> {
+    TableIterator::new(or_raise(crate::pooler::verifier(username)))
+}
+
 #[unsafe(no_mangle)]
 #[doc(hidden)]
 pub extern "C" fn pg_finfo_generate_wrapper() -> &'static pg_sys::Pg_finfo_record {
@@ -90,7 +137,7 @@ pub extern "C" fn pg_finfo_generate_wrapper() -> &'static pg_sys::Pg_finfo_recor
 
 /// `generate` of 0.1.0 (five arguments) and of 0.2.0 (seven), one symbol.
 /// Only an older version's SQL calls it (this version's `generate` is
-/// `generate_credential_wrapper`), so it reads no argument: it refuses as
+/// `generate_for_text_wrapper`), so it reads no argument: it refuses as
 /// every management call does in the window (55000; 25006 on a standby).
 ///
 /// # Safety
@@ -103,7 +150,7 @@ pub unsafe extern "C-unwind" fn generate_wrapper(
     or_raise(Call::management("generate").and_then(|_| {
         Err::<(), BiError>(internal(
             "generate_wrapper is the symbol of an older version's generate; \
-             this version's SQL calls generate_credential_wrapper",
+             this version's SQL calls generate_for_text_wrapper",
         ))
     }));
     pg_sys::Datum::from(0)

@@ -34,7 +34,10 @@
 //!   version, no NULL where NULL means nothing);
 //! - `input`: bounds on callers' text (lengths, characters, error quoting);
 //! - `audit`: the event log; `settings`: the GUCs; `error`: SQLSTATEs;
-//! - `api` and `sql/api.sql`: the SQL surface.
+//! - `api`: the SQL surface, each function declared once with its COMMENT and
+//!   tier GRANT beside it; `sql_types`: the SQL types pgrx lacks (`name`,
+//!   `regclass`, `name[]`, `cidr[]`); `sql/api.sql`: the views and the
+//!   functions that return a view's row.
 
 use pgrx::prelude::*;
 
@@ -72,6 +75,7 @@ mod sessions;
 mod setting_origin;
 mod settings;
 mod shmem;
+mod sql_types;
 mod status;
 mod table_record;
 mod targets;

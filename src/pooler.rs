@@ -1,5 +1,5 @@
 //! PgBouncer's `auth_query`: `bi_access.pgbouncer_auth(username)` (declared
-//! in `sql/api.sql`, executable by `bi_access_pooler` only) hands PgBouncer
+//! in `src/api.rs`, executable by `bi_access_pooler` only) hands PgBouncer
 //! the SCRAM verifier of a live credential of this database, and nothing of
 //! any other role. With one login per org a userlist file could never keep
 //! up with generate/regenerate/revoke; this lookup is always in step,

@@ -77,8 +77,7 @@ fn adopt(
         name!(detail, String),
     ),
 > {
-    let steps =
-        crate::error::wrapped(|| Call::management("adopt").and_then(|_| adopt_restored(key)));
+    let steps = crate::error::or_raise(Call::management("adopt").and_then(|_| adopt_restored(key)));
     TableIterator::new(steps)
 }
 

@@ -227,6 +227,12 @@ mod bi_access_internal {
     fn sync_session_libraries() -> i64 {
         crate::error::or_raise(super::sync_session_libraries())
     }
+
+    extension_sql!(
+        "COMMENT ON FUNCTION bi_access_internal.sync_session_libraries() IS 'Sets the login gate in every credential role''s session_preload_libraries';",
+        name = "sync_session_libraries_comment",
+        requires = [sync_session_libraries]
+    );
 }
 
 /// pgaudit's setting and the value bi_access.audit_reads gives it: SELECT

@@ -10,5 +10,3 @@ SELECT bi_access_internal.add_quota_triggers();
 -- session_preload_libraries now, not at the next sync.
 SELECT bi_access_internal.sync_session_libraries();
 
--- New in 0.3.0, commented where it is declared (src/restore.rs).
-COMMENT ON FUNCTION bi_access.adopt(text) IS 'The one call after a restore: the original key (export_key''s text), the roles a restore without roles lost, a sync; superusers only';
