@@ -72,6 +72,11 @@ SELECT bi_access.adopt('not a key');
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT bi_access.rotate_key();
 ROLLBACK;
+-- from the caller's own code: its CONTEXT line stays, whether the function
+-- is declared in Rust or in SQL
+DO $$ BEGIN PERFORM bi_access.import_key('not a key'); END $$;
+DO $$ BEGIN PERFORM bi_access.purge(NULL); END $$;
+DO $$ BEGIN PERFORM bi_access.revoke(NULL); END $$;
 -- the event log and bi_access's own objects
 UPDATE bi_access.event SET detail = NULL;
 DELETE FROM bi_access.event;
