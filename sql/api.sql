@@ -93,7 +93,8 @@ COMMENT ON VIEW bi_access.events IS
     'Append-only log of every management call, reveals of a password included';
 
 -- Named targets, and `default`, the settings' (src/targets.rs); credentials:
--- how many live credentials point at each.
+-- how many live credentials point at each (live as records::LIVE says it:
+-- src/tests/lifecycle.rs holds the two equal to Status::is_live).
 CREATE VIEW bi_access.targets AS
 SELECT t.name,
        t.host,

@@ -862,6 +862,50 @@ GRANT EXECUTE ON FUNCTION bi_access.unsynced_tables() TO bi_access_viewer;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/roles.rs:221
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/roles.rs:226
+-- bi_access::roles::bi_access_internal::sync_session_libraries
+CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/roles.rs:231
+-- requires:
+--   sync_session_libraries
+
+COMMENT ON FUNCTION bi_access_internal.sync_session_libraries() IS 'Sets the login gate in every credential role''s session_preload_libraries';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:203
+CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:208
+-- bi_access::custody::bi_access_internal::mark_credentials
+CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/custody.rs:215
+-- requires:
+--   mark_credentials
+
+COMMENT ON FUNCTION bi_access_internal.mark_credentials() IS 'Marks this database''s credential roles as managed here (custody: copies and restores)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/key.rs:540
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::key::bi_access_internal */
 /* </end connected objects> */
@@ -901,30 +945,81 @@ COMMENT ON FUNCTION bi_access_internal.init_key() IS 'Creates or finds the key t
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/custody.rs:203
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::custody::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/custody.rs:208
--- bi_access::custody::bi_access_internal::mark_credentials
-CREATE  FUNCTION bi_access_internal."mark_credentials"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'mark_credentials_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/custody.rs:215
--- requires:
---   mark_credentials
-
-COMMENT ON FUNCTION bi_access_internal.mark_credentials() IS 'Marks this database''s credential roles as managed here (custody: copies and restores)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:474
 CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::api::bi_access_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:741
+-- bi_access::api::bi_access_internal::sync_running
+CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_running_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:747
+-- requires:
+--   sync_running
+
+COMMENT ON FUNCTION bi_access_internal.sync_running() IS 'Whether CALL bi_access.sync() runs now (the credentials view shows syncing)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:777
+-- bi_access::api::bi_access_internal::forget_dropped
+CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:782
+-- requires:
+--   forget_dropped
+
+COMMENT ON FUNCTION bi_access_internal.forget_dropped() IS 'Worker of the sql_drop event trigger: forgets dropped exposed tables';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:480
+-- bi_access::api::bi_access_internal::org_lookup_support
+CREATE  FUNCTION bi_access_internal."org_lookup_support"(
+	"request" internal /* pgrx :: Internal */
+) RETURNS internal /* pgrx :: Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:492
+-- requires:
+--   org_lookup_support
+
+COMMENT ON FUNCTION bi_access_internal.org_lookup_support(internal) IS 'Planner support of the org lookups: turns a policy''s call into the org key as a constant';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:671
+-- bi_access::api::bi_access_internal::sync_table
+CREATE  FUNCTION bi_access_internal."sync_table"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_table_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:676
+-- requires:
+--   sync_table
+
+COMMENT ON FUNCTION bi_access_internal.sync_table(oid) IS 'CALL bi_access.sync(): syncs one table (through step_sync_table)';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -944,6 +1039,193 @@ AS 'MODULE_PATHNAME', 'activate_wrapper';
 --   activate
 
 COMMENT ON FUNCTION bi_access_internal.activate(text) IS 'Worker of bi_access.activate()';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:525
+-- bi_access::api::bi_access_internal::set_networks
+CREATE  FUNCTION bi_access_internal."set_networks"(
+	"role" TEXT, /* Option < & str > */
+	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_networks_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:532
+-- requires:
+--   set_networks
+
+COMMENT ON FUNCTION bi_access_internal.set_networks(text, text[]) IS 'Worker of bi_access.set_networks()';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:538
+-- bi_access::api::bi_access_internal::revoke
+CREATE  FUNCTION bi_access_internal."revoke"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:543
+-- requires:
+--   revoke
+
+COMMENT ON FUNCTION bi_access_internal.revoke(text) IS 'Worker of bi_access.revoke()';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:765
+-- bi_access::api::bi_access_internal::after_ddl
+CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:770
+-- requires:
+--   after_ddl
+
+COMMENT ON FUNCTION bi_access_internal.after_ddl() IS 'Worker of the ddl_command_end event trigger: new tables, weakened exposed tables';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:560
+-- bi_access::api::bi_access_internal::delete
+CREATE  FUNCTION bi_access_internal."delete"(
+	"role" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:565
+-- requires:
+--   delete
+
+COMMENT ON FUNCTION bi_access_internal.delete(text) IS 'Worker of bi_access.delete()';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:633
+-- bi_access::api::bi_access_internal::add_quota_triggers
+CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:638
+-- requires:
+--   add_quota_triggers
+
+COMMENT ON FUNCTION bi_access_internal.add_quota_triggers() IS 'Gives every custom-schema table its quota trigger';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:753
+-- bi_access::api::bi_access_internal::sync_end
+CREATE  FUNCTION bi_access_internal."sync_end"(
+	"synced" INT, /* i32 */
+	"unchanged" INT, /* i32 */
+	"skipped" TEXT[] /* Vec < String > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_end_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:758
+-- requires:
+--   sync_end
+
+COMMENT ON FUNCTION bi_access_internal.sync_end(integer, integer, text[]) IS 'CALL bi_access.sync(): its last step and event (through step_sync_end)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:620
+-- bi_access::api::bi_access_internal::delete_org
+CREATE  FUNCTION bi_access_internal."delete_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:625
+-- requires:
+--   delete_org
+
+COMMENT ON FUNCTION bi_access_internal.delete_org(text) IS 'Worker of bi_access.delete_org()';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:609
+-- bi_access::api::bi_access_internal::revoke_org
+CREATE  FUNCTION bi_access_internal."revoke_org"(
+	"org_id" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:614
+-- requires:
+--   revoke_org
+
+COMMENT ON FUNCTION bi_access_internal.revoke_org(text) IS 'Worker of bi_access.revoke_org()';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:500
+-- bi_access::api::bi_access_internal::org_of
+CREATE  FUNCTION bi_access_internal."org_of"(
+	"role" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'org_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:505
+-- requires:
+--   org_of
+
+COMMENT ON FUNCTION bi_access_internal.org_of(text) IS 'Superusers: the org key of a role as this database answers it (what a Citus worker asks its coordinator)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:728
+-- bi_access::api::bi_access_internal::sync_begin
+CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:733
+-- requires:
+--   sync_begin
+
+COMMENT ON FUNCTION bi_access_internal.sync_begin() IS 'CALL bi_access.sync(): its first step, the tables to sync (through step_sync_begin)';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1000,266 +1282,6 @@ COMMENT ON FUNCTION bi_access_internal.credential_state(text, text, text, text, 
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:560
--- bi_access::api::bi_access_internal::delete
-CREATE  FUNCTION bi_access_internal."delete"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:565
--- requires:
---   delete
-
-COMMENT ON FUNCTION bi_access_internal.delete(text) IS 'Worker of bi_access.delete()';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:609
--- bi_access::api::bi_access_internal::revoke_org
-CREATE  FUNCTION bi_access_internal."revoke_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:614
--- requires:
---   revoke_org
-
-COMMENT ON FUNCTION bi_access_internal.revoke_org(text) IS 'Worker of bi_access.revoke_org()';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:728
--- bi_access::api::bi_access_internal::sync_begin
-CREATE  FUNCTION bi_access_internal."sync_begin"() RETURNS oid[] /* Vec < pg_sys :: Oid > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_begin_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:733
--- requires:
---   sync_begin
-
-COMMENT ON FUNCTION bi_access_internal.sync_begin() IS 'CALL bi_access.sync(): its first step, the tables to sync (through step_sync_begin)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:480
--- bi_access::api::bi_access_internal::org_lookup_support
-CREATE  FUNCTION bi_access_internal."org_lookup_support"(
-	"request" internal /* pgrx :: Internal */
-) RETURNS internal /* pgrx :: Internal */
-IMMUTABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_lookup_support_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:492
--- requires:
---   org_lookup_support
-
-COMMENT ON FUNCTION bi_access_internal.org_lookup_support(internal) IS 'Planner support of the org lookups: turns a policy''s call into the org key as a constant';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:741
--- bi_access::api::bi_access_internal::sync_running
-CREATE  FUNCTION bi_access_internal."sync_running"() RETURNS bool /* bool */
-STRICT STABLE SECURITY DEFINER PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_running_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:747
--- requires:
---   sync_running
-
-COMMENT ON FUNCTION bi_access_internal.sync_running() IS 'Whether CALL bi_access.sync() runs now (the credentials view shows syncing)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:777
--- bi_access::api::bi_access_internal::forget_dropped
-CREATE  FUNCTION bi_access_internal."forget_dropped"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'forget_dropped_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:782
--- requires:
---   forget_dropped
-
-COMMENT ON FUNCTION bi_access_internal.forget_dropped() IS 'Worker of the sql_drop event trigger: forgets dropped exposed tables';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:525
--- bi_access::api::bi_access_internal::set_networks
-CREATE  FUNCTION bi_access_internal."set_networks"(
-	"role" TEXT, /* Option < & str > */
-	"allowed_networks" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'set_networks_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:532
--- requires:
---   set_networks
-
-COMMENT ON FUNCTION bi_access_internal.set_networks(text, text[]) IS 'Worker of bi_access.set_networks()';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:538
--- bi_access::api::bi_access_internal::revoke
-CREATE  FUNCTION bi_access_internal."revoke"(
-	"role" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'revoke_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:543
--- requires:
---   revoke
-
-COMMENT ON FUNCTION bi_access_internal.revoke(text) IS 'Worker of bi_access.revoke()';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:633
--- bi_access::api::bi_access_internal::add_quota_triggers
-CREATE  FUNCTION bi_access_internal."add_quota_triggers"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'add_quota_triggers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:638
--- requires:
---   add_quota_triggers
-
-COMMENT ON FUNCTION bi_access_internal.add_quota_triggers() IS 'Gives every custom-schema table its quota trigger';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:671
--- bi_access::api::bi_access_internal::sync_table
-CREATE  FUNCTION bi_access_internal."sync_table"(
-	"tbl" oid /* pg_sys :: Oid */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_table_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:676
--- requires:
---   sync_table
-
-COMMENT ON FUNCTION bi_access_internal.sync_table(oid) IS 'CALL bi_access.sync(): syncs one table (through step_sync_table)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:765
--- bi_access::api::bi_access_internal::after_ddl
-CREATE  FUNCTION bi_access_internal."after_ddl"() RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'after_ddl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:770
--- requires:
---   after_ddl
-
-COMMENT ON FUNCTION bi_access_internal.after_ddl() IS 'Worker of the ddl_command_end event trigger: new tables, weakened exposed tables';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:753
--- bi_access::api::bi_access_internal::sync_end
-CREATE  FUNCTION bi_access_internal."sync_end"(
-	"synced" INT, /* i32 */
-	"unchanged" INT, /* i32 */
-	"skipped" TEXT[] /* Vec < String > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_end_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:758
--- requires:
---   sync_end
-
-COMMENT ON FUNCTION bi_access_internal.sync_end(integer, integer, text[]) IS 'CALL bi_access.sync(): its last step and event (through step_sync_end)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:500
--- bi_access::api::bi_access_internal::org_of
-CREATE  FUNCTION bi_access_internal."org_of"(
-	"role" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'org_of_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:505
--- requires:
---   org_of
-
-COMMENT ON FUNCTION bi_access_internal.org_of(text) IS 'Superusers: the org key of a role as this database answers it (what a Citus worker asks its coordinator)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:620
--- bi_access::api::bi_access_internal::delete_org
-CREATE  FUNCTION bi_access_internal."delete_org"(
-	"org_id" TEXT /* Option < & str > */
-) RETURNS TEXT[] /* Vec < String > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'delete_org_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:625
--- requires:
---   delete_org
-
-COMMENT ON FUNCTION bi_access_internal.delete_org(text) IS 'Worker of bi_access.delete_org()';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:684
 -- bi_access::api::bi_access_internal::usage
 CREATE  FUNCTION bi_access_internal."usage"() RETURNS TABLE (
@@ -1286,28 +1308,6 @@ AS 'MODULE_PATHNAME', 'usage_wrapper';
 --   usage
 
 COMMENT ON FUNCTION bi_access_internal.usage() IS 'Rows of bi_access.usage: the usage counters of this server';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:221
-CREATE SCHEMA IF NOT EXISTS bi_access_internal; /* bi_access::roles::bi_access_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:226
--- bi_access::roles::bi_access_internal::sync_session_libraries
-CREATE  FUNCTION bi_access_internal."sync_session_libraries"() RETURNS bigint /* i64 */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'sync_session_libraries_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/roles.rs:231
--- requires:
---   sync_session_libraries
-
-COMMENT ON FUNCTION bi_access_internal.sync_session_libraries() IS 'Sets the login gate in every credential role''s session_preload_libraries';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1417,7 +1417,8 @@ COMMENT ON VIEW bi_access.events IS
     'Append-only log of every management call, reveals of a password included';
 
 -- Named targets, and `default`, the settings' (src/targets.rs); credentials:
--- how many live credentials point at each.
+-- how many live credentials point at each (live as records::LIVE says it:
+-- src/tests/lifecycle.rs holds the two equal to Status::is_live).
 CREATE VIEW bi_access.targets AS
 SELECT t.name,
        t.host,

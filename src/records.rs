@@ -21,6 +21,11 @@ use crate::status::{self, Facts, Status};
 /// must spell it as the index does.
 pub const CURRENT: &str = "status NOT IN ('failed', 'deleted')";
 
+/// A live credential (`Status::is_live`) on the status the credentials view
+/// shows. The targets view (sql/api.sql) spells it too: a #[pg_test] holds
+/// all three equal.
+pub const LIVE: &str = "status IN ('pending', 'active', 'syncing')";
+
 /// The org a credential serves, as its connection details show it.
 pub struct Org<'a> {
     pub org_id: &'a str,
@@ -947,14 +952,16 @@ pub fn unmanaged_credential_roles(reader_groups: &str) -> Result<Vec<(String, St
 /// creation, all that long ago.
 pub fn stale_credentials(stale_after_s: i32) -> Result<Vec<(String, String)>> {
     db::text_pairs(
-        "SELECT 'credential ' || quote_ident(c.role_name::text), \
-                format('SELECT bi_access.revoke(%L);  -- if no BI tool uses it any more', c.role_name) \
-         FROM bi_access.credentials c \
-         WHERE c.status IN ('pending', 'active', 'syncing') \
-           AND greatest(c.created_at, \
-                        coalesce(c.last_login_at, pg_catalog.pg_postmaster_start_time())) \
-               <= pg_catalog.now() - pg_catalog.make_interval(secs => $1) \
-         ORDER BY 1",
+        &format!(
+            "SELECT 'credential ' || quote_ident(c.role_name::text), \
+                    format('SELECT bi_access.revoke(%L);  -- if no BI tool uses it any more', c.role_name) \
+             FROM bi_access.credentials c \
+             WHERE c.{LIVE} \
+               AND greatest(c.created_at, \
+                            coalesce(c.last_login_at, pg_catalog.pg_postmaster_start_time())) \
+                   <= pg_catalog.now() - pg_catalog.make_interval(secs => $1) \
+             ORDER BY 1"
+        ),
         &[f64::from(stale_after_s).into()],
     )
 }

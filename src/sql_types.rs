@@ -90,27 +90,24 @@ impl IntoDatum for RegClass {
     }
 }
 
-impl FromDatum for Names {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _typoid: pg_sys::Oid,
-    ) -> Option<Self> {
-        // SAFETY: a non-NULL datum of this argument is a name[].
-        (!is_null).then(|| Names(unsafe { elements_as_text(datum) }))
-    }
+/// An array argument, each element as its type prints it.
+macro_rules! array_as_text {
+    ($($ty:ident),*) => {$(
+        impl FromDatum for $ty {
+            unsafe fn from_polymorphic_datum(
+                datum: pg_sys::Datum,
+                is_null: bool,
+                _typoid: pg_sys::Oid,
+            ) -> Option<Self> {
+                // SAFETY: a non-NULL datum of this argument is an array of
+                // the type its SqlTranslatable declares.
+                (!is_null).then(|| $ty(unsafe { elements_as_text(datum) }))
+            }
+        }
+    )*};
 }
 
-impl FromDatum for Cidrs {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _typoid: pg_sys::Oid,
-    ) -> Option<Self> {
-        // SAFETY: a non-NULL datum of this argument is a cidr[].
-        (!is_null).then(|| Cidrs(unsafe { elements_as_text(datum) }))
-    }
-}
+array_as_text!(Names, Cidrs);
 
 /// Each element of a one-dimensional array as its type's output function
 /// prints it (a `name` as itself, a `cidr` in its canonical form).

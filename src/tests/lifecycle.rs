@@ -291,4 +291,33 @@ mod tests {
             );
         }
     }
+
+    /// "Live" is decided once, by `Status::is_live`, and spelled in SQL
+    /// twice, on the status the credentials view shows: `records::LIVE`
+    /// (check()'s stale credentials) and the targets view's count.
+    #[pg_test]
+    fn live_means_the_same_in_rust_in_the_records_and_in_the_targets_view() {
+        use crate::status::Status;
+        for status in Status::ALL {
+            let live: bool = one(&format!(
+                "SELECT {} FROM (SELECT '{}'::bi_access.credential_status AS status) c",
+                crate::records::LIVE,
+                status.as_str()
+            ));
+            assert_eq!(live, status.is_live(), "{status}: records::LIVE");
+        }
+        // Every name qualified in the definition, whatever the test's
+        // search_path.
+        Spi::run("SET LOCAL search_path = pg_catalog").unwrap();
+        let view: String = one("SELECT pg_catalog.pg_get_viewdef('bi_access.targets'::regclass)");
+        let listed = Status::names(Status::is_live)
+            .iter()
+            .map(|name| format!("'{name}'::bi_access.credential_status"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            view.contains(&format!("c.status = ANY (ARRAY[{listed}])")),
+            "the targets view counts other statuses than the live ones: {view}"
+        );
+    }
 }
