@@ -84,6 +84,14 @@ COMMON_SETTINGS = {
     # PREPARE TRANSACTION works for any role (Citus sets 200 by itself); the
     # session guard must refuse it (test_resources.py).
     "max_prepared_transactions": 5,
+    # check() warns when one org's temporary files (bi_access.temp_file_limit
+    # × org_connection_limit, 1GB × 10 by default) could fill the disk's free
+    # space (src/capacity.rs). The test servers share a disk whose free space
+    # others move (one CI run had 9.4 GB): at the default, that finding would
+    # come and go with the machine, in every test that expects check() clean.
+    # 64MB × 10 leaves it to a disk with less than 640 MB free.
+    # test_check.py's MISFITS plants the finding on purpose.
+    "bi_access.temp_file_limit": "64MB",
 }
 
 

@@ -36,7 +36,8 @@ mod tests {
     }
 
     /// The defaults README states: the session's memory follows the work_mem
-    /// cap, and BI sessions may take half of the slots no role reserves.
+    /// cap, BI sessions may take half of the slots no role reserves, and
+    /// each may write 1GB of temporary files.
     #[pg_test]
     fn the_defaults_leave_the_application_its_slots_and_bound_the_memory() {
         assert_eq!(
@@ -59,6 +60,8 @@ mod tests {
         assert_eq!(crate::settings::max_cursors(), Some(50));
         assert_eq!(crate::settings::max_held_cursors(), Some(4));
         assert_eq!(crate::settings::max_prepared_statements(), Some(500));
+        // pg_test's servers set 64MB (cluster.py): this is where 1GB is held.
+        assert_eq!(crate::settings::temp_file_limit_kb(), Some(1024 * 1024));
     }
 
     /// A write is refused as it is analysed: PREPARE of one too, which
